@@ -1,0 +1,45 @@
+# diffqc — two commands on a fresh machine: `make run` and `make test`. Each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+ARGS ?=
+TORCH := torch==2.13.0
+
+.PHONY: setup system-packages run test proto lint bench-detector clean
+
+setup: system-packages $(STAMP)
+
+# The embedded time-series store is a Debian package; install it when we can (root + apt-get).
+system-packages:
+	@command -v victoria-metrics >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing victoria-metrics (the embedded time-series store)"; \
+	    apt-get update -qq && apt-get install -y -qq victoria-metrics >/dev/null; \
+	  else echo "note: victoria-metrics is missing; run: sudo apt-get install victoria-metrics"; fi; }
+
+# Re-installs only when pyproject.toml changes. torch goes first, pinned to the local CPU wheel:
+# an unpinned torch (asked for by diffusers) would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make setup: $(PYTHON) not found (diffqc needs Python 3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: setup
+	$(BIN)/diffqc demo $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+proto: setup
+	$(BIN)/python -m diffqc.contracts.codegen
+
+lint: setup
+	$(BIN)/ruff check diffqc services tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,32 @@
+"""Topic provisioning and the broker check used at start-up."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from diffqc.bus.config import admin_config
+from diffqc.runtime.dependencies import wait_for
+from diffqc.settings import KafkaSettings
+
+
+def wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> None:
+    admin = AdminClient(admin_config(kafka))
+
+    def check() -> None:
+        admin.list_topics(timeout=min(2.0, timeout_s))
+
+    wait_for("Kafka broker", kafka.bootstrap_servers, check, timeout_s)
+
+
+def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 1) -> None:
+    """Create the topics that do not exist yet; an existing topic is left as it is."""
+    admin = AdminClient(admin_config(kafka))
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    for topic, future in admin.create_topics(missing, operation_timeout=10).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

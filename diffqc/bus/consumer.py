@@ -1,0 +1,141 @@
+"""The consume loop every streaming service runs.
+
+At-least-once with no loss: a message's offset is committed only after its handler's side
+effects succeeded (or after it went to the dead-letter topic). Transient failures are retried
+with bounded exponential backoff; a message that can never succeed (it does not decode, the
+handler raises PoisonMessage, or retries ran out) goes to ``<topic><dead_letter_suffix>`` with
+the reason in its headers, so one bad frame cannot stall a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from confluent_kafka import Consumer, Message, Producer
+
+from diffqc.bus.config import consumer_config, producer_config
+from diffqc.runtime.logging import frame_context
+from diffqc.runtime.metrics import HANDLE_SECONDS, MESSAGES
+from diffqc.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler for a message that no retry can fix (bad content, unknown product ...)."""
+
+
+class _Interrupted(Exception):
+    """Shutdown began while a failing message waited for its next retry: leave it uncommitted."""
+
+
+def dead_letter_topic(topic: str, kafka: KafkaSettings) -> str:
+    return f"{topic}{kafka.dead_letter_suffix}"
+
+
+class ConsumeLoop(Generic[T]):
+    """Consume ``topic`` in consumer group ``group``, decode each value and hand it to ``handler``."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        group: str,
+        decode: Callable[[bytes], T],
+        handler: Callable[[T, Message], None],
+        **consumer_overrides,
+    ):
+        self.kafka = kafka
+        self.topic = topic
+        self.group = group
+        self.decode = decode
+        self.handler = handler
+        self.dead_letter_topic = dead_letter_topic(topic, kafka)
+        self._consumer_config = consumer_config(kafka, group, **consumer_overrides)
+        self.ready = threading.Event()  # set once partitions are assigned
+
+    def run(self, stop: threading.Event) -> None:
+        """Process messages until ``stop`` is set; finish the one in hand, commit, close."""
+        consumer = Consumer(self._consumer_config)
+        producer = Producer(producer_config(self.kafka))
+        consumer.subscribe([self.topic], on_assign=lambda *_: self.ready.set())
+        log.info("consuming %s as group %s", self.topic, self._consumer_config["group.id"])
+        try:
+            while not stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    log.warning("consumer error on %s: %s", self.topic, msg.error())
+                    continue
+                try:
+                    self._process(msg, producer, stop)
+                except _Interrupted:
+                    break
+                consumer.commit(message=msg, asynchronous=False)
+        finally:
+            consumer.close()  # leaves the group at once, so a rebalance need not wait for a timeout
+            producer.flush(10)
+            log.info("stopped consuming %s", self.topic)
+
+    def _process(self, msg: Message, producer: Producer, stop: threading.Event) -> None:
+        try:
+            value = self.decode(msg.value())
+        except Exception as exc:
+            self._dead_letter(msg, producer, f"undecodable message: {exc.__class__.__name__}: {exc}")
+            return
+        frame_id = _frame_id(msg, value)
+        attempt = 0
+        with frame_context(frame_id):
+            while True:
+                attempt += 1
+                started = time.perf_counter()
+                try:
+                    self.handler(value, msg)
+                except PoisonMessage as exc:
+                    self._dead_letter(msg, producer, f"rejected: {exc}")
+                    return
+                except Exception as exc:
+                    if attempt > self.kafka.max_retries:
+                        reason = f"failed after {attempt} attempts: {exc.__class__.__name__}: {exc}"
+                        self._dead_letter(msg, producer, reason)
+                        return
+                    delay = min(self.kafka.retry_backoff_s * 2 ** (attempt - 1), self.kafka.retry_backoff_max_s)
+                    MESSAGES.labels(topic=self.topic, outcome="retried").inc()
+                    log.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt,
+                                exc.__class__.__name__, exc, delay)
+                    if stop.wait(delay):
+                        raise _Interrupted from exc
+                    continue
+                HANDLE_SECONDS.labels(topic=self.topic).observe(time.perf_counter() - started)
+                MESSAGES.labels(topic=self.topic, outcome="ok").inc()
+                return
+
+    def _dead_letter(self, msg: Message, producer: Producer, reason: str) -> None:
+        headers = list(msg.headers() or []) + [
+            ("dlq.reason", reason.encode()),
+            ("dlq.topic", msg.topic().encode()),
+            ("dlq.partition", str(msg.partition()).encode()),
+            ("dlq.offset", str(msg.offset()).encode()),
+            ("dlq.group", self._consumer_config["group.id"].encode()),
+            ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        producer.produce(self.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers)
+        # The dead letter must be durable before the offset is committed, or the message is lost.
+        if producer.flush(30) != 0:
+            raise RuntimeError(f"could not deliver to dead-letter topic {self.dead_letter_topic}")
+        MESSAGES.labels(topic=self.topic, outcome="dead_lettered").inc()
+        log.error("sent to %s: %s", self.dead_letter_topic, reason)
+
+
+def _frame_id(msg: Message, value: object) -> str | None:
+    for key, header in msg.headers() or []:
+        if key == "frame_id":
+            return header.decode(errors="replace")
+    return getattr(value, "frame_id", None) or None

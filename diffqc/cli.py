@@ -1,0 +1,15 @@
+"""The ``diffqc`` command line. Each capability registers its commands from its own package."""
+
+from __future__ import annotations
+
+import typer
+
+from diffqc.demo import demo
+from diffqc.infra.cli import app as infra_app
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.command()(demo)
+app.add_typer(infra_app, name="infra", help="Start, stop and check the embedded local infrastructure.")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,59 @@
+"""``diffqc infra up|down|status``: the embedded local servers, on the ports the settings name."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from diffqc.infra.errors import InfraError
+from diffqc.infra.stack import LocalStack
+from diffqc.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _stack(settings: Settings) -> LocalStack:
+    return LocalStack(settings.data_dir)
+
+
+def _ports(settings: Settings) -> tuple[int, int]:
+    first_broker = settings.kafka.bootstrap_servers.split(",")[0]
+    return int(first_broker.rsplit(":", 1)[1]), urlparse(settings.influx.url).port or 8086
+
+
+@app.command()
+def up() -> None:
+    """Start the Kafka broker and the time-series store (if not running) and wait until ready."""
+    settings = get_settings()
+    kafka_port, timeseries_port = _ports(settings)
+    try:
+        servers = _stack(settings).up(kafka_port, timeseries_port)
+    except InfraError as exc:
+        console.print(f"[red]infra up failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for server in servers.values():
+        console.print(f"{server.name}: {server.address} (pid {server.pid}, log {server.log})")
+    console.print(f"database: {settings.database.url}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the servers that `infra up` started (by PID) and wait for them to exit."""
+    stopped = _stack(get_settings()).down()
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status() -> None:
+    """Report each server's health; exits 1 when one is down."""
+    statuses = _stack(get_settings()).status()
+    table = Table("server", "address", "pid", "health")
+    for s in statuses:
+        table.add_row(s.name, s.address, str(s.pid or "-"), f"[green]{s.detail}" if s.healthy else f"[red]{s.detail}")
+    console.print(table if statuses else "no local infrastructure is running (diffqc infra up)")
+    if not statuses or not all(s.healthy for s in statuses):
+        raise typer.Exit(1)

@@ -1,0 +1,131 @@
+"""One typed settings model for every diffqc process.
+
+Values come from ``DIFFQC_*`` environment variables (a group and its field joined by ``_``, e.g.
+``DIFFQC_KAFKA_BOOTSTRAP_SERVERS`` for ``kafka.bootstrap_servers``) and from an optional YAML file
+named by ``DIFFQC_CONFIG`` with the same structure; environment variables win. Every field is documented in docs/configuration.md, and a test keeps
+that table and this model in step.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "DIFFQC_"
+NESTED_DELIMITER = "_"
+CONFIG_FILE_VARIABLE = "DIFFQC_CONFIG"
+
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class SettingsError(RuntimeError):
+    """A setting is malformed or missing; the message names the variable."""
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: NonEmptyStr = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port,...)")
+    group_prefix: NonEmptyStr = Field("diffqc", description="Prefix of every consumer group id")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout")
+    dead_letter_suffix: NonEmptyStr = Field(".dlq", description="Suffix of the dead-letter topic of each input topic")
+    max_retries: int = Field(5, ge=0, description="Retries of a failing message before it is dead-lettered")
+    retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles per retry")
+    retry_backoff_max_s: float = Field(5.0, gt=0, description="Upper bound of one retry delay")
+
+
+class DatabaseSettings(BaseModel):
+    url: NonEmptyStr = Field(
+        "sqlite:///var/diffqc.db", description="SQLAlchemy URL (postgresql+psycopg://... in production)"
+    )
+
+
+class InfluxSettings(BaseModel):
+    url: NonEmptyStr = Field("http://127.0.0.1:8086", description="InfluxDB v2 API base URL")
+    token: NonEmptyStr = Field("diffqc-dev-token", description="InfluxDB API token")
+    org: NonEmptyStr = Field("diffqc", description="InfluxDB organisation")
+    bucket: NonEmptyStr = Field("quality", description="InfluxDB bucket for anomaly scores and SPC signals")
+
+
+class TritonSettings(BaseModel):
+    grpc_url: NonEmptyStr = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port)")
+    model_name: NonEmptyStr = Field("diffqc_detector", description="Model name in the Triton model repository")
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one inference request")
+
+
+class ServiceSettings(BaseModel):
+    grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the service's gRPC server (0 = any)")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint")
+    grpc_workers: int = Field(8, ge=1, description="Threads serving gRPC calls")
+    shutdown_grace_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long in-flight work may take to finish"
+    )
+    startup_timeout_s: float = Field(
+        30.0, gt=0, description="How long to retry a dependency at start before failing"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_nested_max_split=1,  # DIFFQC_KAFKA_BOOTSTRAP_SERVERS -> kafka.bootstrap_servers
+        extra="forbid",
+        validate_default=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    data_dir: Path = Field(Path("var"), description="Root of local state: blobs, models, embedded servers")
+    kafka: KafkaSettings = KafkaSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    influx: InfluxSettings = InfluxSettings()
+    triton: TritonSettings = TritonSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def _variable_name(location: tuple) -> str:
+    """Map a pydantic error location to the environment variable a user would set."""
+    parts = [str(part) for part in location if not isinstance(part, int)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(parts).upper()
+
+
+def load_settings(**overrides) -> Settings:
+    """Build the settings, turning any problem into one message that names the variable."""
+    config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+    if config_file and not Path(config_file).is_file():
+        raise SettingsError(f"{CONFIG_FILE_VARIABLE}: config file {config_file!r} does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [f"{_variable_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except Exception as exc:  # malformed YAML, or JSON in a nested variable
+        raise SettingsError(f"invalid settings: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

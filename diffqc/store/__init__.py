@@ -1,0 +1,1 @@
+"""Metadata storage: SQLAlchemy engines (PostgreSQL in production, a SQLite file embedded)."""
