@@ -1,0 +1,79 @@
+"""Real infrastructure for the tests, started by the same code as ``diffqc infra up``.
+
+A server that is not installed skips its tests with the command that installs it, except under
+CI=true, where every test of a real component must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from diffqc.infra.errors import InfraError
+from diffqc.infra.ports import free_port
+from diffqc.infra.postgres import throwaway_database
+from diffqc.infra.stack import KAFKA, TIMESERIES, LocalStack
+from diffqc.settings import KafkaSettings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with ``reason`` (what to install) when a system server is missing — never in CI."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI=true and a required component is missing: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    require(shutil.which("victoria-metrics") is not None, "needs victoria-metrics: apt-get install victoria-metrics")
+    stack = LocalStack(tmp_path_factory.mktemp("infra"))
+    try:
+        servers = stack.up(kafka_port=free_port(), timeseries_port=free_port())
+    except InfraError as exc:
+        pytest.fail(f"the local infrastructure did not start: {exc}")
+    yield stack, servers
+    stack.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_stack) -> str:
+    return local_stack[1][KAFKA].address
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap) -> KafkaSettings:
+    # Short session timeout: tansu answers a group join after about half of it.
+    return KafkaSettings(
+        bootstrap_servers=kafka_bootstrap, session_timeout_ms=6000, retry_backoff_s=0.05, retry_backoff_max_s=0.2
+    )
+
+
+@pytest.fixture(scope="session")
+def timeseries_url(local_stack) -> str:
+    return local_stack[1][TIMESERIES].address
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    try:
+        with throwaway_database() as url:
+            yield url
+    except InfraError as exc:
+        require(False, str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a test that used the local servers fails, show their logs."""
+    report = yield
+    started = getattr(item, "funcargs", {}).get("local_stack")
+    if report.failed and started:
+        stack, _ = started
+        for name, tail in stack.log_tails().items():
+            report.sections.append((f"{name} server log (last lines)", tail))
+    return report

@@ -1,0 +1,72 @@
+"""Starting and stopping the local stack: readiness, idempotence, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from diffqc.infra.errors import InfraError
+from diffqc.infra.ports import free_port
+from diffqc.infra.process import ServerProcess
+from diffqc.infra.stack import LocalStack
+
+
+def test_up_is_idempotent_and_down_leaves_no_process(local_stack, tmp_path):
+    stack = LocalStack(tmp_path)
+    first = stack.up(kafka_port=free_port(), timeseries_port=free_port())
+    pids = {s.pid for s in first.values()}
+    assert all(status.healthy for status in stack.status())
+    assert {s.pid for s in stack.up(kafka_port=free_port(), timeseries_port=free_port()).values()} == pids
+
+    assert sorted(stack.down()) == ["kafka", "timeseries"]
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    assert stack.status() == []
+
+
+def test_cli_up_status_down(local_stack, tmp_path):
+    env = {
+        **os.environ,
+        "DIFFQC_DATA_DIR": str(tmp_path),
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "DIFFQC_INFLUX_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    cli = [sys.executable, "-m", "diffqc.cli", "infra"]
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, command], env=env, capture_output=True, text=True, timeout=120)
+
+    assert run("status").returncode == 1  # nothing runs yet
+    up = run("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = run("status")
+    assert status.returncode == 0 and status.stdout.count("ready") == 2, status.stdout
+    assert "kafka" in run("down").stdout
+    assert run("status").returncode == 1
+
+
+def test_a_server_that_dies_at_start_reports_its_log(tmp_path):
+    server = ServerProcess(
+        name="broken",
+        argv=[sys.executable, "-c", "import sys; print('port already in use'); sys.exit(3)"],
+        log_path=tmp_path / "broken.log",
+        ready=lambda: False,
+    )
+    with pytest.raises(InfraError, match=r"broken exited with code 3(.|\n)*port already in use"):
+        server.start()
+
+
+def test_a_server_that_never_gets_ready_is_stopped(tmp_path):
+    server = ServerProcess(
+        name="silent",
+        argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+        log_path=tmp_path / "silent.log",
+        ready=lambda: False,
+        ready_timeout_s=1.0,
+    )
+    with pytest.raises(InfraError, match="silent was not ready after 1 s"):
+        server.start()
+    assert server.pid is None
