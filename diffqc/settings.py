@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,7 +32,11 @@ class SettingsError(RuntimeError):
     """A setting is malformed or missing; the message names the variable."""
 
 
-class KafkaSettings(BaseModel):
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not silently ignored
+
+
+class KafkaSettings(_Group):
     bootstrap_servers: NonEmptyStr = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port,...)")
     group_prefix: NonEmptyStr = Field("diffqc", description="Prefix of every consumer group id")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout")
@@ -42,26 +46,26 @@ class KafkaSettings(BaseModel):
     retry_backoff_max_s: float = Field(5.0, gt=0, description="Upper bound of one retry delay")
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Group):
     url: NonEmptyStr = Field(
         "sqlite:///var/diffqc.db", description="SQLAlchemy URL (postgresql+psycopg://... in production)"
     )
 
 
-class InfluxSettings(BaseModel):
+class InfluxSettings(_Group):
     url: NonEmptyStr = Field("http://127.0.0.1:8086", description="InfluxDB v2 API base URL")
     token: NonEmptyStr = Field("diffqc-dev-token", description="InfluxDB API token")
     org: NonEmptyStr = Field("diffqc", description="InfluxDB organisation")
     bucket: NonEmptyStr = Field("quality", description="InfluxDB bucket for anomaly scores and SPC signals")
 
 
-class TritonSettings(BaseModel):
+class TritonSettings(_Group):
     grpc_url: NonEmptyStr = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port)")
     model_name: NonEmptyStr = Field("diffqc_detector", description="Model name in the Triton model repository")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one inference request")
 
 
-class ServiceSettings(BaseModel):
+class ServiceSettings(_Group):
     grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the service's gRPC server (0 = any)")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint")
     grpc_workers: int = Field(8, ge=1, description="Threads serving gRPC calls")
@@ -129,3 +133,25 @@ def load_settings(**overrides) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+def settings_table() -> str:
+    """The Markdown table of every variable (docs/configuration.md embeds it; a test keeps them equal)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+
+    def add(name: str, field) -> None:
+        default = field.default.value if hasattr(field.default, "value") else field.default
+        rows.append(f"| `{name}` | `{default}` | {field.description} |")
+
+    for name, field in Settings.model_fields.items():
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, _Group):
+            for sub_name, sub_field in group.model_fields.items():
+                add(_variable_name((name, sub_name)), sub_field)
+        else:
+            add(_variable_name((name,)), field)
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

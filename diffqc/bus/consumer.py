@@ -126,10 +126,14 @@ class ConsumeLoop(Generic[T]):
             ("dlq.group", self._consumer_config["group.id"].encode()),
             ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
         ]
-        producer.produce(self.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers)
+        errors = []
+        producer.produce(
+            self.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers,
+            on_delivery=lambda err, _msg: err and errors.append(err),
+        )
         # The dead letter must be durable before the offset is committed, or the message is lost.
-        if producer.flush(30) != 0:
-            raise RuntimeError(f"could not deliver to dead-letter topic {self.dead_letter_topic}")
+        if producer.flush(30) != 0 or errors:
+            raise RuntimeError(f"could not deliver to dead-letter topic {self.dead_letter_topic}: {errors}")
         MESSAGES.labels(topic=self.topic, outcome="dead_lettered").inc()
         log.error("sent to %s: %s", self.dead_letter_topic, reason)
 
