@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlparse
 
 import typer
@@ -10,6 +11,8 @@ from rich.table import Table
 
 from diffqc.infra.errors import InfraError
 from diffqc.infra.stack import LocalStack
+from diffqc.infra.triton import triton_server
+from diffqc.runtime.shutdown import ShutdownSignal
 from diffqc.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -57,3 +60,31 @@ def status() -> None:
     console.print(table if statuses else "no local infrastructure is running (diffqc infra up)")
     if not statuses or not all(s.healthy for s in statuses):
         raise typer.Exit(1)
+
+
+triton_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+@triton_app.command()
+def serve(
+    repo: Path = typer.Option(Path("model-repository"), help="Triton model repository"),
+    http_port: int = typer.Option(8000, help="HTTP port (/v2/health/ready)"),
+    grpc_port: int = typer.Option(8001, help="gRPC port (tritonclient)"),
+    metrics_port: int = typer.Option(8002, help="Prometheus metrics port"),
+) -> None:
+    """Run tritonserver on 127.0.0.1 in the foreground until SIGINT/SIGTERM, then stop it and its stubs."""
+    settings = get_settings()
+    stop = ShutdownSignal()
+    try:
+        server = triton_server(
+            repo, http_port, grpc_port, metrics_port, settings.data_dir / "triton", log_path=None
+        ).start()
+    except InfraError as exc:
+        console.print(f"[red]triton did not start:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"triton ready: http 127.0.0.1:{http_port}, grpc 127.0.0.1:{grpc_port} (Ctrl-C stops it)")
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        console.print("triton stopped")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,21 +20,22 @@ from diffqc.infra.errors import InfraError
 class ServerProcess:
     name: str
     argv: Sequence[str]
-    log_path: Path
+    log_path: Path | None  # None: the server writes to this process's stdout/stderr
     ready: Callable[[], bool]
     env: dict[str, str] | None = None
     ready_timeout_s: float = 30.0
     pid: int | None = field(default=None, init=False)
 
     def start(self) -> ServerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") if self.log_path else nullcontext() as log:
             # A new session detaches the server from the terminal's signals (Ctrl-C in the
             # shell stops the CLI, not the broker) and lets `stop` kill its whole group.
             proc = subprocess.Popen(
                 list(self.argv),
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT if log else None,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 start_new_session=True,
@@ -67,6 +69,8 @@ class ServerProcess:
             self.pid = None
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None:
+            return "(logged to the terminal)"
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
