@@ -1,0 +1,144 @@
+"""The metadata schema: the plant's equipment, products, model versions, frames, inspections, alerts.
+
+Identifiers that come from the plant (line, camera, frame ids) are its own strings; a frame id
+is the idempotency key of the whole flow, so every write keyed by it can be repeated safely.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+class Plant(Base):
+    __tablename__ = "plants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    lines: Mapped[list[Line]] = relationship(back_populates="plant")
+
+
+class Line(Base):
+    __tablename__ = "lines"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plant_id: Mapped[str] = mapped_column(ForeignKey("plants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    plant: Mapped[Plant] = relationship(back_populates="lines")
+    stations: Mapped[list[Station]] = relationship(back_populates="line")
+
+
+class Station(Base):
+    __tablename__ = "stations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line_id: Mapped[str] = mapped_column(ForeignKey("lines.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    line: Mapped[Line] = relationship(back_populates="stations")
+    cameras: Mapped[list[Camera]] = relationship(back_populates="station")
+
+
+class Camera(Base):
+    __tablename__ = "cameras"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"))
+    model: Mapped[str | None] = mapped_column(String(200))
+    station: Mapped[Station] = relationship(back_populates="cameras")
+
+
+class ProductType(Base):
+    __tablename__ = "product_types"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # How preprocessing normalizes a frame: {"height", "width", "channels", "tile", "overlap", "align"}.
+    preprocessing: Mapped[dict] = mapped_column(default=dict)
+    # Nominal process windows: {"temperature_c": [180.0, 200.0], ...}; scoring measures deviation from them.
+    nominal_ranges: Mapped[dict] = mapped_column(default=dict)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("product_type", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product_type: Mapped[str] = mapped_column(ForeignKey("product_types.name"))
+    version: Mapped[str] = mapped_column(String(64))
+    artifact_uri: Mapped[str] = mapped_column(String(1000))
+    threshold: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Frame(Base):
+    __tablename__ = "frames"
+    __table_args__ = (Index("ix_frames_line_captured", "line_id", "captured_at"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    plant_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(64))
+    station_id: Mapped[str] = mapped_column(String(64))
+    camera_id: Mapped[str] = mapped_column(String(64))
+    product_type: Mapped[str] = mapped_column(ForeignKey("product_types.name"))
+    work_order: Mapped[str | None] = mapped_column(String(64))
+    lot: Mapped[str | None] = mapped_column(String(64), index=True)
+    captured_at: Mapped[datetime]
+    process_parameters: Mapped[dict] = mapped_column(default=dict)
+    image_uri: Mapped[str] = mapped_column(String(1000))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    height: Mapped[int]
+    width: Mapped[int]
+    channels: Mapped[int]
+    priority: Mapped[int] = mapped_column(default=0)
+    received_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Verdict(enum.StrEnum):
+    OK = "ok"
+    DEFECTIVE = "defective"
+
+
+class Inspection(Base):
+    __tablename__ = "inspections"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # One inspection per frame: the unique key makes a redelivered frame's write a no-op.
+    frame_id: Mapped[str] = mapped_column(ForeignKey("frames.id"), unique=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    component_scores: Mapped[dict] = mapped_column(default=dict)
+    score: Mapped[float]
+    threshold: Mapped[float]
+    verdict: Mapped[Verdict] = mapped_column(Enum(Verdict, native_enum=False, length=16))
+    heatmap_uri: Mapped[str | None] = mapped_column(String(1000))
+    # [{"x", "y", "width", "height", "area_px", "peak_score"}, ...]
+    regions: Mapped[list] = mapped_column(default=list)
+    latency_ms: Mapped[float]
+    inspected_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Alert(Base):
+    """An alert for the MES, kept as a transactional outbox row until the MES acknowledged it."""
+
+    __tablename__ = "alerts"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    inspection_id: Mapped[str | None] = mapped_column(ForeignKey("inspections.id"), unique=True)
+    line_id: Mapped[str] = mapped_column(String(64), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict] = mapped_column(default=dict)
+    delivery_state: Mapped[DeliveryState] = mapped_column(
+        Enum(DeliveryState, native_enum=False, length=16), default=DeliveryState.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    delivered_at: Mapped[datetime | None]
