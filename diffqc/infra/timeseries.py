@@ -41,6 +41,7 @@ def timeseries_store(port: int, data_dir: Path, log_path: Path) -> ServerProcess
             f"-storageDataPath={data_dir}",
             f"-httpListenAddr=127.0.0.1:{port}",
             "-retentionPeriod=100y",
+            "-loggerLevel=WARN",  # its INFO start-up lines would drown a failing test's report
         ],
         log_path=log_path,
         ready=lambda: store_is_ready(url),

@@ -77,7 +77,7 @@ def test_good_messages_are_handled_and_poison_goes_to_the_dead_letter_topic_with
     letters = _read_all(kafka_settings, loop.dead_letter_topic, 2)
     reasons = [dict(m.headers())["dlq.reason"].decode() for m in letters]
     assert [m.value() for m in letters] == [b"\xff not json", b'{"n": 2, "bad": true}']
-    assert reasons[0].startswith("undecodable message: JSONDecodeError")
+    assert reasons[0].startswith("undecodable message: UnicodeDecodeError")
     assert reasons[1] == "rejected: field 'bad' is set"
     assert dict(letters[1].headers())["dlq.topic"].decode() == topic
 
