@@ -2,8 +2,8 @@
 
 Values come from ``DIFFQC_*`` environment variables (a group and its field joined by ``_``, e.g.
 ``DIFFQC_KAFKA_BOOTSTRAP_SERVERS`` for ``kafka.bootstrap_servers``) and from an optional YAML file
-named by ``DIFFQC_CONFIG`` with the same structure; environment variables win. Every field is documented in docs/configuration.md, and a test keeps
-that table and this model in step.
+named by ``DIFFQC_CONFIG`` with the same structure; environment variables win. Every field is
+documented in docs/configuration.md, and a test keeps that table and this model in step.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class TritonSettings(_Group):
 
 
 class ServiceSettings(_Group):
+    host: NonEmptyStr = Field(
+        "127.0.0.1", description="Address the gRPC and metrics servers bind (0.0.0.0 in a container)"
+    )
     grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the service's gRPC server (0 = any)")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint")
     grpc_workers: int = Field(8, ge=1, description="Threads serving gRPC calls")

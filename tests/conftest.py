@@ -58,8 +58,9 @@ def timeseries_url(local_stack) -> str:
     return local_stack[1][TIMESERIES].address
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> str:
+    """A fresh database per test (created in ~0.1 s), so tests never see each other's tables."""
     try:
         with throwaway_database() as url:
             yield url

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 from confluent_kafka import Consumer, Message, Producer
 
 from diffqc.bus.config import consumer_config, producer_config
+from diffqc.contracts.topics import dead_letter_topic
 from diffqc.runtime.logging import frame_context
 from diffqc.runtime.metrics import HANDLE_SECONDS, MESSAGES
 from diffqc.settings import KafkaSettings
@@ -33,10 +34,6 @@ class PoisonMessage(Exception):
 
 class _Interrupted(Exception):
     """Shutdown began while a failing message waited for its next retry: leave it uncommitted."""
-
-
-def dead_letter_topic(topic: str, kafka: KafkaSettings) -> str:
-    return f"{topic}{kafka.dead_letter_suffix}"
 
 
 class ConsumeLoop(Generic[T]):

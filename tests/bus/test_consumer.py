@@ -12,7 +12,8 @@ from confluent_kafka import Consumer, Producer
 
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import consumer_config, producer_config
-from diffqc.bus.consumer import ConsumeLoop, PoisonMessage, dead_letter_topic
+from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.contracts.topics import dead_letter_topic
 
 
 def _produce(kafka, topic, values: list[bytes]) -> None:

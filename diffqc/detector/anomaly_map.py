@@ -1,0 +1,87 @@
+"""From an image and its reconstruction to the anomaly map.
+
+Raw evidence per pixel (order = ``MAP_COMPONENTS``):
+  residual    |x - x^| averaged over channels
+  structural  1 - SSIM(x, x^)
+  gradient    |grad x - grad x^|  (edges that appear, vanish or move)
+  statistics  deviation from the statistics of good images (per-pixel or local-patch Gaussian)
+Each is lightly smoothed, then normalized to a z-score by the mean and spread it has on held-out
+good images — per pixel position for aligned parts (an edge that always reconstructs poorly is
+not a defect), globally otherwise. The fused map is the weighted mean of the positive z-scores,
+smoothed again: it reads as "how many good-image standard deviations away".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from diffqc.detector.config import MAP_COMPONENTS, MapConfig
+from diffqc.detector.filters import gaussian_blur, sobel, ssim_map
+from diffqc.detector.good_stats import GoodStatistics
+
+Window = tuple[int, int, int, int]  # y0, x0, h, w in the full image
+
+
+def raw_components(
+    x: torch.Tensor, recon: torch.Tensor, good: GoodStatistics, cfg: MapConfig, window: Window | None = None
+) -> torch.Tensor:
+    """(N, 4, h, w) raw evidence, in ``MAP_COMPONENTS`` order."""
+    residual = (x - recon).abs().mean(dim=1, keepdim=True)
+    structural = 1 - ssim_map(x, recon, cfg.ssim_sigma)
+    gx, gy = sobel(x)
+    rx, ry = sobel(recon)
+    gradient = ((gx - rx) ** 2 + (gy - ry) ** 2).mean(dim=1, keepdim=True).sqrt()
+    statistics = good.raw_map(x, window)
+    raw = torch.cat([residual, structural, gradient, statistics], dim=1)
+    return gaussian_blur(raw, cfg.pre_sigma)
+
+
+@dataclass
+class Normalizer:
+    """Mean and spread of each raw component on good images: (4, H, W) per pixel or (4, 1, 1)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def per_pixel(self) -> bool:
+        return self.mean.shape[-1] > 1 or self.mean.shape[-2] > 1
+
+    @classmethod
+    def fit(cls, raws: list[torch.Tensor], per_pixel: bool, std_smooth: float = 2.0) -> Normalizer:
+        """``raws``: batches (n, 4, H, W) of raw components of held-out good images."""
+        if per_pixel and sum(r.shape[0] for r in raws) >= 2:
+            stack = torch.cat(raws)
+            mean = stack.mean(0)
+            # Few images per pixel: pool the variance over a neighbourhood and floor it at a share
+            # of the typical level, so one quiet position cannot turn noise into a huge z.
+            var = gaussian_blur(stack.var(0, unbiased=True)[None], std_smooth)[0]
+            floor = var.flatten(1).median(dim=1).values.view(-1, 1, 1) * 0.25
+            return cls(mean, var.maximum(floor).clamp_min(1e-12).sqrt())
+        flat = torch.cat([r.transpose(0, 1).reshape(r.shape[1], -1) for r in raws], dim=1)
+        return cls(flat.mean(1).view(-1, 1, 1), flat.std(1).clamp_min(1e-6).view(-1, 1, 1))
+
+    def window(self, window: Window | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if window is None or not self.per_pixel:
+            return self.mean, self.std
+        y0, x0, h, w = window
+        return self.mean[:, y0 : y0 + h, x0 : x0 + w], self.std[:, y0 : y0 + h, x0 : x0 + w]
+
+    def __call__(self, raw: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+        mean, std = self.window(window)
+        if self.per_pixel and mean.shape[-2:] != raw.shape[-2:]:
+            raise ValueError(f"per-pixel statistics are {tuple(mean.shape[-2:])}, image is {tuple(raw.shape[-2:])}")
+        return (raw - mean) / std
+
+
+def fuse(z: torch.Tensor, cfg: MapConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(anomaly map, structural map), each (N, 1, h, w), from normalized components (N, 4, h, w)."""
+    w = torch.tensor([float(cfg.weights.get(name, 0.0)) for name in MAP_COMPONENTS], dtype=z.dtype)
+    if float(w.sum()) <= 0:
+        raise ValueError("map.weights: at least one component needs a positive weight")
+    pos = z.clamp_min(0)
+    fused = (pos * w.view(1, -1, 1, 1)).sum(1, keepdim=True) / w.sum()
+    structural = pos[:, MAP_COMPONENTS.index("structural") : MAP_COMPONENTS.index("structural") + 1]
+    return gaussian_blur(fused, cfg.sigma), gaussian_blur(structural, cfg.sigma)

@@ -1,0 +1,161 @@
+"""The detector's configuration: one dataclass per concern, stored as ``config.json`` in the artifact.
+
+Everything that changes what a model computes lives here (not in code defaults), so an artifact
+reproduces its own behaviour even when the defaults change later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diffqc.detector.errors import ArtifactError
+
+# Order of the image-level component scores: Triton's SCORES output is [N, len(COMPONENTS)].
+COMPONENTS: tuple[str, ...] = ("pixel", "structural", "concentration", "process")
+# Per-pixel evidence maps fused into the anomaly map.
+MAP_COMPONENTS: tuple[str, ...] = ("residual", "structural", "gradient", "statistics")
+
+
+@dataclass
+class ModelConfig:
+    channels: int = 3
+    # Pixel-unshuffle factor: the UNet runs at 1/patch_size resolution with patch_size**2 more
+    # channels; 2 costs ~4x less than full resolution on CPU while keeping every pixel's value.
+    patch_size: int = 2
+    block_out_channels: tuple[int, ...] = (32, 64, 64, 128)
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    # Absolute (y, x) coordinate channels: lets the model learn "what belongs where" on aligned parts.
+    coord_channels: bool = False
+    products: list[str] = field(default_factory=lambda: ["default"])
+    class_embedding: bool = False
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    @property
+    def multiple(self) -> int:
+        """Input sizes are padded to a multiple of this (patching and UNet downsampling)."""
+        return self.patch_size * 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class TrainConfig:
+    crop_size: int = 64
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 30
+    ema_decay: float = 0.999
+    # Noise levels trained: reconstruction never goes above t_star, so training above it is wasted
+    # budget on CPU. None = min(num_train_timesteps, 2 * t_star).
+    t_max: int | None = None
+    aligned: bool | None = None  # None = decide from the data (see augment.is_aligned)
+    hflip: bool | None = None  # None = allowed when not aligned
+    vflip: bool | None = None
+    rot90: bool | None = None  # None = allowed when not aligned and the texture is isotropic
+    brightness: float = 0.05
+    contrast: float = 0.05
+    holdout_fraction: float = 0.25
+    min_holdout: int = 4
+    seed: int = 0
+
+
+@dataclass
+class ReconConfig:
+    t_star: int = 200
+    steps: int = 3  # k: 1 = direct x0 prediction
+    guidance: float = 1.0  # DDAD w: pulls each step toward the input
+    noise_seed: int = 0
+    noise_cell: int = 64  # the noise field is seeded per cell of absolute image position
+
+
+@dataclass
+class MapConfig:
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"residual": 1.0, "structural": 1.0, "gradient": 1.0, "statistics": 1.0}
+    )
+    normalization: str = "auto"  # pixel | global | auto (pixel when aligned)
+    pre_sigma: float = 1.0  # smoothing of each raw component before normalization
+    sigma: float = 2.0  # smoothing of the fused map
+    ssim_sigma: float = 1.5
+    std_smooth: float = 2.0  # spatial smoothing of per-pixel statistics (few calibration images)
+
+
+@dataclass
+class ScoreConfig:
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"pixel": 0.4, "structural": 0.3, "concentration": 0.2, "process": 0.1}
+    )
+    target_fpr: float = 0.03
+    region_quantile: float = 0.999  # of good-image map values: the level that outlines a region
+
+
+@dataclass
+class TileConfig:
+    size: int = 512  # images larger than this in either side are tiled
+    overlap: int = 64
+    batch: int = 4
+
+
+@dataclass
+class DetectorConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    tile: TileConfig = field(default_factory=TileConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> DetectorConfig:
+        sections = {f.name: f.type for f in fields(cls)}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ArtifactError(f"{source}: unknown section(s) {sorted(unknown)}; expected {sorted(sections)}")
+        kwargs = {}
+        for f in fields(cls):
+            section_cls = {"model": ModelConfig, "train": TrainConfig, "recon": ReconConfig,
+                           "map": MapConfig, "score": ScoreConfig, "tile": TileConfig}[f.name]
+            kwargs[f.name] = _section(section_cls, data.get(f.name, {}), f"{source}: [{f.name}]")
+        return cls(**kwargs)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> DetectorConfig:
+        """Deep-merge ``{"recon": {"steps": 5}}``-style overrides (from a YAML/JSON file or flags)."""
+        merged = self.to_dict()
+        for section, values in overrides.items():
+            if section not in merged or not isinstance(values, dict):
+                raise ArtifactError(f"config override: unknown section {section!r}")
+            merged[section].update(values)
+        return DetectorConfig.from_dict(merged, "config override")
+
+
+def _section(cls, values: dict[str, Any], source: str):
+    names = {f.name for f in fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ArtifactError(f"{source}: unknown key(s) {sorted(unknown)}")
+    values = dict(values)
+    if "block_out_channels" in values:
+        values["block_out_channels"] = tuple(values["block_out_channels"])
+    return cls(**values)
+
+
+def load_overrides(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON file of config overrides."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read config file {path}: {exc.strerror}") from None
+    data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ArtifactError(f"config file {path}: expected a mapping of sections")
+    return data

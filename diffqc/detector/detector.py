@@ -1,0 +1,221 @@
+"""The ``Detector``: a trained denoiser plus, per product type, the statistics that turn its
+reconstruction residual into an anomaly map, component scores, a score and a verdict.
+
+``Detector.predict`` is the entry point that Triton's ``model.py`` and the services call:
+
+    detector = Detector.load("model/")
+    amap, components, score = detector.predict(batch, product="default")
+    # batch: (N, C, H, W) float32 in [0, 1]
+    # amap (N, 1, H, W) float32, components (N, 4) float32 in COMPONENTS order, score (N,) float32
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffqc.detector.anomaly_map import Normalizer, fuse, raw_components
+from diffqc.detector.calibration import Calibration
+from diffqc.detector.config import COMPONENTS, DetectorConfig
+from diffqc.detector.errors import InputError, ProductError
+from diffqc.detector.good_stats import GoodStatistics
+from diffqc.detector.reconstruct import reconstruct, window_noise
+from diffqc.detector.scoring import fuse_scores, raw_image_components
+from diffqc.detector.tiling import Window, run_tiled
+from diffqc.detector.unet import Denoiser, alphas_cumprod, coordinate_grid
+
+DEFAULT_PRODUCT = "default"
+RAW, FINAL = "raw", "final"
+# Whole images are pushed through the network this many at a time (bounded activation memory).
+IMAGE_BATCH = 8
+
+
+@dataclass
+class ProductState:
+    """What the detector knows about one product type."""
+
+    good: GoodStatistics
+    normalizer: Normalizer | None = None  # None until calibrated
+    calibration: Calibration = field(default_factory=Calibration)
+    image_size: tuple[int, int] | None = None  # set when statistics are per pixel position
+
+
+class Detector:
+    """A diffusion-reconstruction anomaly detector for one or more product types."""
+
+    kind = "ddim"
+
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        model: Denoiser,
+        products: dict[str, ProductState],
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.cfg = cfg
+        self.model = model.eval()
+        self.products = products
+        self.metadata = metadata or {}
+        self.acp = alphas_cumprod(cfg.model)
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        """Load an artifact directory (checks format version and compatibility)."""
+        from diffqc.detector.artifact import load_detector
+
+        return load_detector(path)
+
+    def save(self, path: str | Path) -> Path:
+        from diffqc.detector.artifact import save_detector
+
+        return save_detector(self, path)
+
+    # -- products and input checks -------------------------------------------------------------
+    @property
+    def product_names(self) -> list[str]:
+        return list(self.cfg.model.products)
+
+    def resolve_product(self, product: str | None) -> str:
+        """The product name to use; ``default``/None means the only product of a one-product model."""
+        names = self.product_names
+        if product in names:
+            return product
+        if product in (None, DEFAULT_PRODUCT) and len(names) == 1:
+            return names[0]
+        raise ProductError(
+            f"this model was trained for product type(s) {names}; got product {product!r}"
+            + ("" if product not in (None, DEFAULT_PRODUCT) else " (name one of them)")
+        )
+
+    def threshold(self, product: str | None = None) -> float:
+        return self.products[self.resolve_product(product)].calibration.threshold
+
+    def min_size(self) -> int:
+        return max(self.cfg.train.crop_size, self.cfg.model.multiple)
+
+    def check_batch(self, batch: np.ndarray | torch.Tensor, product: str, names: Sequence[str] | None = None
+                    ) -> torch.Tensor:
+        """Validate (N, C, H, W) input in [0, 1]; errors name the image (``names``) and parameter."""
+        x = torch.as_tensor(batch)
+        label = (lambda i: f"image {names[i]}") if names else (lambda i: f"batch item {i}")
+        if x.ndim != 4:
+            raise InputError(f"expected a batch (N, C, H, W); got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InputError(f"expected float32 values in [0, 1]; got dtype {x.dtype}")
+        x = x.float()
+        n, c, h, w = x.shape
+        want = self.cfg.model.channels
+        if c != want:
+            raise InputError(
+                f"{label(0)} has {c} channel(s); the model was trained on {want} (model.channels)"
+                + (" — convert it to grayscale" if want == 1 else " — convert it to RGB")
+            )
+        m = self.min_size()
+        if h < m or w < m:
+            raise InputError(
+                f"{label(0)} is {w}x{h} px, smaller than the model's tile of {m}x{m} px (train.crop_size)"
+            )
+        size = self.products[product].image_size
+        if size is not None and (h, w) != tuple(size):
+            raise InputError(
+                f"{label(0)} is {w}x{h} px; this model normalizes per pixel position for aligned "
+                f"{product!r} images of {size[1]}x{size[0]} px (map.normalization=pixel)"
+            )
+        for i in range(n):
+            xi = x[i]
+            if not torch.isfinite(xi).all() or float(xi.min()) < -1e-3 or float(xi.max()) > 1 + 1e-3:
+                raise InputError(f"{label(i)}: values must be finite and in [0, 1]")
+        return x.clamp(0, 1)
+
+    # -- maps ----------------------------------------------------------------------------------
+    def _window_fn(self, product: str, stage: str, full: tuple[int, int], steps: int | None):
+        cfg, state = self.cfg, self.products[product]
+        label = self.product_names.index(product)
+
+        def fn(tiles: torch.Tensor, windows: list[Window]) -> torch.Tensor:
+            b, c = tiles.shape[:2]
+            noise = window_noise(c, windows, cfg.recon.noise_seed, cfg.recon.noise_cell)
+            coords = None
+            if cfg.model.coord_channels:
+                coords = torch.stack([coordinate_grid(y0, x0, h, w, *full) for y0, x0, h, w in windows])
+            labels = torch.full((b,), label, dtype=torch.long)
+            with torch.inference_mode():
+                recon = reconstruct(self.model, tiles, self.acp, cfg.recon, noise, steps=steps,
+                                    coords=coords, class_labels=labels)
+                raws = torch.cat([raw_components(tiles[i : i + 1], recon[i : i + 1], state.good, cfg.map, win)
+                                  for i, win in enumerate(windows)])
+                if stage == RAW:
+                    return raws
+                if state.normalizer is None:
+                    raise RuntimeError(f"product {product!r} is not calibrated yet")
+                z = torch.cat([state.normalizer(raws[i : i + 1], win) for i, win in enumerate(windows)])
+                amap, structural = fuse(z, cfg.map)
+                return torch.cat([amap, structural], dim=1)
+
+        return fn
+
+    def maps(self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None) -> torch.Tensor:
+        """(N, K, H, W) maps of a checked batch: K = 4 raw components (``raw``) or the anomaly map
+        and the structural map (``final``). Large images are tiled, small ones run whole."""
+        n, _, h, w = x.shape
+        fn = self._window_fn(product, stage, (h, w), steps)
+        tile = self.cfg.tile
+        if h <= tile.size and w <= tile.size:
+            outs = [fn(x[i : i + IMAGE_BATCH], [(0, 0, h, w)] * len(x[i : i + IMAGE_BATCH]))
+                    for i in range(0, n, IMAGE_BATCH)]
+            return torch.cat(outs)
+        return torch.stack([run_tiled(x[i], fn, tile.size, tile.overlap, tile.batch) for i in range(n)])
+
+    # -- scores --------------------------------------------------------------------------------
+    def predict(
+        self,
+        batch: np.ndarray | torch.Tensor,
+        product: str | None = DEFAULT_PRODUCT,
+        process: list[dict[str, float]] | None = None,
+        steps: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(anomaly map (N, 1, H, W), component scores (N, 4) in ``COMPONENTS`` order, score (N,)).
+
+        All float32. ``process``: optional process parameters per image; ``steps`` overrides k.
+        """
+        product = self.resolve_product(product)
+        x = self.check_batch(batch, product, names)
+        out = self.maps(x, product, FINAL, steps)
+        amap, structural = out[:, :1], out[:, 1:2]
+        components, score = self.score_maps(amap, structural, product, process)
+        return amap.numpy().astype(np.float32), components, score
+
+    def score_maps(self, amap: torch.Tensor, structural: torch.Tensor, product: str,
+                   process: list[dict[str, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        cal = self.products[product].calibration
+        dev = cal.process.deviation(process, amap.shape[0])
+        raw = raw_image_components(amap, structural, cal.region_level, dev)
+        z, score = fuse_scores(raw, np.array(cal.comp_mean), np.array(cal.comp_std), self.cfg.score.weights,
+                               dev is not None)
+        return z.astype(np.float32), score.astype(np.float32)
+
+    def verdicts(self, scores: np.ndarray, product: str | None = None) -> list[str]:
+        t = self.threshold(product)
+        return ["defect" if s > t else "good" for s in np.asarray(scores)]
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return COMPONENTS
+
+
+def image_batches(images: Sequence[np.ndarray], size: int = IMAGE_BATCH) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start index, (B, C, H, W) tensor) for runs of consecutive HxWxC images of the same shape."""
+    i = 0
+    while i < len(images):
+        j = i + 1
+        while j < len(images) and j - i < size and images[j].shape == images[i].shape:
+            j += 1
+        yield i, torch.from_numpy(np.stack(images[i:j]).transpose(0, 3, 1, 2).copy())
+        i = j

@@ -1,0 +1,231 @@
+"""From folders of good images to a calibrated ``Detector``: load, decide, train, calibrate."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffqc.data.images import read_image
+from diffqc.data.mvtec import list_samples
+from diffqc.detector.anomaly_map import Normalizer
+from diffqc.detector.augment import Augment, CropSampler, alignment_ratio, anisotropy, is_aligned, is_isotropic
+from diffqc.detector.calibration import (
+    Calibration,
+    component_stats,
+    fpr_threshold,
+    split_calibration,
+    split_holdout,
+)
+from diffqc.detector.config import DetectorConfig
+from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_batches
+from diffqc.detector.errors import TrainingDataError
+from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
+from diffqc.detector.scoring import ProcessStats, raw_image_components
+from diffqc.detector.train import train_denoiser
+
+PROCESS_FILE = "process.csv"  # optional: image,<param>,... for the train/good images
+
+
+def load_good_images(root: Path) -> tuple[list[Path], list[np.ndarray]]:
+    """The good training images of an MVTec-layout folder (train/good), read and checked."""
+    samples = list_samples(root, "train")  # DatasetError names the folder when it is empty
+    paths = [s.path for s in samples]
+    return paths, [read_image(p) for p in paths]
+
+
+def check_images(paths: list[Path], images: list[np.ndarray], crop: int, channels: int | None) -> int:
+    """All images share one channel count and are at least one training crop in size."""
+    first = channels if channels is not None else images[0].shape[2]
+    ref = paths[0]
+    for p, im in zip(paths, images, strict=True):
+        if im.shape[2] != first:
+            raise TrainingDataError(
+                f"image {p} has {im.shape[2]} channel(s) but {ref} has {first}: one model needs one channel count"
+            )
+        if min(im.shape[:2]) < crop:
+            raise TrainingDataError(
+                f"image {p} is {im.shape[1]}x{im.shape[0]} px, smaller than the training tile "
+                f"train.crop_size={crop}"
+            )
+    return first
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """sha256 over the names and contents of the training images (which data made this model)."""
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda q: q.name):
+        h.update(p.name.encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def read_process(root: Path, names: list[str]) -> ProcessStats:
+    """Process-parameter statistics of the good images from ``<root>/process.csv`` (if present)."""
+    path = Path(root) / PROCESS_FILE
+    if not path.is_file():
+        return ProcessStats()
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "image" not in rows[0]:
+        raise TrainingDataError(f"{path}: expected a header 'image,<parameter>,...' and one row per image")
+    wanted = set(names)
+    params = [k for k in rows[0] if k != "image"]
+    values = {k: [float(r[k]) for r in rows if r["image"] in wanted and r[k] not in ("", None)] for k in params}
+    names_ok = [k for k in params if len(values[k]) >= 2]
+    return ProcessStats(
+        names_ok,
+        [float(np.mean(values[k])) for k in names_ok],
+        [max(float(np.std(values[k], ddof=1)), 1e-6) for k in names_ok],
+    )
+
+
+def calibrate_product(
+    detector: Detector, product: str, norm_images: list[np.ndarray], calib_images: list[np.ndarray],
+    progress: Callable[[int], None] | None = None,
+) -> Calibration:
+    """Measure map normalization on ``norm_images`` and the score scale and threshold on
+    ``calib_images`` (held-out good images of ``product``); stores and returns the calibration."""
+    cfg, state = detector.cfg, detector.products[product]
+    raws = []
+    for _, x in image_batches(norm_images):
+        raws.append(detector.maps(x, product, RAW))
+        if progress:
+            progress(len(x))
+    state.normalizer = Normalizer.fit(raws, state.image_size is not None, cfg.map.std_smooth)
+
+    amaps, structs = [], []
+    for _, x in image_batches(calib_images):
+        out = detector.maps(x, product, FINAL)
+        amaps.append(out[:, :1])
+        structs.append(out[:, 1:2])
+        if progress:
+            progress(len(x))
+    rng = np.random.default_rng(0)
+    values = np.concatenate([_sample(a.numpy().ravel(), 200_000, rng) for a in amaps])
+    cal = state.calibration
+    cal.region_level = float(np.quantile(values, cfg.score.region_quantile))
+    raw = np.concatenate([raw_image_components(a, s, cal.region_level, None) for a, s in
+                          zip(amaps, structs, strict=True)])
+    cal.comp_mean, cal.comp_std = component_stats(raw)
+    scores = np.concatenate([detector.score_maps(a, s, product)[1] for a, s in zip(amaps, structs, strict=True)])
+    cal.threshold, cal.calibration_fpr = fpr_threshold(scores, cfg.score.target_fpr)
+    cal.method, cal.target_fpr = "fpr", cfg.score.target_fpr
+    cal.n_normalization, cal.n_calibration = len(norm_images), len(calib_images)
+    return cal
+
+
+def _sample(v: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    return v if v.size <= k else rng.choice(v, size=k, replace=False)
+
+
+def resolve_config(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]], channels: int) -> dict:
+    """Fill the data-dependent choices left open (``None``/``auto``) in ``cfg``; returns the measurements."""
+    tc, names = cfg.train, list(train_sets)
+    ratios = {p: alignment_ratio(ims) for p, ims in train_sets.items()}
+    all_images = [im for ims in train_sets.values() for im in ims]
+    aniso = anisotropy(all_images)
+    if tc.aligned is None:
+        tc.aligned = all(is_aligned(ims) for ims in train_sets.values())
+    if tc.hflip is None:
+        tc.hflip = not tc.aligned
+    if tc.vflip is None:
+        tc.vflip = not tc.aligned
+    if tc.rot90 is None:
+        tc.rot90 = (not tc.aligned) and is_isotropic(all_images)
+    cfg.model.channels = channels
+    cfg.model.products = names
+    cfg.model.class_embedding = cfg.model.class_embedding or len(names) > 1
+    cfg.model.coord_channels = cfg.model.coord_channels or bool(tc.aligned)
+    if cfg.map.normalization == "auto":
+        same_size = all(len({im.shape for im in ims}) == 1 for ims in train_sets.values())
+        cfg.map.normalization = "pixel" if tc.aligned and same_size else "global"
+    return {"alignment_ratio": ratios, "anisotropy": aniso}
+
+
+def train_detector(
+    data: Mapping[str, Path] | Path,
+    cfg: DetectorConfig | None = None,
+    *,
+    steps: int | None = None,
+    minutes: float | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Detector:
+    """Train and calibrate a detector on the good images of one or more products.
+
+    ``data``: a folder in the MVTec AD layout (product name = folder name) or {product: folder}.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or DetectorConfig()
+    if seed is not None:
+        cfg.train.seed = seed
+    if isinstance(data, (str, Path)):
+        data = {Path(data).resolve().name: Path(data)}
+    if not data:
+        raise TrainingDataError("no training data given")
+    tc = cfg.train
+    rng = np.random.default_rng(tc.seed)
+    paths, images, splits = {}, {}, {}
+    channels = None
+    for product, root in data.items():
+        paths[product], images[product] = load_good_images(Path(root))
+        channels = check_images(paths[product], images[product], tc.crop_size, channels)
+        try:
+            splits[product] = split_holdout(len(images[product]), tc.holdout_fraction, tc.min_holdout, rng)
+        except ValueError as exc:
+            raise TrainingDataError(f"training folder {Path(root) / 'train' / 'good'}: {exc}") from None
+    train_sets = {p: [images[p][i] for i in splits[p][0]] for p in data}
+    measured = resolve_config(cfg, train_sets, channels)
+    log(f"products {list(data)}: {sum(map(len, train_sets.values()))} training images, aligned={tc.aligned} "
+        f"(position explains {max(measured['alignment_ratio'].values()):.2f}), flips={tc.hflip}, "
+        f"rot90={tc.rot90}, normalization={cfg.map.normalization}")
+
+    aug = Augment(tc.crop_size, tc.hflip, tc.vflip, tc.rot90, tc.brightness, tc.contrast, cfg.model.coord_channels)
+    sampler = CropSampler({i: train_sets[p] for i, p in enumerate(data)}, aug, np.random.default_rng(tc.seed + 1))
+    if steps is None and minutes is None:
+        minutes = 10.0
+    result = train_denoiser(cfg, sampler, steps=steps, minutes=minutes, progress=progress)
+    log(f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.loss:.4f})")
+
+    states = {}
+    for p in data:
+        pixel = cfg.map.normalization == "pixel"
+        good = GoodStatistics.fit(train_sets[p], PIXEL if pixel else PATCH, cfg.map.std_smooth, tc.seed)
+        states[p] = ProductState(good, image_size=train_sets[p][0].shape[:2] if pixel else None)
+        states[p].calibration.process = read_process(Path(data[p]), [paths[p][i].name for i in splits[p][0]])
+    detector = Detector(cfg, result.model, states)
+    started = time.monotonic()
+    for p in data:
+        held = splits[p][1]
+        a_idx, b_idx = split_calibration(held)
+        with tqdm(total=len(held), desc=f"calibrate {p}", disable=not progress, leave=False) as bar:
+            cal = calibrate_product(detector, p, [images[p][i] for i in a_idx], [images[p][i] for i in b_idx],
+                                    bar.update)
+        log(f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
+            f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})")
+    detector.metadata = {
+        "products": list(data),
+        "training_data": {
+            p: {"folder": str(Path(data[p]).resolve()), "images": len(paths[p]),
+                "train_images": len(splits[p][0]), "held_out": len(splits[p][1]),
+                "fingerprint": fingerprint(paths[p])}
+            for p in data
+        },
+        "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.loss,
+                     "calibration_seconds": round(time.monotonic() - started, 1),
+                     "budget": {"steps": steps, "minutes": minutes}, "seed": tc.seed,
+                     "torch_threads": torch.get_num_threads()},
+        "decisions": {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                      for k, v in measured.items()},
+        "metrics": {},
+    }
+    return detector

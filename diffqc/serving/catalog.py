@@ -1,0 +1,42 @@
+"""Which detector serves which product type, inside one Triton model version.
+
+A version directory holds ``artifacts/<name>/`` detector artifacts. Each artifact serves the
+product types it was trained for (a multi-product artifact serves several through its class
+embedding); ``default`` names the product when the version serves exactly one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffqc.detector.detector import DEFAULT_PRODUCT, Detector
+from diffqc.detector.errors import ArtifactError, ProductError
+
+
+class ProductCatalog:
+    def __init__(self, detectors: list[Detector]):
+        self.by_product: dict[str, Detector] = {}
+        for detector in detectors:
+            for product in detector.product_names:
+                if product in self.by_product:
+                    raise ArtifactError(f"product type {product!r} is served by two artifacts in this version")
+                self.by_product[product] = detector
+
+    @classmethod
+    def load(cls, version_dir: Path) -> ProductCatalog:
+        artifacts = sorted(p for p in (Path(version_dir) / "artifacts").glob("*") if p.is_dir())
+        if not artifacts:
+            raise ArtifactError(f"{version_dir}/artifacts holds no detector artifact (diffqc export stages one)")
+        return cls([Detector.load(path) for path in artifacts])
+
+    @property
+    def products(self) -> list[str]:
+        return sorted(self.by_product)
+
+    def resolve(self, product: str) -> tuple[Detector, str]:
+        """The detector for ``product`` and the name it knows the product by."""
+        if product == DEFAULT_PRODUCT and len(self.by_product) == 1:
+            product = next(iter(self.by_product))
+        if product not in self.by_product:
+            raise ProductError(f"unknown product type {product!r}; this model serves {self.products}")
+        return self.by_product[product], product

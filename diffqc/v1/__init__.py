@@ -1,0 +1,1 @@
+"""Generated wire contracts (protos/diffqc/v1): run `make proto`, do not edit."""
