@@ -1,10 +1,12 @@
 """The consume loop every streaming service runs.
 
 At-least-once with no loss: a message's offset is committed only after its handler's side
-effects succeeded (or after it went to the dead-letter topic). Transient failures are retried
-with bounded exponential backoff; a message that can never succeed (it does not decode, the
-handler raises PoisonMessage, or retries ran out) goes to ``<topic><dead_letter_suffix>`` with
-the reason in its headers, so one bad frame cannot stall a line.
+effects succeeded (or after it went to the dead-letter topic). Failures are retried with bounded
+exponential backoff: while a dependency is down (DependencyUnavailable) for as long as it takes,
+since the message is not at fault; otherwise up to ``max_retries`` times. A message that can
+never succeed (it does not decode, the handler raises PoisonMessage, or its retries ran out)
+goes to ``<topic><dead_letter_suffix>`` with the reason in its headers, so one bad frame cannot
+stall a line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from confluent_kafka import Consumer, Message, Producer
 
 from diffqc.bus.config import consumer_config, producer_config
 from diffqc.contracts.topics import dead_letter_topic
+from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
 from diffqc.runtime.metrics import HANDLE_SECONDS, MESSAGES
 from diffqc.settings import KafkaSettings
@@ -99,7 +102,7 @@ class ConsumeLoop(Generic[T]):
                     self._dead_letter(msg, producer, f"rejected: {exc}")
                     return
                 except Exception as exc:
-                    if attempt > self.kafka.max_retries:
+                    if attempt > self.kafka.max_retries and not isinstance(exc, DependencyUnavailable):
                         reason = f"failed after {attempt} attempts: {exc.__class__.__name__}: {exc}"
                         self._dead_letter(msg, producer, reason)
                         return

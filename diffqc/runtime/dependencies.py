@@ -10,7 +10,11 @@ log = logging.getLogger(__name__)
 
 
 class DependencyUnavailable(RuntimeError):
-    """A dependency (broker, database, Triton ...) did not answer within the start-up timeout."""
+    """A dependency (broker, database, Triton ...) did not answer within its timeout.
+
+    The consume loop retries a message that failed this way until the dependency is back (the
+    message is not at fault, so it never goes to the dead-letter topic).
+    """
 
 
 def wait_for(name: str, address: str, check: Callable[[], None], timeout_s: float) -> None:

@@ -43,10 +43,10 @@ def _running(loop: ConsumeLoop):
         assert not thread.is_alive(), "the consume loop did not stop"
 
 
-def _read_all(kafka, topic, expected: int) -> list:
+def _read_all(kafka, topic, expected: int, timeout_s: float = 30.0) -> list:
     consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:6]}"))
     consumer.subscribe([topic])
-    messages, deadline = [], time.monotonic() + 30
+    messages, deadline = [], time.monotonic() + timeout_s
     while len(messages) < expected and time.monotonic() < deadline:
         msg = consumer.poll(0.2)
         if msg is not None and not msg.error():
@@ -153,3 +153,24 @@ def test_a_message_waiting_for_a_retry_at_shutdown_is_not_committed(kafka_settin
     with _running(ConsumeLoop(kafka, topic, group, bytes, lambda v, _m: seen.append(v))):
         _wait(lambda: seen)
     assert seen == [b"frame"]  # redelivered: nothing lost
+
+
+def test_a_dependency_outage_is_waited_out_however_long_it_lasts(kafka_settings):
+    from diffqc.runtime.dependencies import DependencyUnavailable
+
+    topic = _topic(kafka_settings)
+    _produce(kafka_settings, topic, [b"frame"])
+    attempts, done = [], []
+
+    def handle(value, _msg):
+        attempts.append(value)
+        if len(attempts) < 6:  # more failures than max_retries allows for a faulty message
+            raise DependencyUnavailable("Triton at 127.0.0.1:8001 is unavailable")
+        done.append(value)
+
+    kafka = kafka_settings.model_copy(update={"max_retries": 2})
+    loop = ConsumeLoop(kafka, topic, f"g-{uuid.uuid4().hex[:6]}", bytes, handle)
+    with _running(loop):
+        _wait(lambda: done)
+    assert done == [b"frame"] and len(attempts) == 6
+    assert _read_all(kafka, loop.dead_letter_topic, 1, timeout_s=8) == []

@@ -1,0 +1,88 @@
+"""Calling the detector in Triton over gRPC (tritonclient), the way every diffqc service does.
+
+Transient trouble (Triton restarting, overloaded, a deadline passed) is retried with bounded
+backoff and never drops the request; a request Triton rejects (unknown product, wrong shape or
+dtype) raises ``InferenceRejected`` at once with Triton's own message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
+from diffqc.settings import TritonSettings
+
+log = logging.getLogger(__name__)
+TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+
+
+class InferenceRejected(ValueError):
+    """Triton refused the request itself; retrying the same input cannot help."""
+
+
+class InferenceUnavailable(DependencyUnavailable):
+    """Triton stayed unreachable through every retry (the consume loop keeps retrying the frame)."""
+
+
+@dataclass
+class Detection:
+    anomaly_map: np.ndarray  # (N, 1, H, W)
+    component_scores: np.ndarray  # (N, K) in the model's documented component order
+    score: np.ndarray  # (N,)
+
+
+class TritonDetector:
+    def __init__(self, settings: TritonSettings, max_attempts: int = 6, backoff_s: float = 0.5,
+                 backoff_max_s: float = 8.0):
+        self.settings = settings
+        self.client = grpcclient.InferenceServerClient(settings.grpc_url)
+        self.max_attempts, self.backoff_s, self.backoff_max_s = max_attempts, backoff_s, backoff_max_s
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        """Bounded wait at start for the server and the model to be ready (DependencyUnavailable after)."""
+
+        def check() -> None:
+            if not self.client.is_model_ready(self.settings.model_name):
+                raise RuntimeError(f"model {self.settings.model_name!r} is not ready")
+
+        wait_for("Triton", self.settings.grpc_url, check, timeout_s)
+
+    def detect(self, images: np.ndarray, product: str) -> Detection:
+        images = np.ascontiguousarray(images)
+        image_input = grpcclient.InferInput("IMAGE", list(images.shape), _triton_dtype(images))
+        image_input.set_data_from_numpy(images)
+        product_input = grpcclient.InferInput("PRODUCT", [len(images), 1], "BYTES")
+        product_input.set_data_from_numpy(np.full((len(images), 1), product.encode(), dtype=object))
+        outputs = [grpcclient.InferRequestedOutput(n) for n in ("ANOMALY_MAP", "SCORES", "SCORE")]
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                result = self.client.infer(self.settings.model_name, [image_input, product_input], outputs=outputs,
+                                           client_timeout=self.settings.timeout_s)
+                return Detection(result.as_numpy("ANOMALY_MAP"), result.as_numpy("SCORES"),
+                                 result.as_numpy("SCORE").reshape(-1))
+            except InferenceServerException as exc:
+                if str(exc.status()) not in TRANSIENT:
+                    raise InferenceRejected(f"Triton rejected the request: {exc.message()}") from None
+                if attempt == self.max_attempts:
+                    raise InferenceUnavailable(
+                        f"Triton at {self.settings.grpc_url} unavailable after {attempt} attempts: {exc.message()}"
+                    ) from None
+                delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+                log.warning("Triton attempt %d failed (%s); retrying in %.1f s", attempt, exc.message(), delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _triton_dtype(array: np.ndarray) -> str:
+    from tritonclient.utils import np_to_triton_dtype
+
+    return np_to_triton_dtype(array.dtype)
