@@ -66,7 +66,7 @@ def synth(
     n_test_good: int = typer.Option(30, "--n-test-good", min=0, help="Good test images per product."),
     n_test_defect: int = typer.Option(40, "--n-test-defect", min=0,
                                       help="Defective test images per product (cycling through defect types)."),
-    size: int = typer.Option(256, "--size", min=32, help="Image size in pixels (square)."),
+    size: int = typer.Option(256, "--size", min=64, help="Image size in pixels (square)."),
     seed: int = SeedOpt,
     preview: Path | None = PreviewOpt,
 ) -> None:
@@ -85,7 +85,7 @@ def textures(
     n_train: int = typer.Option(200, "--n-train", min=1, help="Training crops per texture."),
     n_test_good: int = typer.Option(40, "--n-test-good", min=0, help="Good test crops per texture."),
     n_test_defect: int = typer.Option(60, "--n-test-defect", min=0, help="Defective test crops per texture."),
-    crop: int = typer.Option(128, "--crop", min=16, max=256, help="Crop size in pixels."),
+    crop: int = typer.Option(128, "--crop", min=32, max=256, help="Crop size in pixels."),
     seed: int = SeedOpt,
     preview: Path | None = PreviewOpt,
 ) -> None:

@@ -40,8 +40,8 @@ def _rng(seed: int, *keys: str | int) -> np.random.Generator:
 
 def _size(size: SynthSize) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if h < 32 or w < 32:
-        raise ValueError(f"size must be at least 32x32 pixels, got {h}x{w}")
+    if h < 64 or w < 64:  # below that, pads, yarns and pinholes shrink under a pixel
+        raise ValueError(f"size must be at least 64x64 pixels, got {h}x{w}")
     return int(h), int(w)
 
 
@@ -115,8 +115,8 @@ def generate_product(
     tick = progress or (lambda _n: None)
     with building(Path(root) / name, manifest) as out:
         for i in range(n_train):
-            write_sample(out, "train", "good", f"{i:03d}", render_sample(name, "train", i, None, size, seed,
-                                                                         design).image)
+            write_sample(out, "train", "good", f"{i:03d}",
+                         render_sample(name, "train", i, None, size, seed, design).image)
             tick(1)
         for i in range(n_test_good):
             write_sample(out, "test", "good", f"{i:03d}",

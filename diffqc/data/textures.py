@@ -57,7 +57,7 @@ def _crop(photo: np.ndarray, region: Region, crop: int, rng: np.random.Generator
 
 # Defects: each takes (crop HxW, rng, foreign crop HxW) and returns (changed crop, bool mask).
 def _place(rng: np.random.Generator, size: tuple[int, int], frac: tuple[float, float]) -> tuple[float, float, float]:
-    r = rng.uniform(*frac) * min(size)
+    r = max(2.5, rng.uniform(*frac) * min(size))
     cy, cx = sh.inside(rng, size, r + 2)
     return cy, cx, r
 
@@ -106,6 +106,20 @@ def intensity(img, rng, _foreign):
 
 DEFECTS: dict[str, Callable] = {"scratch": scratch, "foreign": foreign, "hole": hole, "blur": blur,
                                 "intensity": intensity}
+VISIBLE = 0.015  # mean absolute change inside the mask
+
+
+def inject(defect: str, img: np.ndarray, rng: np.random.Generator, other: np.ndarray):
+    """Apply a defect, changing pixels only inside its mask. A draw that barely changes the photo
+    (a blur over a flat brick face) would be a label without a defect: draw again elsewhere."""
+    for _ in range(20):
+        changed, mask = DEFECTS[defect](img, rng, other)
+        changed = np.where(mask, np.clip(changed, 0, 1), img)
+        if mask.any() and np.abs(changed - img)[mask].mean() >= VISIBLE:
+            break
+    if not mask.any():
+        raise AssertionError(f"{defect} drew an empty mask")
+    return changed.astype(np.float32), mask
 
 
 def build_texture_benchmark(
@@ -124,8 +138,8 @@ def build_texture_benchmark(
     """
     photo = load_photo(name)
     half = min(photo.shape) // 2
-    if not 16 <= crop <= half:
-        raise ValueError(f"crop must be between 16 and {half} px for a {photo.shape[0]}x{photo.shape[1]} photo")
+    if not 32 <= crop <= half:
+        raise ValueError(f"crop must be between 32 and {half} px for a {photo.shape[0]}x{photo.shape[1]} photo")
     if n_train < 1 or n_test_good < 0 or n_test_defect < 0:
         raise ValueError("need n_train >= 1 and non-negative test counts")
     rng = np.random.default_rng(np.random.SeedSequence([seed, sum(map(ord, name))]))
@@ -154,8 +168,7 @@ def build_texture_benchmark(
             img = pick("test")
             other = others[int(rng.integers(len(others)))]
             foreign_patch = _crop(other, (0, 0, *other.shape), crop, rng)
-            changed, mask = DEFECTS[defect](img, rng, foreign_patch)
-            changed = np.where(mask, np.clip(changed, 0, 1), img)
+            changed, mask = inject(defect, img, rng, foreign_patch)
             write_sample(out, "test", defect, f"{i // len(types):03d}", changed, mask)
             tick(1)
     return Path(root) / name

@@ -59,7 +59,13 @@ class Normalizer:
             # of the typical level, so one quiet position cannot turn noise into a huge z.
             var = gaussian_blur(stack.var(0, unbiased=True)[None], std_smooth)[0]
             floor = var.flatten(1).median(dim=1).values.view(-1, 1, 1) * 0.25
-            return cls(mean, var.maximum(floor).clamp_min(1e-12).sqrt())
+            std = var.maximum(floor).clamp_min(1e-12).sqrt()
+            # The statistics evidence is already a per-pixel z-score: re-normalizing it per pixel
+            # from a few images would only add their noise, so it gets one global scale.
+            i = MAP_COMPONENTS.index("statistics")
+            flat = stack[:, i].flatten()
+            mean[i], std[i] = flat.mean(), flat.std().clamp_min(1e-6)
+            return cls(mean, std)
         flat = torch.cat([r.transpose(0, 1).reshape(r.shape[1], -1) for r in raws], dim=1)
         return cls(flat.mean(1).view(-1, 1, 1), flat.std(1).clamp_min(1e-6).view(-1, 1, 1))
 

@@ -14,6 +14,7 @@ import torch
 from diffqc.detector.filters import gaussian_blur, sobel
 
 PIXEL, PATCH = "pixel", "patch"
+FEW_IMAGES = 20
 
 
 def patch_features(x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +45,10 @@ class GoodStatistics:
             stack = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32))
             mu = stack.mean(0, keepdim=True)
             var = stack.var(0, keepdim=True, unbiased=True) if len(images) > 1 else torch.zeros_like(mu)
-            # Few images: smooth the variance spatially and floor it, or flat regions explode.
-            var = gaussian_blur(var, std_smooth)
+            # Few images: smooth the variance spatially, or flat regions explode. With enough images
+            # the raw per-pixel variance is better (smoothing lowers it on thin high-variance edges).
+            if len(images) < FEW_IMAGES:
+                var = gaussian_blur(var, std_smooth)
             floor = max(float(var.median()) * 0.25, 1e-5)
             return cls(PIXEL, {"mu": mu[0], "sigma": var.clamp_min(floor).sqrt()[0]})
         rng = np.random.default_rng(seed)

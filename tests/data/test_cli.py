@@ -39,7 +39,7 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     (tmp_path / "pcb").mkdir()
     (tmp_path / "pcb" / "mine.txt").write_text("x")
     result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--products", "pcb", "--n-train", "1",
-                                 "--size", "32"])
+                                 "--size", "64"])
     assert result.exit_code == 1
     assert "not built by diffqc" in result.output
 

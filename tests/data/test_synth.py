@@ -98,7 +98,7 @@ def test_bad_arguments_are_explained(tmp_path):
         generate_product("wood", tmp_path, 1, 1, 1)
     with pytest.raises(ValueError, match="n_train"):
         generate_product("pcb", tmp_path, 0, 1, 1)
-    with pytest.raises(ValueError, match="at least 32x32"):
+    with pytest.raises(ValueError, match="at least 64x64"):
         generate_product("pcb", tmp_path, 1, 1, 1, size=8)
     with pytest.raises(ValueError, match="has no defect 'dent'"):
         render_sample("pcb", "test_defect", 0, "dent")

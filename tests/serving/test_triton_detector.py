@@ -72,3 +72,30 @@ def test_concurrent_requests_are_batched_by_the_dynamic_batcher(triton, tiny_art
     inferences, executions = (a - b for a, b in zip(counts(), before, strict=True))
     assert inferences == 48
     assert executions < inferences, "no request was batched with another"
+
+
+def test_export_stages_versions_and_an_onnx_denoiser_matching_torch(tiny_artifact, tmp_path):
+    import subprocess
+    import sys
+
+    from diffqc.serving.repository import MODEL_NAME, TEMPLATE_CONFIG, versions
+
+    artifact, _ = tiny_artifact
+    command = [sys.executable, "-m", "diffqc.cli", "export", "--model", str(artifact), "--repo", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = subprocess.run([*command, "--format", "onnx"], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "max abs difference to torch in onnxruntime" in second.stdout
+
+    model_dir = tmp_path / MODEL_NAME
+    assert versions(model_dir) == [1, 2]
+    assert (model_dir / "config.pbtxt").read_text() == TEMPLATE_CONFIG.read_text()
+    # The new version replaces the artifact serving the same product instead of adding a second one.
+    assert [p.name for p in (model_dir / "2" / "artifacts").iterdir()] == [PRODUCT]
+    assert (model_dir / "2" / "onnx" / "denoiser.onnx").stat().st_size > 0
+
+    broken = subprocess.run([*command[:-4], "--model", str(tmp_path / "nope"), "--repo", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 1 and "does not exist" in " ".join(broken.stdout.split())
+    assert versions(model_dir) == [1, 2]

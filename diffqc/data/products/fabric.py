@@ -58,7 +58,7 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
 
 def hole(scene: Scene, rng: np.random.Generator):
     s, u = scene.scale, rng.uniform()
-    r = (4.5 + 12 * u) * s
+    r = max(3.0, (4.5 + 12 * u) * s)
     cy, cx = sh.inside(rng, scene.size, r + 3)
     # A ragged edge: a smooth blob with frayed fibres cut out of its rim.
     alpha = sh.blob(rng, scene.size, cy, cx, r, 0.5)

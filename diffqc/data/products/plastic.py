@@ -90,7 +90,7 @@ def flash(scene: Scene, rng: np.random.Generator):
     taper = np.clip(1 - ((along - c) / (length / 2)) ** 2, 0, 1) ** 0.5
     wave = 1 + 0.35 * np.sin(2 * np.pi * along / (9 * s) + rng.uniform(0, 6.3)) \
         + 0.25 * np.sin(2 * np.pi * along / (3.7 * s) + rng.uniform(0, 6.3))
-    thick = (1.5 + 6 * u) * s * wave * taper
+    thick = max(1.5, (1.5 + 6 * u) * s) * wave * taper
     sdf = scene.info["sdf"]
     alpha = np.clip(thick - sdf + 0.5, 0, 1) * (sdf > -0.5) * near * (thick > 0.3)
     color = np.asarray(PART) * 1.05
@@ -112,7 +112,7 @@ def short_shot(scene: Scene, rng: np.random.Generator):
 
 def sink_mark(scene: Scene, rng: np.random.Generator):
     s, u = scene.scale, rng.uniform()
-    r = (7 + 18 * u) * s
+    r = max(4.0, (7 + 18 * u) * s)
     inner = np.argwhere(scene.info["sdf"] < -(r + 4))
     cy, cx = inner[int(rng.integers(len(inner)))] + 0.5
     yy, xx = sh.grid(scene.size)
