@@ -10,14 +10,21 @@ import os
 import shutil
 
 import pytest
+import torch
 
+from diffqc.data.synth import generate_product
+from diffqc.detector.config import DetectorConfig
+from diffqc.detector.fit import train_detector
 from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.stack import KAFKA, TIMESERIES, LocalStack
-from diffqc.settings import KafkaSettings
+from diffqc.infra.triton import triton_server
+from diffqc.serving.repository import stage_version
+from diffqc.settings import KafkaSettings, TritonSettings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TINY_PRODUCT = "pcb"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -66,6 +73,31 @@ def postgres_url() -> str:
             yield url
     except InfraError as exc:
         require(False, str(exc))
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory):
+    """A detector trained for seconds on 64x64 synthetic PCBs: (artifact dir, its MVTec data set)."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = generate_product(TINY_PRODUCT, root / "data", n_train=14, n_test_good=2, n_test_defect=2,
+                            size=(64, 64), seed=1)
+    cfg = DetectorConfig()
+    cfg.model.block_out_channels = (16, 32)
+    cfg.train.crop_size, cfg.train.batch_size = 32, 8
+    torch.manual_seed(0)
+    detector = train_detector({TINY_PRODUCT: data}, cfg, steps=3, progress=False, log=lambda _m: None)
+    return detector.save(root / "model"), data
+
+
+@pytest.fixture(scope="session")
+def triton(tiny_artifact, tmp_path_factory):
+    """A real tritonserver serving the tiny artifact: (TritonSettings, its ServerProcess)."""
+    work = tmp_path_factory.mktemp("triton")
+    stage_version(tiny_artifact[0], work / "repo")
+    grpc_port = free_port()
+    server = triton_server(work / "repo", free_port(), grpc_port, free_port(), work, work / "triton.log").start()
+    yield TritonSettings(grpc_url=f"127.0.0.1:{grpc_port}", timeout_s=60), server
+    server.stop()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -68,9 +68,9 @@ class TrainConfig:
 
 @dataclass
 class ReconConfig:
-    t_star: int = 200
+    t_star: int = 150
     steps: int = 3  # k: 1 = direct x0 prediction
-    guidance: float = 1.0  # DDAD w: pulls each step toward the input
+    guidance: float = 3.0  # DDAD w: pulls each step toward the input
     noise_seed: int = 0
     noise_cell: int = 64  # the noise field is seeded per cell of absolute image position
 

@@ -86,7 +86,7 @@ def train_denoiser(
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         now = time.monotonic()
         bar.update(1 if steps is not None else round(now - start) - bar.n)

@@ -12,8 +12,7 @@ from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.detector import Detector
 from diffqc.serving.client import InferenceRejected, TritonDetector
-
-from .conftest import PRODUCT
+from tests.conftest import TINY_PRODUCT as PRODUCT
 
 
 def _batch(data, n=4) -> np.ndarray:
