@@ -6,12 +6,16 @@ import typer
 
 from diffqc.data.cli import app as data_app
 from diffqc.demo import demo
+from diffqc.detector.cli import detect, evaluate, train
 from diffqc.infra.cli import app as infra_app
 from diffqc.infra.cli import triton_app
 from diffqc.serving.cli import export
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(demo)
+app.command()(train)
+app.command()(evaluate)
+app.command()(detect)
 app.command()(export)
 app.add_typer(infra_app, name="infra", help="Start, stop and check the embedded local infrastructure.")
 app.add_typer(data_app, name="data")

@@ -75,6 +75,9 @@ class ServiceSettings(_Group):
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long in-flight work may take to finish"
     )
+    stream_workers: int = Field(
+        2, ge=1, description="Consumers per process in the service's Kafka consumer group (frames in flight)"
+    )
     startup_timeout_s: float = Field(
         30.0, gt=0, description="How long to retry a dependency at start before failing"
     )
@@ -91,6 +94,7 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     data_dir: Path = Field(Path("var"), description="Root of local state: blobs, models, embedded servers")
+    blob_root: Path = Field(Path("var/blobs"), description="Root of the filesystem blob store (images, maps)")
     kafka: KafkaSettings = KafkaSettings()
     database: DatabaseSettings = DatabaseSettings()
     influx: InfluxSettings = InfluxSettings()

@@ -24,6 +24,8 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 1) 
     admin = AdminClient(admin_config(kafka))
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    if not missing:
+        return
     for future in admin.create_topics(missing, operation_timeout=10).values():
         try:
             future.result()

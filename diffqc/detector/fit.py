@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,19 @@ from diffqc.detector.scoring import ProcessStats, raw_image_components
 from diffqc.detector.train import train_denoiser
 
 PROCESS_FILE = "process.csv"  # optional: image,<param>,... for the train/good images
+
+
+def product_name(root: Path) -> str:
+    """A data set's product type: the ``product`` in its ``dataset.json`` if any, else the folder name."""
+    manifest = Path(root) / "dataset.json"
+    if manifest.is_file():
+        try:
+            name = json.loads(manifest.read_text()).get("product")
+        except (json.JSONDecodeError, AttributeError):
+            name = None
+        if isinstance(name, str) and name:
+            return name
+    return Path(root).resolve().name
 
 
 def load_good_images(root: Path) -> tuple[list[Path], list[np.ndarray]]:
@@ -169,7 +183,7 @@ def train_detector(
     if seed is not None:
         cfg.train.seed = seed
     if isinstance(data, (str, Path)):
-        data = {Path(data).resolve().name: Path(data)}
+        data = {product_name(Path(data)): Path(data)}
     if not data:
         raise TrainingDataError("no training data given")
     tc = cfg.train

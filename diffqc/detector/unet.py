@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DModel
 from torch import nn
 
 from diffqc.detector.config import ModelConfig
@@ -19,6 +18,8 @@ from diffqc.detector.config import ModelConfig
 
 class Denoiser(nn.Module):
     def __init__(self, cfg: ModelConfig):
+        from diffusers import UNet2DModel  # lazy: importing diffusers costs seconds (CLI start-up)
+
         super().__init__()
         self.cfg = cfg
         p = cfg.patch_size

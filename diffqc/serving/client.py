@@ -53,6 +53,11 @@ class TritonDetector:
 
         wait_for("Triton", self.settings.grpc_url, check, timeout_s)
 
+    def model_version(self) -> str:
+        """The newest version of the model that Triton has loaded."""
+        versions = self.client.get_model_metadata(self.settings.model_name).versions
+        return max(versions, key=int) if versions else ""
+
     def detect(self, images: np.ndarray, product: str) -> Detection:
         images = np.ascontiguousarray(images)
         image_input = grpcclient.InferInput("IMAGE", list(images.shape), _triton_dtype(images))

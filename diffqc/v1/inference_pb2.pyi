@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InferenceResult(_message.Message):
-    __slots__ = ("frame", "component_scores", "anomaly_map", "model", "latency")
+    __slots__ = ("frame", "component_scores", "anomaly_map", "model", "latency", "score")
     class ComponentScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,12 +26,14 @@ class InferenceResult(_message.Message):
     ANOMALY_MAP_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     frame: _frame_pb2.Frame
     component_scores: _containers.ScalarMap[str, float]
     anomaly_map: _common_pb2.BlobRef
     model: _common_pb2.ModelRef
     latency: _duration_pb2.Duration
-    def __init__(self, frame: _Optional[_Union[_frame_pb2.Frame, _Mapping]] = ..., component_scores: _Optional[_Mapping[str, float]] = ..., anomaly_map: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    score: float
+    def __init__(self, frame: _Optional[_Union[_frame_pb2.Frame, _Mapping]] = ..., component_scores: _Optional[_Mapping[str, float]] = ..., anomaly_map: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
     __slots__ = ("prepared",)

@@ -1,0 +1,28 @@
+"""The detector: diffusion reconstruction anomaly detection trained on good images only.
+
+    from diffqc.detector import Detector, train_detector
+    detector = train_detector("data/pcb", minutes=5)       # or Detector.load("model/")
+    detector.save("model/")
+    amap, components, score = detector.predict(batch, product="default")
+
+See docs/detector.md for the design, the artifact format and the benchmark.
+"""
+
+from diffqc.detector.config import COMPONENTS, MAP_COMPONENTS, DetectorConfig
+from diffqc.detector.detector import DEFAULT_PRODUCT, Detector
+from diffqc.detector.errors import ArtifactError, DetectorError, InputError, ProductError, TrainingDataError
+from diffqc.detector.fit import train_detector
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_PRODUCT",
+    "MAP_COMPONENTS",
+    "ArtifactError",
+    "Detector",
+    "DetectorConfig",
+    "DetectorError",
+    "InputError",
+    "ProductError",
+    "TrainingDataError",
+    "train_detector",
+]

@@ -1,0 +1,214 @@
+"""``diffqc train | evaluate | detect``: the detector from the command line."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from diffqc.data.images import ImageReadError, read_image
+from diffqc.data.mvtec import DatasetError
+from diffqc.detector.config import COMPONENTS, DetectorConfig, load_overrides
+from diffqc.detector.errors import DetectorError, ProductError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+USER_ERRORS = (DetectorError, ImageReadError, DatasetError)
+
+Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _threads(n: int | None) -> None:
+    import torch  # lazy: `diffqc --help` should not pay for importing torch
+
+    if n is not None:
+        if n < 1:
+            raise typer.BadParameter("--threads must be >= 1")
+        torch.set_num_threads(n)
+
+
+def _load(model: Path):
+    from diffqc.detector.detector import Detector
+
+    return Detector.load(model)
+
+
+def _data_product(detector, data: Path, product: str | None) -> str:
+    """The product to evaluate ``data`` as: --product, else the data set's own product name,
+    which must be one the model was trained for (a model for another product is refused)."""
+    from diffqc.detector.fit import product_name
+
+    if product is not None:
+        return detector.resolve_product(product)
+    name = product_name(data)
+    if name in detector.product_names:
+        return name
+    raise ProductError(
+        f"data set {data} is product {name!r}, but model was trained for {detector.product_names}; "
+        f"pass --product {detector.product_names[0]} to use it on this data anyway"
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="MVTec-layout folder of one product (repeat for several).")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
+    minutes: Annotated[float | None, typer.Option(help="Training budget in minutes (default 10).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training budget in optimizer steps.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (crops, noise, holdout split).")] = 0,
+    product: Annotated[list[str] | None, typer.Option(
+        "--product", help="Product name per --data (default: dataset.json's product or the folder name).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config overrides, e.g. {recon: {steps: 5}}.")
+                      ] = None,
+    threads: Threads = None,
+) -> None:
+    """Train a detector on the good images (train/good) of one or more products and calibrate it."""
+    from diffqc.detector.fit import product_name, train_detector
+
+    _threads(threads)
+    try:
+        if product and len(product) != len(data):
+            raise DetectorError(f"--product given {len(product)} time(s) for {len(data)} --data folder(s)")
+        names = product or [product_name(d) for d in data]
+        if len(set(names)) != len(names):
+            raise DetectorError(f"product names must differ: {names} (use --product)")
+        cfg = DetectorConfig()
+        if config is not None:
+            cfg = cfg.with_overrides(load_overrides(config))
+        detector = train_detector(dict(zip(names, data, strict=True)), cfg, steps=steps, minutes=minutes, seed=seed,
+                                  log=lambda m: console.print(m, highlight=False))
+        path = detector.save(out)
+    except USER_ERRORS as exc:
+        raise _fail(exc) from None
+    console.print(f"[green]saved[/green] {path}  (products {detector.product_names}, thresholds "
+                  + ", ".join(f"{p}={detector.threshold(p):.3f}" for p in detector.product_names) + ")")
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="MVTec-layout folder with test/ (and ground_truth/).")],
+    model: Annotated[Path, typer.Option("--model", help="Artifact directory.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
+    product: Annotated[str | None, typer.Option(help="Product type of the data (default: the data set's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of DDIM steps k.")] = None,
+    calibrate_f1: Annotated[bool, typer.Option(
+        "--calibrate-f1", help="Store the F1-max threshold from these labelled images in the model.")] = False,
+    threads: Threads = None,
+) -> None:
+    """Image AUROC, pixel AUROC, PRO, F1-max, recall at FPR 3%, FPR at recall 98% and latency."""
+    from diffqc.data.mvtec import list_samples
+    from diffqc.detector.artifact import update_thresholds
+    from diffqc.detector.evaluation import evaluate_detector, f1_threshold
+
+    _threads(threads)
+    try:
+        detector = _load(model)
+        prod = _data_product(detector, data, product)
+        n = len(list_samples(data, "test"))
+        with tqdm(total=n, desc=f"evaluate {prod}", unit="img") as bar:
+            ev = evaluate_detector(detector, data, prod, steps=steps, progress=bar.update)
+    except USER_ERRORS as exc:
+        raise _fail(exc) from None
+    report = ev.report()
+    table = Table(title=f"{prod} — {data}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in report.items():
+        table.add_row(k, "n/a" if v is None else f"{v:.4f}" if k != "latency_ms_p50" else f"{v:.1f}")
+    console.print(table)
+    for note in ev.notes:
+        console.print(f"note: {note}")
+    labels = np.array([s.label for s in ev.samples])
+    if calibrate_f1:
+        if len(set(labels.tolist())) < 2:
+            raise _fail(DetectorError(f"--calibrate-f1 needs good and defective test images in {data}"))
+        f1, thr = f1_threshold(ev.scores, labels)
+        cal = detector.products[prod].calibration
+        # metrics.f1_max flags score >= threshold; verdicts flag score > threshold.
+        cal.threshold, cal.method, cal.calibration_fpr = float(np.nextafter(thr, -np.inf)), "f1_max", None
+        update_thresholds(model, prod, cal)
+        console.print(f"threshold for {prod!r} set to {thr:.4f} (F1-max {f1:.3f} on {len(labels)} labelled images)")
+    if json_out is not None:
+        payload = {**report, "product": prod, "data": str(data), "model": str(model), "n_images": len(labels),
+                   "n_defective": int(labels.sum()), "notes": ev.notes}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+def _parse_process(items: list[str] | None) -> dict[str, float] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key:
+                raise ValueError
+            out[key] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--process expects NAME=NUMBER, got {item!r}") from None
+    return out
+
+
+@app.command()
+def detect(
+    images: Annotated[list[Path], typer.Argument(help="Image files to inspect.")],
+    model: Annotated[Path, typer.Option("--model", help="Artifact directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for one JSON and one heatmap PNG per image.")],
+    product: Annotated[str | None, typer.Option(help="Product type (required when the model has several).")] = None,
+    process: Annotated[list[str] | None, typer.Option(help="Process parameter NAME=VALUE (repeatable).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of DDIM steps k.")] = None,
+    threads: Threads = None,
+) -> None:
+    """Score images: verdict, score, threshold, component scores, defect regions and a heatmap overlay."""
+    from diffqc.detector.regions import find_regions, overlay, save_png
+
+    _threads(threads)
+    params = _parse_process(process)
+    try:
+        detector = _load(model)
+        prod = detector.resolve_product(product)
+        threshold = detector.threshold(prod)
+        level = detector.products[prod].calibration.region_level
+        out.mkdir(parents=True, exist_ok=True)
+        used: set[str] = set()
+        defects = 0
+        for path in tqdm(images, desc="detect", unit="img"):
+            img = read_image(path)
+            t0 = time.perf_counter()
+            amap, comps, score = detector.predict(img.transpose(2, 0, 1)[None], prod,
+                                                  [params] if params else None, steps, names=[str(path)])
+            ms = (time.perf_counter() - t0) * 1000
+            verdict = "defect" if score[0] > threshold else "good"
+            defects += verdict == "defect"
+            regions = find_regions(amap[0, 0], level)
+            stem = path.stem
+            while stem in used:  # same file name from different folders
+                stem += "_"
+            used.add(stem)
+            heatmap = save_png(out / f"{stem}_heatmap.png", overlay(img, amap[0, 0], level, regions,
+                                                                   verdict == "defect"))
+            result = {
+                "image": str(path), "product": prod, "score": float(score[0]), "threshold": threshold,
+                "verdict": verdict, "components": dict(zip(COMPONENTS, map(float, comps[0]), strict=True)),
+                "regions": regions, "region_level": level, "heatmap": str(heatmap), "model": str(model),
+                "steps": steps or detector.cfg.recon.steps, "latency_ms": round(ms, 1),
+            }
+            (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    except USER_ERRORS as exc:
+        raise _fail(exc) from None
+    console.print(f"{len(images)} image(s): {defects} defect(s), {len(images) - defects} good → {out}")

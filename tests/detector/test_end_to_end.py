@@ -1,0 +1,78 @@
+"""Train, evaluate and detect from the command line; an obvious defect scores far above good parts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import yaml
+from typer.testing import CliRunner
+
+from diffqc.cli import app
+from diffqc.data.images import read_image, write_image
+from diffqc.data.mvtec import list_samples
+from diffqc.detector import Detector
+
+from .conftest import TINY, with_square
+
+runner = CliRunner()
+
+
+def test_train_evaluate_detect(pcb_data, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    model = tmp_path / "model"
+    res = runner.invoke(app, ["train", "--data", str(pcb_data), "--out", str(model), "--steps", "40",
+                              "--seed", "3", "--config", str(config), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    det = Detector.load(model)
+    assert det.product_names == ["pcb"] and det.cfg.train.aligned and det.cfg.model.coord_channels
+
+    report = tmp_path / "eval.json"
+    res = runner.invoke(app, ["evaluate", "--data", str(pcb_data), "--model", str(model), "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(report.read_text())
+    assert {"image_auroc", "pixel_auroc", "pro", "f1_max", "recall_at_fpr_3pct", "fpr_at_recall_98pct",
+            "latency_ms_p50"} <= set(metrics)
+    assert metrics["latency_ms_p50"] > 0
+
+    goods = [s.path for s in list_samples(pcb_data, "test") if s.label == 0]
+    defect = write_image(tmp_path / "in" / "square.png", with_square(read_image(goods[0]), value=0.0))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["detect", "--model", str(model), "--out", str(out), str(defect), *map(str, goods)])
+    assert res.exit_code == 0, res.output
+    results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert len(results) == 1 + len(goods)
+    for r in results.values():
+        assert {"image", "score", "threshold", "verdict", "regions", "components"} <= set(r)
+        assert (out / f"{r['image'].rsplit('/', 1)[-1].rsplit('.', 1)[0]}_heatmap.png").is_file()
+    square = results["square"]
+    good_scores = [results[p.stem]["score"] for p in goods]
+    assert square["verdict"] == "defect"
+    assert square["score"] > max(good_scores) + 3 * (np.std(good_scores) + 1.0)
+    # The strongest region is where the square is.
+    x0, y0, x1, y1 = square["regions"][0]["bbox"]
+    assert x0 <= 32 <= x1 and y0 <= 32 <= y1
+
+
+def test_predict_contract(metal_model, metal_data):
+    """What Triton's model.py relies on: shapes, dtypes and the component order."""
+    det = Detector.load(metal_model)
+    x = np.stack([read_image(s.path).transpose(2, 0, 1) for s in list_samples(metal_data, "test")[:2]])
+    amap, comps, score = det.predict(x, "default")
+    assert amap.shape == (2, 1, 64, 64) and amap.dtype == np.float32
+    assert comps.shape == (2, 4) and comps.dtype == np.float32
+    assert score.shape == (2,) and score.dtype == np.float32
+    assert det.component_names == ("pixel", "structural", "concentration", "process")
+    assert np.all(comps[:, 3] == 0)  # no process parameters given: component reported as 0
+    again = det.predict(x, "brushed_metal")
+    np.testing.assert_array_equal(score, again[2])  # deterministic
+
+
+def test_obvious_defect_on_a_texture_scores_far_above_good_parts(metal_model, metal_data):
+    det = Detector.load(metal_model)
+    goods = [read_image(s.path) for s in list_samples(metal_data, "test") if s.label == 0]
+    x = np.stack([with_square(goods[0], 1.0), *goods]).transpose(0, 3, 1, 2)
+    amap, _, score = det.predict(x)
+    assert score[0] > det.threshold() and score[0] > score[1:].max() + 3
+    assert amap[0, 0, 32, 32] > amap[0, 0, 5, 5]
