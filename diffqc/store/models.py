@@ -99,8 +99,8 @@ class Frame(Base):
 
 
 class Verdict(enum.StrEnum):
-    OK = "ok"
-    DEFECTIVE = "defective"
+    PASS = "pass"
+    DEFECT = "defect"
 
 
 class Inspection(Base):

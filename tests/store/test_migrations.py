@@ -36,9 +36,9 @@ def test_an_inspection_round_trips(engine):
                           height=256, width=256, channels=3))
         session.flush()
         session.add(Inspection(id="i-1", frame_id="f-1", model_version="3", component_scores={"pixel": 0.5},
-                               score=1.2, threshold=1.0, verdict=Verdict.DEFECTIVE, latency_ms=12.5,
+                               score=1.2, threshold=1.0, verdict=Verdict.DEFECT, latency_ms=12.5,
                                regions=[{"x": 1, "y": 2, "width": 3, "height": 4, "area_px": 9, "peak_score": 2.0}]))
     with Session(engine) as session:
         inspection = session.get(Inspection, "i-1")
-        assert inspection.verdict is Verdict.DEFECTIVE
+        assert inspection.verdict is Verdict.DEFECT
         assert inspection.regions[0]["area_px"] == 9

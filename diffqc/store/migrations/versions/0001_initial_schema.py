@@ -93,7 +93,7 @@ def upgrade() -> None:
         sa.Column("component_scores", sa.JSON(), nullable=False),
         sa.Column("score", sa.Double(), nullable=False),
         sa.Column("threshold", sa.Double(), nullable=False),
-        sa.Column("verdict", sa.Enum("OK", "DEFECTIVE", name="verdict", native_enum=False, length=16), nullable=False),
+        sa.Column("verdict", sa.Enum("PASS", "DEFECT", name="verdict", native_enum=False, length=16), nullable=False),
         sa.Column("heatmap_uri", sa.String(length=1000), nullable=True),
         sa.Column("regions", sa.JSON(), nullable=False),
         sa.Column("latency_ms", sa.Double(), nullable=False),
