@@ -29,17 +29,23 @@ def _ports(settings: Settings) -> tuple[int, int]:
 
 
 @app.command()
-def up() -> None:
-    """Start the Kafka broker and the time-series store (if not running) and wait until ready."""
+def up(
+    repo: Path = typer.Option(Path("model-repository"), help="Triton model repository (started if it has models)"),
+) -> None:
+    """Start the Kafka broker, the time-series store and Triton (if not running) and wait until ready."""
     settings = get_settings()
     kafka_port, timeseries_port = _ports(settings)
+    triton_repo = repo if any(p.is_dir() for p in repo.glob("*/[0-9]*")) else None
     try:
-        servers = _stack(settings).up(kafka_port, timeseries_port)
+        servers = _stack(settings).up(kafka_port, timeseries_port, triton_repo,
+                                      int(settings.triton.grpc_url.rsplit(":", 1)[1]))
     except InfraError as exc:
         console.print(f"[red]infra up failed:[/red] {exc}")
         raise typer.Exit(1) from None
     for server in servers.values():
         console.print(f"{server.name}: {server.address} (pid {server.pid}, log {server.log})")
+    if triton_repo is None:
+        console.print(f"triton: not started ({repo} holds no model version; diffqc export stages one)")
     console.print(f"database: {settings.database.url}")
 
 

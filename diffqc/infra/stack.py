@@ -11,20 +11,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from diffqc.infra.kafka import broker_is_ready, kafka_broker
+from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess, pid_alive, stop_pid
 from diffqc.infra.timeseries import store_is_ready, timeseries_store
+from diffqc.infra.triton import server_is_ready, triton_server
 
 KAFKA = "kafka"
 TIMESERIES = "timeseries"
+TRITON = "triton"
 
 
 @dataclass
 class RunningServer:
     name: str
     pid: int
-    address: str  # bootstrap host:port for Kafka, base URL for HTTP servers
+    address: str  # what clients use: bootstrap host:port (Kafka, Triton gRPC) or base URL
     log: str
     binary: str  # part of the command line, to tell our process from a reused PID
+    probe: str = ""  # what the health check asks, when it differs from the address (Triton's HTTP URL)
 
 
 @dataclass
@@ -36,7 +40,7 @@ class ServerStatus:
     detail: str
 
 
-_HEALTH = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready}
+_HEALTH = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready, TRITON: server_is_ready}
 
 
 class LocalStack:
@@ -56,28 +60,34 @@ class LocalStack:
     def running(self) -> dict[str, RunningServer]:
         return {n: s for n, s in self._load().items() if pid_alive(s.pid, s.binary)}
 
-    def up(self, kafka_port: int, timeseries_port: int) -> dict[str, RunningServer]:
-        """Start what is not running yet (idempotent); on failure stop what this call started."""
+    def up(self, kafka_port: int, timeseries_port: int, triton_repo: Path | None = None,
+           triton_grpc_port: int | None = None) -> dict[str, RunningServer]:
+        """Start what is not running yet (idempotent); on failure stop what this call started.
+
+        Triton starts only when ``triton_repo`` (a model repository) is given.
+        """
         servers = self.running()
-        wanted: dict[str, tuple[ServerProcess, str]] = {}
+        wanted: dict[str, tuple[ServerProcess, str, str]] = {}
         if KAFKA not in servers:
-            wanted[KAFKA] = (
-                kafka_broker(kafka_port, self.root / "kafka.log"),
-                f"127.0.0.1:{kafka_port}",
-            )
+            address = f"127.0.0.1:{kafka_port}"
+            wanted[KAFKA] = (kafka_broker(kafka_port, self.root / "kafka.log"), address, address)
         if TIMESERIES not in servers:
+            url = f"http://127.0.0.1:{timeseries_port}"
             wanted[TIMESERIES] = (
-                timeseries_store(timeseries_port, self.root / "timeseries-data", self.root / "timeseries.log"),
-                f"http://127.0.0.1:{timeseries_port}",
+                timeseries_store(timeseries_port, self.root / "timeseries-data", self.root / "timeseries.log"), url, url
             )
+        if triton_repo is not None and TRITON not in servers:
+            grpc_port, http_port = triton_grpc_port or free_port(), free_port()
+            server = triton_server(triton_repo, http_port, grpc_port, free_port(), self.root / "triton",
+                                   self.root / "triton.log")
+            wanted[TRITON] = (server, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}")
         started: list[ServerProcess] = []
         try:
-            for name, (server, address) in wanted.items():
+            for name, (server, address, probe) in wanted.items():
                 server.start()
                 started.append(server)
-                servers[name] = RunningServer(
-                    name=name, pid=server.pid, address=address, log=str(server.log_path), binary=server.argv[0]
-                )
+                servers[name] = RunningServer(name=name, pid=server.pid, address=address, log=str(server.log_path),
+                                              binary=server.argv[0], probe=probe)
         except BaseException:
             for server in started:
                 server.stop()
@@ -98,7 +108,7 @@ class LocalStack:
         result = []
         for name, server in self._load().items():
             alive = pid_alive(server.pid, server.binary)
-            healthy = alive and _HEALTH[name](server.address)
+            healthy = alive and _HEALTH[name](server.probe or server.address)
             detail = "ready" if healthy else ("running but not answering" if alive else "not running")
             result.append(ServerStatus(name, server.address, server.pid if alive else None, healthy, detail))
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,16 +15,19 @@ from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.stack import LocalStack
 
+TRITON_REPO = Path(__file__).parent / "triton_repo"
+
 
 def test_up_is_idempotent_and_down_leaves_no_process(local_stack, tmp_path):
     stack = LocalStack(tmp_path)
-    first = stack.up(kafka_port=free_port(), timeseries_port=free_port())
+    first = stack.up(kafka_port=free_port(), timeseries_port=free_port(), triton_repo=TRITON_REPO)
     pids = {s.pid for s in first.values()}
-    assert all(status.healthy for status in stack.status())
+    family = pids | {c.pid for pid in pids for c in psutil.Process(pid).children(recursive=True)}
+    assert [s.healthy for s in stack.status()] == [True, True, True]
     assert {s.pid for s in stack.up(kafka_port=free_port(), timeseries_port=free_port()).values()} == pids
 
-    assert sorted(stack.down()) == ["kafka", "timeseries"]
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    assert sorted(stack.down()) == ["kafka", "timeseries", "triton"]
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family)
     assert stack.status() == []
 
 
@@ -33,17 +37,18 @@ def test_cli_up_status_down(local_stack, tmp_path):
         "DIFFQC_DATA_DIR": str(tmp_path),
         "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "DIFFQC_INFLUX_URL": f"http://127.0.0.1:{free_port()}",
+        "DIFFQC_TRITON_GRPC_URL": f"127.0.0.1:{free_port()}",
     }
     cli = [sys.executable, "-m", "diffqc.cli", "infra"]
 
-    def run(command: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*cli, command], env=env, capture_output=True, text=True, timeout=120)
+    def run(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *command], env=env, capture_output=True, text=True, timeout=120)
 
     assert run("status").returncode == 1  # nothing runs yet
-    up = run("up")
+    up = run("up", "--repo", str(TRITON_REPO))
     assert up.returncode == 0, up.stdout + up.stderr
     status = run("status")
-    assert status.returncode == 0 and status.stdout.count("ready") == 2, status.stdout
+    assert status.returncode == 0 and status.stdout.count("ready") == 3, status.stdout
     assert "kafka" in run("down").stdout
     assert run("status").returncode == 1
 
