@@ -98,3 +98,12 @@ def test_export_stages_versions_and_an_onnx_denoiser_matching_torch(tiny_artifac
                             capture_output=True, text=True, timeout=120)
     assert broken.returncode == 1 and "does not exist" in " ".join(broken.stdout.split())
     assert versions(model_dir) == [1, 2]
+
+
+def test_the_committed_repository_config_is_the_one_export_writes():
+    from pathlib import Path
+
+    from diffqc.serving.repository import MODEL_NAME, TEMPLATE_CONFIG
+
+    committed = Path(__file__).parents[2] / "model-repository" / MODEL_NAME / "config.pbtxt"
+    assert committed.read_text() == TEMPLATE_CONFIG.read_text()
