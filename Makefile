@@ -41,5 +41,11 @@ proto: setup
 lint: setup
 	$(BIN)/ruff check diffqc services tests
 
+# Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
+# e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.
+bench-detector: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/detector.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -83,6 +83,21 @@ class ServiceSettings(_Group):
     )
 
 
+class ScoringSettings(_Group):
+    process_weight: float = Field(
+        0.1, ge=0, lt=1, description="Weight of the process-context deviation in the fused score "
+        "(the image components share the rest: pixel 0.4, structural 0.3, concentration 0.2)"
+    )
+    region_level: float = Field(
+        3.0, gt=0, description="Anomaly-map level outlining a defect region when the model version's "
+        "metrics carry no region_level"
+    )
+    line_protocol_file: Path | None = Field(
+        None, description="When set, score points are appended to this file as InfluxDB line protocol "
+        "instead of written to InfluxDB"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -100,6 +115,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     triton: TritonSettings = TritonSettings()
     service: ServiceSettings = ServiceSettings()
+    scoring: ScoringSettings = ScoringSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -152,13 +152,20 @@ class Detector:
                                   for i, win in enumerate(windows)])
                 if stage == RAW:
                     return raws
-                if state.normalizer is None:
-                    raise RuntimeError(f"product {product!r} is not calibrated yet")
-                z = torch.cat([state.normalizer(raws[i : i + 1], win) for i, win in enumerate(windows)])
-                amap, structural = fuse(z, cfg.map)
-                return torch.cat([amap, structural], dim=1)
+                return torch.cat([self.finalize(raws[i : i + 1], product, win) for i, win in enumerate(windows)])
 
         return fn
+
+    def finalize(self, raws: torch.Tensor, product: str, window: Window | None = None) -> torch.Tensor:
+        """Raw evidence (N, 4, h, w) -> (N, 2, h, w): the anomaly map and the structural map.
+
+        ``window`` locates the raws in the full image (per-pixel normalization); None = whole image.
+        """
+        state = self.products[product]
+        if state.normalizer is None:
+            raise RuntimeError(f"product {product!r} is not calibrated yet")
+        amap, structural = fuse(state.normalizer(raws, window), self.cfg.map)
+        return torch.cat([amap, structural], dim=1)
 
     def maps(self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None) -> torch.Tensor:
         """(N, K, H, W) maps of a checked batch: K = 4 raw components (``raw``) or the anomaly map

@@ -14,19 +14,26 @@ import torch
 from diffqc.detector.filters import gaussian_blur, sobel
 
 PIXEL, PATCH = "pixel", "patch"
+POOL = 4.0  # window (Gaussian sigma) over which local energies are measured
+# Textures are multi-modal (mortar and brick face): a mixture of Gaussians, not one.
+MIXTURE_COMPONENTS = 8
 FEW_IMAGES = 20
 
 
 def patch_features(x: torch.Tensor) -> torch.Tensor:
-    """(N, F, H, W) local statistics per channel: mean, std at sigma 2 and 6, gradient energy."""
+    """(N, 7C, H, W) local statistics per channel: log energy in three frequency bands (detail,
+    fine, coarse: blur and contrast changes move these), log horizontal and vertical gradient
+    energy (direction: scratches, creases), and the local mean at two scales (stains, holes)."""
     feats = []
+    prev = x
+    for s in (1.0, 2.0, 4.0):
+        low = gaussian_blur(x, s)
+        band = prev - low
+        prev = low
+        feats.append(torch.log(gaussian_blur(band * band, POOL) + 1e-5))
     gx, gy = sobel(x)
-    grad = (gx * gx + gy * gy).sqrt()
-    for s in (2.0, 6.0):
-        m = gaussian_blur(x, s)
-        v = (gaussian_blur(x * x, s) - m * m).clamp_min(0)
-        feats += [m, (v + 1e-6).sqrt()]
-    feats.append(gaussian_blur(grad, 2.0))
+    feats += [torch.log(gaussian_blur(gx * gx, POOL) + 1e-5), torch.log(gaussian_blur(gy * gy, POOL) + 1e-5)]
+    feats += [gaussian_blur(x, 2.0), prev]
     return torch.cat(feats, dim=1)
 
 
@@ -53,18 +60,24 @@ class GoodStatistics:
             return cls(PIXEL, {"mu": mu[0], "sigma": var.clamp_min(floor).sqrt()[0]})
         rng = np.random.default_rng(seed)
         samples = []
-        per_image = max(2000, 200_000 // max(1, len(images)))
+        per_image = max(500, 150_000 // max(1, len(images)))
         for im in images:
             f = patch_features(torch.from_numpy(im.transpose(2, 0, 1)[None].copy()))[0]
-            f = f[:, 6:-6, 6:-6].reshape(f.shape[0], -1)  # borders are padding artefacts
+            f = f[:, 8:-8, 8:-8].reshape(f.shape[0], -1)  # borders are padding artefacts
             idx = rng.choice(f.shape[1], size=min(per_image, f.shape[1]), replace=False)
             samples.append(f[:, idx].T)
-        data = torch.cat(samples).double()
-        mean = data.mean(0)
-        cov = torch.cov(data.T)
-        cov = cov + torch.eye(cov.shape[0], dtype=cov.dtype) * (1e-3 * cov.diagonal().mean() + 1e-8)
-        prec = torch.linalg.inv(cov)
-        return cls(PATCH, {"mean": mean.float(), "prec": prec.float()})
+        data = torch.cat(samples).double().numpy()
+        loc, scale = data.mean(0), data.std(0) + 1e-6
+        from sklearn.mixture import GaussianMixture
+
+        k = min(MIXTURE_COMPONENTS, max(1, len(data) // 2000))
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed, max_iter=200)
+        gmm.fit((data - loc) / scale)
+        chol = torch.from_numpy(gmm.precisions_cholesky_)  # precision = L @ L.T per component
+        logw = torch.from_numpy(np.log(gmm.weights_)) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
+        return cls(PATCH, {"loc": torch.from_numpy(loc).float(), "scale": torch.from_numpy(scale).float(),
+                           "means": torch.from_numpy(gmm.means_).float(), "prec_chol": chol.float(),
+                           "log_norm": logw.float()})
 
     def raw_map(self, x: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """(N, 1, h, w) deviation of ``x`` from good images; ``window`` = (y0, x0, h, w) in the full image."""
@@ -75,7 +88,12 @@ class GoodStatistics:
                 mu, sigma = mu[:, y0 : y0 + h, x0 : x0 + w], sigma[:, y0 : y0 + h, x0 : x0 + w]
             z = (x - mu) / sigma
             return (z * z).mean(dim=1, keepdim=True).sqrt()
-        f = patch_features(x)
-        d = f - self.tensors["mean"].view(1, -1, 1, 1)
-        md = torch.einsum("nfhw,fg,nghw->nhw", d, self.tensors["prec"], d)
-        return md.clamp_min(0).sqrt().unsqueeze(1)
+        t = self.tensors
+        f = (patch_features(x) - t["loc"].view(1, -1, 1, 1)) / t["scale"].view(1, -1, 1, 1)
+        # Negative log-likelihood under the mixture (constant dropped), one component at a time
+        # so memory stays at one feature map.
+        logp = []
+        for mean, chol, log_norm in zip(t["means"], t["prec_chol"], t["log_norm"], strict=True):
+            y = torch.einsum("nfhw,fg->nghw", f - mean.view(1, -1, 1, 1), chol)
+            logp.append(log_norm - 0.5 * (y * y).sum(1))
+        return -torch.logsumexp(torch.stack(logp), dim=0).unsqueeze(1)

@@ -1,0 +1,246 @@
+"""Scoring one inference result: verdict, regions, heatmap, inspection row, score point.
+
+Order of side effects (each idempotent, so a redelivery after a crash anywhere repeats them
+harmlessly): heatmap PNG (content-addressed blob) -> frame row if missing + inspection row
+(``ON CONFLICT DO NOTHING``, one transaction) -> score point (same tags and timestamp: the same
+point) -> the caller publishes the verdict and commits the offset. A frame that already has an
+inspection row is not scored again: the stored row is reported, so every message and point about
+a frame agrees with the database even if the threshold changed in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from diffqc.preprocess.normalize import FrameImageError
+from diffqc.preprocess.prepare import load_frame_image
+from diffqc.scoring.fusion import fuse, process_deviation
+from diffqc.scoring.regions import content_regions, heatmap_png, map_geometry, to_original
+from diffqc.scoring.sink import ScoreSink, score_point
+from diffqc.settings import ScoringSettings
+from diffqc.store.blobs import BlobNotFound, BlobStore, get_array
+from diffqc.store.inspections import (
+    active_model_version,
+    database_unavailable,
+    ensure_frame,
+    get_inspection,
+    get_product,
+    model_version,
+    record_inspection,
+    utc,
+)
+from diffqc.store.models import Inspection, Verdict
+from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef
+from diffqc.v1.inference_pb2 import InferenceResult
+from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
+
+log = logging.getLogger(__name__)
+
+# uuid5 namespace of inspection ids: the same frame and model version always give the same id.
+INSPECTION_NAMESPACE = uuid.UUID("4f0c6a8e-5d1b-5c4e-9a57-7d2f3c1b9e60")
+PNG = "image/png"
+
+
+class ScoringError(ValueError):
+    """A result that cannot be scored, however often it is retried (unknown product, no model
+    version registered, anomaly map missing or malformed)."""
+
+
+@dataclass(frozen=True)
+class ModelThreshold:
+    """What scoring needs from a model_versions row."""
+
+    version: str
+    threshold: float
+    region_level: float
+
+
+def inspection_id(frame_id: str, version: str) -> str:
+    return str(uuid.uuid5(INSPECTION_NAMESPACE, f"{frame_id}/{version}"))
+
+
+def artifact_registration(artifact_dir: str | Path, product: str) -> dict[str, Any]:
+    """``threshold`` and ``metrics`` (with ``region_level``) of ``product`` in a detector artifact,
+    ready for ``register_model_version(session, product, version, uri, **artifact_registration(...))``."""
+    root = Path(artifact_dir)
+    try:
+        thresholds = json.loads((root / "thresholds.json").read_text())[product]
+        calibration = json.loads((root / "calibration.json").read_text())[product]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{root}: no calibration of product {product!r} ({exc.__class__.__name__}: {exc})"
+                         ) from None
+    metrics = {"region_level": float(calibration["region_level"]), "threshold_method": thresholds.get("method"),
+               "target_fpr": thresholds.get("target_fpr"), "calibration_fpr": thresholds.get("calibration_fpr")}
+    return {"threshold": float(thresholds["threshold"]), "metrics": metrics}
+
+
+def _duration_ms(ms: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(round(ms * 1e6)))
+    return d
+
+
+def _time(ts) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else None
+
+
+class Scorer:
+    """Scores inference results; shared by the gRPC servicer and the Kafka worker (thread-safe)."""
+
+    def __init__(self, settings: ScoringSettings, engine: Engine, blobs: BlobStore, sink: ScoreSink):
+        self.settings, self.engine, self.blobs, self.sink = settings, engine, blobs, sink
+        self._level_warned: set[tuple[str, str]] = set()
+
+    # -- lookups ------------------------------------------------------------------------------
+    def _model(self, session: Session, product: str, version: str) -> ModelThreshold:
+        """The row of the model version that produced the result; the product's active one when that
+        version is not registered (e.g. a result without a version)."""
+        row = model_version(session, product, version) if version else None
+        if row is None:
+            row = active_model_version(session, product)
+            if row is None:
+                raise ScoringError(f"no model version is registered for product type {product!r} "
+                                   f"(register_model_version); cannot threshold the score")
+            if version:
+                log.warning("model version %r of %r is not registered; using the active version %r",
+                            version, product, row.version)
+        level = (row.metrics or {}).get("region_level")
+        if level is None:
+            level = self.settings.region_level
+            if (product, row.version) not in self._level_warned:
+                self._level_warned.add((product, row.version))
+                log.warning("model version %r of %r has no metrics.region_level; using %g", row.version, product,
+                            level)
+        return ModelThreshold(row.version, float(row.threshold), float(level))
+
+    # -- the decision -------------------------------------------------------------------------
+    def _anomaly_map(self, result: InferenceResult) -> np.ndarray:
+        if not result.anomaly_map.uri:
+            raise ScoringError("the result has no anomaly map")
+        try:
+            amap = get_array(self.blobs, result.anomaly_map)
+        except BlobNotFound as exc:
+            raise ScoringError(f"anomaly map missing: {exc}") from None
+        except ValueError as exc:
+            raise ScoringError(f"anomaly map {result.anomaly_map.uri} is not an array: {exc}") from None
+        amap = np.squeeze(amap)
+        if amap.ndim != 2 or min(amap.shape) == 0:
+            raise ScoringError(f"anomaly map {result.anomaly_map.uri} has shape {amap.shape}; expected (H, W)")
+        return amap.astype(np.float32, copy=False)
+
+    def _overlay_image(self, result: InferenceResult) -> np.ndarray | None:
+        try:
+            return load_frame_image(result.frame, self.blobs)
+        except (BlobNotFound, FrameImageError) as exc:
+            log.warning("heatmap drawn without the frame image: %s", exc)
+            return None
+
+    def decide(self, result: InferenceResult, nominal_ranges: dict, model: ModelThreshold,
+               decided_at: datetime | None = None) -> tuple[dict[str, Any], BlobRef]:
+        """The inspection row's values (``record_inspection`` keywords) and the heatmap blob; no database."""
+        frame = result.frame
+        decided_at = decided_at or datetime.now(UTC)
+        deviation = process_deviation(frame.process_parameters, nominal_ranges, frame.product_type)
+        score = fuse(result.score, deviation.value, self.settings.process_weight)
+        defect = score > model.threshold  # the calibration's rule (diffqc.detector: score > threshold)
+        components = {name: float(v) for name, v in result.component_scores.items()}
+        components["process"] = float(deviation.value or 0.0)
+        amap = self._anomaly_map(result)
+        box = map_geometry(amap.shape, (frame.shape.height, frame.shape.width))
+        regions = content_regions(amap, box, model.region_level) if defect else []
+        png = heatmap_png(amap, box, model.region_level, regions, defect, self._overlay_image(result))
+        heatmap = self.blobs.put(png, PNG)
+        ingested = _time(frame.ingest_time)
+        if ingested is not None:
+            latency_ms = max(0.0, (decided_at - ingested).total_seconds() * 1000)
+        else:  # no ingestion (a direct Score call): the detector's own time
+            latency_ms = result.latency.ToNanoseconds() / 1e6
+        values = {
+            "id": inspection_id(frame.frame_id, model.version), "frame_id": frame.frame_id,
+            "model_version": model.version, "component_scores": components, "score": score,
+            "threshold": model.threshold, "verdict": Verdict.DEFECT if defect else Verdict.PASS,
+            "latency_ms": round(latency_ms, 3), "heatmap_uri": heatmap.uri, "regions": to_original(regions, box),
+            "inspected_at": decided_at,
+        }
+        return values, heatmap
+
+    def _stored_heatmap(self, uri: str | None) -> BlobRef | None:
+        """The full reference of a stored heatmap (the row keeps only its URI)."""
+        if not uri:
+            return None
+        try:
+            data = self.blobs.get(uri)
+        except BlobNotFound:
+            log.warning("heatmap %s of a stored inspection is gone", uri)
+            return BlobRef(uri=uri, media_type=PNG)
+        return BlobRef(uri=uri, sha256=hashlib.sha256(data).hexdigest(), media_type=PNG, size_bytes=len(data))
+
+    # -- the whole path -----------------------------------------------------------------------
+    def score(self, result: InferenceResult) -> InspectionVerdict:
+        """Decide, record and publish-ready: the verdict message (from the stored row).
+
+        Raises ScoringError (poison) or DependencyUnavailable (database, InfluxDB down).
+        """
+        frame = result.frame
+        if not frame.frame_id:
+            raise ScoringError("the result's frame has no frame_id")
+        heatmap = None
+        with database_unavailable(), Session(self.engine, expire_on_commit=False) as session:
+            row = get_inspection(session, frame.frame_id)
+            if row is None:
+                product = get_product(session, frame.product_type)
+                if product is None:
+                    raise ScoringError(f"unknown product type {frame.product_type!r}: no product_types row")
+                nominal = dict(product.nominal_ranges or {})
+                model = self._model(session, frame.product_type, result.model.version)
+        if row is None:
+            values, heatmap = self.decide(result, nominal, model)
+            with database_unavailable(), Session(self.engine, expire_on_commit=False) as session, session.begin():
+                ensure_frame(session, frame)
+                row, created = record_inspection(session, **values)
+            if not created:
+                log.info("inspection of frame %s was recorded concurrently; reporting the stored one", frame.frame_id)
+        else:
+            log.info("frame %s was already inspected (%s); reporting the stored inspection", frame.frame_id, row.id)
+        if heatmap is None or heatmap.uri != row.heatmap_uri:
+            heatmap = self._stored_heatmap(row.heatmap_uri)
+        verdict = verdict_message(row, result, heatmap)
+        self.sink.write(point_for(row, frame))
+        return verdict
+
+
+def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef | None = None) -> InspectionVerdict:
+    """The InspectionVerdict of a stored inspection row (``heatmap``: the full reference of its heatmap)."""
+    decided = Timestamp()
+    decided.FromDatetime(utc(row.inspected_at))
+    return InspectionVerdict(
+        inspection_id=row.id, frame=result.frame,
+        verdict=VERDICT_DEFECT if Verdict(row.verdict) is Verdict.DEFECT else VERDICT_PASS,
+        score=row.score, threshold=row.threshold, component_scores=dict(row.component_scores),
+        regions=[DefectRegion(bbox=BoundingBox(x=r["x"], y=r["y"], width=r["width"], height=r["height"]),
+                              area_px=r["area_px"], peak_score=r["peak_score"]) for r in row.regions or []],
+        heatmap=heatmap or BlobRef(uri=row.heatmap_uri or ""), model=ModelRef(name=result.model.name, version=row.model_version),
+        latency=_duration_ms(row.latency_ms), decided_at=decided,
+    )
+
+
+def point_for(row: Inspection, frame):
+    """The score point of a stored inspection; timestamp = capture time (else ingestion, else decision)."""
+    tags = {"plant": frame.plant_id, "line": frame.line_id, "station": frame.station_id, "camera": frame.camera_id,
+            "product_type": frame.product_type, "model_version": row.model_version}
+    when = _time(frame.capture_time) or _time(frame.ingest_time) or utc(row.inspected_at)
+    return score_point(tags, dict(row.component_scores), row.score, row.threshold,
+                       Verdict(row.verdict) is Verdict.DEFECT, row.latency_ms, when)

@@ -1,0 +1,145 @@
+"""Store helpers of the scoring path: model versions, the frame row, the idempotent inspection row.
+
+Writes keyed by the frame id are ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL and SQLite), so
+a redelivered message, or two replicas racing on the same frame after a rebalance, leave exactly
+one row; the caller reads back the row that won and reports that one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
+
+from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.store.models import Frame, Inspection, ModelVersion, ProductType, Verdict
+from diffqc.v1 import frame_pb2
+
+
+@contextmanager
+def database_unavailable() -> Iterator[None]:
+    """Turn "the database is not answering" into DependencyUnavailable: the consume loop then retries the
+    message for as long as the outage lasts instead of dead-lettering it (the message is not at fault)."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, DisconnectionError, PoolTimeout) as exc:
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise DependencyUnavailable(f"database unavailable: {exc.__class__.__name__}: {first}") from exc
+
+
+def _insert(session: Session, entity):
+    """A Core INSERT of ``entity``'s table for the session's dialect (ORM-enabled inserts hide the row count)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"idempotent inserts are implemented for PostgreSQL and SQLite, not {dialect}")
+    return insert(entity.__table__)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns; every stored time is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# -- products and model versions ----------------------------------------------------------------
+
+def get_product(session: Session, name: str) -> ProductType | None:
+    return session.get(ProductType, name)
+
+
+def register_model_version(session: Session, product: str, version: str, artifact_uri: str, threshold: float,
+                           metrics: dict[str, Any] | None = None, activate: bool = True) -> ModelVersion:
+    """Add (or update) ``version`` of ``product``'s model; with ``activate`` it becomes the only active one.
+
+    ``metrics`` may carry ``region_level`` (the anomaly-map level that outlines a defect region; see
+    ``diffqc.scoring.artifact_registration``), which scoring uses for regions and heatmaps.
+    The caller commits.
+    """
+    row = model_version(session, product, version)
+    if row is None:
+        row = ModelVersion(product_type=product, version=version, artifact_uri=artifact_uri, threshold=threshold,
+                           metrics=dict(metrics or {}), active=False)
+        session.add(row)
+    else:
+        row.artifact_uri, row.threshold, row.metrics = artifact_uri, float(threshold), dict(metrics or {})
+    session.flush()
+    if activate:
+        session.execute(update(ModelVersion).where(ModelVersion.product_type == product, ModelVersion.id != row.id)
+                        .values(active=False))
+        row.active = True
+        session.flush()
+    return row
+
+
+def model_version(session: Session, product: str, version: str) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.product_type == product,
+                                                      ModelVersion.version == version)).first()
+
+
+def active_model_version(session: Session, product: str) -> ModelVersion | None:
+    """The active model version of ``product`` (the newest, should several be marked active), or None."""
+    return session.scalars(
+        select(ModelVersion).where(ModelVersion.product_type == product, ModelVersion.active.is_(True))
+        .order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
+    ).first()
+
+
+# -- frames and inspections ---------------------------------------------------------------------
+
+def _time(ts) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else None
+
+
+def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
+    """Insert the frame row from the message unless it exists (ingestion normally wrote it); True if inserted.
+
+    Lets a result be scored even when its frame row is missing (a replay, a direct gRPC Score
+    call), without ever overwriting what ingestion recorded.
+    """
+    captured = _time(frame.capture_time) or _time(frame.ingest_time) or datetime.now(UTC)
+    stmt = _insert(session, Frame).values(
+        id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
+        camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
+        lot=frame.lot or None, captured_at=captured, process_parameters=dict(frame.process_parameters),
+        image_uri=frame.image.uri, image_sha256=frame.image.sha256, height=frame.shape.height,
+        width=frame.shape.width, channels=frame.shape.channels, priority=int(frame.priority),
+        received_at=_time(frame.ingest_time) or datetime.now(UTC),
+    ).on_conflict_do_nothing().returning(Frame.__table__.c.id)
+    return session.execute(stmt).first() is not None
+
+
+def get_inspection(session: Session, frame_id: str) -> Inspection | None:
+    return session.scalars(select(Inspection).where(Inspection.frame_id == frame_id)).first()
+
+
+def record_inspection(session: Session, *, id: str, frame_id: str, model_version: str,
+                      component_scores: dict[str, float], score: float, threshold: float, verdict: Verdict,
+                      latency_ms: float, heatmap_uri: str | None = None, regions: list[dict] | None = None,
+                      inspected_at: datetime | None = None) -> tuple[Inspection, bool]:
+    """Write the inspection of ``frame_id`` unless one exists; return (the stored row, whether this call wrote it).
+
+    One row per frame id whatever happens: the insert does nothing on a conflict (same inspection
+    id or same frame id), and the row returned is the one in the database, so a caller that lost
+    a race reports what the winner stored. The caller commits.
+    """
+    stmt = _insert(session, Inspection).values(
+        id=id, frame_id=frame_id, model_version=model_version, component_scores=dict(component_scores),
+        score=float(score), threshold=float(threshold), verdict=verdict, heatmap_uri=heatmap_uri,
+        regions=list(regions or []), latency_ms=float(latency_ms), inspected_at=inspected_at or datetime.now(UTC),
+    ).on_conflict_do_nothing().returning(Inspection.__table__.c.id)
+    created = session.execute(stmt).first() is not None
+    row = get_inspection(session, frame_id)
+    if row is None:  # a conflict on the id alone: the same id was used for another frame
+        raise RuntimeError(f"inspection id {id!r} already belongs to another frame than {frame_id!r}")
+    return row, created

@@ -1,0 +1,74 @@
+"""gRPC ``Score`` for the synchronous path and the Kafka worker for the stream.
+
+Both call ``Scorer.score`` (``diffqc.scoring``: inspection row, score point) and publish the
+verdict on qc.inspections.v1 (key = line), so the bridge and the dashboards see every verdict
+whichever path decided it. The stream commits its offset only after the verdict was delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from confluent_kafka import Message, Producer
+
+from diffqc.bus.config import producer_config
+from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS
+from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.runtime.logging import frame_context
+from diffqc.scoring import Scorer, ScoringError
+from diffqc.settings import KafkaSettings
+from diffqc.v1 import scoring_pb2, scoring_pb2_grpc
+from diffqc.v1.inference_pb2 import InferenceResult
+from diffqc.v1.scoring_pb2 import InspectionVerdict
+
+log = logging.getLogger(__name__)
+GROUP = "scoring"
+
+
+class VerdictPublisher:
+    """Produces verdicts to qc.inspections.v1 and waits until the broker has them (acks=all)."""
+
+    def __init__(self, kafka: KafkaSettings):
+        self.producer = Producer(producer_config(kafka))
+
+    def publish(self, verdict: InspectionVerdict) -> None:
+        frame = verdict.frame
+        errors = []
+        self.producer.produce(INSPECTIONS, key=frame.line_id.encode(), value=verdict.SerializeToString(),
+                              headers=[("frame_id", frame.frame_id.encode()),
+                                       ("inspection_id", verdict.inspection_id.encode())],
+                              on_delivery=lambda err, _m: err and errors.append(err))
+        if self.producer.flush(30) != 0 or errors:
+            raise DependencyUnavailable(f"could not deliver the verdict to {INSPECTIONS}: {errors or 'timed out'}")
+
+
+class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
+    def __init__(self, scorer: Scorer, publisher: VerdictPublisher):
+        self.scorer, self.publisher = scorer, publisher
+
+    def Score(self, request: scoring_pb2.ScoreRequest, context: grpc.ServicerContext):
+        with frame_context(request.result.frame.frame_id):
+            try:
+                verdict = self.scorer.score(request.result)
+                self.publisher.publish(verdict)
+                return scoring_pb2.ScoreResponse(verdict=verdict)
+            except ScoringError as exc:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except DependencyUnavailable as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+def stream_worker(scorer: Scorer, kafka: KafkaSettings) -> ConsumeLoop:
+    """qc.inference.v1 -> inspection row + score point -> qc.inspections.v1, committed after delivery."""
+    publisher = VerdictPublisher(kafka)
+
+    def handle(result: InferenceResult, _msg: Message) -> None:
+        try:
+            verdict = scorer.score(result)
+        except ScoringError as exc:
+            raise PoisonMessage(str(exc)) from exc
+        publisher.publish(verdict)
+
+    return ConsumeLoop(kafka, INFERENCE_RESULTS, GROUP, InferenceResult.FromString, handle)
