@@ -60,7 +60,7 @@ class GoodStatistics:
             return cls(PIXEL, {"mu": mu[0], "sigma": var.clamp_min(floor).sqrt()[0]})
         rng = np.random.default_rng(seed)
         samples = []
-        per_image = max(500, 150_000 // max(1, len(images)))
+        per_image = max(300, 60_000 // max(1, len(images)))
         for im in images:
             f = patch_features(torch.from_numpy(im.transpose(2, 0, 1)[None].copy()))[0]
             f = f[:, 8:-8, 8:-8].reshape(f.shape[0], -1)  # borders are padding artefacts
@@ -70,8 +70,8 @@ class GoodStatistics:
         loc, scale = data.mean(0), data.std(0) + 1e-6
         from sklearn.mixture import GaussianMixture
 
-        k = min(MIXTURE_COMPONENTS, max(1, len(data) // 2000))
-        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed, max_iter=200)
+        k = min(MIXTURE_COMPONENTS, max(1, len(data) // 1000))
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed, max_iter=100)
         gmm.fit((data - loc) / scale)
         chol = torch.from_numpy(gmm.precisions_cholesky_)  # precision = L @ L.T per component
         logw = torch.from_numpy(np.log(gmm.weights_)) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)

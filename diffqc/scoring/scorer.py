@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,6 +140,8 @@ class Scorer:
         amap = np.squeeze(amap)
         if amap.ndim != 2 or min(amap.shape) == 0:
             raise ScoringError(f"anomaly map {result.anomaly_map.uri} has shape {amap.shape}; expected (H, W)")
+        if not np.isfinite(amap).all():
+            raise ScoringError(f"anomaly map {result.anomaly_map.uri} has non-finite values")
         return amap.astype(np.float32, copy=False)
 
     def _overlay_image(self, result: InferenceResult) -> np.ndarray | None:
@@ -152,6 +155,8 @@ class Scorer:
                decided_at: datetime | None = None) -> tuple[dict[str, Any], BlobRef]:
         """The inspection row's values (``record_inspection`` keywords) and the heatmap blob; no database."""
         frame = result.frame
+        if not math.isfinite(result.score):  # NaN > threshold is False: it would pass silently
+            raise ScoringError(f"the detector's score is {result.score}")
         decided_at = decided_at or datetime.now(UTC)
         deviation = process_deviation(frame.process_parameters, nominal_ranges, frame.product_type)
         score = fuse(result.score, deviation.value, self.settings.process_weight)
@@ -232,7 +237,8 @@ def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef |
         score=row.score, threshold=row.threshold, component_scores=dict(row.component_scores),
         regions=[DefectRegion(bbox=BoundingBox(x=r["x"], y=r["y"], width=r["width"], height=r["height"]),
                               area_px=r["area_px"], peak_score=r["peak_score"]) for r in row.regions or []],
-        heatmap=heatmap or BlobRef(uri=row.heatmap_uri or ""), model=ModelRef(name=result.model.name, version=row.model_version),
+        heatmap=heatmap or BlobRef(uri=row.heatmap_uri or ""),
+        model=ModelRef(name=result.model.name, version=row.model_version),
         latency=_duration_ms(row.latency_ms), decided_at=decided,
     )
 

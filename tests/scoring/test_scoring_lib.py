@@ -282,21 +282,27 @@ def test_results_that_cannot_be_scored_say_why(scorer):
     missing.anomaly_map.uri = missing.anomaly_map.uri[:-6] + "000000"
     with pytest.raises(ScoringError, match="anomaly map missing"):
         scorer.score(missing)
+    with pytest.raises(ScoringError, match="the detector's score is nan"):
+        scorer.score(_result(scorer.blobs, "L1", {}, float("nan")))
     with Session(scorer.engine) as session, session.begin():
         session.add(ProductType(name="new", nominal_ranges={}))
     with pytest.raises(ScoringError, match="no model version is registered for product type 'new'"):
         scorer.score(_result(scorer.blobs, "L1", {}, 0.1, product="new"))
 
 
-def test_points_go_to_a_line_protocol_file_without_a_store(tmp_path, postgres_url):
-    engine = make_engine(postgres_url)
+def test_the_embedded_default_scores_into_sqlite_and_a_line_protocol_file(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/qc.db")
     upgrade(engine)
     _seed(engine)
     path = tmp_path / "scores" / "anomaly_score.lp"
     scorer = Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"), LineProtocolFileSink(path))
     result = _result(scorer.blobs, "L-file", {}, 0.2)
-    scorer.score(result)
-    [line] = path.read_text().splitlines()
+    verdict = scorer.score(result)
+    assert scorer.score(result) == verdict  # the stored row read back from SQLite reports the same
+    assert verdict.decided_at.ToDatetime(tzinfo=UTC) > datetime.now(UTC) - timedelta(minutes=1)
+    first, again = path.read_text().splitlines()
+    assert first == again  # the same point, written twice
+    line = first
     assert line.startswith("anomaly_score,camera=C1,line=L-file,model_version=1,plant=P1,product_type=pcb,station=S1 ")
     assert "verdict=0i" in line and line.endswith(str(result.frame.capture_time.ToNanoseconds()))
     engine.dispose()
