@@ -1,0 +1,120 @@
+"""The whole inspection pipeline on one machine: the local servers plus the four services.
+
+Used by ``diffqc demo`` (``make run``) and the end-to-end tests. The products and model versions
+that the model repository serves are registered in the metadata database first, so ingestion
+knows the product types, preprocessing knows their specs and scoring their thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from diffqc.bus.admin import ensure_topics
+from diffqc.contracts.topics import ALL_TOPICS, dead_letter_topic
+from diffqc.detector.detector import Detector
+from diffqc.infra.ports import free_port
+from diffqc.infra.process import ServerProcess
+from diffqc.infra.services import service_process
+from diffqc.infra.stack import KAFKA, TIMESERIES, TRITON, LocalStack
+from diffqc.scoring.scorer import artifact_registration
+from diffqc.serving.repository import MODEL_NAME, versions
+from diffqc.settings import Settings
+from diffqc.store.engine import make_engine
+from diffqc.store.inspections import register_model_version
+from diffqc.store.migrate import upgrade
+from diffqc.store.products import register_product
+
+SERVICES = ("ingestion", "preprocessing", "inference", "scoring")
+DEFAULT_IMAGE_SIZE = 256  # the normalized size of products whose model is not tied to one size
+PARTITIONS = 4
+
+
+@dataclass
+class LocalPipeline:
+    root: Path
+    model_repository: Path
+    database_url: str | None = None  # default: a SQLite file under root
+    stack: LocalStack = field(init=False)
+    env: dict[str, str] = field(init=False, default_factory=dict)
+    ports: dict[str, int] = field(init=False, default_factory=dict)
+    processes: dict[str, ServerProcess] = field(init=False, default_factory=dict)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.stack = LocalStack(self.root)
+        self.database_url = self.database_url or f"sqlite:///{self.root / 'diffqc.db'}"
+
+    @property
+    def settings(self) -> Settings:
+        """The settings every service of this pipeline runs with (for in-process clients)."""
+        return Settings(
+            data_dir=self.root, blob_root=self.root / "blobs", database={"url": self.database_url},
+            kafka={"bootstrap_servers": self.env["DIFFQC_KAFKA_BOOTSTRAP_SERVERS"], "session_timeout_ms": 6000},
+            influx={"url": self.env["DIFFQC_INFLUX_URL"]}, triton={"grpc_url": self.env["DIFFQC_TRITON_GRPC_URL"]},
+        )
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def start_servers(self) -> None:
+        servers = self.stack.up(free_port(), free_port(), triton_repo=self.model_repository)
+        self.env = {
+            "DIFFQC_DATA_DIR": str(self.root),
+            "DIFFQC_BLOB_ROOT": str(self.root / "blobs"),
+            "DIFFQC_DATABASE_URL": self.database_url,
+            "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": servers[KAFKA].address,
+            "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",  # tansu answers a group join after half of it
+            "DIFFQC_INFLUX_URL": servers[TIMESERIES].address,
+            "DIFFQC_TRITON_GRPC_URL": servers[TRITON].address,
+        }
+        kafka = self.settings.kafka
+        ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)
+
+    def register_models(self) -> list[str]:
+        """Register every product the newest model version serves, with its spec and threshold."""
+        model_dir = self.model_repository / MODEL_NAME
+        version = str(versions(model_dir)[-1])
+        engine = make_engine(self.database_url)
+        upgrade(engine)
+        products = []
+        with Session(engine) as session, session.begin():
+            for artifact in sorted((model_dir / version / "artifacts").iterdir()):
+                detector = Detector.load(artifact)
+                for product in json.loads((artifact / "metadata.json").read_text())["products"]:
+                    size = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
+                    register_product(session, product, {"height": int(size[0]), "width": int(size[1]),
+                                                        "channels": detector.cfg.model.channels})
+                    register_model_version(session, product, version, artifact.as_uri(),
+                                           **artifact_registration(artifact, product))
+                    products.append(product)
+        engine.dispose()
+        return products
+
+    def start_service(self, name: str) -> None:
+        self.ports.setdefault(name, free_port())
+        self.processes[name] = service_process(name, self.ports[name], self.env,
+                                               self.root / "logs" / f"{name}.log").start()
+
+    def stop_service(self, name: str) -> None:
+        self.processes.pop(name).stop()
+
+    def start(self) -> list[str]:
+        self.start_servers()
+        products = self.register_models()
+        for name in SERVICES:
+            self.start_service(name)
+        return products
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_service(name)
+        self.stack.down()
+
+    def log_tails(self, lines: int = 30) -> dict[str, str]:
+        tails = self.stack.log_tails(lines)
+        tails.update({name: process.log_tail(lines) for name, process in self.processes.items()})
+        return tails
