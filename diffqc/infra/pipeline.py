@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from diffqc.bus.admin import ensure_topics
 from diffqc.contracts.topics import ALL_TOPICS, dead_letter_topic
 from diffqc.detector.detector import Detector
+from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.services import service_process
@@ -77,6 +78,9 @@ class LocalPipeline:
     def register_models(self) -> list[str]:
         """Register every product the newest model version serves, with its spec and threshold."""
         model_dir = self.model_repository / MODEL_NAME
+        if not versions(model_dir):
+            raise InfraError(f"{model_dir} holds no model version: stage one with "
+                             f"diffqc export --model MODEL --repo {self.model_repository}")
         version = str(versions(model_dir)[-1])
         engine = make_engine(self.database_url)
         upgrade(engine)
