@@ -78,10 +78,7 @@ class LocalPipeline:
     def register_models(self) -> list[str]:
         """Register every product the newest model version serves, with its spec and threshold."""
         model_dir = self.model_repository / MODEL_NAME
-        if not versions(model_dir):
-            raise InfraError(f"{model_dir} holds no model version: stage one with "
-                             f"diffqc export --model MODEL --repo {self.model_repository}")
-        version = str(versions(model_dir)[-1])
+        version = self.newest_version()
         engine = make_engine(self.database_url)
         upgrade(engine)
         products = []
@@ -98,6 +95,13 @@ class LocalPipeline:
         engine.dispose()
         return products
 
+    def newest_version(self) -> str:
+        found = versions(self.model_repository / MODEL_NAME)
+        if not found:
+            raise InfraError(f"{self.model_repository / MODEL_NAME} holds no model version: stage one with "
+                             f"diffqc export --model MODEL --repo {self.model_repository}")
+        return str(found[-1])
+
     def start_service(self, name: str) -> None:
         self.ports.setdefault(name, free_port())
         self.processes[name] = service_process(name, self.ports[name], self.env,
@@ -107,6 +111,7 @@ class LocalPipeline:
         self.processes.pop(name).stop()
 
     def start(self) -> list[str]:
+        self.newest_version()  # fail before starting anything when there is no model to serve
         self.start_servers()
         products = self.register_models()
         for name in SERVICES:
