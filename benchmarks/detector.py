@@ -79,8 +79,6 @@ def _latency(det, product: str, image: np.ndarray, steps: int, repeats: int = 5)
 
 def run_one(name: str, args) -> dict:
     """Train, evaluate and compare on one data set (runs in its own process)."""
-    import copy
-
     import torch
 
     from diffqc.data.images import read_image

@@ -83,6 +83,28 @@ class ServiceSettings(_Group):
     )
 
 
+class IngestionSettings(_Group):
+    max_image_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest encoded image accepted (bytes); the gRPC message limit "
+        "follows it (plus 4 MiB for the metadata)"
+    )
+    max_pixels: int = Field(
+        64_000_000, ge=1, description="Largest image accepted (width x height, read from the header before "
+        "decoding: the decompression-bomb guard)"
+    )
+    require_frame_id: bool = Field(
+        False, description="Reject frames without a frame_id instead of assigning a UUID (a re-sent frame "
+        "without one cannot be recognised as a duplicate)"
+    )
+    produce_timeout_s: float = Field(
+        10.0, gt=0, description="How long a frame's qc.frames.v1 event may take to be acknowledged by the broker"
+    )
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions of qc.frames.v1 when ingestion creates it at start (an existing topic "
+        "is left as it is)"
+    )
+
+
 class ScoringSettings(_Group):
     process_weight: float = Field(
         0.1, ge=0, lt=1, description="Weight of the process-context deviation in the fused score "
@@ -115,6 +137,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     triton: TritonSettings = TritonSettings()
     service: ServiceSettings = ServiceSettings()
+    ingestion: IngestionSettings = IngestionSettings()
     scoring: ScoringSettings = ScoringSettings()
 
     @classmethod

@@ -64,7 +64,8 @@ def _data_product(detector, data: Path, product: str | None) -> str:
 
 @app.command()
 def train(
-    data: Annotated[list[Path], typer.Option("--data", help="MVTec-layout folder of one product (repeat for several).")],
+    data: Annotated[list[Path], typer.Option(
+        "--data", help="MVTec-layout folder of one product (repeat for several).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
     minutes: Annotated[float | None, typer.Option(help="Training budget in minutes (default 10).")] = None,
     steps: Annotated[int | None, typer.Option(help="Training budget in optimizer steps.")] = None,

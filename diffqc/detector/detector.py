@@ -127,11 +127,16 @@ class Detector:
                 f"{label(0)} is {w}x{h} px; this model normalizes per pixel position for aligned "
                 f"{product!r} images of {size[1]}x{size[0]} px (map.normalization=pixel)"
             )
+        clamp = False
         for i in range(n):
             xi = x[i]
-            if not torch.isfinite(xi).all() or float(xi.min()) < -1e-3 or float(xi.max()) > 1 + 1e-3:
+            if not torch.isfinite(xi).all():
                 raise InputError(f"{label(i)}: values must be finite and in [0, 1]")
-        return x.clamp(0, 1)
+            lo, hi = float(xi.min()), float(xi.max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise InputError(f"{label(i)}: values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}]")
+            clamp = clamp or lo < 0 or hi > 1
+        return x.clamp(0, 1) if clamp else x  # no copy of a large frame unless rounding needs it
 
     # -- maps ----------------------------------------------------------------------------------
     def _window_fn(self, product: str, stage: str, full: tuple[int, int], steps: int | None):
@@ -197,7 +202,7 @@ class Detector:
         out = self.maps(x, product, FINAL, steps)
         amap, structural = out[:, :1], out[:, 1:2]
         components, score = self.score_maps(amap, structural, product, process)
-        return amap.numpy().astype(np.float32), components, score
+        return amap.numpy(), components, score
 
     def score_maps(self, amap: torch.Tensor, structural: torch.Tensor, product: str,
                    process: list[dict[str, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,10 @@
 """Statistics of good images that are evidence by themselves, fused into the anomaly map.
 
 On aligned parts a per-pixel Gaussian of good images is a strong detector; on textures, the
-distribution of local patch statistics (local mean, contrast and gradient energy at two scales)
-is. The diffusion residual has to add to these, so the detector measures them too and lets the
-fusion use both (the benchmark shows each alone).
+distribution of local patch statistics is (band energies, gradient directions and local means,
+modelled by a Gaussian mixture because a texture such as brick has several kinds of place).
+The diffusion residual has to add to these, so the detector measures them too and the fusion
+uses both; the benchmark reports each part alone.
 """
 
 from __future__ import annotations

@@ -76,3 +76,28 @@ def test_obvious_defect_on_a_texture_scores_far_above_good_parts(metal_model, me
     amap, _, score = det.predict(x)
     assert score[0] > det.threshold() and score[0] > score[1:].max() + 3
     assert amap[0, 0, 32, 32] > amap[0, 0, 5, 5]
+
+
+def test_evaluate_without_masks_reports_image_metrics(metal_model, metal_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "brushed_metal"
+    shutil.copytree(metal_data, data)
+    shutil.rmtree(data / "ground_truth")
+    report = tmp_path / "eval.json"
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--model", str(metal_model), "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(report.read_text())
+    assert metrics["image_auroc"] is not None and metrics["pixel_auroc"] is None and metrics["pro"] is None
+    assert "no defect masks" in res.output
+
+
+def test_f1_calibration_is_stored_in_the_artifact(metal_model, metal_data, tmp_path):
+    import shutil
+
+    model = shutil.copytree(metal_model, tmp_path / "m")
+    res = runner.invoke(app, ["evaluate", "--data", str(metal_data), "--model", str(model), "--calibrate-f1"])
+    assert res.exit_code == 0, res.output
+    thresholds = json.loads((model / "thresholds.json").read_text())
+    assert thresholds["brushed_metal"]["method"] == "f1_max"
+    assert Detector.load(model).threshold() == thresholds["brushed_metal"]["threshold"]

@@ -1,0 +1,109 @@
+"""Frame rows (one per frame id, written by ingestion) and the plant's equipment they mention.
+
+``record_frame`` is an idempotent insert keyed by the frame id (``INSERT ... ON CONFLICT DO
+NOTHING`` on PostgreSQL and SQLite): a re-sent frame, or two requests racing on the same id, leave
+exactly one row, and the caller learns whether its call wrote it. ``frame_from_row`` turns a row
+back into the ``diffqc.v1.Frame`` message that was published for it.
+
+Equipment (plants, lines, stations, cameras) is registered lazily: ``ensure_equipment`` inserts the
+rows a frame names unless they exist. The frame ids are the plant's own strings and the frame row
+keeps them whatever the equipment tables hold, so a new camera needs no set-up step; the first
+frame that names an id decides its parent (a later frame claiming another parent changes nothing).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from diffqc.store.models import Camera, Line, Plant, Station
+from diffqc.store.models import Frame as FrameRow
+from diffqc.v1.common_pb2 import BlobRef, Shape
+from diffqc.v1.frame_pb2 import Frame
+
+
+def _dialect_insert(session: Session, table):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"idempotent inserts are implemented for PostgreSQL and SQLite, not {dialect}")
+    return insert(table)
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes for timezone-aware columns; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = None) -> bool:
+    """Insert the row of ``frame`` unless its frame id exists; True when this call inserted it.
+
+    The image reference is ``image_ref``, or ``frame.image`` when None. ``frame.capture_time``,
+    ``frame.shape`` and the image's uri and sha256 must be set (ingestion validates them); the row's
+    ``received_at`` is ``frame.ingest_time`` (now when unset). An existing row is never changed.
+    On PostgreSQL a concurrent insert of the same id waits for the other transaction and returns
+    False once it committed. The caller commits.
+    """
+    image = image_ref if image_ref is not None else frame.image
+    if not frame.frame_id:
+        raise ValueError("record_frame: the frame has no frame_id")
+    if not frame.HasField("capture_time"):
+        raise ValueError(f"record_frame: frame {frame.frame_id!r} has no capture_time")
+    if not image.uri or not image.sha256:
+        raise ValueError(f"record_frame: frame {frame.frame_id!r} has no stored image (uri and sha256)")
+    received = frame.ingest_time.ToDatetime(tzinfo=UTC) if frame.HasField("ingest_time") else datetime.now(UTC)
+    table = FrameRow.__table__
+    stmt = _dialect_insert(session, table).values(
+        id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
+        camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
+        lot=frame.lot or None, captured_at=frame.capture_time.ToDatetime(tzinfo=UTC),
+        process_parameters=dict(frame.process_parameters), image_uri=image.uri, image_sha256=image.sha256,
+        height=frame.shape.height, width=frame.shape.width, channels=frame.shape.channels,
+        priority=int(frame.priority), received_at=received,
+    ).on_conflict_do_nothing(index_elements=[table.c.id]).returning(table.c.id)
+    return session.execute(stmt).first() is not None
+
+
+def get_frame(session: Session, frame_id: str) -> FrameRow | None:
+    """The row of ``frame_id``, or None."""
+    return session.get(FrameRow, frame_id)
+
+
+def frame_from_row(row: FrameRow) -> Frame:
+    """The ``diffqc.v1.Frame`` of a stored row.
+
+    The schema keeps the image's uri and sha256 but not its media type or size, so ``image``
+    carries only those two fields.
+    """
+    frame = Frame(
+        frame_id=row.id, plant_id=row.plant_id, line_id=row.line_id, station_id=row.station_id,
+        camera_id=row.camera_id, product_type=row.product_type, work_order=row.work_order or "",
+        lot=row.lot or "", process_parameters={k: float(v) for k, v in (row.process_parameters or {}).items()},
+        image=BlobRef(uri=row.image_uri, sha256=row.image_sha256),
+        shape=Shape(height=row.height, width=row.width, channels=row.channels), priority=row.priority,
+    )
+    frame.capture_time.FromDatetime(_utc(row.captured_at))
+    frame.ingest_time.FromDatetime(_utc(row.received_at))
+    return frame
+
+
+def ensure_equipment(session: Session, plant_id: str, line_id: str, station_id: str, camera_id: str) -> None:
+    """Register the plant, line, station and camera a frame names, each unless it exists (named by its id).
+
+    Idempotent and safe against concurrent callers; the caller commits. Rows that exist are left
+    as they are, so a line keeps the plant of the first frame that named it.
+    """
+    rows = [
+        (Plant, {"id": plant_id, "name": plant_id}),
+        (Line, {"id": line_id, "plant_id": plant_id, "name": line_id}),
+        (Station, {"id": station_id, "line_id": line_id, "name": station_id}),
+        (Camera, {"id": camera_id, "station_id": station_id}),
+    ]
+    for model, values in rows:  # parents first: the foreign keys hold at every step
+        table = model.__table__
+        session.execute(_dialect_insert(session, table).values(**values)
+                        .on_conflict_do_nothing(index_elements=[table.c.id]))

@@ -1,0 +1,120 @@
+"""Product types: the preprocessing spec and the nominal process ranges of each kind of part.
+
+A product type must be registered before its frames are ingested (ingestion rejects a frame of an
+unknown product type, naming it). The row carries two JSON documents:
+
+``preprocessing`` — how preprocessing normalizes a frame (validated by
+``diffqc.preprocess.spec.PreprocessSpec``, the reader of the spec)::
+
+    {"height": 256, "width": 256,   # required: normalized size (resize keeping the aspect ratio, then pad)
+     "channels": 3,                 # required: 1 (grayscale) or 3 (RGB), what the model was trained on
+     "tile": 512, "overlap": 64,    # optional: images larger than tile are cut into overlapping tiles
+     "align": {"reference": "<blob uri>", "max_shift": 8, "upsample": 10}}   # optional alignment
+
+``align`` is optional: absent/false means no alignment; a plain string is the reference image URI.
+
+``nominal_ranges`` — the process window of each process parameter, ``{"oven_temp_c": [230.0, 250.0]}``
+(``[lo, hi]`` with lo < hi, finite); scoring measures a frame's process deviation against it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from diffqc.store.models import ProductType
+
+MAX_NAME_LENGTH = 64  # product_types.name is VARCHAR(64)
+
+
+class ProductSpecError(ValueError):
+    """A product type's name, preprocessing spec or nominal ranges are malformed; ``str()`` says which and why."""
+
+
+def register_product(
+    session: Session, name: str, preprocessing: Mapping[str, Any], nominal_ranges: Mapping[str, Any] | None = None
+) -> ProductType:
+    """Create product type ``name`` or replace its spec and ranges (upsert); return the stored row.
+
+    Both documents are validated first (ProductSpecError names the problem), so a product that is
+    registered can always be preprocessed and scored. Safe against a concurrent registration of the
+    same name (``INSERT ... ON CONFLICT DO UPDATE``). The caller commits.
+    """
+    name = _check_name(name)
+    spec = _check_preprocessing(name, preprocessing)
+    ranges = _check_ranges(name, nominal_ranges or {})
+    table = ProductType.__table__
+    insert = _dialect_insert(session)(table).values(name=name, preprocessing=spec, nominal_ranges=ranges)
+    session.execute(insert.on_conflict_do_update(
+        index_elements=[table.c.name], set_={"preprocessing": spec, "nominal_ranges": ranges}
+    ))
+    return session.get(ProductType, name, populate_existing=True)
+
+
+def get_product(session: Session, name: str) -> ProductType | None:
+    """The product type called ``name``, or None when it is not registered."""
+    return session.get(ProductType, name)
+
+
+def list_products(session: Session) -> list[ProductType]:
+    """Every registered product type, by name."""
+    return list(session.scalars(select(ProductType).order_by(ProductType.name)))
+
+
+def _dialect_insert(session: Session):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"upserts are implemented for PostgreSQL and SQLite, not {dialect}")
+    return insert
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ProductSpecError(f"a product type needs a non-empty name, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
+        raise ProductSpecError(f"product type name {name!r} must be at most {MAX_NAME_LENGTH} printable characters")
+    return name
+
+
+def _check_preprocessing(name: str, preprocessing: Any) -> dict:
+    # Imported here: the spec's reader lives with preprocessing (whose package pulls in scipy and
+    # scikit-image), and only registration needs it, not every process that reads products.
+    from diffqc.preprocess.spec import PreprocessSpec, SpecError
+
+    if not isinstance(preprocessing, Mapping):
+        raise ProductSpecError(f"product type {name!r}: preprocessing spec must be a mapping, "
+                               f"got {type(preprocessing).__name__}")
+    spec = dict(preprocessing)
+    try:
+        PreprocessSpec.from_dict(spec, name)
+    except SpecError as exc:
+        raise ProductSpecError(str(exc)) from None
+    return spec
+
+
+def _check_ranges(name: str, ranges: Any) -> dict[str, list[float]]:
+    where = f"product type {name!r}: nominal_ranges"
+    if not isinstance(ranges, Mapping):
+        raise ProductSpecError(f"{where} must be a mapping {{parameter: [lo, hi]}}, got {type(ranges).__name__}")
+    checked: dict[str, list[float]] = {}
+    for parameter, bounds in ranges.items():
+        if not isinstance(parameter, str) or not parameter.strip():
+            raise ProductSpecError(f"{where}: parameter names must be non-empty strings, got {parameter!r}")
+        if isinstance(bounds, Mapping):  # {"min": lo, "max": hi} is accepted, as scoring reads it
+            bounds = [bounds.get("min"), bounds.get("max")]
+        if (not isinstance(bounds, list | tuple) or len(bounds) != 2
+                or any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds)):
+            raise ProductSpecError(f"{where}: {parameter!r} must be [lo, hi] (two numbers), got {bounds!r}")
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+            raise ProductSpecError(f"{where}: {parameter!r} must satisfy lo < hi with finite bounds, got {bounds!r}")
+        checked[parameter] = [lo, hi]
+    return checked

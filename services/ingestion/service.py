@@ -1,0 +1,338 @@
+"""gRPC ``Ingest`` (bidirectional stream, one ack per frame, in order) and ``IngestOne`` for cameras.
+
+One frame, in order:
+
+1. metadata: frame_id (assigned when empty, unless ``ingestion.require_frame_id``), plant_id,
+   line_id, station_id, camera_id, product_type, capture_time; lengths the schema can hold, no
+   control characters, finite process parameters;
+2. a frame id already stored is acknowledged DUPLICATE at once (nothing is decoded, stored or
+   published again);
+3. the product type must be registered (``diffqc.store.products``);
+4. the image (``image_data``, or the blob ``frame.image`` references): at most
+   ``ingestion.max_image_bytes``, PNG/JPEG/BMP/TIFF by its magic bytes, at most
+   ``ingestion.max_pixels`` by its header (before any pixel is decoded: the decompression-bomb
+   guard), a pixel mode ``diffqc.data.images`` reads, and fully decodable (truncation shows here);
+5. the bytes go to the content-addressed blob store; ``image``, ``shape`` and ``ingest_time`` are
+   filled in; the plant/line/station/camera rows are registered if new;
+6. in one database transaction: insert the frame row (``ON CONFLICT DO NOTHING``), produce the
+   Frame to ``qc.frames.v1`` (key = line id, header ``frame_id``) and wait for the broker's
+   acknowledgement, then commit; then ACCEPTED.
+
+A frame failing 1-4 gets a REJECTED ack naming the problem and nothing is stored or published;
+the stream goes on. A failure of the service's own dependencies (database, broker, blob store)
+ends the call with UNAVAILABLE: the client re-sends what it has no ack for.
+
+Why the event is produced inside the row's transaction: a committed row then always means the
+event was durably published before it, so a re-sent frame whose row exists can be answered
+DUPLICATE without publishing again, and nothing is emitted twice. A crash after the publish but
+before the commit leaves an event without a row; the client's re-send then inserts the row and
+publishes a second event for the frame (at least once; every consumer is idempotent by frame id).
+On PostgreSQL two requests racing on one frame id serialize on the row: the second waits, then
+sees the conflict and answers DUPLICATE without publishing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import threading
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from confluent_kafka import KafkaException, Producer
+from PIL import Image, UnidentifiedImageError
+from prometheus_client import Counter
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from diffqc.bus.config import producer_config
+from diffqc.contracts.topics import FRAMES
+from diffqc.data import images as _images
+from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.runtime.logging import frame_context
+from diffqc.settings import Settings
+from diffqc.store.blobs import BlobNotFound, BlobStore
+from diffqc.store.frames import ensure_equipment, frame_from_row, get_frame, record_frame
+from diffqc.store.inspections import database_unavailable
+from diffqc.store.products import get_product
+from diffqc.v1 import ingestion_pb2_grpc
+from diffqc.v1.common_pb2 import BlobRef, Shape
+from diffqc.v1.frame_pb2 import Frame
+from diffqc.v1.ingestion_pb2 import (
+    INGEST_STATUS_ACCEPTED,
+    INGEST_STATUS_DUPLICATE,
+    INGEST_STATUS_REJECTED,
+    IngestRequest,
+    IngestResponse,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "diffqc.v1.IngestionService"
+GRPC_HEADROOM_BYTES = 4 * 1024 * 1024  # the gRPC message limit is the image limit plus this, for the metadata
+
+FRAMES_INGESTED = Counter(
+    "diffqc_ingested_frames", "Frames answered by ingestion, by outcome (accepted|duplicate|rejected) and "
+    "rejection reason", ["outcome", "reason"],
+)
+
+# Magic bytes of the accepted formats (PIL format name, IANA media type).
+_FORMATS = (
+    (b"\x89PNG\r\n\x1a\n", "PNG", "image/png"),
+    (b"\xff\xd8\xff", "JPEG", "image/jpeg"),
+    (b"BM", "BMP", "image/bmp"),
+    (b"II*\x00", "TIFF", "image/tiff"),
+    (b"MM\x00*", "TIFF", "image/tiff"),
+)
+# Formats recognised only to name them in the rejection.
+_OTHER_FORMATS = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"8BPS", "Photoshop"), (b"%PDF", "PDF"), (b"\x93NUMPY", "NumPy array"),
+)
+# Pixel modes as diffqc.data.images reads them: these become RGB, the rest of the accepted ones grayscale.
+_RGB_MODES = {"RGB", *_images._TO_RGB}
+_GRAY_MODES = {"1", "L", "I", "F", *_images._SIXTEEN_BIT}
+
+MAX_ID_LENGTH = 64  # plant/line/station/camera/product ids, work order, lot: VARCHAR(64)
+MAX_FRAME_ID_LENGTH = 128  # frames.id is VARCHAR(128)
+MAX_PARAMETER_NAME_LENGTH = 128
+REQUIRED_IDS = ("plant_id", "line_id", "station_id", "camera_id", "product_type")
+OPTIONAL_IDS = ("work_order", "lot")
+
+
+class FrameRejected(ValueError):
+    """The frame is invalid; ``str()`` is the ack's detail, ``reason`` a short code for metrics."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    media_type: str
+    shape: Shape
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Server options so that a request carrying the largest accepted image fits in one gRPC message."""
+    return [("grpc.max_receive_message_length", settings.ingestion.max_image_bytes + GRPC_HEADROOM_BYTES)]
+
+
+def check_metadata(frame: Frame) -> None:
+    """Raise FrameRejected naming every missing required field, or the first malformed one."""
+    missing = [name for name in ("frame_id", *REQUIRED_IDS) if not getattr(frame, name).strip()]
+    if not frame.HasField("capture_time"):
+        missing.append("capture_time")
+    if missing:
+        raise FrameRejected("metadata", f"missing required metadata: {', '.join(missing)}")
+    for name in ("frame_id", *REQUIRED_IDS, *OPTIONAL_IDS):
+        value = getattr(frame, name)
+        limit = MAX_FRAME_ID_LENGTH if name == "frame_id" else MAX_ID_LENGTH
+        if len(value) > limit:
+            raise FrameRejected("metadata", f"{name} is {len(value)} characters long, over the limit of {limit}")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise FrameRejected("metadata", f"{name} {value!r} contains control characters")
+    try:
+        frame.capture_time.ToDatetime()
+    except (ValueError, OverflowError) as exc:
+        raise FrameRejected("metadata", f"capture_time is not a valid timestamp ({exc})") from None
+    for name, value in frame.process_parameters.items():
+        if not name.strip() or len(name) > MAX_PARAMETER_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
+            raise FrameRejected("metadata", f"process parameter name {name!r} must be 1-{MAX_PARAMETER_NAME_LENGTH} "
+                                "printable characters")
+        if not math.isfinite(value):
+            raise FrameRejected("metadata", f"process parameter {name!r} is {value}, not a finite number")
+
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int) -> CheckedImage:
+    """Validate encoded image bytes; return the media type and the shape ``diffqc.data.images`` reads.
+
+    The byte limit and the format (magic bytes) are checked before PIL sees the data, the pixel
+    limit from the header before any pixel is decoded; then the whole image is decoded once, so
+    corrupt and truncated data are refused here rather than downstream.
+    """
+    if not data:
+        raise FrameRejected("no_image", "no image: image_data is empty and frame.image references no blob")
+    if len(data) > max_bytes:
+        raise FrameRejected("too_many_bytes", f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
+    kind = next(((fmt, media) for magic, fmt, media in _FORMATS if data.startswith(magic)), None)
+    if kind is None:
+        other = next((name for magic, name in _OTHER_FORMATS if data.startswith(magic)), None)
+        what = f"{other} images are not supported" if other else "the data is not a recognised image (corrupt?)"
+        raise FrameRejected("unsupported_format", f"unsupported image format: {what}; expected PNG, JPEG, BMP or TIFF")
+    fmt, media_type = kind
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
+            width, height = im.size  # from the header: nothing is decoded yet
+            if width * height > max_pixels:
+                raise FrameRejected("too_many_pixels", f"{fmt} image is {width}x{height} = {width * height} pixels, "
+                                    f"over the limit of {max_pixels} pixels (decompression-bomb guard)")
+            if width == 0 or height == 0:
+                raise FrameRejected("corrupt", f"{fmt} image has no pixels ({width}x{height})")
+            if im.mode in _RGB_MODES:
+                channels = 3
+            elif im.mode in _GRAY_MODES:
+                channels = 1
+            else:
+                raise FrameRejected("unsupported_mode", f"{fmt} image has unsupported pixel mode {im.mode!r} "
+                                    f"({len(im.getbands())} channels); expected grayscale, RGB or RGBA")
+            im.load()  # decodes everything: a truncated or corrupt stream fails here
+    except FrameRejected:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise FrameRejected("too_many_pixels", f"{fmt} image refused as a decompression bomb ({exc}); the limit is "
+                            f"{max_pixels} pixels") from None
+    except UnidentifiedImageError:
+        raise FrameRejected("corrupt", f"corrupt {fmt} image: its header cannot be read") from None
+    except _images._DECODE_ERRORS as exc:
+        raise FrameRejected("corrupt", f"corrupt or truncated {fmt} image data ({exc})") from None
+    return CheckedImage(media_type, Shape(height=height, width=width, channels=channels))
+
+
+class Ingestion:
+    """What both RPCs share: validation, the blob store, the database, the producer."""
+
+    def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore, producer: Producer | None = None):
+        self.settings, self.engine, self.blobs = settings, engine, blobs
+        self.limits = settings.ingestion
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        timeout_ms = int(self.limits.produce_timeout_s * 1000)
+        # librdkafka gives up on a message at the same time as we stop waiting for it, so a frame
+        # reported as failed is not published much later behind the client's back.
+        self.producer = producer or Producer(producer_config(settings.kafka, **{"message.timeout.ms": timeout_ms}))
+        self._known_products: set[str] = set()  # product types are never unregistered while frames flow
+        self._known_equipment: set[tuple[str, str, str, str]] = set()
+        # PIL's own bomb check must not refuse what our limit allows (it is process-wide, only raised).
+        if Image.MAX_IMAGE_PIXELS is not None and self.limits.max_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = self.limits.max_pixels
+
+    def close(self) -> None:
+        self.producer.flush(self.limits.produce_timeout_s)
+
+    def ingest(self, request: IngestRequest) -> IngestResponse:
+        """Ingest one frame; raises DependencyUnavailable when a dependency of the service fails."""
+        frame = Frame()
+        frame.CopyFrom(request.frame)
+        if not frame.frame_id and not self.limits.require_frame_id:
+            frame.frame_id = str(uuid.uuid4())
+        with frame_context(frame.frame_id):
+            try:
+                return self._ingest(frame, request.image_data)
+            except FrameRejected as exc:
+                FRAMES_INGESTED.labels(outcome="rejected", reason=exc.reason).inc()
+                log.warning("frame rejected: %s", exc, extra={"reason": exc.reason, "line_id": frame.line_id})
+                return IngestResponse(frame_id=frame.frame_id, status=INGEST_STATUS_REJECTED, detail=str(exc))
+
+    def _ingest(self, frame: Frame, image_data: bytes) -> IngestResponse:
+        check_metadata(frame)
+        with database_unavailable(), self.sessions() as session:
+            stored = get_frame(session, frame.frame_id)
+            if stored is not None:
+                return self._duplicate(frame_from_row(stored))
+            self._check_product(session, frame.product_type)
+        data = image_data if image_data else self._referenced_image(frame.image)
+        checked = check_image(data, self.limits.max_image_bytes, self.limits.max_pixels)
+        if frame.image.sha256 and frame.image.sha256.lower() != (digest := hashlib.sha256(data).hexdigest()):
+            raise FrameRejected("image_mismatch", f"frame.image.sha256 {frame.image.sha256} does not match the "
+                                f"image's SHA-256 {digest}")
+        try:
+            ref = self.blobs.put(data, checked.media_type)
+        except OSError as exc:
+            raise DependencyUnavailable(f"blob store unavailable: {exc}") from exc
+        frame.image.CopyFrom(ref)
+        frame.shape.CopyFrom(checked.shape)
+        frame.ingest_time.GetCurrentTime()
+        with database_unavailable():
+            self._ensure_equipment(frame)
+            with self.sessions.begin() as session:
+                if not record_frame(session, frame):  # a concurrent request with this id won
+                    return self._duplicate(frame_from_row(get_frame(session, frame.frame_id)))
+                self._publish(frame)  # raises before the commit: no row without its event
+        FRAMES_INGESTED.labels(outcome="accepted", reason="").inc()
+        log.info("frame accepted", extra={"line_id": frame.line_id, "product_type": frame.product_type,
+                                          "bytes": ref.size_bytes, "sha256": ref.sha256})
+        return IngestResponse(frame_id=frame.frame_id, status=INGEST_STATUS_ACCEPTED, image=ref)
+
+    def _duplicate(self, stored: Frame) -> IngestResponse:
+        FRAMES_INGESTED.labels(outcome="duplicate", reason="").inc()
+        log.info("duplicate frame id: already ingested, nothing done")
+        return IngestResponse(frame_id=stored.frame_id, status=INGEST_STATUS_DUPLICATE, image=stored.image)
+
+    def _check_product(self, session, product_type: str) -> None:
+        if product_type in self._known_products:
+            return
+        if get_product(session, product_type) is None:
+            raise FrameRejected("unknown_product", f"unknown product type {product_type!r}: register it first")
+        self._known_products.add(product_type)
+
+    def _referenced_image(self, ref: BlobRef) -> bytes:
+        """The bytes of a blob the edge gateway stored itself (requests without image_data)."""
+        if not ref.uri:
+            return b""
+        if ref.size_bytes > self.limits.max_image_bytes:
+            raise FrameRejected("too_many_bytes", f"image is {ref.size_bytes} bytes, over the limit of "
+                                f"{self.limits.max_image_bytes} bytes")
+        try:
+            return self.blobs.get(ref)
+        except BlobNotFound as exc:
+            raise FrameRejected("no_image", f"frame.image references no stored blob: {exc}") from None
+        except OSError as exc:
+            raise DependencyUnavailable(f"blob store unavailable: {exc}") from exc
+
+    def _ensure_equipment(self, frame: Frame) -> None:
+        key = (frame.plant_id, frame.line_id, frame.station_id, frame.camera_id)
+        if key in self._known_equipment:
+            return
+        with self.sessions.begin() as session:
+            ensure_equipment(session, *key)
+        self._known_equipment.add(key)
+
+    def _publish(self, frame: Frame) -> None:
+        """Produce the frame event and wait until the broker has it (acks=all), or raise DependencyUnavailable."""
+        delivered = threading.Event()
+        outcome: list = []
+
+        def on_delivery(err, _msg) -> None:
+            outcome.append(err)
+            delivered.set()
+
+        timeout = self.limits.produce_timeout_s
+        try:
+            self.producer.produce(FRAMES, key=frame.line_id.encode(), value=frame.SerializeToString(),
+                                  headers=[("frame_id", frame.frame_id.encode())], on_delivery=on_delivery)
+        except (BufferError, KafkaException) as exc:
+            raise DependencyUnavailable(f"cannot publish to {FRAMES}: {exc}") from exc
+        self.producer.flush(timeout + 5)  # serves the callback here, or lets another thread's flush serve it
+        if not delivered.wait(5):
+            raise DependencyUnavailable(f"the broker did not acknowledge the event on {FRAMES} within {timeout:g} s")
+        if outcome[0] is not None:
+            raise DependencyUnavailable(f"the broker refused the event on {FRAMES}: {outcome[0]}")
+
+
+class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+    def __init__(self, ingestion: Ingestion):
+        self.ingestion = ingestion
+
+    def Ingest(self, request_iterator, context: grpc.ServicerContext):
+        for request in request_iterator:
+            yield self._one(request, context)
+
+    def IngestOne(self, request: IngestRequest, context: grpc.ServicerContext):
+        return self._one(request, context)
+
+    def _one(self, request: IngestRequest, context: grpc.ServicerContext) -> IngestResponse:
+        try:
+            return self.ingestion.ingest(request)
+        except DependencyUnavailable as exc:
+            log.error("ingestion unavailable: %s", exc, extra={"frame_id": request.frame.frame_id or None})
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"{exc}; frame {request.frame.frame_id!r} was not acknowledged: re-send it and every frame "
+                          "sent after it")
+        except Exception as exc:
+            log.exception("ingestion failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"ingestion failed on frame {request.frame.frame_id!r}: "
+                          f"{exc.__class__.__name__}: {exc}; re-send the frames without an ack")
