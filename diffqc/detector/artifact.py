@@ -15,6 +15,7 @@ student) registers a loader in ``KINDS`` and keeps the same files.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -96,6 +97,13 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         })
         _write_json(tmp / "metadata.json", meta)
+        # mkdtemp makes the folder private (0700) and safetensors writes 0600: give the artifact
+        # the usual permissions so that another user (a Triton server) can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~umask)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)

@@ -56,8 +56,10 @@ def train_denoiser(
     budget_s = minutes * 60 if minutes is not None else math.inf
     gen = torch.Generator().manual_seed(tc.seed)
 
-    bar = tqdm(total=steps if steps is not None else round(budget_s), disable=not progress,
-               unit="step" if steps is not None else "s", desc="train", leave=False)
+    by_time = steps is None
+    bar = tqdm(total=round(budget_s) if by_time else steps, disable=not progress, desc="train", leave=False,
+               unit="s" if by_time else "step",
+               bar_format="{l_bar}{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
     losses: list[float] = []
     start = last = time.monotonic()
     step = 0

@@ -18,7 +18,8 @@ from diffqc.detector.tiling import tile_windows
 from diffqc.preprocess.normalize import FrameImageError, decode_image, load_reference, normalize
 from diffqc.preprocess.spec import PreprocessSpec, SpecError
 from diffqc.store.blobs import BlobStore, put_array
-from diffqc.store.inspections import database_unavailable, get_product
+from diffqc.store.inspections import database_unavailable
+from diffqc.store.products import get_product
 from diffqc.v1.common_pb2 import Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.preprocessing_pb2 import PreparedFrame, Tile

@@ -38,12 +38,12 @@ from diffqc.store.inspections import (
     database_unavailable,
     ensure_frame,
     get_inspection,
-    get_product,
     model_version,
     record_inspection,
     utc,
 )
 from diffqc.store.models import Inspection, Verdict
+from diffqc.store.products import get_product
 from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict

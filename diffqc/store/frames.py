@@ -17,21 +17,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import Camera, Line, Plant, Station
 from diffqc.store.models import Frame as FrameRow
 from diffqc.v1.common_pb2 import BlobRef, Shape
 from diffqc.v1.frame_pb2 import Frame
-
-
-def _dialect_insert(session: Session, table):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"idempotent inserts are implemented for PostgreSQL and SQLite, not {dialect}")
-    return insert(table)
 
 
 def _utc(value: datetime) -> datetime:
@@ -57,7 +47,7 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
         raise ValueError(f"record_frame: frame {frame.frame_id!r} has no stored image (uri and sha256)")
     received = frame.ingest_time.ToDatetime(tzinfo=UTC) if frame.HasField("ingest_time") else datetime.now(UTC)
     table = FrameRow.__table__
-    stmt = _dialect_insert(session, table).values(
+    stmt = dialect_insert(session, table).values(
         id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
         camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
         lot=frame.lot or None, captured_at=frame.capture_time.ToDatetime(tzinfo=UTC),
@@ -105,5 +95,5 @@ def ensure_equipment(session: Session, plant_id: str, line_id: str, station_id: 
     ]
     for model, values in rows:  # parents first: the foreign keys hold at every step
         table = model.__table__
-        session.execute(_dialect_insert(session, table).values(**values)
+        session.execute(dialect_insert(session, table).values(**values)
                         .on_conflict_do_nothing(index_elements=[table.c.id]))

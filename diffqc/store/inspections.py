@@ -18,7 +18,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from diffqc.runtime.dependencies import DependencyUnavailable
-from diffqc.store.models import Frame, Inspection, ModelVersion, ProductType, Verdict
+from diffqc.store.dialect import dialect_insert
+from diffqc.store.models import Frame, Inspection, ModelVersion, Verdict
 from diffqc.v1 import frame_pb2
 
 
@@ -33,18 +34,6 @@ def database_unavailable() -> Iterator[None]:
         raise DependencyUnavailable(f"database unavailable: {exc.__class__.__name__}: {first}") from exc
 
 
-def _insert(session: Session, entity):
-    """A Core INSERT of ``entity``'s table for the session's dialect (ORM-enabled inserts hide the row count)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"idempotent inserts are implemented for PostgreSQL and SQLite, not {dialect}")
-    return insert(entity.__table__)
-
-
 def utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes for timezone-aware columns; every stored time is UTC."""
     if value is not None and value.tzinfo is None:
@@ -53,10 +42,6 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 # -- products and model versions ----------------------------------------------------------------
-
-def get_product(session: Session, name: str) -> ProductType | None:
-    return session.get(ProductType, name)
-
 
 def register_model_version(session: Session, product: str, version: str, artifact_uri: str, threshold: float,
                            metrics: dict[str, Any] | None = None, activate: bool = True) -> ModelVersion:
@@ -108,7 +93,7 @@ def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
     call), without ever overwriting what ingestion recorded.
     """
     captured = _time(frame.capture_time) or _time(frame.ingest_time) or datetime.now(UTC)
-    stmt = _insert(session, Frame).values(
+    stmt = dialect_insert(session, Frame.__table__).values(
         id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
         camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
         lot=frame.lot or None, captured_at=captured, process_parameters=dict(frame.process_parameters),
@@ -133,7 +118,7 @@ def record_inspection(session: Session, *, id: str, frame_id: str, model_version
     id or same frame id), and the row returned is the one in the database, so a caller that lost
     a race reports what the winner stored. The caller commits.
     """
-    stmt = _insert(session, Inspection).values(
+    stmt = dialect_insert(session, Inspection.__table__).values(
         id=id, frame_id=frame_id, model_version=model_version, component_scores=dict(component_scores),
         score=float(score), threshold=float(threshold), verdict=verdict, heatmap_uri=heatmap_uri,
         regions=list(regions or []), latency_ms=float(latency_ms), inspected_at=inspected_at or datetime.now(UTC),

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import ProductType
 
 MAX_NAME_LENGTH = 64  # product_types.name is VARCHAR(64)
@@ -48,7 +49,7 @@ def register_product(
     spec = _check_preprocessing(name, preprocessing)
     ranges = _check_ranges(name, nominal_ranges or {})
     table = ProductType.__table__
-    insert = _dialect_insert(session)(table).values(name=name, preprocessing=spec, nominal_ranges=ranges)
+    insert = dialect_insert(session, table).values(name=name, preprocessing=spec, nominal_ranges=ranges)
     session.execute(insert.on_conflict_do_update(
         index_elements=[table.c.name], set_={"preprocessing": spec, "nominal_ranges": ranges}
     ))
@@ -63,17 +64,6 @@ def get_product(session: Session, name: str) -> ProductType | None:
 def list_products(session: Session) -> list[ProductType]:
     """Every registered product type, by name."""
     return list(session.scalars(select(ProductType).order_by(ProductType.name)))
-
-
-def _dialect_insert(session: Session):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"upserts are implemented for PostgreSQL and SQLite, not {dialect}")
-    return insert
 
 
 def _check_name(name: Any) -> str:
