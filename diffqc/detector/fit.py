@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -179,7 +180,7 @@ def train_detector(
     """
     from tqdm.auto import tqdm
 
-    cfg = cfg or DetectorConfig()
+    cfg = copy.deepcopy(cfg) if cfg is not None else DetectorConfig()  # data-dependent choices are filled in
     if seed is not None:
         cfg.train.seed = seed
     if isinstance(data, (str, Path)):

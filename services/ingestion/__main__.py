@@ -8,51 +8,30 @@ dependency; bad settings exit 2.
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
-
-from confluent_kafka import KafkaException
+from pathlib import Path
 
 from diffqc.bus.admin import ensure_topics, wait_for_broker
 from diffqc.contracts.topics import FRAMES
-from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
-from diffqc.runtime.logging import configure_logging
+from diffqc.runtime.dependencies import wait_for
 from diffqc.runtime.service import run_service
-from diffqc.settings import SettingsError, load_settings
+from diffqc.runtime.startup import migrated_database, service_main
+from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
-from diffqc.store.engine import make_engine
-from diffqc.store.migrate import upgrade
 from diffqc.v1 import ingestion_pb2_grpc
 from services.ingestion.service import SERVICE_NAME, Ingestion, IngestionServicer, grpc_options
 
 NAME = "ingestion"
-log = logging.getLogger(NAME)
 
 
-def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"{NAME}: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, NAME)
-    engine = make_engine(settings.database.url)
+def start(settings: Settings) -> int:
     timeout = settings.service.startup_timeout_s
-    try:
-        wait_for_broker(settings.kafka, timeout)
-        # Migrating is a no-op when current; retried, so replicas starting together cannot fail on the race.
-        wait_for("database", engine.url.render_as_string(hide_password=True), lambda: upgrade(engine), timeout)
-        wait_for(f"Kafka topic {FRAMES}", settings.kafka.bootstrap_servers,
-                 lambda: ensure_topics(settings.kafka, [FRAMES], settings.ingestion.topic_partitions), timeout)
-        settings.blob_root.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=settings.blob_root).close()
-    except DependencyUnavailable as exc:
-        log.critical("cannot start: %s", exc)
-        return 1
-    except (OSError, KafkaException) as exc:
-        log.critical("cannot start: %s: %s", exc.__class__.__name__, exc)
-        return 1
+    wait_for_broker(settings.kafka, timeout)
+    engine = migrated_database(settings)
+    wait_for(f"Kafka topic {FRAMES}", settings.kafka.bootstrap_servers,
+             lambda: ensure_topics(settings.kafka, [FRAMES], settings.ingestion.topic_partitions), timeout)
+    wait_for("blob store", str(settings.blob_root), lambda: _check_writable(settings.blob_root), timeout)
     ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
     servicer = IngestionServicer(ingestion)
     try:
@@ -67,5 +46,10 @@ def main() -> int:
         engine.dispose()
 
 
+def _check_writable(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=root).close()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(service_main(NAME, start))

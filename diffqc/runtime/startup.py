@@ -1,0 +1,46 @@
+"""The start of every service's ``__main__``: settings, logging, bounded waits for dependencies.
+
+Exit codes: 2 for a bad setting (one message naming the variable), 1 for a dependency that stays
+down through ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``, else what ``run_service`` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
+from diffqc.runtime.logging import configure_logging
+from diffqc.settings import Settings, SettingsError, load_settings
+from diffqc.store.engine import make_engine
+from diffqc.store.migrate import upgrade
+
+
+def service_main(name: str, start: Callable[[Settings], int]) -> int:
+    """Load the settings, configure JSON logging, then run ``start(settings)`` to the exit code."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, name)
+    try:
+        return start(settings)
+    except DependencyUnavailable as exc:
+        logging.getLogger(name).critical("cannot start: %s", exc)
+        return 1
+
+
+def migrated_database(settings: Settings) -> Engine:
+    """The database engine, once the database answers and its schema is current.
+
+    Migrating is a no-op when current; it is retried, so replicas starting together cannot fail
+    on the race.
+    """
+    engine = make_engine(settings.database.url)
+    wait_for("database", engine.url.render_as_string(hide_password=True), lambda: upgrade(engine),
+             settings.service.startup_timeout_s)
+    return engine
