@@ -87,7 +87,8 @@ def test_regions_are_found_in_the_content_area_and_reported_in_original_pixels()
     amap = np.zeros((128, 128), dtype=np.float32)
     amap[21 + 10 : 21 + 20, 40:60] = 5.0  # a 20x10 region above the level 3
     amap[21 + 15, 50] = 7.0
-    amap[21 + 60 : 21 + 62, 100:103] = 4.0  # a weaker 3x2 one
+    amap[21 + 60 : 21 + 63, 100:103] = 4.0  # a weaker 3x3 one
+    amap[21 + 70, 10:12] = 3.5  # a 2-px speck just above the level: map noise, not a region
     amap[0:21, :] = 9.0  # padding: never a region
     regions = to_original(content_regions(amap, box, level=3.0), box)
     assert len(regions) == 2
@@ -96,7 +97,7 @@ def test_regions_are_found_in_the_content_area_and_reported_in_original_pixels()
     assert (big["x"], big["y"]) == (int(40 / sx), int(10 / sy))  # floor(93.75), floor(23.5)
     assert (big["x"] + big["width"], big["y"] + big["height"]) == (141, 48)  # ceil(140.6), ceil(47.1)
     assert big["area_px"] == round(200 / (sx * sy)) and big["peak_score"] == 7.0
-    assert small["peak_score"] == 4.0 and small["area_px"] == round(6 / (sx * sy))
+    assert small["peak_score"] == 4.0 and small["area_px"] == round(9 / (sx * sy))
 
 
 def test_a_map_of_unknown_frame_shape_is_taken_as_the_frame():
