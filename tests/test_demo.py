@@ -1,0 +1,30 @@
+"""``make run``: the demo runs the whole pipeline with the shipped model and cleans up after itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+
+@pytest.mark.timeout(600)
+def test_the_demo_inspects_every_frame_with_the_shipped_model(local_stack, tmp_path):
+    before = {p.pid for p in psutil.process_iter()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffqc.cli", "demo", "--good", "3", "--defective", "3", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+    )
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ingested 6/6 frames" in out
+    assert "defective parts caught: 3/3; false alarms: 0/3" in out
+    assert "stopped every server and service" in out
+    assert (tmp_path / "scores.png").stat().st_size > 0
+    assert len(list(tmp_path.glob("*-defect.png"))) == 3
+    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
+                 if p.pid not in before and any(s in " ".join(p.info["cmdline"] or []) for s in
+                                                ("tansu", "victoria-metrics", "tritonserver", "services."))]
+    assert leftovers == []
