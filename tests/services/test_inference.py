@@ -12,10 +12,10 @@ import uuid
 import grpc
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from diffqc.bus.admin import ensure_topics
-from diffqc.bus.config import consumer_config, producer_config
+from diffqc.bus.config import producer_config
 from diffqc.contracts.topics import INFERENCE_RESULTS, PREPARED_FRAMES, dead_letter_topic
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
@@ -34,6 +34,7 @@ from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.preprocessing_pb2 import PreparedFrame, Tile
 from services.inference.service import Inference, InferenceServicer, stream_worker
 from tests.conftest import TINY_PRODUCT
+from tests.kafka_helpers import collect
 
 
 def _images(data, n):
@@ -113,20 +114,6 @@ def _run_worker(inference):
     return stop, thread
 
 
-def _collect(kafka, topic, frame_ids: set[str], timeout_s=60.0) -> dict[str, object]:
-    consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:6]}"))
-    consumer.subscribe([topic])
-    found, deadline = {}, time.monotonic() + timeout_s
-    while set(found) != frame_ids and time.monotonic() < deadline:
-        msg = consumer.poll(0.2)
-        if msg is not None and not msg.error():
-            frame_id = dict(msg.headers() or []).get("frame_id", b"").decode()
-            if frame_id in frame_ids:
-                found[frame_id] = msg
-    consumer.close()
-    return found
-
-
 def _produce(kafka, frames: list[PreparedFrame]) -> None:
     producer = Producer(producer_config(kafka))
     for prepared in frames:
@@ -144,17 +131,17 @@ def test_stream_worker_publishes_results_by_line_and_dead_letters_bad_frames(inf
     _produce(kafka, [good[0], bad, *good[1:]])
     stop, thread = _run_worker(inference)
     try:
-        results = _collect(kafka, INFERENCE_RESULTS, {p.frame.frame_id for p in good})
-        letters = _collect(kafka, dead_letter_topic(PREPARED_FRAMES, kafka), {bad.frame.frame_id})
+        results = collect(kafka, INFERENCE_RESULTS, {p.frame.frame_id for p in good})
+        letters = collect(kafka, dead_letter_topic(PREPARED_FRAMES, kafka), {bad.frame.frame_id})
     finally:
         stop.set()
         thread.join(30)
     assert len(results) == 3
     for prepared in good:
-        msg = results[prepared.frame.frame_id]
+        [msg] = results[prepared.frame.frame_id]
         assert msg.key() == prepared.frame.line_id.encode()
         assert InferenceResult.FromString(msg.value()).frame.frame_id == prepared.frame.frame_id
-    reason = dict(letters[bad.frame.frame_id].headers())["dlq.reason"].decode()
+    reason = dict(letters[bad.frame.frame_id][0].headers())["dlq.reason"].decode()
     assert "unknown product type 'bolts'" in reason
 
 
@@ -179,12 +166,12 @@ def test_frames_wait_while_triton_is_down_and_none_is_lost(tiny_artifact, tmp_pa
     try:
         time.sleep(4)  # the worker is retrying against a dead Triton meanwhile
         server = start_triton()
-        results = _collect(settings.kafka, INFERENCE_RESULTS, {p.frame.frame_id for p in frames})
+        results = collect(settings.kafka, INFERENCE_RESULTS, {p.frame.frame_id for p in frames})
     finally:
         stop.set()
         thread.join(30)
         server.stop()
-    assert len(results) == len(frames)
+    assert {frame_id: len(msgs) for frame_id, msgs in results.items()} == {p.frame.frame_id: 1 for p in frames}
 
 
 def test_the_service_refuses_to_start_without_a_ready_model(kafka_settings):

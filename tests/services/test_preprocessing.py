@@ -8,18 +8,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import grpc
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from PIL import Image
 from sqlalchemy.orm import Session
 
 from diffqc.bus.admin import ensure_topics
-from diffqc.bus.config import consumer_config, producer_config
+from diffqc.bus.config import producer_config
 from diffqc.contracts.topics import FRAMES, PREPARED_FRAMES, dead_letter_topic
 from diffqc.infra.ports import free_port
 from diffqc.preprocess import Preprocessor
@@ -33,6 +32,7 @@ from diffqc.v1 import preprocessing_pb2, preprocessing_pb2_grpc
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.preprocessing_pb2 import PreparedFrame
 from services.preprocessing.service import PreprocessingServicer, stream_worker
+from tests.kafka_helpers import collect
 
 SPEC = {"height": 64, "width": 64, "channels": 3, "tile": 48, "overlap": 16}
 
@@ -108,25 +108,6 @@ def _produce(kafka, frames: list[Frame]) -> None:
         producer.produce(FRAMES, key=frame.line_id.encode(), value=frame.SerializeToString(),
                          headers=[("frame_id", frame.frame_id.encode())])
     assert producer.flush(10) == 0
-
-
-def collect(kafka, topic, frame_ids: set[str], timeout_s=60.0, settle_s=2.0) -> dict[str, list]:
-    """Every message of ``topic`` about ``frame_ids``; after the last one arrived, listen ``settle_s``
-    longer so that a duplicate would be seen too."""
-    consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:6]}"))
-    consumer.subscribe([topic])
-    found: dict[str, list] = {}
-    deadline, settled = time.monotonic() + timeout_s, None
-    while time.monotonic() < (settled or deadline):
-        msg = consumer.poll(0.2)
-        if msg is not None and not msg.error():
-            frame_id = dict(msg.headers() or []).get("frame_id", b"").decode()
-            if frame_id in frame_ids:
-                found.setdefault(frame_id, []).append(msg)
-        if settled is None and set(found) == frame_ids:
-            settled = time.monotonic() + settle_s
-    consumer.close()
-    return found
 
 
 def test_the_worker_prepares_each_frame_once_and_dead_letters_what_it_cannot_prepare(preprocessor, kafka):

@@ -37,7 +37,7 @@ from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, InspectionVerdict
 from services.scoring.service import ScoringServicer, VerdictPublisher, stream_worker
-from tests.services.test_preprocessing import collect
+from tests.kafka_helpers import collect
 
 THRESHOLD = 1.0
 
