@@ -9,6 +9,7 @@ from diffqc.demo import demo
 from diffqc.detector.cli import detect, evaluate, train
 from diffqc.infra.cli import app as infra_app
 from diffqc.infra.cli import triton_app
+from diffqc.serving.bench import triton as bench_triton
 from diffqc.serving.cli import export
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -20,6 +21,9 @@ app.command()(export)
 app.add_typer(infra_app, name="infra", help="Start, stop and check the embedded local infrastructure.")
 app.add_typer(data_app, name="data")
 app.add_typer(triton_app, name="triton", help="Run the Triton inference server locally.")
+bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
+bench_app.command("triton")(bench_triton)
+app.add_typer(bench_app, name="bench", help="Benchmarks that print side-by-side figures.")
 
 if __name__ == "__main__":
     app()
