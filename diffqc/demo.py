@@ -9,6 +9,7 @@ prints the verdicts, writes the heatmaps and a score chart, and stops everything
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 import time
@@ -106,6 +107,7 @@ def demo(
     out: Path = typer.Option(Path("var/demo"), help="Where heatmaps and the score chart go"),
     repo: Path = typer.Option(PROJECT_ROOT / "model-repository", help="Triton model repository to serve"),
     seed: int = typer.Option(0, help="Seed of the synthetic parts (the shipped model was trained on seed 0)"),
+    summary: Path | None = typer.Option(None, help="Also write the summary as JSON to this file"),
 ) -> None:
     """Run the whole inspection pipeline locally on synthetic parts and show the verdicts."""
     console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
@@ -132,7 +134,11 @@ def demo(
         accepted = [a.frame_id for a in acks if a.status == ingestion_pb2.INGEST_STATUS_ACCEPTED]
         console.print(f"ingested {len(accepted)}/{len(pairs)} frames on {len(LINES)} lines")
         inspections = _wait_for_inspections(pipeline.database_url, accepted, timeout_s=300)
-        _report(inspections, truth, lines, pipeline, out)
+        figures = _report(inspections, truth, lines, pipeline, out)
+        figures["frames_in"] = len(accepted)
+        if summary:
+            summary.parent.mkdir(parents=True, exist_ok=True)
+            summary.write_text(json.dumps(figures, indent=2) + "\n")
         if len(inspections) < len(accepted):
             console.print(f"[red]only {len(inspections)} of {len(accepted)} frames were inspected[/red]")
             raise typer.Exit(1)
@@ -147,7 +153,8 @@ def demo(
 
 
 def _report(inspections: dict[str, Inspection], truth: dict[str, str], lines: dict[str, str],
-            pipeline: LocalPipeline, out: Path) -> None:
+            pipeline: LocalPipeline, out: Path) -> dict:
+    """Print the verdicts, write heatmaps and the chart; return the summary figures."""
     out.mkdir(parents=True, exist_ok=True)
     blobs = FileBlobStore(pipeline.root / "blobs")
     table = Table("frame", "line", "part", "verdict", "score", "threshold", "regions", "latency ms")
@@ -163,8 +170,19 @@ def _report(inspections: dict[str, Inspection], truth: dict[str, str], lines: di
     caught = sum(1 for _, p, i in rows if p != "good" and i.verdict.value == "defect")
     alarms = sum(1 for _, p, i in rows if p == "good" and i.verdict.value == "defect")
     n_defective = sum(1 for _, p, _ in rows if p != "good")
+    latencies = [i.latency_ms for _, _, i in rows]
     console.print(f"defective parts caught: {caught}/{n_defective}; "
                   f"false alarms: {alarms}/{len(rows) - n_defective}")
     if rows:
         _chart(rows, out / "scores.png")
+        console.print(f"frame -> verdict latency: p50 {np.percentile(latencies, 50):.0f} ms, "
+                      f"p95 {np.percentile(latencies, 95):.0f} ms (includes queueing behind earlier frames)")
     console.print(f"heatmaps and the score chart (scores.png) are in {out.resolve()}")
+    return {
+        "frames_scored": len(rows),
+        "defects_found": caught + alarms,
+        "recall": caught / n_defective if n_defective else None,
+        "fpr": alarms / (len(rows) - n_defective) if len(rows) > n_defective else None,
+        "latency_ms_p50": float(np.percentile(latencies, 50)) if rows else None,
+        "latency_ms_p95": float(np.percentile(latencies, 95)) if rows else None,
+    }

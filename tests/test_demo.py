@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 def test_the_demo_inspects_every_frame_with_the_shipped_model(local_stack, tmp_path):
     before = {p.pid for p in psutil.process_iter()}
     proc = subprocess.run(
-        [sys.executable, "-m", "diffqc.cli", "demo", "--good", "3", "--defective", "3", "--out", str(tmp_path)],
+        [sys.executable, "-m", "diffqc.cli", "demo", "--good", "3", "--defective", "3", "--out", str(tmp_path),
+         "--summary", str(tmp_path / "summary.json")],
         capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
     )
     out = " ".join(proc.stdout.split())
@@ -23,6 +25,9 @@ def test_the_demo_inspects_every_frame_with_the_shipped_model(local_stack, tmp_p
     assert "defective parts caught: 3/3; false alarms: 0/3" in out
     assert "stopped every server and service" in out
     assert (tmp_path / "scores.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["frames_in"], summary["frames_scored"], summary["recall"], summary["fpr"]) == (6, 6, 1.0, 0.0)
+    assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p95"]
     assert len(list(tmp_path.glob("*-defect.png"))) == 3
     leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
                  if p.pid not in before and any(s in " ".join(p.info["cmdline"] or []) for s in
