@@ -18,9 +18,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message
 
-from diffqc.bus.config import consumer_config, producer_config
+from diffqc.bus.config import consumer_config
+from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import dead_letter_topic
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
@@ -63,7 +64,7 @@ class ConsumeLoop(Generic[T]):
     def run(self, stop: threading.Event) -> None:
         """Process messages until ``stop`` is set; finish the one in hand, commit, close."""
         consumer = Consumer(self._consumer_config)
-        producer = Producer(producer_config(self.kafka))
+        publisher = Publisher(self.kafka)
         consumer.subscribe([self.topic], on_assign=lambda *_: self.ready.set())
         log.info("consuming %s as group %s", self.topic, self._consumer_config["group.id"])
         try:
@@ -75,20 +76,20 @@ class ConsumeLoop(Generic[T]):
                     log.warning("consumer error on %s: %s", self.topic, msg.error())
                     continue
                 try:
-                    self._process(msg, producer, stop)
+                    self._process(msg, publisher, stop)
                 except _Interrupted:
                     break
                 consumer.commit(message=msg, asynchronous=False)
         finally:
             consumer.close()  # leaves the group at once, so a rebalance need not wait for a timeout
-            producer.flush(10)
+            publisher.close()
             log.info("stopped consuming %s", self.topic)
 
-    def _process(self, msg: Message, producer: Producer, stop: threading.Event) -> None:
+    def _process(self, msg: Message, publisher: Publisher, stop: threading.Event) -> None:
         try:
             value = self.decode(msg.value())
         except Exception as exc:
-            self._dead_letter(msg, producer, f"undecodable message: {exc.__class__.__name__}: {exc}")
+            self._dead_letter(msg, publisher, f"undecodable message: {exc.__class__.__name__}: {exc}")
             return
         frame_id = _frame_id(msg, value)
         attempt = 0
@@ -99,12 +100,12 @@ class ConsumeLoop(Generic[T]):
                 try:
                     self.handler(value, msg)
                 except PoisonMessage as exc:
-                    self._dead_letter(msg, producer, f"rejected: {exc}")
+                    self._dead_letter(msg, publisher, f"rejected: {exc}")
                     return
                 except Exception as exc:
                     if attempt > self.kafka.max_retries and not isinstance(exc, DependencyUnavailable):
                         reason = f"failed after {attempt} attempts: {exc.__class__.__name__}: {exc}"
-                        self._dead_letter(msg, producer, reason)
+                        self._dead_letter(msg, publisher, reason)
                         return
                     delay = min(self.kafka.retry_backoff_s * 2 ** (attempt - 1), self.kafka.retry_backoff_max_s)
                     MESSAGES.labels(topic=self.topic, outcome="retried").inc()
@@ -117,7 +118,7 @@ class ConsumeLoop(Generic[T]):
                 MESSAGES.labels(topic=self.topic, outcome="ok").inc()
                 return
 
-    def _dead_letter(self, msg: Message, producer: Producer, reason: str) -> None:
+    def _dead_letter(self, msg: Message, publisher: Publisher, reason: str) -> None:
         headers = list(msg.headers() or []) + [
             ("dlq.reason", reason.encode()),
             ("dlq.topic", msg.topic().encode()),
@@ -126,14 +127,8 @@ class ConsumeLoop(Generic[T]):
             ("dlq.group", self._consumer_config["group.id"].encode()),
             ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
         ]
-        errors = []
-        producer.produce(
-            self.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers,
-            on_delivery=lambda err, _msg: err and errors.append(err),
-        )
         # The dead letter must be durable before the offset is committed, or the message is lost.
-        if producer.flush(30) != 0 or errors:
-            raise RuntimeError(f"could not deliver to dead-letter topic {self.dead_letter_topic}: {errors}")
+        publisher.publish(self.dead_letter_topic, msg.key(), msg.value(), headers)
         MESSAGES.labels(topic=self.topic, outcome="dead_lettered").inc()
         log.error("sent to %s: %s", self.dead_letter_topic, reason)
 

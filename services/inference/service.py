@@ -10,10 +10,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
-from diffqc.bus.config import producer_config
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import INFERENCE_RESULTS, PREPARED_FRAMES
 from diffqc.runtime.logging import frame_context
 from diffqc.serving.client import InferenceRejected, InferenceUnavailable, TritonDetector
@@ -59,18 +59,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 def stream_worker(inference: Inference) -> ConsumeLoop:
     """qc.frames.prepared.v1 -> Triton -> qc.inference.v1 (key = line), committed after delivery."""
     kafka = inference.settings.kafka
-    producer = Producer(producer_config(kafka))
+    publisher = Publisher(kafka)
 
     def handle(prepared: PreparedFrame, _msg: Message) -> None:
         try:
             result = inference.infer(prepared)
         except (InferenceRejected, PreparedFrameError, BlobNotFound) as exc:
             raise PoisonMessage(str(exc)) from exc
-        errors = []
-        producer.produce(INFERENCE_RESULTS, key=prepared.frame.line_id.encode(), value=result.SerializeToString(),
-                         headers=[("frame_id", prepared.frame.frame_id.encode())],
-                         on_delivery=lambda err, _m: err and errors.append(err))
-        if producer.flush(30) != 0 or errors:
-            raise RuntimeError(f"could not deliver the result to {INFERENCE_RESULTS}: {errors}")
+        publisher.publish(INFERENCE_RESULTS, prepared.frame.line_id.encode(), result.SerializeToString(),
+                          [("frame_id", prepared.frame.frame_id.encode())])
 
     return ConsumeLoop(kafka, PREPARED_FRAMES, GROUP, PreparedFrame.FromString, handle)

@@ -37,18 +37,16 @@ import hashlib
 import io
 import logging
 import math
-import threading
 import uuid
 from dataclasses import dataclass
 
 import grpc
-from confluent_kafka import KafkaException, Producer
 from PIL import Image, UnidentifiedImageError
 from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from diffqc.bus.config import producer_config
+from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import FRAMES
 from diffqc.data import images as _images
 from diffqc.runtime.dependencies import DependencyUnavailable
@@ -196,14 +194,11 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> CheckedImage:
 class Ingestion:
     """What both RPCs share: validation, the blob store, the database, the producer."""
 
-    def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore, producer: Producer | None = None):
+    def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore):
         self.settings, self.engine, self.blobs = settings, engine, blobs
         self.limits = settings.ingestion
         self.sessions = sessionmaker(engine, expire_on_commit=False)
-        timeout_ms = int(self.limits.produce_timeout_s * 1000)
-        # librdkafka gives up on a message at the same time as we stop waiting for it, so a frame
-        # reported as failed is not published much later behind the client's back.
-        self.producer = producer or Producer(producer_config(settings.kafka, **{"message.timeout.ms": timeout_ms}))
+        self.publisher = Publisher(settings.kafka, timeout_s=self.limits.produce_timeout_s)
         self._known_products: set[str] = set()  # product types are never unregistered while frames flow
         self._known_equipment: set[tuple[str, str, str, str]] = set()
         # PIL's own bomb check must not refuse what our limit allows (it is process-wide, only raised).
@@ -211,7 +206,7 @@ class Ingestion:
             Image.MAX_IMAGE_PIXELS = self.limits.max_pixels
 
     def close(self) -> None:
-        self.producer.flush(self.limits.produce_timeout_s)
+        self.publisher.close()
 
     def ingest(self, request: IngestRequest) -> IngestResponse:
         """Ingest one frame; raises DependencyUnavailable when a dependency of the service fails."""
@@ -293,24 +288,8 @@ class Ingestion:
 
     def _publish(self, frame: Frame) -> None:
         """Produce the frame event and wait until the broker has it (acks=all), or raise DependencyUnavailable."""
-        delivered = threading.Event()
-        outcome: list = []
-
-        def on_delivery(err, _msg) -> None:
-            outcome.append(err)
-            delivered.set()
-
-        timeout = self.limits.produce_timeout_s
-        try:
-            self.producer.produce(FRAMES, key=frame.line_id.encode(), value=frame.SerializeToString(),
-                                  headers=[("frame_id", frame.frame_id.encode())], on_delivery=on_delivery)
-        except (BufferError, KafkaException) as exc:
-            raise DependencyUnavailable(f"cannot publish to {FRAMES}: {exc}") from exc
-        self.producer.flush(timeout + 5)  # serves the callback here, or lets another thread's flush serve it
-        if not delivered.wait(5):
-            raise DependencyUnavailable(f"the broker did not acknowledge the event on {FRAMES} within {timeout:g} s")
-        if outcome[0] is not None:
-            raise DependencyUnavailable(f"the broker refused the event on {FRAMES}: {outcome[0]}")
+        self.publisher.publish(FRAMES, frame.line_id.encode(), frame.SerializeToString(),
+                               [("frame_id", frame.frame_id.encode())])
 
 
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 
 import grpc
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
-from diffqc.bus.config import producer_config
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import FRAMES, PREPARED_FRAMES
 from diffqc.preprocess import FrameImageError, Preprocessor, SpecError, UnknownProduct
 from diffqc.runtime.dependencies import DependencyUnavailable
@@ -48,18 +48,14 @@ class PreprocessingServicer(preprocessing_pb2_grpc.PreprocessingServiceServicer)
 
 def stream_worker(preprocessor: Preprocessor, kafka: KafkaSettings) -> ConsumeLoop:
     """qc.frames.v1 -> prepare -> qc.frames.prepared.v1 (key = line), committed after delivery."""
-    producer = Producer(producer_config(kafka))
+    publisher = Publisher(kafka)
 
     def handle(frame: Frame, _msg: Message) -> None:
         try:
             prepared = preprocessor.prepare(frame)
         except POISON as exc:
             raise PoisonMessage(str(exc)) from exc
-        errors = []
-        producer.produce(PREPARED_FRAMES, key=frame.line_id.encode(), value=prepared.SerializeToString(),
-                         headers=[("frame_id", frame.frame_id.encode())],
-                         on_delivery=lambda err, _m: err and errors.append(err))
-        if producer.flush(30) != 0 or errors:
-            raise RuntimeError(f"could not deliver the prepared frame to {PREPARED_FRAMES}: {errors}")
+        publisher.publish(PREPARED_FRAMES, frame.line_id.encode(), prepared.SerializeToString(),
+                          [("frame_id", frame.frame_id.encode())])
 
     return ConsumeLoop(kafka, FRAMES, GROUP, Frame.FromString, handle)

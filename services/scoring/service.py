@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 import grpc
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
-from diffqc.bus.config import producer_config
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
@@ -31,17 +31,13 @@ class VerdictPublisher:
     """Produces verdicts to qc.inspections.v1 and waits until the broker has them (acks=all)."""
 
     def __init__(self, kafka: KafkaSettings):
-        self.producer = Producer(producer_config(kafka))
+        self.publisher = Publisher(kafka)
 
     def publish(self, verdict: InspectionVerdict) -> None:
         frame = verdict.frame
-        errors = []
-        self.producer.produce(INSPECTIONS, key=frame.line_id.encode(), value=verdict.SerializeToString(),
-                              headers=[("frame_id", frame.frame_id.encode()),
-                                       ("inspection_id", verdict.inspection_id.encode())],
-                              on_delivery=lambda err, _m: err and errors.append(err))
-        if self.producer.flush(30) != 0 or errors:
-            raise DependencyUnavailable(f"could not deliver the verdict to {INSPECTIONS}: {errors or 'timed out'}")
+        self.publisher.publish(INSPECTIONS, frame.line_id.encode(), verdict.SerializeToString(),
+                               [("frame_id", frame.frame_id.encode()),
+                                ("inspection_id", verdict.inspection_id.encode())])
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
