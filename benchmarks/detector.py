@@ -275,9 +275,10 @@ def chart(results: list[dict], path: Path) -> None:
         ax.axhline(0.5, color="k", lw=0.5, ls=":")
         ax.set_title(title + (" (ELPV has no masks)" if key == "pixel_auroc" else ""))
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=9, frameon=False)
     fig.suptitle("diffqc detector vs references (2 CPU cores, fixed training budget per data set)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

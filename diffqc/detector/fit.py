@@ -176,7 +176,9 @@ def train_detector(
 ) -> Detector:
     """Train and calibrate a detector on the good images of one or more products.
 
-    ``data``: a folder in the MVTec AD layout (product name = folder name) or {product: folder}.
+    ``data``: a folder in the MVTec AD layout (product name: its ``dataset.json`` product, else the
+    folder name) or {product: folder}. ``cfg`` is copied, then its open choices (``None`` / ``auto``)
+    are resolved from the data; the detector's ``cfg`` holds the result.
     """
     from tqdm.auto import tqdm
 
