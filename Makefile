@@ -11,13 +11,17 @@ TORCH := torch==2.13.0
 
 setup: system-packages $(STAMP)
 
-# The embedded time-series store is a Debian package; install it when we can (root + apt-get).
+# System packages from Debian: the embedded time-series store, the browser the dashboard tests
+# drive, and the compose implementation that checks docker-compose.yml. Installed when we can
+# (root + apt-get); otherwise the command to run is printed.
+DEBIAN_PACKAGES := victoria-metrics chromium docker-compose
 system-packages:
-	@command -v victoria-metrics >/dev/null || { \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing victoria-metrics (the embedded time-series store)"; \
-	    apt-get update -qq && apt-get install -y -qq victoria-metrics >/dev/null; \
-	  else echo "note: victoria-metrics is missing; run: sudo apt-get install victoria-metrics"; fi; }
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: missing Debian packages; run: sudo apt-get install $$missing"; fi; fi
 
 # Re-installs only when pyproject.toml changes. torch goes first, pinned to the local CPU wheel:
 # an unpinned torch (asked for by diffusers) would pull a multi-GB CUDA build.
