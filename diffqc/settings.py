@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -120,6 +120,29 @@ class ScoringSettings(_Group):
     )
 
 
+class GatewaySettings(_Group):
+    http_host: NonEmptyStr = Field(
+        "127.0.0.1", description="Address the gateway's HTTP server binds (0.0.0.0 in a container)"
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the gateway's HTTP server (REST API, dashboard)")
+    api_keys: list[SecretStr] = Field(
+        [], description="API keys accepted on the write endpoints, as a JSON list; with none, every upload is "
+        "refused"
+    )
+    api_key_header: NonEmptyStr = Field("X-API-Key", description="Request header that carries the API key")
+    max_upload_bytes: int = Field(
+        65 * 1024 * 1024, ge=1, description="Largest upload request body (image, metadata, multipart framing); "
+        "refused with 413 from its Content-Length before it is read, or once the stream passes it"
+    )
+    ingestion_url: NonEmptyStr = Field(
+        "127.0.0.1:50051", description="gRPC address (host:port) of the ingestion service that uploads go to"
+    )
+    ingest_timeout_s: float = Field(30.0, gt=0, description="Timeout of one IngestOne call to ingestion")
+    wait_timeout_s: float = Field(
+        30.0, gt=0, description="Longest an upload with wait=true waits for its verdict before it answers without one"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -139,6 +162,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     ingestion: IngestionSettings = IngestionSettings()
     scoring: ScoringSettings = ScoringSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(
