@@ -143,6 +143,27 @@ class GatewaySettings(_Group):
     )
 
 
+SpcRuleId = Literal["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8", "pchart"]
+
+
+class SpcSettings(_Group):
+    baseline_size: int = Field(
+        30, ge=2, description="Scores of a line and product type that fix the individuals-chart limits before "
+        "the Nelson rules run (extended while the scores are all equal)"
+    )
+    rules: list[SpcRuleId] = Field(
+        ["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8", "pchart"],
+        description="Rules that raise SPC signals, as a JSON list (nelson1..nelson8 on the scores, pchart on the "
+        "defect rate per lot)"
+    )
+    p_baseline_lots: int = Field(
+        5, ge=1, description="Closed lots whose pooled defect rate is the p-chart centre line"
+    )
+    history_size: int = Field(
+        500, ge=15, description="Recent points, signals and lots kept per chart (for the state and the picture)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -163,6 +184,7 @@ class Settings(BaseSettings):
     ingestion: IngestionSettings = IngestionSettings()
     scoring: ScoringSettings = ScoringSettings()
     gateway: GatewaySettings = GatewaySettings()
+    spc: SpcSettings = SpcSettings()
 
     @classmethod
     def settings_customise_sources(

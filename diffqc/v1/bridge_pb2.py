@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64iffqc/v1/bridge.proto\x12\tdiffqc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x0cSpcViolation\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12/\n\x0b\x64\x65tected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x02\n\x08SpcState\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_type\x18\x02 \x01(\t\x12\x14\n\x0csample_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x65nter_line\x18\x04 \x01(\x01\x12\x1b\n\x13upper_control_limit\x18\x05 \x01(\x01\x12\x1b\n\x13lower_control_limit\x18\x06 \x01(\x01\x12\x12\n\nlast_score\x18\x07 \x01(\x01\x12+\n\nviolations\x18\x08 \x03(\x0b\x32\x17.diffqc.v1.SpcViolation\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x12GetSpcStateRequest\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_type\x18\x02 \x01(\t\":\n\x13GetSpcStateResponse\x12#\n\x06states\x18\x01 \x03(\x0b\x32\x13.diffqc.v1.SpcState\"\xf7\x01\n\x0cPendingAlert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.diffqc.v1.AlertKind\x12\x0f\n\x07line_id\x18\x03 \x01(\t\x12\x15\n\rinspection_id\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x18ListPendingAlertsRequest\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x19ListPendingAlertsResponse\x12\'\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x17.diffqc.v1.PendingAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LERT_KIND_DEFECT\x10\x01\x12\x12\n\x0e\x41LERT_KIND_SPC\x10\x02\x32\xbd\x01\n\rBridgeService\x12L\n\x0bGetSpcState\x12\x1d.diffqc.v1.GetSpcStateRequest\x1a\x1e.diffqc.v1.GetSpcStateResponse\x12^\n\x11ListPendingAlerts\x12#.diffqc.v1.ListPendingAlertsRequest\x1a$.diffqc.v1.ListPendingAlertsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64iffqc/v1/bridge.proto\x12\tdiffqc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0cSpcViolation\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12/\n\x0b\x64\x65tected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csample_index\x18\x04 \x01(\x04\"\xa1\x01\n\rLotDefectRate\x12\x0b\n\x03lot\x18\x01 \x01(\t\x12\x11\n\tinspected\x18\x02 \x01(\x04\x12\x11\n\tdefective\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65\x66\x65\x63t_rate\x18\x04 \x01(\x01\x12\x1b\n\x13upper_control_limit\x18\x05 \x01(\x01\x12\x1b\n\x13lower_control_limit\x18\x06 \x01(\x01\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x08\"\xdc\x03\n\x08SpcState\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_type\x18\x02 \x01(\t\x12\x14\n\x0csample_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x65nter_line\x18\x04 \x01(\x01\x12\x1b\n\x13upper_control_limit\x18\x05 \x01(\x01\x12\x1b\n\x13lower_control_limit\x18\x06 \x01(\x01\x12\x12\n\nlast_score\x18\x07 \x01(\x01\x12+\n\nviolations\x18\x08 \x03(\x0b\x32\x17.diffqc.v1.SpcViolation\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0climits_fixed\x18\n \x01(\x08\x12\x15\n\rbaseline_size\x18\x0b \x01(\r\x12\r\n\x05sigma\x18\x0c \x01(\x01\x12\x19\n\x11moving_range_mean\x18\r \x01(\x01\x12\x18\n\x10moving_range_ucl\x18\x0e \x01(\x01\x12\x19\n\x11last_moving_range\x18\x0f \x01(\x01\x12\x1f\n\x17\x64\x65\x66\x65\x63t_rate_center_line\x18\x10 \x01(\x01\x12&\n\x04lots\x18\x11 \x03(\x0b\x32\x18.diffqc.v1.LotDefectRate\";\n\x12GetSpcStateRequest\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_type\x18\x02 \x01(\t\":\n\x13GetSpcStateResponse\x12#\n\x06states\x18\x01 \x03(\x0b\x32\x13.diffqc.v1.SpcState\"\xf7\x01\n\x0cPendingAlert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.diffqc.v1.AlertKind\x12\x0f\n\x07line_id\x18\x03 \x01(\t\x12\x15\n\rinspection_id\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x18ListPendingAlertsRequest\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x19ListPendingAlertsResponse\x12\'\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x17.diffqc.v1.PendingAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LERT_KIND_DEFECT\x10\x01\x12\x12\n\x0e\x41LERT_KIND_SPC\x10\x02\x32\xbd\x01\n\rBridgeService\x12L\n\x0bGetSpcState\x12\x1d.diffqc.v1.GetSpcStateRequest\x1a\x1e.diffqc.v1.GetSpcStateResponse\x12^\n\x11ListPendingAlerts\x12#.diffqc.v1.ListPendingAlertsRequest\x1a$.diffqc.v1.ListPendingAlertsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'diffqc.v1.bridge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALERTKIND']._serialized_start=981
-  _globals['_ALERTKIND']._serialized_end=1063
+  _globals['_ALERTKIND']._serialized_start=1380
+  _globals['_ALERTKIND']._serialized_end=1462
   _globals['_SPCVIOLATION']._serialized_start=70
-  _globals['_SPCVIOLATION']._serialized_end=163
-  _globals['_SPCSTATE']._serialized_start=166
-  _globals['_SPCSTATE']._serialized_end=429
-  _globals['_GETSPCSTATEREQUEST']._serialized_start=431
-  _globals['_GETSPCSTATEREQUEST']._serialized_end=490
-  _globals['_GETSPCSTATERESPONSE']._serialized_start=492
-  _globals['_GETSPCSTATERESPONSE']._serialized_end=550
-  _globals['_PENDINGALERT']._serialized_start=553
-  _globals['_PENDINGALERT']._serialized_end=800
-  _globals['_LISTPENDINGALERTSREQUEST']._serialized_start=802
-  _globals['_LISTPENDINGALERTSREQUEST']._serialized_end=884
-  _globals['_LISTPENDINGALERTSRESPONSE']._serialized_start=886
-  _globals['_LISTPENDINGALERTSRESPONSE']._serialized_end=979
-  _globals['_BRIDGESERVICE']._serialized_start=1066
-  _globals['_BRIDGESERVICE']._serialized_end=1255
+  _globals['_SPCVIOLATION']._serialized_end=185
+  _globals['_LOTDEFECTRATE']._serialized_start=188
+  _globals['_LOTDEFECTRATE']._serialized_end=349
+  _globals['_SPCSTATE']._serialized_start=352
+  _globals['_SPCSTATE']._serialized_end=828
+  _globals['_GETSPCSTATEREQUEST']._serialized_start=830
+  _globals['_GETSPCSTATEREQUEST']._serialized_end=889
+  _globals['_GETSPCSTATERESPONSE']._serialized_start=891
+  _globals['_GETSPCSTATERESPONSE']._serialized_end=949
+  _globals['_PENDINGALERT']._serialized_start=952
+  _globals['_PENDINGALERT']._serialized_end=1199
+  _globals['_LISTPENDINGALERTSREQUEST']._serialized_start=1201
+  _globals['_LISTPENDINGALERTSREQUEST']._serialized_end=1283
+  _globals['_LISTPENDINGALERTSRESPONSE']._serialized_start=1285
+  _globals['_LISTPENDINGALERTSRESPONSE']._serialized_end=1378
+  _globals['_BRIDGESERVICE']._serialized_start=1465
+  _globals['_BRIDGESERVICE']._serialized_end=1654
 # @@protoc_insertion_point(module_scope)

@@ -20,17 +20,37 @@ ALERT_KIND_DEFECT: AlertKind
 ALERT_KIND_SPC: AlertKind
 
 class SpcViolation(_message.Message):
-    __slots__ = ("rule", "detail", "detected_at")
+    __slots__ = ("rule", "detail", "detected_at", "sample_index")
     RULE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     rule: str
     detail: str
     detected_at: _timestamp_pb2.Timestamp
-    def __init__(self, rule: _Optional[str] = ..., detail: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sample_index: int
+    def __init__(self, rule: _Optional[str] = ..., detail: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sample_index: _Optional[int] = ...) -> None: ...
+
+class LotDefectRate(_message.Message):
+    __slots__ = ("lot", "inspected", "defective", "defect_rate", "upper_control_limit", "lower_control_limit", "closed")
+    LOT_FIELD_NUMBER: _ClassVar[int]
+    INSPECTED_FIELD_NUMBER: _ClassVar[int]
+    DEFECTIVE_FIELD_NUMBER: _ClassVar[int]
+    DEFECT_RATE_FIELD_NUMBER: _ClassVar[int]
+    UPPER_CONTROL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LOWER_CONTROL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    lot: str
+    inspected: int
+    defective: int
+    defect_rate: float
+    upper_control_limit: float
+    lower_control_limit: float
+    closed: bool
+    def __init__(self, lot: _Optional[str] = ..., inspected: _Optional[int] = ..., defective: _Optional[int] = ..., defect_rate: _Optional[float] = ..., upper_control_limit: _Optional[float] = ..., lower_control_limit: _Optional[float] = ..., closed: _Optional[bool] = ...) -> None: ...
 
 class SpcState(_message.Message):
-    __slots__ = ("line_id", "product_type", "sample_count", "center_line", "upper_control_limit", "lower_control_limit", "last_score", "violations", "updated_at")
+    __slots__ = ("line_id", "product_type", "sample_count", "center_line", "upper_control_limit", "lower_control_limit", "last_score", "violations", "updated_at", "limits_fixed", "baseline_size", "sigma", "moving_range_mean", "moving_range_ucl", "last_moving_range", "defect_rate_center_line", "lots")
     LINE_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +60,14 @@ class SpcState(_message.Message):
     LAST_SCORE_FIELD_NUMBER: _ClassVar[int]
     VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIXED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SIGMA_FIELD_NUMBER: _ClassVar[int]
+    MOVING_RANGE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    MOVING_RANGE_UCL_FIELD_NUMBER: _ClassVar[int]
+    LAST_MOVING_RANGE_FIELD_NUMBER: _ClassVar[int]
+    DEFECT_RATE_CENTER_LINE_FIELD_NUMBER: _ClassVar[int]
+    LOTS_FIELD_NUMBER: _ClassVar[int]
     line_id: str
     product_type: str
     sample_count: int
@@ -49,7 +77,15 @@ class SpcState(_message.Message):
     last_score: float
     violations: _containers.RepeatedCompositeFieldContainer[SpcViolation]
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, line_id: _Optional[str] = ..., product_type: _Optional[str] = ..., sample_count: _Optional[int] = ..., center_line: _Optional[float] = ..., upper_control_limit: _Optional[float] = ..., lower_control_limit: _Optional[float] = ..., last_score: _Optional[float] = ..., violations: _Optional[_Iterable[_Union[SpcViolation, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    limits_fixed: bool
+    baseline_size: int
+    sigma: float
+    moving_range_mean: float
+    moving_range_ucl: float
+    last_moving_range: float
+    defect_rate_center_line: float
+    lots: _containers.RepeatedCompositeFieldContainer[LotDefectRate]
+    def __init__(self, line_id: _Optional[str] = ..., product_type: _Optional[str] = ..., sample_count: _Optional[int] = ..., center_line: _Optional[float] = ..., upper_control_limit: _Optional[float] = ..., lower_control_limit: _Optional[float] = ..., last_score: _Optional[float] = ..., violations: _Optional[_Iterable[_Union[SpcViolation, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits_fixed: _Optional[bool] = ..., baseline_size: _Optional[int] = ..., sigma: _Optional[float] = ..., moving_range_mean: _Optional[float] = ..., moving_range_ucl: _Optional[float] = ..., last_moving_range: _Optional[float] = ..., defect_rate_center_line: _Optional[float] = ..., lots: _Optional[_Iterable[_Union[LotDefectRate, _Mapping]]] = ...) -> None: ...
 
 class GetSpcStateRequest(_message.Message):
     __slots__ = ("line_id", "product_type")

@@ -1,0 +1,306 @@
+"""Control charts that follow the score streams: one per (line, product type).
+
+    monitor = SpcMonitor(settings.spc)
+    signals = monitor.observe_verdict(verdict)          # each InspectionVerdict of qc.inspections.v1
+    states = monitor.state("line-1")                    # diffqc.v1 SpcState, one per product type
+
+The first ``baseline_size`` scores of a chart fix its individuals-chart limits (Phase I); every
+later score is standardized against them and the enabled Nelson rules are evaluated on the
+monitored points (the baseline itself is never judged). Defectives are counted per lot (the
+frame's lot, else its work order); a lot is closed when a frame of another lot follows it, and
+closed lots are judged on the p-chart once ``p_baseline_lots`` closed lots have fixed p-bar.
+
+A batch of observations goes through the same code as one observation at a time, so
+``chart_from_history`` (the gateway, a restarted bridge) gives exactly the chart the live
+monitor built from the same rows, in order, from the chart's first score.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import numpy as np
+
+from diffqc.settings import SpcSettings
+from diffqc.spc.charts import ChartError, IndividualsChart, individuals_chart, p_chart, p_limits
+from diffqc.spc.rules import MAX_WINDOW, NELSON_RULES, rules_by_id
+from diffqc.v1.bridge_pb2 import LotDefectRate, SpcState, SpcViolation
+from diffqc.v1.scoring_pb2 import InspectionVerdict, Verdict
+
+P_CHART_RULE = "pchart"
+P_CHART_DESCRIPTION = "defect rate of a lot beyond its p-chart limits"
+
+
+class Observation(NamedTuple):
+    """One inspection as the charts see it; a (time, score, verdict, lot) row of the store fits."""
+
+    time: datetime
+    score: float
+    verdict: str | bool  # "defect" / "pass" (any case, the store's Verdict) or True for a defect
+    lot: str | None = None
+    inspection_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SpcSignal:
+    """A rule fired at one point of a chart."""
+
+    line_id: str
+    product_type: str
+    rule: str  # nelson1 .. nelson8 or pchart
+    detail: str
+    value: float  # the score, or for pchart the lot's defect rate
+    center_line: float
+    ucl: float
+    lcl: float
+    time: datetime
+    sample_index: int  # 0 = the chart's first score; for pchart the lot's last sample
+    lot: str | None = None
+    inspection_id: str | None = None
+
+    @property
+    def signal_id(self) -> str:
+        """Stable id: the same point firing the same rule always gets the same id (a key for deduplication)."""
+        return f"{self.line_id}/{self.product_type}/{self.rule}/{self.sample_index}"
+
+
+class ChartPoint(NamedTuple):
+    sample_index: int
+    time: datetime
+    score: float
+    monitored: bool  # False for the baseline points
+
+
+@dataclass
+class LotCount:
+    lot: str
+    inspected: int = 0
+    defective: int = 0
+    last_time: datetime | None = None
+    last_index: int = -1
+    closed: bool = False
+
+
+def is_defect(verdict: str | bool) -> bool:
+    if isinstance(verdict, bool):
+        return verdict
+    if isinstance(verdict, str) and verdict.strip().lower() in ("defect", "pass"):
+        return verdict.strip().lower() == "defect"
+    raise ValueError(f"verdict must be 'defect', 'pass' or a bool, got {verdict!r}")
+
+
+def _checked(observation) -> Observation:
+    """Validate one row before anything is changed, so a bad row never half-updates a chart."""
+    if not isinstance(observation, Observation):
+        observation = Observation(*observation)
+    time, score = observation.time, observation.score
+    if not isinstance(time, datetime):
+        raise ValueError(f"observation time must be a datetime, got {time!r}")
+    if time.tzinfo is None:
+        raise ValueError(f"observation time {time.isoformat()} has no time zone")
+    if isinstance(score, bool) or not isinstance(score, (int, float, np.floating)) or not np.isfinite(score):
+        raise ValueError(f"observation score must be a finite number, got {score!r}")
+    is_defect(observation.verdict)
+    return observation._replace(score=float(score), lot=observation.lot or None)
+
+
+@dataclass
+class SpcChart:
+    """The individuals chart and the p-chart of one line and product type."""
+
+    line_id: str
+    product_type: str
+    settings: SpcSettings = field(default_factory=SpcSettings)
+    limits: IndividualsChart | None = None
+    sample_count: int = 0
+    p_bar: float | None = None
+    last_point: ChartPoint | None = None
+    previous_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.line_id or not self.product_type:
+            raise ValueError(f"a chart needs a line id and a product type, got {self.line_id!r}/{self.product_type!r}")
+        self.rules = rules_by_id([r for r in self.settings.rules if r != P_CHART_RULE])
+        self.points: deque[ChartPoint] = deque(maxlen=self.settings.history_size)
+        self.signals: deque[SpcSignal] = deque(maxlen=self.settings.history_size)
+        self.lots: OrderedDict[str, LotCount] = OrderedDict()
+        self._baseline: list[float] = []
+        self._tail_z: np.ndarray = np.empty(0)  # the last MAX_WINDOW - 1 monitored points, standardized
+        self._active: dict[str, tuple[datetime, int]] = {}  # rule -> start of its current firing streak
+        self._current_lot: str | None = None
+
+    def extend(self, observations: Iterable) -> list[SpcSignal]:
+        """Add observations in time order; return the signals they raise. All rows are checked first."""
+        rows = [_checked(o) for o in observations]
+        signals: list[SpcSignal] = []
+        monitored: list[tuple[int, Observation]] = []
+        for row in rows:
+            index = self.sample_count
+            self.sample_count += 1
+            signals += self._count_lot(index, row)
+            judged = self.limits is not None
+            if judged:
+                monitored.append((index, row))
+            else:
+                self._add_to_baseline(row.score)
+            self.points.append(ChartPoint(index, row.time, row.score, judged))
+            self.previous_score = self.last_point.score if self.last_point else None
+            self.last_point = self.points[-1]
+        signals += self._judge(monitored)
+        signals.sort(key=lambda s: (s.sample_index, s.rule))
+        self.signals.extend(signals)
+        return signals
+
+    def _add_to_baseline(self, score: float) -> None:
+        self._baseline.append(score)
+        if len(self._baseline) >= self.settings.baseline_size:
+            try:
+                self.limits = individuals_chart(self._baseline)
+            except ChartError:  # all equal so far: keep collecting until the scores vary
+                return
+            self._baseline = []
+
+    def _judge(self, monitored: list[tuple[int, Observation]]) -> list[SpcSignal]:
+        if not monitored:
+            return []
+        limits = self.limits
+        z = np.concatenate((self._tail_z, limits.standardize([row.score for _, row in monitored])))
+        offset = self._tail_z.size
+        fired_at: dict[str, set[int]] = {}
+        signals = []
+        for rule in self.rules:
+            fired = rule.detect(z)
+            fired_at[rule.id] = set((fired[fired >= offset] - offset).tolist())
+            for position in sorted(fired_at[rule.id]):
+                index, row = monitored[position]
+                signals.append(SpcSignal(self.line_id, self.product_type, rule.id, rule.description, row.score,
+                                         limits.center_line, limits.ucl, limits.lcl, row.time, index, row.lot,
+                                         row.inspection_id))
+        for position, (index, row) in enumerate(monitored):
+            for rule in self.rules:
+                if position in fired_at[rule.id]:
+                    self._active.setdefault(rule.id, (row.time, index))
+                else:
+                    self._active.pop(rule.id, None)
+        self._tail_z = z[-(MAX_WINDOW - 1):]
+        return signals
+
+    def _count_lot(self, index: int, row: Observation) -> list[SpcSignal]:
+        signals = []
+        if row.lot is not None and row.lot != self._current_lot:
+            previous = self.lots.get(self._current_lot) if self._current_lot else None
+            if previous is not None and not previous.closed:
+                previous.closed = True
+                signals += self._judge_lot(previous)
+            self._current_lot = row.lot
+        if row.lot is None:
+            return signals
+        lot = self.lots.get(row.lot)
+        if lot is None:
+            lot = self.lots[row.lot] = LotCount(row.lot)
+            while len(self.lots) > self.settings.history_size:
+                self.lots.popitem(last=False)
+        lot.inspected += 1
+        lot.defective += is_defect(row.verdict)
+        lot.last_time, lot.last_index = row.time, index
+        return signals
+
+    def _judge_lot(self, lot: LotCount) -> list[SpcSignal]:
+        if self.p_bar is None:
+            closed = [c for c in self.lots.values() if c.closed]
+            if len(closed) >= self.settings.p_baseline_lots:
+                self.p_bar = p_chart([c.defective for c in closed], [c.inspected for c in closed]).p_bar
+            return []
+        if P_CHART_RULE not in self.settings.rules:
+            return []
+        rate = lot.defective / lot.inspected
+        [ucl], [lcl] = p_limits(self.p_bar, [lot.inspected])
+        if lcl <= rate <= ucl:
+            return []
+        detail = f"{P_CHART_DESCRIPTION}: lot {lot.lot} {lot.defective}/{lot.inspected} defective"
+        return [SpcSignal(self.line_id, self.product_type, P_CHART_RULE, detail, rate, self.p_bar, float(ucl),
+                          float(lcl), lot.last_time, lot.last_index, lot.lot)]
+
+    def lot_rates(self) -> list[LotDefectRate]:
+        rates = []
+        for lot in self.lots.values():
+            ucl = lcl = 0.0
+            if self.p_bar is not None:
+                [ucl], [lcl] = p_limits(self.p_bar, [lot.inspected])
+            rates.append(LotDefectRate(lot=lot.lot, inspected=lot.inspected, defective=lot.defective,
+                                       defect_rate=lot.defective / lot.inspected, upper_control_limit=float(ucl),
+                                       lower_control_limit=float(lcl), closed=lot.closed))
+        return rates
+
+    def state(self) -> SpcState:
+        message = SpcState(line_id=self.line_id, product_type=self.product_type, sample_count=self.sample_count,
+                           limits_fixed=self.limits is not None, lots=self.lot_rates(),
+                           defect_rate_center_line=self.p_bar or 0.0)
+        if self.limits is not None:
+            limits = self.limits
+            message.center_line, message.upper_control_limit, message.lower_control_limit = (
+                limits.center_line, limits.ucl, limits.lcl)
+            message.baseline_size, message.sigma = limits.baseline_size, limits.sigma
+            message.moving_range_mean, message.moving_range_ucl = limits.moving_range_mean, limits.moving_range_ucl
+        if self.last_point is not None:
+            message.last_score = self.last_point.score
+            message.updated_at.FromDatetime(self.last_point.time)
+            if self.previous_score is not None:
+                message.last_moving_range = abs(self.last_point.score - self.previous_score)
+        for rule_id, (since, index) in sorted(self._active.items()):
+            violation = SpcViolation(rule=rule_id, detail=NELSON_RULES[rule_id].description, sample_index=index)
+            violation.detected_at.FromDatetime(since)
+            message.violations.append(violation)
+        return message
+
+
+def chart_from_history(line_id: str, product_type: str, history: Iterable,
+                       settings: SpcSettings | None = None) -> SpcChart:
+    """The chart of stored rows (time, score, verdict, lot[, inspection_id]) in time order, from the first one."""
+    chart = SpcChart(line_id, product_type, settings or SpcSettings())
+    chart.extend(history)
+    return chart
+
+
+class SpcMonitor:
+    """The charts of every (line, product type) a process has seen; not thread-safe (one consumer feeds it)."""
+
+    def __init__(self, settings: SpcSettings | None = None):
+        self.settings = settings or SpcSettings()
+        self.charts: dict[tuple[str, str], SpcChart] = {}
+
+    def chart(self, line_id: str, product_type: str) -> SpcChart:
+        key = (line_id, product_type)
+        if key not in self.charts:
+            self.charts[key] = SpcChart(line_id, product_type, self.settings)
+        return self.charts[key]
+
+    def observe(self, line_id: str, product_type: str, observation) -> list[SpcSignal]:
+        return self.chart(line_id, product_type).extend([observation])
+
+    def observe_verdict(self, verdict: InspectionVerdict) -> list[SpcSignal]:
+        """Chart one verdict of qc.inspections.v1 at its frame's capture time."""
+        frame = verdict.frame
+        if verdict.verdict not in (Verdict.VERDICT_PASS, Verdict.VERDICT_DEFECT):
+            raise ValueError(f"inspection {verdict.inspection_id!r} has no verdict (VERDICT_UNSPECIFIED)")
+        if not frame.HasField("capture_time"):
+            raise ValueError(f"inspection {verdict.inspection_id!r}: its frame has no capture_time")
+        row = Observation(frame.capture_time.ToDatetime(tzinfo=UTC), verdict.score,
+                          verdict.verdict == Verdict.VERDICT_DEFECT, frame.lot or frame.work_order or None,
+                          verdict.inspection_id)
+        return self.observe(frame.line_id, frame.product_type, row)
+
+    def rebuild(self, line_id: str, product_type: str, history: Iterable) -> SpcChart:
+        """Replace a chart by the one its stored history gives (after a restart); its signals are not returned."""
+        chart = chart_from_history(line_id, product_type, history, self.settings)
+        self.charts[(line_id, product_type)] = chart
+        return chart
+
+    def state(self, line_id: str, product_type: str | None = None) -> list[SpcState]:
+        """SpcState of each product type on the line (or of the one asked for), sorted by product type."""
+        return [chart.state() for (line, product), chart in sorted(self.charts.items())
+                if line == line_id and product_type in (None, "", product)]
