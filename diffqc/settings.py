@@ -12,8 +12,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,16 @@ NESTED_DELIMITER = "_"
 CONFIG_FILE_VARIABLE = "DIFFQC_CONFIG"
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+    return value
+
+
+HttpUrlStr = Annotated[NonEmptyStr, AfterValidator(_http_url)]
 
 
 class SettingsError(RuntimeError):
@@ -120,27 +131,33 @@ class ScoringSettings(_Group):
     )
 
 
-class GatewaySettings(_Group):
-    http_host: NonEmptyStr = Field(
-        "127.0.0.1", description="Address the gateway's HTTP server binds (0.0.0.0 in a container)"
+class RegistrySettings(_Group):
+    url: HttpUrlStr = Field(
+        "http://127.0.0.1:8081", description="Confluent-compatible Schema Registry of the Avro topics (quality.alert); "
+        "`diffqc infra up` runs a small one locally"
     )
-    http_port: int = Field(8080, ge=0, le=65535, description="Port of the gateway's HTTP server (REST API, dashboard)")
-    api_keys: list[SecretStr] = Field(
-        [], description="API keys accepted on the write endpoints, as a JSON list; with none, every upload is "
-        "refused"
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of one Schema Registry request")
+
+
+class BridgeSettings(_Group):
+    mes_webhook_url: HttpUrlStr | None = Field(
+        None, description="MES endpoint every alert is POSTed to as JSON (required by the bridge)"
     )
-    api_key_header: NonEmptyStr = Field("X-API-Key", description="Request header that carries the API key")
-    max_upload_bytes: int = Field(
-        65 * 1024 * 1024, ge=1, description="Largest upload request body (image, metadata, multipart framing); "
-        "refused with 413 from its Content-Length before it is read, or once the stream passes it"
+    mes_auth_header: NonEmptyStr = Field("Authorization", description="Name of the auth header sent to the MES")
+    mes_auth_value: SecretStr | None = Field(
+        None, description="Value of the auth header (e.g. `Bearer <token>`); no header when unset"
     )
-    ingestion_url: NonEmptyStr = Field(
-        "127.0.0.1:50051", description="gRPC address (host:port) of the ingestion service that uploads go to"
+    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook or line-stop request")
+    backoff_base_s: float = Field(1.0, gt=0, description="Delay before an alert's second attempt; doubles per attempt")
+    backoff_max_s: float = Field(300.0, gt=0, description="Upper bound of the delay between two attempts of an alert")
+    line_stop_url: HttpUrlStr | None = Field(
+        None, description="Endpoint that stops a line, POSTed once per alert of a stopping severity; unset = never"
     )
-    ingest_timeout_s: float = Field(30.0, gt=0, description="Timeout of one IngestOne call to ingestion")
-    wait_timeout_s: float = Field(
-        30.0, gt=0, description="Longest an upload with wait=true waits for its verdict before it answers without one"
+    line_stop_severities: list[Literal["MINOR", "MAJOR", "CRITICAL"]] = Field(
+        ["CRITICAL"], description="Alert severities that request a line stop (JSON list)"
     )
+    poll_interval_s: float = Field(1.0, gt=0, description="How often the delivery loop looks for due alerts")
+    batch_size: int = Field(50, ge=1, description="Alerts the delivery loop claims per round")
 
 
 SpcRuleId = Literal["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8", "pchart"]
@@ -161,6 +178,29 @@ class SpcSettings(_Group):
     )
     history_size: int = Field(
         500, ge=15, description="Recent points, signals and lots kept per chart (for the state and the picture)"
+    )
+
+
+class GatewaySettings(_Group):
+    http_host: NonEmptyStr = Field(
+        "127.0.0.1", description="Address the gateway's HTTP server binds (0.0.0.0 in a container)"
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the gateway's HTTP server (REST API, dashboard)")
+    api_keys: list[SecretStr] = Field(
+        [], description="API keys accepted on the write endpoints, as a JSON list; with none, every upload is "
+        "refused"
+    )
+    api_key_header: NonEmptyStr = Field("X-API-Key", description="Request header that carries the API key")
+    max_upload_bytes: int = Field(
+        65 * 1024 * 1024, ge=1, description="Largest upload request body (image, metadata, multipart framing); "
+        "refused with 413 from its Content-Length before it is read, or once the stream passes it"
+    )
+    ingestion_url: NonEmptyStr = Field(
+        "127.0.0.1:50051", description="gRPC address (host:port) of the ingestion service that uploads go to"
+    )
+    ingest_timeout_s: float = Field(30.0, gt=0, description="Timeout of one IngestOne call to ingestion")
+    wait_timeout_s: float = Field(
+        30.0, gt=0, description="Longest an upload with wait=true waits for its verdict before it answers without one"
     )
 
 
@@ -185,6 +225,8 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     gateway: GatewaySettings = GatewaySettings()
     spc: SpcSettings = SpcSettings()
+    registry: RegistrySettings = RegistrySettings()
+    bridge: BridgeSettings = BridgeSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -18,7 +18,7 @@ from diffqc.detector.fit import train_detector
 from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
-from diffqc.infra.stack import KAFKA, TIMESERIES, LocalStack
+from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, LocalStack
 from diffqc.infra.triton import triton_server
 from diffqc.serving.repository import stage_version
 from diffqc.settings import KafkaSettings, TritonSettings
@@ -63,6 +63,12 @@ def kafka_settings(kafka_bootstrap) -> KafkaSettings:
 @pytest.fixture(scope="session")
 def timeseries_url(local_stack) -> str:
     return local_stack[1][TIMESERIES].address
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(local_stack) -> str:
+    """The stack's Confluent-compatible schema registry (diffqc.infra.registry), as ``diffqc infra up`` runs it."""
+    return local_stack[1][REGISTRY].address
 
 
 @pytest.fixture

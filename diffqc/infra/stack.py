@@ -13,12 +13,14 @@ from pathlib import Path
 from diffqc.infra.kafka import broker_is_ready, kafka_broker
 from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess, pid_alive, stop_pid
+from diffqc.infra.registry import registry_is_ready, schema_registry
 from diffqc.infra.timeseries import store_is_ready, timeseries_store
 from diffqc.infra.triton import server_is_ready, triton_server
 
 KAFKA = "kafka"
 TIMESERIES = "timeseries"
 TRITON = "triton"
+REGISTRY = "registry"
 
 
 @dataclass
@@ -40,7 +42,8 @@ class ServerStatus:
     detail: str
 
 
-_HEALTH = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready, TRITON: server_is_ready}
+_HEALTH = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready, TRITON: server_is_ready,
+           REGISTRY: registry_is_ready}
 
 
 class LocalStack:
@@ -61,10 +64,11 @@ class LocalStack:
         return {n: s for n, s in self._load().items() if pid_alive(s.pid, s.binary)}
 
     def up(self, kafka_port: int, timeseries_port: int, triton_repo: Path | None = None,
-           triton_grpc_port: int | None = None) -> dict[str, RunningServer]:
+           triton_grpc_port: int | None = None, registry_port: int | None = None) -> dict[str, RunningServer]:
         """Start what is not running yet (idempotent); on failure stop what this call started.
 
-        Triton starts only when ``triton_repo`` (a model repository) is given.
+        Triton starts only when ``triton_repo`` (a model repository) is given. The schema registry of
+        the Avro topics (``diffqc.infra.registry``) always starts, on ``registry_port`` or a free port.
         """
         servers = self.running()
         wanted: dict[str, tuple[ServerProcess, str, str]] = {}
@@ -76,6 +80,9 @@ class LocalStack:
             wanted[TIMESERIES] = (
                 timeseries_store(timeseries_port, self.root / "timeseries-data", self.root / "timeseries.log"), url, url
             )
+        if REGISTRY not in servers:
+            url = f"http://127.0.0.1:{registry_port or free_port()}"
+            wanted[REGISTRY] = (schema_registry(int(url.rsplit(":", 1)[1]), self.root / "registry.log"), url, url)
         if triton_repo is not None and TRITON not in servers:
             grpc_port, http_port = triton_grpc_port or free_port(), free_port()
             server = triton_server(triton_repo, http_port, grpc_port, free_port(), self.root / "triton",

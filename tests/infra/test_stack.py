@@ -23,10 +23,10 @@ def test_up_is_idempotent_and_down_leaves_no_process(local_stack, tmp_path):
     first = stack.up(kafka_port=free_port(), timeseries_port=free_port(), triton_repo=TRITON_REPO)
     pids = {s.pid for s in first.values()}
     family = pids | {c.pid for pid in pids for c in psutil.Process(pid).children(recursive=True)}
-    assert [s.healthy for s in stack.status()] == [True, True, True]
+    assert [s.healthy for s in stack.status()] == [True, True, True, True]
     assert {s.pid for s in stack.up(kafka_port=free_port(), timeseries_port=free_port()).values()} == pids
 
-    assert sorted(stack.down()) == ["kafka", "timeseries", "triton"]
+    assert sorted(stack.down()) == ["kafka", "registry", "timeseries", "triton"]
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family)
     assert stack.status() == []
 
@@ -38,6 +38,7 @@ def test_cli_up_status_down(local_stack, tmp_path):
         "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "DIFFQC_INFLUX_URL": f"http://127.0.0.1:{free_port()}",
         "DIFFQC_TRITON_GRPC_URL": f"127.0.0.1:{free_port()}",
+        "DIFFQC_REGISTRY_URL": f"http://127.0.0.1:{free_port()}",
     }
     cli = [sys.executable, "-m", "diffqc.cli", "infra"]
 
@@ -48,7 +49,7 @@ def test_cli_up_status_down(local_stack, tmp_path):
     up = run("up", "--repo", str(TRITON_REPO))
     assert up.returncode == 0, up.stdout + up.stderr
     status = run("status")
-    assert status.returncode == 0 and status.stdout.count("ready") == 3, status.stdout
+    assert status.returncode == 0 and status.stdout.count("ready") == 4, status.stdout
     assert "kafka" in run("down").stdout
     assert run("status").returncode == 1
 

@@ -1,0 +1,39 @@
+"""Producing alerts: one Avro message on quality.alert per DEFECT verdict, acknowledged before return."""
+
+from __future__ import annotations
+
+from diffqc.alerts.record import alert_record
+from diffqc.bus.producer import Publisher
+from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
+from diffqc.contracts.topics import QUALITY_ALERT
+from diffqc.settings import KafkaSettings, RegistrySettings
+from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
+
+
+class AlertPublisher:
+    """Encodes alerts with the registry's AvroSerializer and produces them keyed by line id.
+
+    Call ``register()`` at start: it sets the subject to BACKWARD and registers the schema, so an
+    incompatible schema stops the service there, naming the reason.
+    """
+
+    def __init__(self, kafka: KafkaSettings, registry: RegistrySettings):
+        self.topic = AvroTopic(registry_client(registry), QUALITY_ALERT, load_schema(ALERT_SCHEMA))
+        self.publisher = Publisher(kafka)
+
+    def register(self) -> int:
+        return self.topic.register()
+
+    def publish(self, verdict: InspectionVerdict) -> str | None:
+        """Produce the alert of a DEFECT verdict and return its id; a PASS raises nothing (None)."""
+        if verdict.verdict != VERDICT_DEFECT:
+            return None
+        record = alert_record(verdict)
+        self.publisher.publish(QUALITY_ALERT, record["line_id"].encode(), self.topic.encode(record),
+                               [("frame_id", record["frame_id"].encode()),
+                                ("inspection_id", record["inspection_id"].encode()),
+                                ("alert_id", record["alert_id"].encode())])
+        return record["alert_id"]
+
+    def close(self) -> None:
+        self.publisher.close()

@@ -1,0 +1,52 @@
+"""The quality.alert record of a DEFECT verdict (schema protos/avro/quality_alert.avsc) and its JSON form.
+
+The alert id is a uuid5 of the inspection id, which is itself derived from the frame id and the
+model version: a redelivered frame gives the same inspection and so the same alert id, and the
+bridge and the MES deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from diffqc.alerts.severity import severity
+from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
+
+ALERT_NAMESPACE = uuid.UUID("b5d3c2a1-7e4f-5a60-8c19-2f6e0d4b7a31")
+
+
+def alert_id(inspection_id: str) -> str:
+    return str(uuid.uuid5(ALERT_NAMESPACE, inspection_id))
+
+
+def _utc(ts) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else datetime.now(UTC)
+
+
+def alert_record(verdict: InspectionVerdict) -> dict:
+    """The Avro record (a dict for AvroSerializer) of a DEFECT verdict; ValueError for any other verdict."""
+    if verdict.verdict != VERDICT_DEFECT:
+        raise ValueError(f"inspection {verdict.inspection_id} is not a DEFECT verdict; it raises no alert")
+    if not verdict.inspection_id:
+        raise ValueError("the verdict has no inspection_id; an alert needs one for its id")
+    frame = verdict.frame
+    regions = [{"bbox": {"x": r.bbox.x, "y": r.bbox.y, "width": r.bbox.width, "height": r.bbox.height},
+                "area_px": r.area_px, "peak_score": r.peak_score} for r in verdict.regions]
+    return {
+        "alert_id": alert_id(verdict.inspection_id), "inspection_id": verdict.inspection_id,
+        "frame_id": frame.frame_id, "plant_id": frame.plant_id, "line_id": frame.line_id,
+        "station_id": frame.station_id, "camera_id": frame.camera_id, "product_type": frame.product_type,
+        "work_order": frame.work_order or None, "lot": frame.lot or None,
+        "detected_at": _utc(verdict.decided_at),
+        "severity": str(severity(verdict.score, verdict.threshold, sum(r.area_px for r in verdict.regions),
+                                 frame.shape.height * frame.shape.width)),
+        "score": verdict.score, "threshold": verdict.threshold, "model_version": verdict.model.version,
+        "regions": regions, "heatmap_uri": verdict.heatmap.uri or None, "image_uri": frame.image.uri,
+    }
+
+
+def alert_json(record: dict) -> dict:
+    """The JSON form of an alert record (the MES webhook body and the outbox payload): times as ISO 8601."""
+    detected = record["detected_at"]
+    return {**record, "detected_at": detected.astimezone(UTC).isoformat(timespec="milliseconds")}

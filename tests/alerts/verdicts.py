@@ -1,0 +1,31 @@
+"""DEFECT and PASS verdicts as scoring publishes them, for the alert and bridge tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef, Shape
+from diffqc.v1.frame_pb2 import Frame
+from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
+
+DECIDED = datetime(2026, 11, 3, 8, 15, 42, 123000, tzinfo=UTC)
+
+
+def verdict(score: float = 1.5, threshold: float = 1.0, line: str = "L1", defect: bool = True,
+            area_px: int = 20, lot: str = "LOT-7") -> InspectionVerdict:
+    decided = Timestamp()
+    decided.FromDatetime(DECIDED)
+    frame_id = f"f-{uuid.uuid4().hex[:10]}"
+    frame = Frame(frame_id=frame_id, plant_id="P1", line_id=line, station_id="S1", camera_id="C1",
+                  product_type="pcb", work_order="WO-42", lot=lot, shape=Shape(height=100, width=100, channels=3),
+                  image=BlobRef(uri=f"file:///blobs/{frame_id}.png", media_type="image/png"))
+    regions = [DefectRegion(bbox=BoundingBox(x=30, y=10, width=10, height=10), area_px=area_px, peak_score=4.5)]
+    return InspectionVerdict(
+        inspection_id=str(uuid.uuid4()), frame=frame, verdict=VERDICT_DEFECT if defect else VERDICT_PASS,
+        score=score, threshold=threshold, regions=regions if defect else [],
+        heatmap=BlobRef(uri=f"file:///blobs/{frame_id}-heatmap.png", media_type="image/png"),
+        model=ModelRef(name="diffqc_detector", version="1"), decided_at=decided,
+    )
