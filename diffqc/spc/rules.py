@@ -17,12 +17,11 @@ import numpy as np
 
 
 def _window_count(mask: np.ndarray, width: int) -> np.ndarray:
-    """counts[i] = how many of mask[i-width+1 .. i] are True (0 for i < width-1, where the window is short)."""
+    """counts[i] = how many of mask[max(0, i-width+1) .. i] are True (near the start the window is shorter:
+    the first two points both beyond 2 sigma are already "2 of 3")."""
     cumulative = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
-    counts = np.zeros(mask.size, dtype=np.int64)
-    if mask.size >= width:
-        counts[width - 1:] = cumulative[width:] - cumulative[:-width]
-    return counts
+    starts = np.maximum(0, np.arange(mask.size) + 1 - width)
+    return cumulative[1:] - cumulative[starts]
 
 
 def _runs(mask: np.ndarray, length: int) -> np.ndarray:
