@@ -13,16 +13,16 @@ from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
 class AlertPublisher:
     """Encodes alerts with the registry's AvroSerializer and produces them keyed by line id.
 
-    Call ``register()`` at start: it sets the subject to BACKWARD and registers the schema, so an
-    incompatible schema stops the service there, naming the reason.
+    Call ``register(timeout_s)`` at start: it waits for the registry, sets the subject to BACKWARD and
+    registers the schema, so an incompatible schema stops the service there (SchemaRejected, with the reason).
     """
 
     def __init__(self, kafka: KafkaSettings, registry: RegistrySettings):
         self.topic = AvroTopic(registry_client(registry), QUALITY_ALERT, load_schema(ALERT_SCHEMA))
         self.publisher = Publisher(kafka)
 
-    def register(self) -> int:
-        return self.topic.register()
+    def register(self, timeout_s: float) -> int:
+        return self.topic.register_at_start(timeout_s)
 
     def publish(self, verdict: InspectionVerdict) -> str | None:
         """Produce the alert of a DEFECT verdict and return its id; a PASS raises nothing (None)."""

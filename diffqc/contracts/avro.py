@@ -27,7 +27,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
-from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
 from diffqc.settings import RegistrySettings
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "protos" / "avro"
@@ -104,6 +104,12 @@ class AvroTopic:
         with registry_errors(self.url):
             self.client.set_compatibility(self.subject, compatibility)
             return self.client.register_schema(self.subject, self.schema)
+
+    def register_at_start(self, timeout_s: float) -> int:
+        """Wait (bounded) for the registry to answer, then ``register``; a refusal raises SchemaRejected at
+        once, since no retry can fix it."""
+        wait_for("schema registry", self.url, self.client.get_subjects, timeout_s)
+        return self.register()
 
     def encode(self, record: dict) -> bytes:
         with registry_errors(self.url):

@@ -20,7 +20,7 @@ from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.services import service_process
-from diffqc.infra.stack import KAFKA, TIMESERIES, TRITON, LocalStack
+from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, TRITON, LocalStack
 from diffqc.scoring.scorer import artifact_registration
 from diffqc.serving.repository import MODEL_NAME, versions
 from diffqc.settings import Settings
@@ -71,6 +71,7 @@ class LocalPipeline:
             "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",  # tansu answers a group join after half of it
             "DIFFQC_INFLUX_URL": servers[TIMESERIES].address,
             "DIFFQC_TRITON_GRPC_URL": servers[TRITON].address,
+            "DIFFQC_REGISTRY_URL": servers[REGISTRY].address,  # the Avro topics' schemas (quality.alert)
         }
         kafka = self.settings.kafka
         ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
+from diffqc.alerts import AlertPublisher
 from diffqc.bus.admin import wait_for_broker
+from diffqc.contracts.avro import SchemaRejected
 from diffqc.runtime.service import run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring import Scorer, make_sink
@@ -19,19 +22,26 @@ NAME = "scoring"
 def start(settings: Settings) -> int:
     wait_for_broker(settings.kafka, settings.service.startup_timeout_s)
     engine = migrated_database(settings)
+    alerts = AlertPublisher(settings.kafka, settings.registry)
+    try:
+        alerts.register(settings.service.startup_timeout_s)
+    except SchemaRejected as exc:  # e.g. an incompatible alert schema: no retry can fix it
+        logging.getLogger(NAME).critical("cannot start: %s", exc)
+        return 1
     # InfluxDB is not awaited: a point that cannot be written holds its message until the store is back.
     sink = make_sink(settings)
     scorer = Scorer(settings.scoring, engine, FileBlobStore(settings.blob_root), sink)
-    servicer = ScoringServicer(scorer, VerdictPublisher(settings.kafka))
+    servicer = ScoringServicer(scorer, VerdictPublisher(settings.kafka, alerts))
     try:
         return run_service(
             NAME, settings,
             lambda server: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, server),
             ["diffqc.v1.ScoringService"],
-            loops=[stream_worker(scorer, settings.kafka) for _ in range(settings.service.stream_workers)],
+            loops=[stream_worker(scorer, settings.kafka, alerts) for _ in range(settings.service.stream_workers)],
         )
     finally:
         sink.close()
+        alerts.close()
 
 
 if __name__ == "__main__":

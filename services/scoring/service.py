@@ -2,7 +2,8 @@
 
 Both call ``Scorer.score`` (``diffqc.scoring``: inspection row, score point) and publish the
 verdict on qc.inspections.v1 (key = line), so the bridge and the dashboards see every verdict
-whichever path decided it. The stream commits its offset only after the verdict was delivered.
+whichever path decided it; a DEFECT verdict also raises its alert on quality.alert (Avro, key =
+line, ``diffqc.alerts``). The stream commits its offset only after both were delivered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import grpc
 from confluent_kafka import Message
 
+from diffqc.alerts import AlertPublisher
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS
@@ -28,16 +30,19 @@ GROUP = "scoring"
 
 
 class VerdictPublisher:
-    """Produces verdicts to qc.inspections.v1 and waits until the broker has them (acks=all)."""
+    """Produces verdicts to qc.inspections.v1, and the alert of each DEFECT to quality.alert, and waits
+    until the broker has them (acks=all). A redelivered frame publishes both again, with the same ids."""
 
-    def __init__(self, kafka: KafkaSettings):
+    def __init__(self, kafka: KafkaSettings, alerts: AlertPublisher):
         self.publisher = Publisher(kafka)
+        self.alerts = alerts
 
     def publish(self, verdict: InspectionVerdict) -> None:
         frame = verdict.frame
         self.publisher.publish(INSPECTIONS, frame.line_id.encode(), verdict.SerializeToString(),
                                [("frame_id", frame.frame_id.encode()),
                                 ("inspection_id", verdict.inspection_id.encode())])
+        self.alerts.publish(verdict)
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
@@ -56,9 +61,9 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
 
-def stream_worker(scorer: Scorer, kafka: KafkaSettings) -> ConsumeLoop:
-    """qc.inference.v1 -> inspection row + score point -> qc.inspections.v1, committed after delivery."""
-    publisher = VerdictPublisher(kafka)
+def stream_worker(scorer: Scorer, kafka: KafkaSettings, alerts: AlertPublisher) -> ConsumeLoop:
+    """qc.inference.v1 -> inspection row + score point -> qc.inspections.v1 (+ quality.alert), committed after."""
+    publisher = VerdictPublisher(kafka, alerts)
 
     def handle(result: InferenceResult, _msg: Message) -> None:
         try:

@@ -18,14 +18,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from diffqc.alerts import AlertPublisher, alert_id
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
-from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS, dead_letter_topic
+from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, dead_letter_topic
 from diffqc.infra.ports import free_port
 from diffqc.runtime.grpc_server import GrpcServer
 from diffqc.scoring import Scorer
 from diffqc.scoring.sink import InfluxScoreSink
-from diffqc.settings import InfluxSettings, KafkaSettings, ScoringSettings
+from diffqc.settings import InfluxSettings, KafkaSettings, RegistrySettings, ScoringSettings
 from diffqc.store.blobs import FileBlobStore, put_array
 from diffqc.store.engine import make_engine
 from diffqc.store.inspections import register_model_version
@@ -57,6 +58,14 @@ def engine(postgres_url):
 @pytest.fixture
 def kafka(kafka_settings) -> KafkaSettings:
     return kafka_settings.model_copy(update={"group_prefix": uuid.uuid4().hex})
+
+
+@pytest.fixture
+def alerts(kafka, schema_registry_url):
+    publisher = AlertPublisher(kafka, RegistrySettings(url=schema_registry_url))
+    publisher.register(10)
+    yield publisher
+    publisher.close()
 
 
 @pytest.fixture
@@ -94,9 +103,9 @@ def _rows(engine, frame_ids) -> list[Inspection]:
         return session.scalars(select(Inspection).where(Inspection.frame_id.in_(frame_ids))).all()
 
 
-def test_score_records_publishes_and_refuses_what_it_cannot_score(scorer, kafka):
+def test_score_records_publishes_and_refuses_what_it_cannot_score(scorer, kafka, alerts):
     ensure_topics(kafka, [INSPECTIONS], 2)
-    servicer = ScoringServicer(scorer, VerdictPublisher(kafka))
+    servicer = ScoringServicer(scorer, VerdictPublisher(kafka, alerts))
     server = GrpcServer("scoring", lambda s: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, s),
                         ["diffqc.v1.ScoringService"])
     server.start()
@@ -119,8 +128,9 @@ def test_score_records_publishes_and_refuses_what_it_cannot_score(scorer, kafka)
     assert InspectionVerdict.FromString(msg.value()) == verdict and msg.key() == b"L1"
 
 
-def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scorer, kafka, engine):
-    ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS, dead_letter_topic(INFERENCE_RESULTS, kafka)], 2)
+def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scorer, kafka, engine, alerts):
+    ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, dead_letter_topic(INFERENCE_RESULTS, kafka)],
+                  2)
     blobs = scorer.blobs
     results = [_result(blobs, s, line=f"L{i % 2}") for i, s in enumerate([0.2, 1.7, 0.9, 3.0])]
     unknown = _result(blobs, 0.5, product="bolts")
@@ -128,15 +138,28 @@ def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scor
     redelivered = results[1]
     _produce(kafka, [results[0], unknown, *results[1:], redelivered], raw=[(garbage, b"\xff\x00not protobuf")])
 
-    stop, loop = threading.Event(), stream_worker(scorer, kafka)
+    stop, loop = threading.Event(), stream_worker(scorer, kafka, alerts)
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     try:
         verdicts = collect(kafka, INSPECTIONS, {r.frame.frame_id for r in results})
         letters = collect(kafka, dead_letter_topic(INFERENCE_RESULTS, kafka), {unknown.frame.frame_id, garbage})
+        defects = [r for r in results if r.score > THRESHOLD]
+        # Every verdict is out, and each alert follows its verdict at once: 5 s would show a PASS alert too.
+        alert_messages = collect(kafka, QUALITY_ALERT, {r.frame.frame_id for r in results}, timeout_s=5)
     finally:
         stop.set()
         thread.join(30)
+
+    # One alert per DEFECT verdict, keyed by line; the redelivered frame's alert carries the same alert id.
+    assert {fid: len(msgs) for fid, msgs in alert_messages.items()} == {
+        r.frame.frame_id: 2 if r is redelivered else 1 for r in defects}
+    for result in defects:
+        decoded = [alerts.topic.decode(m.value()) for m in alert_messages[result.frame.frame_id]]
+        row_id = _rows(engine, [result.frame.frame_id])[0].id
+        assert {(a["alert_id"], a["inspection_id"], a["line_id"]) for a in decoded} == {
+            (alert_id(row_id), row_id, result.frame.line_id)}
+        assert {m.key() for m in alert_messages[result.frame.frame_id]} == {result.frame.line_id.encode()}
 
     # One verdict per input message: the redelivered result gets the same verdict again, no new row.
     counts = {fid: len(msgs) for fid, msgs in verdicts.items()}
@@ -157,21 +180,23 @@ def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scor
     assert not _rows(engine, [unknown.frame.frame_id])
 
 
-def test_the_service_process_scores_the_stream_and_stops_cleanly_on_sigterm(postgres_url, engine, kafka, tmp_path):
+def test_the_service_process_scores_the_stream_and_stops_cleanly_on_sigterm(postgres_url, engine, kafka, tmp_path,
+                                                                            schema_registry_url):
     blobs = FileBlobStore(tmp_path / "blobs")
-    ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS], 2)
+    ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT], 2)
     points = tmp_path / "points.lp"
     env = {**os.environ, "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix, "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
            "DIFFQC_DATABASE_URL": postgres_url, "DIFFQC_BLOB_ROOT": str(tmp_path / "blobs"),
            "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(points),
            "DIFFQC_SERVICE_GRPC_PORT": str(free_port()), "DIFFQC_SERVICE_METRICS_PORT": "0",
-           "DIFFQC_SERVICE_STREAM_WORKERS": "1"}
+           "DIFFQC_SERVICE_STREAM_WORKERS": "1", "DIFFQC_REGISTRY_URL": schema_registry_url}
     proc = subprocess.Popen([sys.executable, "-m", "services.scoring"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         result = _result(blobs, 2.0)
         _produce(kafka, [result])
         assert result.frame.frame_id in collect(kafka, INSPECTIONS, {result.frame.frame_id}, settle_s=0)
+        assert result.frame.frame_id in collect(kafka, QUALITY_ALERT, {result.frame.frame_id}, settle_s=0)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
