@@ -1,0 +1,66 @@
+"""The JSON bodies of the API (they are the OpenAPI schemas at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="What is wrong with the request, or which dependency failed")
+
+
+class Region(BaseModel):
+    x: int = Field(description="Left edge, in pixels of the original frame")
+    y: int = Field(description="Top edge")
+    width: int
+    height: int
+    area_px: int = Field(description="Pixels of the region above the region level")
+    peak_score: float = Field(description="Highest anomaly-map value in the region")
+
+
+class InspectionResult(BaseModel):
+    inspection_id: str
+    frame_id: str
+    plant_id: str
+    line_id: str
+    station_id: str
+    camera_id: str
+    product_type: str
+    work_order: str | None
+    lot: str | None
+    captured_at: datetime
+    inspected_at: datetime
+    model_version: str
+    verdict: Literal["pass", "defect"]
+    score: float = Field(description="Fused anomaly score; defect when score > threshold")
+    threshold: float
+    components: dict[str, float] = Field(description="Component scores: pixel, structural, concentration, process")
+    regions: list[Region] = Field(description="Defect regions (defects only)")
+    latency_ms: float = Field(description="Ingestion to verdict")
+    heatmap_url: str | None = Field(description="The heatmap overlay PNG (anomaly map over the frame, regions boxed)")
+    image_url: str = Field(description="The original frame image as uploaded")
+
+
+class UploadResult(BaseModel):
+    frame_id: str = Field(description="The frame's id (assigned by ingestion when the upload had none)")
+    status: Literal["accepted", "duplicate"] = Field(
+        description="accepted: stored and queued for inspection; duplicate: this frame id was ingested before")
+    result_url: str = Field(description="Where the inspection result appears (GET)")
+    inspection: InspectionResult | None = Field(
+        None, description="The verdict, with wait=true once it exists within the wait timeout")
+
+
+class LineSummary(BaseModel):
+    line_id: str
+    inspections: int
+    defects: int
+    last_inspected_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    ingestion: str

@@ -1,0 +1,118 @@
+"""A line's control charts for the API: ``diffqc.spc.chart_from_history`` over its stored inspections.
+
+Each (line, product type) chart is rebuilt from the line's whole history, from its first score, in
+capture order: that is the chart the bridge's live monitor built from the same rows (the
+baseline is the chart's first scores), so the dashboard and the bridge agree. Only the chart's
+recent points and signals (``DIFFQC_SPC_HISTORY_SIZE``) are returned.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from diffqc.settings import SpcSettings
+from diffqc.spc import Observation, SpcChart, chart_from_history
+from diffqc.store.inspections import database_unavailable, utc
+from diffqc.store.models import Frame, Inspection
+
+
+class ChartPointOut(BaseModel):
+    sample_index: int = Field(description="0 = the chart's first score")
+    time: datetime = Field(description="Capture time of the frame")
+    score: float
+    monitored: bool = Field(description="False for the baseline points that fixed the limits")
+
+
+class SignalOut(BaseModel):
+    rule: str = Field(description="nelson1 .. nelson8, or pchart")
+    detail: str
+    value: float = Field(description="The score, or for pchart the lot's defect rate")
+    time: datetime
+    sample_index: int
+    lot: str | None = None
+    inspection_id: str | None = None
+
+
+class ViolationOut(BaseModel):
+    rule: str
+    detail: str
+    since: datetime = Field(description="When the rule's current unbroken streak began")
+    sample_index: int
+
+
+class LotOut(BaseModel):
+    lot: str
+    inspected: int
+    defective: int
+    defect_rate: float
+    upper_control_limit: float
+    lower_control_limit: float
+    closed: bool
+
+
+class SpcChartOut(BaseModel):
+    line_id: str
+    product_type: str
+    sample_count: int
+    limits_fixed: bool = Field(description="False while the baseline is still being collected (limits are 0)")
+    center_line: float
+    upper_control_limit: float
+    lower_control_limit: float
+    sigma: float
+    baseline_size: int
+    points: list[ChartPointOut] = Field(description="The most recent points, oldest first")
+    signals: list[SignalOut] = Field(description="The most recent signals, oldest first")
+    violations: list[ViolationOut] = Field(description="Rules the latest points break; empty when in control")
+    lots: list[LotOut]
+    defect_rate_center_line: float
+
+
+class LineSpc(BaseModel):
+    line_id: str
+    charts: list[SpcChartOut] = Field(description="One chart per product type seen on the line")
+
+
+def observations(engine: Engine, line: str, product_type: str | None) -> dict[str, list[Observation]]:
+    """The line's inspections per product type, in capture order."""
+    query = (select(Frame.product_type, Frame.captured_at, Inspection.score, Inspection.verdict, Frame.lot,
+                    Frame.work_order, Inspection.id)
+             .join(Frame, Frame.id == Inspection.frame_id).where(Frame.line_id == line)
+             .order_by(Frame.captured_at, Frame.id))
+    if product_type:
+        query = query.where(Frame.product_type == product_type)
+    rows: dict[str, list[Observation]] = {}
+    with database_unavailable(), Session(engine) as session:
+        for product, captured, score, verdict, lot, work_order, inspection_id in session.execute(query):
+            # The lot a part counts in: its lot, else its work order (as the bridge's monitor counts it).
+            rows.setdefault(product, []).append(
+                Observation(utc(captured), score, verdict.value, lot or work_order or None, inspection_id))
+    return rows
+
+
+def chart_out(chart: SpcChart) -> SpcChartOut:
+    state = chart.state()
+    return SpcChartOut(
+        line_id=chart.line_id, product_type=chart.product_type, sample_count=state.sample_count,
+        limits_fixed=state.limits_fixed, center_line=state.center_line,
+        upper_control_limit=state.upper_control_limit, lower_control_limit=state.lower_control_limit,
+        sigma=state.sigma, baseline_size=state.baseline_size,
+        points=[ChartPointOut(**p._asdict()) for p in chart.points],
+        signals=[SignalOut(rule=s.rule, detail=s.detail, value=s.value, time=s.time, sample_index=s.sample_index,
+                           lot=s.lot, inspection_id=s.inspection_id) for s in chart.signals],
+        violations=[ViolationOut(rule=v.rule, detail=v.detail, since=v.detected_at.ToDatetime(tzinfo=UTC),
+                                 sample_index=v.sample_index) for v in state.violations],
+        lots=[LotOut(lot=r.lot, inspected=r.inspected, defective=r.defective, defect_rate=r.defect_rate,
+                     upper_control_limit=r.upper_control_limit, lower_control_limit=r.lower_control_limit,
+                     closed=r.closed) for r in state.lots],
+        defect_rate_center_line=state.defect_rate_center_line,
+    )
+
+
+def line_spc(engine: Engine, settings: SpcSettings, line: str, product_type: str | None = None) -> LineSpc:
+    charts = [chart_out(chart_from_history(line, product, rows, settings))
+              for product, rows in sorted(observations(engine, line, product_type).items())]
+    return LineSpc(line_id=line, charts=charts)

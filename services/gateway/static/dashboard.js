@@ -1,0 +1,160 @@
+// The diffqc dashboard: recent inspections (image + heatmap overlay) and the selected line's SPC
+// charts, refreshed by polling the REST API (no reload, no external scripts).
+"use strict";
+
+const REFRESH_MS = 2000;
+const RECENT = 12;
+const SVG = "http://www.w3.org/2000/svg";
+const state = { line: null, busy: false, timer: null };
+
+const $ = (id) => document.getElementById(id);
+
+async function getJSON(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(`${url}: ${response.status} ${body.detail || ""}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function el(tag, attrs = {}, text = null) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text; // never innerHTML: ids come from the plant
+  return node;
+}
+
+function renderLines(lines) {
+  const select = $("line");
+  const ids = lines.map((l) => l.line_id);
+  if (state.line === null || !ids.includes(state.line)) state.line = ids[0] ?? null;
+  if ([...select.options].map((o) => o.value).join() !== ids.join()) {
+    select.replaceChildren(...lines.map((l) => el("option", { value: l.line_id }, l.line_id)));
+  }
+  if (state.line !== null) select.value = state.line;
+}
+
+function card(inspection) {
+  const node = el("article", {
+    class: `card ${inspection.verdict}`, "data-testid": "inspection",
+    "data-inspection-id": inspection.inspection_id, "data-frame-id": inspection.frame_id,
+    "data-verdict": inspection.verdict,
+  });
+  const images = el("div", { class: "images" });
+  images.append(el("img", { src: inspection.image_url, alt: "frame", "data-testid": "frame-image" }));
+  if (inspection.heatmap_url) {
+    images.append(el("img", { src: inspection.heatmap_url, alt: "heatmap overlay", "data-testid": "heatmap" }));
+  }
+  const score = `${inspection.score.toFixed(2)} / ${inspection.threshold.toFixed(2)}`;
+  const regions = inspection.regions.length ? ` · ${inspection.regions.length} region(s)` : "";
+  node.append(
+    images,
+    el("span", { class: "badge" }, inspection.verdict),
+    el("span", {}, `  score ${score}${regions}`),
+    el("div", { class: "meta" }, `${inspection.frame_id} · ${inspection.product_type} · ` +
+       `${new Date(inspection.captured_at).toLocaleTimeString()}`),
+  );
+  return node;
+}
+
+function renderInspections(inspections) {
+  const list = $("inspections");
+  const existing = new Map([...list.children].map((n) => [n.dataset.inspectionId, n]));
+  // Reuse the cards already shown, so their images are not fetched again on every refresh.
+  list.replaceChildren(...inspections.map((i) => existing.get(i.inspection_id) || card(i)));
+}
+
+function chart(spc) {
+  const box = el("div", { class: "chart", "data-testid": "chart", "data-product-type": spc.product_type });
+  box.append(el("strong", {}, `${spc.line_id} · ${spc.product_type}`),
+             el("span", {}, spc.limits_fixed
+               ? `  CL ${spc.center_line.toFixed(2)}  UCL ${spc.upper_control_limit.toFixed(2)}  ` +
+                 `LCL ${spc.lower_control_limit.toFixed(2)}  (${spc.sample_count} scores)`
+               : `  collecting the baseline: ${spc.sample_count} scores so far`));
+  const width = 800, height = 260, left = 48, right = 12, top = 10, bottom = 22;
+  const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none" });
+  const points = spc.points;
+  const values = points.map((p) => p.score);
+  if (spc.limits_fixed) values.push(spc.upper_control_limit, spc.lower_control_limit);
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (!(hi > lo)) { lo -= 1; hi += 1; }
+  const first = points.length ? points[0].sample_index : 0;
+  const span = Math.max(1, (points.length ? points[points.length - 1].sample_index : 1) - first);
+  const x = (index) => left + ((index - first) / span) * (width - left - right);
+  const y = (value) => top + (1 - (value - lo) / (hi - lo)) * (height - top - bottom);
+  const hline = (value, cls, label) => {
+    svg.append(el("svg:line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: cls,
+                                "data-testid": label }));
+    svg.append(el("svg:text", { x: 2, y: y(value) + 4, class: "axis" }, `${label} ${value.toFixed(2)}`));
+  };
+  if (spc.limits_fixed) {
+    hline(spc.upper_control_limit, "limit", "UCL");
+    hline(spc.center_line, "center", "CL");
+    hline(spc.lower_control_limit, "limit", "LCL");
+  }
+  const signalled = new Set(spc.signals.filter((s) => s.rule !== "pchart").map((s) => s.sample_index));
+  svg.append(el("svg:polyline", { class: "series", points: points.map((p) => `${x(p.sample_index)},${y(p.score)}`)
+    .join(" ") }));
+  for (const p of points) {
+    const cls = signalled.has(p.sample_index) ? "point signal" : p.monitored ? "point" : "point baseline";
+    const dot = el("svg:circle", { cx: x(p.sample_index), cy: y(p.score), r: 2.5, class: cls,
+                                   "data-testid": signalled.has(p.sample_index) ? "signal-point" : "point" });
+    dot.append(el("svg:title", {}, `#${p.sample_index} ${p.score.toFixed(3)} ${new Date(p.time).toLocaleString()}`));
+    svg.append(dot);
+  }
+  box.append(svg);
+  if (spc.signals.length) {
+    const list = el("ul", { class: "signals", "data-testid": "signals" });
+    for (const s of spc.signals.slice(-5).reverse()) {
+      list.append(el("li", {}, `#${s.sample_index} ${s.rule}: ${s.detail}`));
+    }
+    box.append(list);
+  }
+  return box;
+}
+
+function renderCharts(lineSpc) {
+  const charts = lineSpc ? lineSpc.charts : [];
+  $("charts").replaceChildren(...(charts.length ? charts.map(chart) : [el("p", { class: "empty" },
+    "No inspections yet.")]));
+}
+
+async function refresh() {
+  state.busy = true;
+  try {
+    renderLines(await getJSON("/api/lines"));
+    const shown = state.line;
+    if (shown !== null) {
+      const line = encodeURIComponent(shown);
+      const [recent, spc] = await Promise.all([
+        getJSON(`/api/inspections?line=${line}&limit=${RECENT}`),
+        getJSON(`/api/lines/${line}/spc`).catch((e) => { if (e.status === 404) return null; throw e; }),
+      ]);
+      if (shown === state.line) { // the user may have picked another line meanwhile
+        renderInspections(recent);
+        renderCharts(spc);
+      }
+    }
+    $("status").className = "";
+    $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    $("status").className = "error";
+    $("status").textContent = `update failed: ${error.message}`;
+  } finally {
+    state.busy = false;
+    state.timer = setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+$("line").addEventListener("change", (event) => {
+  state.line = event.target.value;
+  $("inspections").replaceChildren();
+  if (!state.busy) { // else the refresh in flight schedules the next one
+    clearTimeout(state.timer);
+    refresh();
+  }
+});
+refresh();
