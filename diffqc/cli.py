@@ -6,6 +6,7 @@ import typer
 
 from diffqc.data.cli import app as data_app
 from diffqc.demo import demo
+from diffqc.demo.bench import pipeline as bench_pipeline
 from diffqc.detector.cli import detect, evaluate, train
 from diffqc.infra.cli import app as infra_app
 from diffqc.infra.cli import triton_app
@@ -23,6 +24,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(triton_app, name="triton", help="Run the Triton inference server locally.")
 bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
 bench_app.command("triton")(bench_triton)
+bench_app.command("pipeline")(bench_pipeline)
 app.add_typer(bench_app, name="bench", help="Benchmarks that print side-by-side figures.")
 
 if __name__ == "__main__":

@@ -55,6 +55,11 @@ class KafkaSettings(_Group):
     max_retries: int = Field(5, ge=0, description="Retries of a failing message before it is dead-lettered")
     retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles per retry")
     retry_backoff_max_s: float = Field(5.0, gt=0, description="Upper bound of one retry delay")
+    fetch_wait_max_ms: int = Field(
+        20, ge=1, le=500, description="Longest a consumer's fetch waits for new messages (librdkafka "
+        "fetch.wait.max.ms): a low value keeps each hop's latency low where the broker holds a fetch for the "
+        "whole wait (tansu: 200 ms per hop at the 500 ms default, 3 ms at 10 ms)"
+    )
 
 
 class DatabaseSettings(_Group):

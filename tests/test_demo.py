@@ -1,4 +1,4 @@
-"""``make run``: the demo runs the whole pipeline with the shipped model and cleans up after itself."""
+"""``make run``: the demo runs the whole pipeline with the shipped models and cleans up after itself."""
 
 from __future__ import annotations
 
@@ -12,23 +12,27 @@ import pytest
 
 
 @pytest.mark.timeout(600)
-def test_the_demo_inspects_every_frame_with_the_shipped_model(local_stack, tmp_path):
+def test_the_demo_inspects_every_frame_of_a_three_product_line_with_the_shipped_models(local_stack, tmp_path):
     before = {p.pid for p in psutil.process_iter()}
     proc = subprocess.run(
-        [sys.executable, "-m", "diffqc.cli", "demo", "--good", "3", "--defective", "3", "--out", str(tmp_path),
+        [sys.executable, "-m", "diffqc.cli", "demo", "--frames", "12", "--defect-rate", "0.25", "--out", str(tmp_path),
          "--summary", str(tmp_path / "summary.json")],
         capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
     )
     out = " ".join(proc.stdout.split())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ingested 6/6 frames" in out
-    assert "defective parts caught: 3/3; false alarms: 0/3" in out
+    assert "product types brushed_metal, moulded_plastic, pcb" in out
+    assert "ingested 12/12 frames on 3 lines" in out
+    assert "defective parts caught: 3/3; false alarms: 0/9" in out
     assert "stopped every server and service" in out
     assert (tmp_path / "scores.png").stat().st_size > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert (summary["frames_in"], summary["frames_scored"], summary["recall"], summary["fpr"]) == (6, 6, 1.0, 0.0)
+    assert (summary["frames_in"], summary["frames_scored"], summary["recall"], summary["fpr"]) == (12, 12, 1.0, 0.0)
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p95"]
-    assert len(list(tmp_path.glob("*-defect.png"))) == 3
+    # The report shows every defective part's heatmap and a few good ones of each product.
+    report = (tmp_path / "report.html").read_text()
+    shown = [p.name for p in (tmp_path / "heatmaps").iterdir()]
+    assert len(shown) == 3 + 2 * 3 and all(f'src="heatmaps/{name}"' in report for name in shown)
     leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
                  if p.pid not in before and any(s in " ".join(p.info["cmdline"] or []) for s in
                                                 ("tansu", "victoria-metrics", "tritonserver", "services."))]

@@ -28,6 +28,7 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides) -> dict:
         "session.timeout.ms": kafka.session_timeout_ms,
         "heartbeat.interval.ms": max(kafka.session_timeout_ms // 6, 500),
         "partition.assignment.strategy": "cooperative-sticky",
+        "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         **overrides,
     }
 

@@ -1,11 +1,12 @@
-"""The small default artifact shipped in the package, for the demo and for trying diffqc out.
+"""The small default artifacts shipped in the package, for the demo and for trying diffqc out.
 
-It is a PCB detector (the procedural ``pcb`` product, 256x256 RGB, aligned), with a smaller
-UNet than the benchmark's so that the artifact stays a few MB. Rebuild it with
+One detector per procedural product type in ``DEFAULT_PRODUCT_TYPES`` (256x256, trained on
+``generate_product(product, ..., seed=0)``), with a smaller UNet than the benchmark's so that each
+artifact stays a few MB. Rebuild one with
 
-    .venv/bin/python -m diffqc.detector.default --minutes 8 --threads 2
+    .venv/bin/python -m diffqc.detector.default --product pcb --minutes 8 --threads 2
 
-(deterministic data: ``generate_product("pcb", ..., seed=0)``; training time varies with load).
+(deterministic data; the number of training steps in the budget varies with the machine's load).
 """
 
 from __future__ import annotations
@@ -17,23 +18,26 @@ from pathlib import Path
 
 from diffqc.detector.errors import ArtifactError
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-DEFAULT_PRODUCT_TYPE = "pcb"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
+# The products whose shipped models separate good from defective parts well (docs/detector.md).
+DEFAULT_PRODUCT_TYPES = ("pcb", "brushed_metal", "moulded_plastic")
 # A quarter of the benchmark model's parameters: ~3 MB of weights instead of ~12 MB.
 SMALL = {"model": {"block_out_channels": [16, 32, 32, 64]}}
 
 
-def default_model_path() -> Path:
-    """Where the shipped default artifact lives (raises when it has not been built)."""
-    if not (DEFAULT_MODEL_DIR / "metadata.json").is_file():
+def default_model_path(product: str = "pcb") -> Path:
+    """Where the shipped default artifact of ``product`` lives (raises when it has not been built)."""
+    path = DEFAULT_MODELS_DIR / product
+    if not (path / "metadata.json").is_file():
         raise ArtifactError(
-            f"the default model is missing at {DEFAULT_MODEL_DIR}; build it with "
-            "`python -m diffqc.detector.default`"
+            f"the default model of {product!r} is missing at {path}; build it with "
+            f"`python -m diffqc.detector.default --product {product}`"
         )
-    return DEFAULT_MODEL_DIR
+    return path
 
 
-def build_default_model(minutes: float, threads: int, out: Path = DEFAULT_MODEL_DIR, seed: int = 0) -> dict:
+def build_default_model(product: str, minutes: float, threads: int, out: Path | None = None,
+                        seed: int = 0) -> dict:
     import torch
 
     from diffqc.data.synth import generate_product
@@ -44,24 +48,26 @@ def build_default_model(minutes: float, threads: int, out: Path = DEFAULT_MODEL_
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="diffqc-default-") as tmp:
-        data = generate_product(DEFAULT_PRODUCT_TYPE, tmp, n_train=200, n_test_good=40, n_test_defect=60,
+        data = generate_product(product, tmp, n_train=200, n_test_good=40, n_test_defect=60,
                                 size=(256, 256), seed=0)
         det = train_detector(data, DetectorConfig().with_overrides(SMALL), minutes=minutes, seed=seed)
         ev = evaluate_detector(det, data)
         det.metadata["metrics"] = dict(ev.report())
-        det.metadata["metrics_data"] = "pcb, generate_product seed 0, test split: 40 good, 60 defective"
-        det.metadata["rebuild"] = f"python -m diffqc.detector.default --minutes {minutes:g} --threads {threads}"
-        save_detector(det, out)
+        det.metadata["metrics_data"] = f"{product}, generate_product seed 0, test split: 40 good, 60 defective"
+        det.metadata["rebuild"] = (f"python -m diffqc.detector.default --product {product} "
+                                   f"--minutes {minutes:g} --threads {threads}")
+        save_detector(det, out or DEFAULT_MODELS_DIR / product)
     return det.metadata["metrics"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Rebuild the default PCB detector artifact.")
+    p = argparse.ArgumentParser(description="Rebuild a shipped default detector artifact.")
+    p.add_argument("--product", choices=DEFAULT_PRODUCT_TYPES, default="pcb")
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
+    p.add_argument("--out", type=Path, default=None, help="default: the package's default_models/<product>")
     args = p.parse_args(argv)
-    metrics = build_default_model(args.minutes, args.threads, args.out)
+    metrics = build_default_model(args.product, args.minutes, args.threads, args.out)
     print(json.dumps(metrics, indent=2))
 
 

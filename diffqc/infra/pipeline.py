@@ -1,13 +1,19 @@
 """The whole inspection pipeline on one machine: the local servers plus the four services.
 
-Used by ``diffqc demo`` (``make run``) and the end-to-end tests. The products and model versions
-that the model repository serves are registered in the metadata database first, so ingestion
-knows the product types, preprocessing knows their specs and scoring their thresholds.
+Used by ``diffqc demo`` (``make run``), ``diffqc bench pipeline`` and the end-to-end tests. The
+products and model versions that the model repository serves are registered in the metadata
+database first, so ingestion knows the product types, preprocessing knows their specs and scoring
+their thresholds.
+
+Score points go to the InfluxDB named by ``DIFFQC_INFLUX_URL`` when it is set, else to the embedded
+time-series store (victoria-metrics, when installed), else to a line-protocol file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,40 +45,57 @@ class LocalPipeline:
     root: Path
     model_repository: Path
     database_url: str | None = None  # default: a SQLite file under root
+    line_protocol_file: Path | None = None  # where scores go without any time-series store (default: under root)
     stack: LocalStack = field(init=False)
     env: dict[str, str] = field(init=False, default_factory=dict)
     ports: dict[str, int] = field(init=False, default_factory=dict)
     processes: dict[str, ServerProcess] = field(init=False, default_factory=dict)
+    image_sizes: dict[str, tuple[int, int]] = field(init=False, default_factory=dict)  # (h, w) per product
 
     def __post_init__(self):
         self.root = Path(self.root)
         self.stack = LocalStack(self.root)
         self.database_url = self.database_url or f"sqlite:///{self.root / 'diffqc.db'}"
+        self.line_protocol_file = Path(self.line_protocol_file or self.root / "scores.lp")
+
+    @property
+    def scores_to(self) -> str:
+        """Where the scoring service writes score points (for the user)."""
+        if "DIFFQC_INFLUX_URL" in self.env:
+            return f"InfluxDB API at {self.env['DIFFQC_INFLUX_URL']}"
+        return f"the line-protocol file {self.env['DIFFQC_SCORING_LINE_PROTOCOL_FILE']}"
 
     @property
     def settings(self) -> Settings:
         """The settings every service of this pipeline runs with (for in-process clients)."""
+        influx = {"url": self.env["DIFFQC_INFLUX_URL"]} if "DIFFQC_INFLUX_URL" in self.env else {}
         return Settings(
             data_dir=self.root, blob_root=self.root / "blobs", database={"url": self.database_url},
             kafka={"bootstrap_servers": self.env["DIFFQC_KAFKA_BOOTSTRAP_SERVERS"], "session_timeout_ms": 6000},
-            influx={"url": self.env["DIFFQC_INFLUX_URL"]}, triton={"grpc_url": self.env["DIFFQC_TRITON_GRPC_URL"]},
+            influx=influx, triton={"grpc_url": self.env["DIFFQC_TRITON_GRPC_URL"]},
         )
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
     def start_servers(self) -> None:
-        servers = self.stack.up(free_port(), free_port(), triton_repo=self.model_repository)
+        external_influx = os.environ.get("DIFFQC_INFLUX_URL")
+        embedded_store = not external_influx and shutil.which("victoria-metrics") is not None
+        servers = self.stack.up(free_port(), free_port() if embedded_store else None,
+                                triton_repo=self.model_repository)
         self.env = {
             "DIFFQC_DATA_DIR": str(self.root),
             "DIFFQC_BLOB_ROOT": str(self.root / "blobs"),
             "DIFFQC_DATABASE_URL": self.database_url,
             "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": servers[KAFKA].address,
             "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",  # tansu answers a group join after half of it
-            "DIFFQC_INFLUX_URL": servers[TIMESERIES].address,
             "DIFFQC_TRITON_GRPC_URL": servers[TRITON].address,
             "DIFFQC_REGISTRY_URL": servers[REGISTRY].address,  # the Avro topics' schemas (quality.alert)
         }
+        if external_influx or embedded_store:
+            self.env["DIFFQC_INFLUX_URL"] = external_influx or servers[TIMESERIES].address
+        else:
+            self.env["DIFFQC_SCORING_LINE_PROTOCOL_FILE"] = str(self.line_protocol_file)
         kafka = self.settings.kafka
         ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)
 
@@ -88,6 +111,7 @@ class LocalPipeline:
                 detector = Detector.load(artifact)
                 for product in json.loads((artifact / "metadata.json").read_text())["products"]:
                     size = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
+                    self.image_sizes[product] = (int(size[0]), int(size[1]))
                     register_product(session, product, {"height": int(size[0]), "width": int(size[1]),
                                                         "channels": detector.cfg.model.channels})
                     register_model_version(session, product, version, artifact.as_uri(),

@@ -63,19 +63,20 @@ class LocalStack:
     def running(self) -> dict[str, RunningServer]:
         return {n: s for n, s in self._load().items() if pid_alive(s.pid, s.binary)}
 
-    def up(self, kafka_port: int, timeseries_port: int, triton_repo: Path | None = None,
+    def up(self, kafka_port: int, timeseries_port: int | None, triton_repo: Path | None = None,
            triton_grpc_port: int | None = None, registry_port: int | None = None) -> dict[str, RunningServer]:
         """Start what is not running yet (idempotent); on failure stop what this call started.
 
-        Triton starts only when ``triton_repo`` (a model repository) is given. The schema registry of
-        the Avro topics (``diffqc.infra.registry``) always starts, on ``registry_port`` or a free port.
+        The time-series store starts only with a ``timeseries_port``, Triton only when ``triton_repo``
+        (a model repository) is given. The schema registry of the Avro topics (``diffqc.infra.registry``)
+        always starts, on ``registry_port`` or a free port.
         """
         servers = self.running()
         wanted: dict[str, tuple[ServerProcess, str, str]] = {}
         if KAFKA not in servers:
             address = f"127.0.0.1:{kafka_port}"
             wanted[KAFKA] = (kafka_broker(kafka_port, self.root / "kafka.log"), address, address)
-        if TIMESERIES not in servers:
+        if timeseries_port is not None and TIMESERIES not in servers:
             url = f"http://127.0.0.1:{timeseries_port}"
             wanted[TIMESERIES] = (
                 timeseries_store(timeseries_port, self.root / "timeseries-data", self.root / "timeseries.log"), url, url

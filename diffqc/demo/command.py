@@ -1,0 +1,102 @@
+"""``diffqc demo`` (``make run``): the whole inspection pipeline on the embedded default.
+
+It starts the local servers (Kafka-protocol broker, time-series store, Triton with the shipped
+model repository) and the four services as separate processes, streams a synthetic production line
+(one line per product type the repository serves, about 10% defective parts) through the ingestion
+gRPC API, waits until each frame is one inspection row, reports recall and false-positive rate
+against the generator's ground truth, writes a score chart and an HTML report with heatmap
+overlays, and stops everything again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from diffqc.demo.line import production_line
+from diffqc.demo.report import Outcome, figures, html_report, per_product, score_chart
+from diffqc.demo.stream import ingest_stream, wait_for_inspections
+from diffqc.infra.errors import InfraError
+from diffqc.infra.pipeline import LocalPipeline
+from diffqc.infra.services import PROJECT_ROOT
+from diffqc.store.blobs import FileBlobStore
+
+console = Console()
+
+def _print_results(outcomes: list[Outcome], summary: dict) -> None:
+    table = Table("product", "frames", "defective", "caught", "false alarms", "recall", "FPR", "p50 ms")
+    for product, f in per_product(outcomes).items():
+        mine = [o for o in outcomes if o.part.product_type == product]
+        table.add_row(product, str(f["frames_scored"]), str(f["defective_parts"]),
+                      str(sum(o.kind == "caught" for o in mine)), str(sum(o.kind == "false alarm" for o in mine)),
+                      "n/a" if f["recall"] is None else f"{f['recall']:.1%}",
+                      "n/a" if f["fpr"] is None else f"{f['fpr']:.1%}", f"{f['latency_ms_p50']:.0f}")
+    console.print(table)
+    for o in outcomes:
+        if o.kind in ("missed", "false alarm"):
+            console.print(f"  {o.kind}: {o.part.frame_id} ({o.part.product_type}, {o.part.truth}) "
+                          f"score {o.inspection.score:.2f} vs threshold {o.inspection.threshold:.2f}")
+    caught = sum(o.kind == "caught" for o in outcomes)
+    alarms = sum(o.kind == "false alarm" for o in outcomes)
+    console.print(f"defective parts caught: {caught}/{summary['defective_parts']}; "
+                  f"false alarms: {alarms}/{summary['frames_scored'] - summary['defective_parts']}")
+    console.print(f"frame -> verdict latency: p50 {summary['latency_ms_p50']:.0f} ms, "
+                  f"p95 {summary['latency_ms_p95']:.0f} ms (includes queueing behind earlier frames)")
+
+
+def demo(
+    frames: int = typer.Option(200, min=1, help="Camera frames to stream through the pipeline"),
+    defect_rate: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of defective parts"),
+    fps: float = typer.Option(2.0, min=0.0, help="Camera frame rate of the whole line (0: send as fast as possible)"),
+    out: Path = typer.Option(Path("var/demo"), help="Where the report, heatmaps and the score chart go"),
+    repo: Path = typer.Option(PROJECT_ROOT / "model-repository", help="Triton model repository to serve"),
+    seed: int = typer.Option(0, help="Seed of the synthetic line"),
+    summary: Path | None = typer.Option(None, help="Also write the summary as JSON to this file"),
+) -> None:
+    """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""
+    console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
+                  "as separate processes over Kafka, on this machine")
+    root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
+    pipeline = LocalPipeline(root, repo, line_protocol_file=out / "scores.lp")
+    try:
+        with console.status("starting the broker, the time-series store, Triton and the four services"):
+            started = time.monotonic()
+            products = pipeline.start()
+        console.print(f"pipeline up in {time.monotonic() - started:.0f} s; product types {', '.join(products)} "
+                      f"(shipped models, {repo}); scores go to {pipeline.scores_to}")
+        line = production_line(products, pipeline.image_sizes, frames, defect_rate, seed,
+                               run_id=f"demo-{uuid.uuid4().hex[:6]}")
+        accepted, parts = ingest_stream(pipeline.address("ingestion"), line, frames, console, fps)
+        console.print(f"ingested {len(accepted)}/{frames} frames on {len(products)} lines")
+        inspections = wait_for_inspections(pipeline.database_url, accepted, 120 + 2 * frames, console)
+        outcomes = sorted((Outcome(parts[fid], ins) for fid, ins in inspections.items()),
+                          key=lambda o: o.part.frame_id)
+        figures_ = {"frames_in": len(accepted), **figures(outcomes), "scores_to": pipeline.scores_to}
+        if outcomes:
+            _print_results(outcomes, figures_)
+            out.mkdir(parents=True, exist_ok=True)
+            score_chart(outcomes, out / "scores.png")
+            report = html_report(outcomes, figures_, FileBlobStore(pipeline.root / "blobs"), out)
+            console.print(f"report with heatmap overlays: {report.resolve()}")
+        if summary:
+            summary.parent.mkdir(parents=True, exist_ok=True)
+            summary.write_text(json.dumps(figures_, indent=2) + "\n")
+        if len(inspections) < len(accepted):
+            console.print(f"[red]only {len(inspections)} of {len(accepted)} frames were inspected[/red]")
+            raise typer.Exit(1)
+    except InfraError as exc:
+        console.print(f"[red]could not start the pipeline:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        with console.status("stopping"):
+            pipeline.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        console.print("stopped every server and service")
