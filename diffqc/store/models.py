@@ -142,3 +142,14 @@ class Alert(Base):
     last_error: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(default=_now)
     delivered_at: Mapped[datetime | None]
+    # When the next delivery attempt is due (exponential backoff); None = due now.
+    next_attempt_at: Mapped[datetime | None]
+    # Line-stop request of an alert whose severity asks for one: None = not asked, else a LineStop value.
+    line_stop_state: Mapped[str | None] = mapped_column(String(16))
+    line_stop_at: Mapped[datetime | None]
+
+
+class LineStop(enum.StrEnum):
+    PENDING = "pending"
+    REQUESTED = "requested"
+    FAILED = "failed"

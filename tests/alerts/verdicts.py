@@ -1,4 +1,4 @@
-"""DEFECT and PASS verdicts as scoring publishes them, for the alert and bridge tests."""
+"""DEFECT and PASS verdicts as scoring publishes them, and their rows, for the alert and bridge tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import uuid
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.orm import Session
 
+from diffqc.store.inspections import ensure_frame, record_inspection
+from diffqc.store.models import Verdict
+from diffqc.store.products import get_product, register_product
 from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef, Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
@@ -29,3 +33,15 @@ def verdict(score: float = 1.5, threshold: float = 1.0, line: str = "L1", defect
         heatmap=BlobRef(uri=f"file:///blobs/{frame_id}-heatmap.png", media_type="image/png"),
         model=ModelRef(name="diffqc_detector", version="1"), decided_at=decided,
     )
+
+
+def store_inspections(engine, verdicts: list[InspectionVerdict]) -> None:
+    """The product, frame and inspection rows behind ``verdicts`` (the bridge's outbox refers to inspections)."""
+    with Session(engine) as session, session.begin():
+        if get_product(session, "pcb") is None:
+            register_product(session, "pcb", {"height": 100, "width": 100, "channels": 3}, {})
+        for v in verdicts:
+            ensure_frame(session, v.frame)
+            record_inspection(session, id=v.inspection_id, frame_id=v.frame.frame_id, model_version="1",
+                              component_scores={}, score=v.score, threshold=v.threshold,
+                              verdict=Verdict.DEFECT if v.verdict == VERDICT_DEFECT else Verdict.PASS, latency_ms=1.0)

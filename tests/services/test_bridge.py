@@ -1,0 +1,279 @@
+"""The MES bridge against a real broker, registry, PostgreSQL and a real HTTP MES receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
+from confluent_kafka import Producer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from diffqc.alerts import alert_record
+from diffqc.alerts.delivery import DeliveryLoop
+from diffqc.bus.admin import ensure_topics
+from diffqc.bus.config import producer_config
+from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
+from diffqc.contracts.topics import QUALITY_ALERT, dead_letter_topic
+from diffqc.infra.ports import free_port
+from diffqc.runtime.grpc_server import GrpcServer
+from diffqc.settings import BridgeSettings, RegistrySettings
+from diffqc.store.engine import make_engine
+from diffqc.store.migrate import upgrade
+from diffqc.store.models import Alert, DeliveryState, LineStop
+from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
+from services.bridge.service import BridgeServicer, alert_worker
+from tests.alerts.verdicts import store_inspections, verdict
+from tests.kafka_helpers import collect
+
+TOKEN = "Bearer mes-secret"
+
+
+class MesReceiver:
+    """A real HTTP server playing the MES: records every request; ``mode`` 'ok' answers 200 (422 for lot
+    REJECT), 'unavailable' answers 503. Not listening at all until ``start``: connection refused."""
+
+    def __init__(self):
+        self.port, self.mode, self.requests, self.lock = free_port(), "ok", [], threading.Lock()
+        self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                status = 503 if receiver.mode == "unavailable" else 422 if body.get("lot") == "REJECT" else 200
+                with receiver.lock:
+                    receiver.requests.append({"path": self.path, "key": self.headers["Idempotency-Key"],
+                                              "auth": self.headers["Authorization"], "status": status, "body": body})
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def accepted(self, path: str = "/mes/alerts") -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["path"] == path and r["status"] == 200]
+
+
+@pytest.fixture
+def receiver():
+    mes = MesReceiver()
+    yield mes
+    mes.stop()
+
+
+@pytest.fixture
+def engine(postgres_url):
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def kafka(kafka_settings):
+    return kafka_settings.model_copy(update={"group_prefix": uuid.uuid4().hex})
+
+
+@pytest.fixture
+def alerts(kafka, schema_registry_url) -> AvroTopic:
+    """The bridge's view of a fresh alert topic (same schema and subject naming as quality.alert)."""
+    topic = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)),
+                      f"{QUALITY_ALERT}.test-{uuid.uuid4().hex[:8]}", load_schema(ALERT_SCHEMA))
+    ensure_topics(kafka, [topic.topic, dead_letter_topic(topic.topic, kafka)], 2)
+    topic.register()
+    return topic
+
+
+def bridge_settings(receiver: MesReceiver, **overrides) -> BridgeSettings:
+    fields = {"mes_webhook_url": f"{receiver.url}/mes/alerts", "mes_auth_value": TOKEN,
+              "line_stop_url": f"{receiver.url}/line-stop", "request_timeout_s": 2, "backoff_base_s": 0.05,
+              "backoff_max_s": 0.3, "poll_interval_s": 0.05}
+    return BridgeSettings(**{**fields, **overrides})
+
+
+def produce(kafka, alerts: AvroTopic, records: list[dict], raw: list[bytes] = ()) -> None:
+    producer = Producer(producer_config(kafka))
+    for record in records:
+        producer.produce(alerts.topic, key=record["line_id"].encode(), value=alerts.encode(record),
+                         headers=[("frame_id", record["frame_id"].encode())])
+    for value in raw:
+        producer.produce(alerts.topic, key=b"L1", value=value, headers=[("frame_id", b"garbage")])
+    assert producer.flush(10) == 0
+
+
+def rows(engine) -> dict[str, Alert]:
+    with Session(engine) as session:
+        return {row.id: row for row in session.scalars(select(Alert))}
+
+
+def wait_until(condition, timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_loops(*loops):
+    stop = threading.Event()
+    threads = [threading.Thread(target=loop.run, args=(stop,), daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    return stop, threads
+
+
+def pending_over_grpc(engine, **request) -> bridge_pb2.ListPendingAlertsResponse:
+    servicer = BridgeServicer(engine)
+    server = GrpcServer("bridge", lambda s: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, s),
+                        ["diffqc.v1.BridgeService"])
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            return bridge_pb2_grpc.BridgeServiceStub(channel).ListPendingAlerts(
+                bridge_pb2.ListPendingAlertsRequest(**request))
+    finally:
+        server.stop(1)
+
+
+def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine, kafka, alerts, receiver):
+    verdicts = [verdict(score=1.1 + 0.05 * i, line=f"L{i % 2}") for i in range(5)] + [verdict(score=3.0)]
+    store_inspections(engine, verdicts)
+    records = [alert_record(v) for v in verdicts]
+    critical = records[-1]
+    assert critical["severity"] == "CRITICAL" and {r["severity"] for r in records[:-1]} <= {"MINOR", "MAJOR"}
+    # The first alert twice (a redelivery upstream), and a message that is not Avro at all.
+    produce(kafka, alerts, [records[0], *records, records[0]], raw=[b"\x00\x00\x00not an alert"])
+
+    settings = bridge_settings(receiver)
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts), DeliveryLoop(engine, settings))
+    try:
+        ids = {r["alert_id"] for r in records}
+        # Phase 1, the MES is down (connection refused): every alert is in the outbox, retried, not lost.
+        wait_until(lambda: set(rows(engine)) == ids and all(r.attempts >= 2 for r in rows(engine).values()),
+                   what="every alert in the outbox with failed attempts")
+        listed = pending_over_grpc(engine, page_size=4)
+        assert len(listed.alerts) == 4 and listed.next_page_token
+        rest = pending_over_grpc(engine, page_size=4, page_token=listed.next_page_token)
+        assert {a.alert_id for a in [*listed.alerts, *rest.alerts]} == ids and not rest.next_page_token
+        assert all("unreachable" in a.last_error and a.attempts >= 2 for a in listed.alerts)
+        assert {a.alert_id for a in pending_over_grpc(engine, line_id="L1").alerts} == {
+            r["alert_id"] for r in records if r["line_id"] == "L1"}
+        # Phase 2, the MES answers 503: still retried.
+        receiver.mode = "unavailable"
+        receiver.start()
+        wait_until(lambda: len(receiver.requests) >= len(ids), what="503 answers")
+        # Phase 3, the MES is back.
+        receiver.mode = "ok"
+        wait_until(lambda: all(r.delivery_state == DeliveryState.DELIVERED for r in rows(engine).values()),
+                   what="every alert delivered")
+        time.sleep(1.0)  # a duplicate delivery would show up now
+        letters = collect(kafka, dead_letter_topic(alerts.topic, kafka), {"garbage"}, timeout_s=20, settle_s=0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+    delivered = receiver.accepted()
+    assert Counter(r["key"] for r in delivered) == {alert_id: 1 for alert_id in ids}  # exactly once each
+    assert len(delivered) == len(ids)
+    assert any(r["status"] == 503 for r in receiver.requests)
+    for request in delivered:
+        assert request["key"] == request["body"]["alert_id"] and request["auth"] == TOKEN
+    by_id = {r["alert_id"]: r for r in records}
+    assert {r["key"]: r["body"]["detected_at"] for r in delivered} == {
+        i: r["detected_at"].isoformat(timespec="milliseconds") for i, r in by_id.items()}
+    # The critical alert requested its line stop exactly once; no other alert did.
+    stops = receiver.accepted("/line-stop")
+    assert [(s["key"], s["body"]["line_id"], s["body"]["severity"]) for s in stops] == [
+        (critical["alert_id"], critical["line_id"], "CRITICAL")]
+    outbox = rows(engine)
+    assert outbox[critical["alert_id"]].line_stop_state == LineStop.REQUESTED
+    assert {r.line_stop_state for i, r in outbox.items() if i != critical["alert_id"]} == {None}
+    assert pending_over_grpc(engine).alerts == []
+    [letter] = letters["garbage"]
+    assert "undecodable alert" in dict(letter.headers())["dlq.reason"].decode()
+
+
+def test_a_4xx_fails_the_alert_for_good_with_the_reason_and_others_go_on(engine, kafka, alerts, receiver):
+    good, bad = verdict(), verdict(lot="REJECT")
+    store_inspections(engine, [good, bad])
+    produce(kafka, alerts, [alert_record(bad), alert_record(good)])
+    receiver.start()
+    settings = bridge_settings(receiver, line_stop_url=None)
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts), DeliveryLoop(engine, settings))
+    try:
+        wait_until(lambda: len(rows(engine)) == 2 and all(r.delivery_state != DeliveryState.PENDING
+                                                          for r in rows(engine).values()), what="both settled")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    outbox = rows(engine)
+    failed, delivered = outbox[alert_record(bad)["alert_id"]], outbox[alert_record(good)["alert_id"]]
+    assert failed.delivery_state == DeliveryState.FAILED and failed.attempts == 1  # never retried
+    assert "mes: HTTP 422 from" in failed.last_error
+    assert delivered.delivery_state == DeliveryState.DELIVERED and delivered.delivered_at is not None
+    assert [r["status"] for r in receiver.requests if r["key"] == failed.id] == [422]
+
+
+def test_the_service_process_delivers_and_refuses_bad_settings(postgres_url, engine, kafka, receiver,
+                                                               schema_registry_url, tmp_path):
+    base = {**os.environ, "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix, "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "DIFFQC_DATABASE_URL": postgres_url, "DIFFQC_REGISTRY_URL": schema_registry_url,
+            "DIFFQC_SERVICE_GRPC_PORT": str(free_port()), "DIFFQC_SERVICE_METRICS_PORT": "0",
+            "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1"}
+    bridge = [sys.executable, "-m", "services.bridge"]
+    for value, message in [(None, "DIFFQC_BRIDGE_MES_WEBHOOK_URL is not set"),
+                           ("mes.example/alerts", "DIFFQC_BRIDGE_MES_WEBHOOK_URL: Value error, 'mes.example/alerts' "
+                                                  "is not an http(s) URL")]:
+        env = {**base, **({"DIFFQC_BRIDGE_MES_WEBHOOK_URL": value} if value else {})}
+        done = subprocess.run(bridge, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr + done.stdout, done.stderr[-2000:]
+
+    ensure_topics(kafka, [QUALITY_ALERT, dead_letter_topic(QUALITY_ALERT, kafka)], 2)
+    producer_side = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)), QUALITY_ALERT,
+                              load_schema(ALERT_SCHEMA))
+    producer_side.register()
+    v = verdict()
+    store_inspections(engine, [v])
+    receiver.start()
+    proc = subprocess.Popen(bridge, env={**base, "DIFFQC_BRIDGE_MES_WEBHOOK_URL": f"{receiver.url}/mes/alerts"},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        produce(kafka, producer_side, [alert_record(v)])
+        wait_until(lambda: any(r["key"] == alert_record(v)["alert_id"] for r in receiver.accepted()),
+                   what="the alert at the MES")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-3000:]
