@@ -104,8 +104,7 @@ def _checked(observation) -> Observation:
         raise ValueError(f"observation time {time.isoformat()} has no time zone")
     if isinstance(score, bool) or not isinstance(score, (int, float, np.floating)) or not np.isfinite(score):
         raise ValueError(f"observation score must be a finite number, got {score!r}")
-    is_defect(observation.verdict)
-    return observation._replace(score=float(score), lot=observation.lot or None)
+    return observation._replace(score=float(score), verdict=is_defect(observation.verdict), lot=observation.lot or None)
 
 
 @dataclass
@@ -180,12 +179,17 @@ class SpcChart:
                 signals.append(SpcSignal(self.line_id, self.product_type, rule.id, rule.description, row.score,
                                          limits.center_line, limits.ucl, limits.lcl, row.time, index, row.lot,
                                          row.inspection_id))
-        for position, (index, row) in enumerate(monitored):
-            for rule in self.rules:
-                if position in fired_at[rule.id]:
-                    self._active.setdefault(rule.id, (row.time, index))
-                else:
-                    self._active.pop(rule.id, None)
+        last = len(monitored) - 1
+        for rule_id, fired in fired_at.items():  # a rule is active while it fires on every new point
+            if last not in fired:
+                self._active.pop(rule_id, None)
+                continue
+            start = last
+            while start - 1 in fired:
+                start -= 1
+            if start > 0 or rule_id not in self._active:  # else the streak goes on from an earlier batch
+                index, row = monitored[start]
+                self._active[rule_id] = (row.time, index)
         self._tail_z = z[-(MAX_WINDOW - 1):]
         return signals
 
@@ -205,7 +209,7 @@ class SpcChart:
             while len(self.lots) > self.settings.history_size:
                 self.lots.popitem(last=False)
         lot.inspected += 1
-        lot.defective += is_defect(row.verdict)
+        lot.defective += row.verdict  # a bool once checked
         lot.last_time, lot.last_index = row.time, index
         return signals
 
