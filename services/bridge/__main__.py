@@ -1,8 +1,9 @@
 """``python -m services.bridge``: run the MES/SPC bridge until SIGTERM.
 
 Start-up, each step bounded by ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``: check the MES webhook URL is
-set, wait for the broker, the database (migrations applied) and the schema registry. A missing or
-malformed setting exits 2 with a message naming the variable; a dependency that stays down exits 1.
+set, wait for the broker, the database (migrations applied) and the schema registry (the
+quality.spc schema is registered there, BACKWARD). A missing or malformed setting exits 2 with a
+message naming the variable; a dependency that stays down, or a refused schema, exits 1.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import sys
 
 from diffqc.alerts.delivery import DeliveryLoop, require_webhook
 from diffqc.bus.admin import wait_for_broker
-from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
-from diffqc.contracts.topics import QUALITY_ALERT
-from diffqc.runtime.dependencies import wait_for
+from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, SchemaRejected, load_schema, registry_client
+from diffqc.contracts.topics import QUALITY_ALERT, QUALITY_SPC
 from diffqc.runtime.service import run_service
 from diffqc.runtime.startup import migrated_database, service_main
+from diffqc.scoring.sink import make_sink
 from diffqc.settings import Settings
+from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.v1 import bridge_pb2_grpc
-from services.bridge.service import SERVICE_NAME, BridgeServicer, alert_worker
+from services.bridge.service import SERVICE_NAME, BridgeServicer, SpcFeed, alert_worker, spc_worker
 
 NAME = "bridge"
 
@@ -34,18 +36,27 @@ def start(settings: Settings) -> int:
     wait_for_broker(settings.kafka, timeout)
     engine = migrated_database(settings)
     client = registry_client(settings.registry)
-    wait_for("schema registry", settings.registry.url, client.get_subjects, timeout)
     alerts = AvroTopic(client, QUALITY_ALERT, load_schema(ALERT_SCHEMA))
-    servicer = BridgeServicer(engine)
+    signals = AvroTopic(client, QUALITY_SPC, load_schema(SPC_SCHEMA))
+    try:
+        signals.register_at_start(timeout)
+    except SchemaRejected as exc:  # e.g. an incompatible SPC schema: no retry can fix it
+        logging.getLogger(NAME).critical("cannot start: %s", exc)
+        return 1
+    # InfluxDB is not awaited (like scoring): a signal that cannot be written holds its verdict until it is back.
+    sink = make_sink(settings)
+    spc = SpcFeed(SpcMonitor(settings.spc))
+    servicer = BridgeServicer(engine, spc)
     try:
         return run_service(
             NAME, settings,
             lambda server: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server),
             [SERVICE_NAME],
             loops=[alert_worker(engine, settings.kafka, settings.bridge, alerts),
-                   DeliveryLoop(engine, settings.bridge)],
+                   DeliveryLoop(engine, settings.bridge), spc_worker(spc, settings.kafka, sink, signals)],
         )
     finally:
+        sink.close()
         engine.dispose()
 
 

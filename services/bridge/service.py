@@ -1,12 +1,18 @@
-"""The bridge's Kafka worker (quality.alert -> outbox row) and its gRPC API.
+"""The bridge's Kafka workers and its gRPC API.
 
-The worker decodes each alert with the registry's AvroDeserializer and inserts its outbox row
-(idempotent on the alert id); the consume loop commits the offset only after that row committed,
-so an alert is never acknowledged to Kafka before it is durable. Delivery to the MES is the
-``DeliveryLoop``'s job (``diffqc.alerts.delivery``).
+- Alerts: each quality.alert message is decoded with the registry's AvroDeserializer and its
+  outbox row inserted (idempotent on the alert id); the consume loop commits the offset only after
+  that row committed, so an alert is never acknowledged to Kafka before it is durable. Delivery
+  to the MES is the ``DeliveryLoop``'s job (``diffqc.alerts.delivery``).
+- SPC: every verdict of qc.inspections.v1 feeds the ``SpcMonitor`` (``diffqc.spc``); each signal
+  is written to InfluxDB (measurement ``spc_signal``) and published Avro on quality.spc (key =
+  line) before the offset is committed. ``GetSpcState`` answers from the same monitor.
 """
 
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
 
 import grpc
 from confluent_kafka import Message
@@ -16,15 +22,21 @@ from sqlalchemy.orm import Session
 
 from diffqc.alerts import alert_json
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.bus.producer import Publisher
 from diffqc.contracts.avro import AvroTopic, UndecodableValue
+from diffqc.contracts.topics import INSPECTIONS
 from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.scoring.sink import ScoreSink
 from diffqc.settings import BridgeSettings, KafkaSettings
+from diffqc.spc import SpcMonitor, signal_record, spc_signal_point
 from diffqc.store.alerts import BadPageToken, record_alert, undelivered_alerts
 from diffqc.store.inspections import database_unavailable, utc
 from diffqc.store.models import Alert
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
+from diffqc.v1.scoring_pb2 import InspectionVerdict
 
 GROUP = "bridge"
+SPC_GROUP = "bridge-spc"
 SERVICE_NAME = "diffqc.v1.BridgeService"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
@@ -46,6 +58,48 @@ def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, a
     return ConsumeLoop(kafka, alerts.topic, GROUP, lambda value: value, handle)
 
 
+class SpcFeed:
+    """The monitor behind a lock (the SPC worker feeds it, gRPC threads read it), skipping redelivered
+    verdicts: a verdict seen again (same inspection id) must not count twice on a chart."""
+
+    def __init__(self, monitor: SpcMonitor, remember: int = 100_000):
+        self.monitor, self.remember = monitor, remember
+        self.lock = threading.Lock()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def observe(self, verdict: InspectionVerdict) -> list:
+        with self.lock:
+            if verdict.inspection_id in self._seen:
+                return []
+            signals = self.monitor.observe_verdict(verdict)
+            self._seen[verdict.inspection_id] = None
+            if len(self._seen) > self.remember:
+                self._seen.popitem(last=False)
+            return signals
+
+    def state(self, line_id: str, product_type: str) -> list[bridge_pb2.SpcState]:
+        with self.lock:
+            return self.monitor.state(line_id, product_type)
+
+
+def spc_worker(feed: SpcFeed, kafka: KafkaSettings, sink: ScoreSink, signals: AvroTopic) -> ConsumeLoop:
+    """qc.inspections.v1 -> SPC monitor -> spc_signal points + quality.spc, committed after both."""
+    publisher = Publisher(kafka)
+
+    def handle(verdict: InspectionVerdict, _msg: Message) -> None:
+        try:
+            fired = feed.observe(verdict)
+        except ValueError as exc:  # no verdict, no capture time: the chart cannot place it
+            raise PoisonMessage(str(exc)) from exc
+        plant = verdict.frame.plant_id
+        for signal in fired:
+            sink.write(spc_signal_point(signal, {"plant": plant}))
+            publisher.publish(signals.topic, signal.line_id.encode(), signals.encode(signal_record(signal, plant)),
+                              [("signal_id", signal.signal_id.encode())])
+
+    return ConsumeLoop(kafka, INSPECTIONS, SPC_GROUP, InspectionVerdict.FromString, handle)
+
+
 def _timestamp(value) -> Timestamp | None:
     if value is None:
         return None
@@ -63,8 +117,13 @@ def pending_alert(row: Alert) -> bridge_pb2.PendingAlert:
 
 
 class BridgeServicer(bridge_pb2_grpc.BridgeServiceServicer):
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, engine: Engine, spc: SpcFeed):
+        self.engine, self.spc = engine, spc
+
+    def GetSpcState(self, request: bridge_pb2.GetSpcStateRequest, context: grpc.ServicerContext):
+        if not request.line_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "line_id is required")
+        return bridge_pb2.GetSpcStateResponse(states=self.spc.state(request.line_id, request.product_type))
 
     def ListPendingAlerts(self, request: bridge_pb2.ListPendingAlertsRequest, context: grpc.ServicerContext):
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

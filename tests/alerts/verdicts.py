@@ -19,12 +19,14 @@ DECIDED = datetime(2026, 11, 3, 8, 15, 42, 123000, tzinfo=UTC)
 
 
 def verdict(score: float = 1.5, threshold: float = 1.0, line: str = "L1", defect: bool = True,
-            area_px: int = 20, lot: str = "LOT-7") -> InspectionVerdict:
-    decided = Timestamp()
+            area_px: int = 20, lot: str = "LOT-7", captured: datetime = DECIDED) -> InspectionVerdict:
+    decided, capture = Timestamp(), Timestamp()
     decided.FromDatetime(DECIDED)
+    capture.FromDatetime(captured)
     frame_id = f"f-{uuid.uuid4().hex[:10]}"
     frame = Frame(frame_id=frame_id, plant_id="P1", line_id=line, station_id="S1", camera_id="C1",
                   product_type="pcb", work_order="WO-42", lot=lot, shape=Shape(height=100, width=100, channels=3),
+                  capture_time=capture,
                   image=BlobRef(uri=f"file:///blobs/{frame_id}.png", media_type="image/png"))
     regions = [DefectRegion(bbox=BoundingBox(x=30, y=10, width=10, height=10), area_px=area_px, peak_score=4.5)]
     return InspectionVerdict(

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -24,16 +25,19 @@ from diffqc.alerts.delivery import DeliveryLoop
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
-from diffqc.contracts.topics import QUALITY_ALERT, dead_letter_topic
+from diffqc.contracts.topics import INSPECTIONS, QUALITY_ALERT, QUALITY_SPC, dead_letter_topic
 from diffqc.infra.ports import free_port
+from diffqc.infra.timeseries import export_series
 from diffqc.runtime.grpc_server import GrpcServer
-from diffqc.settings import BridgeSettings, RegistrySettings
+from diffqc.scoring.sink import InfluxScoreSink
+from diffqc.settings import BridgeSettings, InfluxSettings, RegistrySettings, SpcSettings
+from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
-from services.bridge.service import BridgeServicer, alert_worker
-from tests.alerts.verdicts import store_inspections, verdict
+from services.bridge.service import BridgeServicer, SpcFeed, alert_worker, spc_worker
+from tests.alerts.verdicts import DECIDED, store_inspections, verdict
 from tests.kafka_helpers import collect
 
 TOKEN = "Bearer mes-secret"
@@ -150,17 +154,20 @@ def run_loops(*loops):
     return stop, threads
 
 
-def pending_over_grpc(engine, **request) -> bridge_pb2.ListPendingAlertsResponse:
-    servicer = BridgeServicer(engine)
+def call_bridge(engine, method: str, request, spc: SpcFeed | None = None):
+    servicer = BridgeServicer(engine, spc or SpcFeed(SpcMonitor()))
     server = GrpcServer("bridge", lambda s: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, s),
                         ["diffqc.v1.BridgeService"])
     server.start()
     try:
         with grpc.insecure_channel(server.address) as channel:
-            return bridge_pb2_grpc.BridgeServiceStub(channel).ListPendingAlerts(
-                bridge_pb2.ListPendingAlertsRequest(**request))
+            return getattr(bridge_pb2_grpc.BridgeServiceStub(channel), method)(request)
     finally:
         server.stop(1)
+
+
+def pending_over_grpc(engine, **request) -> bridge_pb2.ListPendingAlertsResponse:
+    return call_bridge(engine, "ListPendingAlerts", bridge_pb2.ListPendingAlertsRequest(**request))
 
 
 def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine, kafka, alerts, receiver):
@@ -251,7 +258,7 @@ def test_the_service_process_delivers_and_refuses_bad_settings(postgres_url, eng
             "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix, "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "DIFFQC_DATABASE_URL": postgres_url, "DIFFQC_REGISTRY_URL": schema_registry_url,
             "DIFFQC_SERVICE_GRPC_PORT": str(free_port()), "DIFFQC_SERVICE_METRICS_PORT": "0",
-            "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1"}
+            "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1", "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(tmp_path / "spc.lp")}
     bridge = [sys.executable, "-m", "services.bridge"]
     for value, message in [(None, "DIFFQC_BRIDGE_MES_WEBHOOK_URL is not set"),
                            ("mes.example/alerts", "DIFFQC_BRIDGE_MES_WEBHOOK_URL: Value error, 'mes.example/alerts' "
@@ -260,7 +267,7 @@ def test_the_service_process_delivers_and_refuses_bad_settings(postgres_url, eng
         done = subprocess.run(bridge, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr + done.stdout, done.stderr[-2000:]
 
-    ensure_topics(kafka, [QUALITY_ALERT, dead_letter_topic(QUALITY_ALERT, kafka)], 2)
+    ensure_topics(kafka, [QUALITY_ALERT, dead_letter_topic(QUALITY_ALERT, kafka), INSPECTIONS, QUALITY_SPC], 2)
     producer_side = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)), QUALITY_ALERT,
                               load_schema(ALERT_SCHEMA))
     producer_side.register()
@@ -277,3 +284,43 @@ def test_the_service_process_delivers_and_refuses_bad_settings(postgres_url, eng
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr[-3000:]
+
+
+def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(engine, kafka, schema_registry_url,
+                                                                          timeseries_url):
+    line = f"spc-{uuid.uuid4().hex[:8]}"  # its own chart, whatever else is on qc.inspections.v1
+    scores = [1.0 + 0.02 * ((i * 7) % 5 - 2) for i in range(20)] + [1.9]  # an in-control baseline, then a jump
+    verdicts = [verdict(score=s, line=line, defect=False, captured=DECIDED + timedelta(seconds=i))
+                for i, s in enumerate(scores)]
+    ensure_topics(kafka, [INSPECTIONS], 2)
+    signals = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)),
+                        f"{QUALITY_SPC}.test-{uuid.uuid4().hex[:8]}", load_schema(SPC_SCHEMA))
+    ensure_topics(kafka, [signals.topic], 1)
+    signals.register()
+    producer = Producer(producer_config(kafka))
+    for v in [*verdicts, verdicts[-1]]:  # the last one redelivered: it must not count twice
+        producer.produce(INSPECTIONS, key=line.encode(), value=v.SerializeToString(),
+                         headers=[("frame_id", v.frame.frame_id.encode())])
+    assert producer.flush(10) == 0
+
+    feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+    sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
+    stop, threads = run_loops(spc_worker(feed, kafka, sink, signals))
+    try:
+        wait_until(lambda: sum(s.sample_count for s in feed.state(line, "")) == len(scores), what="every score charted")
+        time.sleep(1.0)  # the redelivered verdict has been seen by now
+        published = collect(kafka, signals.topic, {""}, timeout_s=10)  # signals carry no frame_id header
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        sink.close()
+    [state] = call_bridge(engine, "GetSpcState", bridge_pb2.GetSpcStateRequest(line_id=line), feed).states
+    assert state.sample_count == len(scores) and state.limits_fixed and state.last_score == 1.9
+    assert "nelson1" in {v.rule for v in state.violations}
+    [message] = [m for m in published.get("", []) if m.key() == line.encode()]
+    record = signals.decode(message.value())
+    assert (record["rule"], record["line_id"], record["value"], record["sample_index"]) == ("nelson1", line, 1.9, 20)
+    assert record["plant_id"] == "P1" and record["value"] > record["ucl"]
+    points = [s for s in export_series(timeseries_url, "spc_signal", "value") if s["metric"].get("line") == line]
+    assert [(p["metric"]["rule"], p["values"]) for p in points] == [("nelson1", [1.9])]
