@@ -1,0 +1,122 @@
+"""The gateway as a real uvicorn process in front of the whole local pipeline (broker, Triton serving
+the tiny detector, Postgres, ingestion, preprocessing, inference, scoring), for the gateway's API
+tests (tests/services/test_gateway*.py) and the dashboard tests (tests/dashboard)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from diffqc.infra.errors import InfraError
+from diffqc.infra.pipeline import SERVICES, LocalPipeline
+from diffqc.infra.ports import free_port
+from diffqc.infra.postgres import throwaway_database
+from diffqc.infra.process import ServerProcess
+from diffqc.infra.services import PROJECT_ROOT
+from diffqc.serving.repository import stage_version
+from tests.conftest import TINY_PRODUCT, require
+
+API_KEY = "test-key-" + uuid.uuid4().hex[:8]
+UPLOAD = "/api/inspection/upload"
+
+
+def gateway_process(port: int, env: dict[str, str], log_path: Path) -> ServerProcess:
+    """``python -m services.gateway`` on ``port``, ready when its HTTP server answers."""
+    environment = {**os.environ, **env, "DIFFQC_GATEWAY_HTTP_PORT": str(port),
+                   "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return ServerProcess(name="gateway", argv=[sys.executable, "-m", "services.gateway"], log_path=log_path,
+                         env=environment, ready=ready, ready_timeout_s=60)
+
+
+@dataclass
+class GatewayStack:
+    pipeline: LocalPipeline
+    gateway: ServerProcess
+    url: str
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=90, **kwargs)
+
+    def log_tails(self) -> dict[str, str]:
+        return {**self.pipeline.log_tails(), "gateway": self.gateway.log_tail()}
+
+
+@contextmanager
+def gateway_stack(root: Path, artifact: Path, service_env: dict[str, str] | None = None,
+                  gateway_env: dict[str, str] | None = None) -> Iterator[GatewayStack]:
+    """The pipeline (services configured with ``service_env`` too) and the gateway in front of it."""
+    require(shutil.which("victoria-metrics") is not None, "needs victoria-metrics: apt-get install victoria-metrics")
+    try:
+        with throwaway_database() as database_url:
+            stage_version(artifact, root / "repo")
+            pipeline = LocalPipeline(root / "run", root / "repo", database_url=database_url)
+            gateway = None
+            try:
+                pipeline.start_servers()
+                pipeline.env.update(service_env or {})
+                pipeline.register_models()
+                for name in SERVICES:
+                    pipeline.start_service(name)
+                port = free_port()
+                env = {**pipeline.env, "DIFFQC_GATEWAY_INGESTION_URL": pipeline.address("ingestion"),
+                       "DIFFQC_GATEWAY_API_KEYS": f'["{API_KEY}"]', **(gateway_env or {})}
+                gateway = gateway_process(port, env, root / "run" / "logs" / "gateway.log").start()
+                yield GatewayStack(pipeline, gateway, f"http://127.0.0.1:{port}")
+            finally:
+                if gateway is not None:
+                    gateway.stop()
+                pipeline.stop()
+    except InfraError as exc:
+        if "cannot create a test database" in str(exc):
+            require(False, str(exc))
+        raise
+
+
+def form(line: str, frame_id: str | None = None, capture_time: datetime | None = None, **fields) -> dict[str, str]:
+    """Upload metadata of one frame of the tiny product (every required field set)."""
+    values = {"plant_id": "P1", "line_id": line, "station_id": "S1", "camera_id": "C1", "product_type": TINY_PRODUCT,
+              "frame_id": frame_id or f"gw-{uuid.uuid4().hex[:12]}", "lot": "LOT-1", "work_order": "WO-1",
+              "capture_time": (capture_time or datetime.now(UTC)).isoformat()}
+    values.update(fields)
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def upload(client: httpx.Client, image: bytes, line: str, wait: bool = False, api_key: str | None = API_KEY,
+           **fields) -> httpx.Response:
+    headers = {"X-API-Key": api_key} if api_key is not None else {}
+    return client.post(UPLOAD, params={"wait": str(wait).lower()}, headers=headers,
+                       files={"image": ("frame.png", image, "image/png")}, data=form(line, **fields))
+
+
+def capture_times(n: int, start: datetime | None = None) -> list[datetime]:
+    """Distinct, increasing capture times (the control chart runs in capture order)."""
+    start = start or datetime.now(UTC)
+    return [start + timedelta(seconds=i) for i in range(n)]
+
+
+def wait_until(check, timeout_s: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s")
+        time.sleep(0.2)
