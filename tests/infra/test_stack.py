@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -50,6 +51,8 @@ def test_cli_up_status_down(local_stack, tmp_path):
     assert up.returncode == 0, up.stdout + up.stderr
     status = run("status")
     assert status.returncode == 0 and status.stdout.count("ready") == 4, status.stdout
+    # The embedded schema registry listens where DIFFQC_REGISTRY_URL points, as the services expect.
+    assert httpx.get(f"{env['DIFFQC_REGISTRY_URL']}/subjects", timeout=5).json() == []
     assert "kafka" in run("down").stdout
     assert run("status").returncode == 1
 
