@@ -54,6 +54,7 @@ class LocalPipeline:
 
     def __post_init__(self):
         self.root = Path(self.root)
+        self.model_repository = Path(self.model_repository).resolve()  # artifacts are registered by file URI
         self.stack = LocalStack(self.root)
         self.database_url = self.database_url or f"sqlite:///{self.root / 'diffqc.db'}"
         self.line_protocol_file = Path(self.line_protocol_file or self.root / "scores.lp")

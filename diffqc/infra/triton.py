@@ -58,6 +58,8 @@ def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = ":".join(libdirs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    # The stub's torch must not spin idle OpenMP threads on cores shared with the services (diffqc/__init__.py).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
