@@ -2,7 +2,8 @@
 
 Every topic is keyed by line id, so one line's frames stay in order within a partition.
 Internal topics carry the protobuf messages of ``diffqc.v1`` (the same ones the gRPC APIs use);
-``quality.alert`` is the MES-facing exception: Avro with Confluent framing.
+the plant-facing topics ``quality.alert`` and ``quality.spc`` are Avro with Confluent framing
+(schemas in ``protos/avro/``, registered in the Schema Registry).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from diffqc.settings import KafkaSettings
-from diffqc.v1.bridge_pb2 import SpcState
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.preprocessing_pb2 import PreparedFrame
@@ -20,8 +20,8 @@ FRAMES = "qc.frames.v1"  # ingestion -> preprocessing
 PREPARED_FRAMES = "qc.frames.prepared.v1"  # preprocessing -> inference
 INFERENCE_RESULTS = "qc.inference.v1"  # inference -> scoring
 INSPECTIONS = "qc.inspections.v1"  # scoring -> bridge, dashboards: every verdict
-QUALITY_ALERT = "quality.alert"  # scoring/bridge -> MES: defects and SPC alarms (Avro)
-QUALITY_SPC = "quality.spc"  # bridge -> SPC consumers: control-chart state changes
+QUALITY_ALERT = "quality.alert"  # scoring -> MES (through the bridge): one alert per defect (Avro)
+QUALITY_SPC = "quality.spc"  # bridge -> SPC consumers: one message per SPC signal (Avro)
 
 ALL_TOPICS: tuple[str, ...] = (
     FRAMES, PREPARED_FRAMES, INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, QUALITY_SPC,
@@ -33,7 +33,6 @@ PROTOBUF_MESSAGES: dict[str, type[Message]] = {
     PREPARED_FRAMES: PreparedFrame,
     INFERENCE_RESULTS: InferenceResult,
     INSPECTIONS: InspectionVerdict,
-    QUALITY_SPC: SpcState,
 }
 
 

@@ -64,6 +64,7 @@ def test_topic_names_and_dead_letter_names():
     assert topics.ALL_TOPICS == ("qc.frames.v1", "qc.frames.prepared.v1", "qc.inference.v1",
                                  "qc.inspections.v1", "quality.alert", "quality.spc")
     assert topics.QUALITY_ALERT not in topics.PROTOBUF_MESSAGES  # Avro, for the MES
+    assert topics.QUALITY_SPC not in topics.PROTOBUF_MESSAGES  # Avro, for SPC consumers
     assert topics.dead_letter_topic(topics.FRAMES, KafkaSettings()) == "qc.frames.v1.dlq"
     kafka = KafkaSettings(dead_letter_suffix=".poison")
     assert topics.dead_letter_topic(topics.INSPECTIONS, kafka) == "qc.inspections.v1.poison"
