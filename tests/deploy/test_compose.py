@@ -112,3 +112,13 @@ def _mounts(service: dict) -> list[tuple[str, str]]:
     """(source, target) of each volume; compose 1.29 prints them as source:target:mode."""
     return [tuple(m.split(":")[:2]) if isinstance(m, str) else (m["source"], m["target"])
             for m in service.get("volumes", [])]
+
+
+def test_grafana_dashboard_provider_reads_the_mounted_dashboards(config):
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/diffqc.yaml").read_text())
+    mounted = {target for _, target in _mounts(config["services"]["grafana"])}
+    assert [p["options"]["path"] for p in provider["providers"]] == ["/var/lib/grafana/dashboards"]
+    assert "/var/lib/grafana/dashboards" in mounted
+    # The datasource can read the token InfluxDB was initialised with.
+    grafana, influx = config["services"]["grafana"]["environment"], config["services"]["influxdb"]["environment"]
+    assert grafana["INFLUX_TOKEN"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
