@@ -81,11 +81,11 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     def upload(
         response: Response,
         image: Annotated[UploadFile, File(description="The encoded image: PNG, JPEG, BMP or TIFF")],
-        plant_id: Annotated[str, Form()],
-        line_id: Annotated[str, Form()],
-        station_id: Annotated[str, Form()],
-        camera_id: Annotated[str, Form()],
-        product_type: Annotated[str, Form(description="A registered product type")],
+        plant_id: Annotated[str, Form(min_length=1)],
+        line_id: Annotated[str, Form(min_length=1)],
+        station_id: Annotated[str, Form(min_length=1)],
+        camera_id: Annotated[str, Form(min_length=1)],
+        product_type: Annotated[str, Form(min_length=1, description="A registered product type")],
         frame_id: Annotated[str, Form(description="Client-side id that makes a re-sent upload a duplicate; "
                                                   "assigned when empty")] = "",
         lot: Annotated[str, Form()] = "",

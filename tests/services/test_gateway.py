@@ -9,7 +9,10 @@ import uuid
 
 import numpy as np
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 from PIL import Image
+from schemathesis.checks import positive_data_acceptance
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -113,7 +116,9 @@ def test_an_upload_without_wait_is_accepted_then_inspected_and_a_resend_is_a_dup
 def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, images, engine):
     line = _line()
     good, defect = images[0], images[1]
-    sequence = [good[i % len(good)] for i in range(BASELINE + 3)] + [defect[0], defect[1 % len(defect)]]
+    # Two good parts in turn fix the limits; then one of them nine times in a row, all on one side of the
+    # centre line (Nelson rule 2 at the ninth), then the defective parts.
+    sequence = [good[i % 2] for i in range(BASELINE + 1)] + [good[0]] * 9 + defect
     times = capture_times(len(sequence))
     frame_ids = []
     for i, (image, when) in enumerate(zip(sequence, times, strict=True)):
@@ -142,6 +147,7 @@ def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, i
     beyond = {p["sample_index"] for p in chart["points"] if p["monitored"] and not (
         chart["lower_control_limit"] <= p["score"] <= chart["upper_control_limit"])}
     assert beyond == {s["sample_index"] for s in chart["signals"] if s["rule"] == "nelson1"}
+    assert ("nelson2", BASELINE + 9) in {(s["rule"], s["sample_index"]) for s in chart["signals"]}
     # ... and it is the chart the bridge's monitor builds from the same rows.
     with Session(engine) as session:
         rows = session.execute(select(Frame.captured_at, Inspection.score, Inspection.verdict, Frame.lot)
@@ -152,6 +158,42 @@ def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, i
     assert [(s["rule"], s["sample_index"]) for s in chart["signals"]] == [
         (s.rule, s.sample_index) for s in expected.signals]
     assert client.get(f"/api/lines/{line}/spc", params={"product_type": "bolts"}).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def api_schema(stack):
+    return schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
+
+
+def _operations(schema) -> list:
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def test_every_endpoint_answers_as_its_openapi_spec_says(api_schema):
+    """Generated requests (valid and invalid, a few per endpoint) get documented statuses, content
+    types and bodies, never a 5xx. (Driven by hand: schemathesis' lazy pytest loader breaks on pytest 9.)"""
+    operations = _operations(api_schema)
+    assert {op.path for op in operations} >= {"/api/inspection/upload", "/api/inspection/result/{inspection_id}",
+                                              "/api/inspection/{inspection_id}/heatmap.png", "/api/lines/{line}/spc",
+                                              "/api/inspections", "/health"}
+    for operation in operations:
+        try:
+            _conforms(operation)
+        except Exception as exc:
+            raise AssertionError(f"{operation.method.upper()} {operation.path}: {exc}") from exc
+
+
+def _conforms(operation) -> None:
+    # A schema cannot say "a decodable PNG": generated images are rightly refused, so an upload's
+    # schema-valid request may be a 422 (each real refusal is tested above).
+    excluded = [positive_data_acceptance] if operation.path == "/api/inspection/upload" else []
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=6, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def conforms(case):
+        case.call_and_validate(headers={"X-API-Key": API_KEY}, timeout=30, excluded_checks=excluded)
+
+    conforms()
 
 
 def _png(nbytes: int) -> bytes:

@@ -1,0 +1,100 @@
+"""The dashboard in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) against the
+gateway in front of the real pipeline: it shows a defect's heatmap and the line's control chart
+with its SPC signals, and a new upload appears without a reload."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+
+from diffqc.data.mvtec import list_samples
+from tests.conftest import require
+from tests.dashboard.gateway_stack import capture_times, gateway_stack, upload
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
+# closed network refuses (/work/.library/env/machines/python-svc.md).
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BASELINE = 5
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(CHROMIUM.exists(), "needs Debian's chromium: apt-get install chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_artifact, tmp_path_factory):
+    with gateway_stack(tmp_path_factory.mktemp("dashboard"), tiny_artifact[0],
+                       gateway_env={"DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)}) as stack:
+        yield stack
+
+
+def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(stack, browser, tiny_artifact, tmp_path):
+    samples = list_samples(tiny_artifact[1], "test")
+    good = [s.path.read_bytes() for s in samples if s.label == 0]
+    defective = [s.path.read_bytes() for s in samples if s.label == 1]
+    line = f"L-{uuid.uuid4().hex[:6]}"
+    # Two good parts in turn fix the limits; then one of them nine times in a row, on one side of the
+    # centre line (Nelson rule 2), then the defective parts.
+    sequence = [good[i % 2] for i in range(BASELINE + 1)] + [good[0]] * 9 + defective
+    times = capture_times(len(sequence) + 1)
+    with stack.client() as client:
+        results = []
+        for image, when in zip(sequence, times, strict=False):
+            response = upload(client, image, line, wait=True, capture_time=when)
+            assert response.status_code == 200, (response.text, stack.log_tails())
+            results.append(response.json()["inspection"])
+        defects = [r for r in results if r["verdict"] == "defect"]
+        assert defects, f"the tiny detector judged no uploaded part defective: {[r['score'] for r in results]}"
+        spc = client.get(f"/api/lines/{line}/spc").json()["charts"][0]
+        heatmap_width = Image.open(io.BytesIO(client.get(defects[-1]["heatmap_url"]).content)).size[0]
+
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(stack.url + "/")
+        page.select_option("[data-testid=line-select]", line)
+
+        # A defect's card, with the frame and its heatmap overlay loaded.
+        card = page.locator(f"[data-inspection-id='{defects[-1]['inspection_id']}']")
+        expect(card).to_be_visible(timeout=15_000)
+        expect(card).to_have_attribute("data-verdict", "defect")
+        heatmap = card.locator("[data-testid=heatmap]")
+        heatmap.evaluate("img => img.decode()")  # resolves once the PNG is loaded and decoded
+        assert heatmap.evaluate("img => img.naturalWidth") == heatmap_width
+        assert card.locator("[data-testid=frame-image]").evaluate("img => img.decode().then(() => img.naturalWidth)")
+
+        # The score chart: one point per inspection, the control limits, the SPC signals marked.
+        chart = page.locator("[data-testid=chart]")
+        expect(chart.locator("circle")).to_have_count(len(results))
+        assert spc["limits_fixed"]
+        for limit in ("UCL", "CL", "LCL"):
+            expect(chart.locator(f"[data-testid={limit}]")).to_have_count(1)
+        signalled = {s["sample_index"] for s in spc["signals"] if s["rule"] != "pchart"}
+        assert BASELINE + 9 in signalled, spc["signals"]  # the ninth point of the run
+        expect(chart.locator("[data-testid=signal-point]")).to_have_count(len(signalled))
+        expect(chart.locator("[data-testid=signals] li").first).to_contain_text(spc["signals"][-1]["rule"])
+
+        # A new upload appears without a reload.
+        page.evaluate("window.__notReloaded = true")
+        response = upload(client, good[0], line, wait=True, capture_time=times[-1])
+        assert response.status_code == 200, response.text
+        expect(page.locator(f"[data-frame-id='{response.json()['frame_id']}']")).to_be_visible(timeout=15_000)
+        expect(chart.locator("circle")).to_have_count(len(results) + 1)
+        assert page.evaluate("window.__notReloaded") is True
+        assert errors == []
+        page.screenshot(path=tmp_path / "dashboard.png", full_page=True)  # for a look when it fails
+        page.close()
