@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 import schemathesis
@@ -17,12 +18,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from diffqc.data.mvtec import list_samples
+from diffqc.infra.ports import free_port
 from diffqc.settings import SpcSettings
 from diffqc.spc import chart_from_history
 from diffqc.store.engine import make_engine
 from diffqc.store.inspections import utc
 from diffqc.store.models import Frame, Inspection
-from tests.dashboard.gateway_stack import API_KEY, capture_times, gateway_stack, upload, wait_until
+from tests.dashboard.gateway_stack import (
+    API_KEY,
+    capture_times,
+    gateway_process,
+    gateway_stack,
+    upload,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -308,3 +317,18 @@ def test_ingestion_down_is_a_503_naming_it_and_uploads_work_again_after(stack, c
     # A client retrying after the 503 gets through within seconds of ingestion's return.
     wait_until(lambda: upload(client, images[0][0], "L-down").status_code == 202, timeout_s=10,
                what="an accepted upload after ingestion came back")
+
+
+def test_a_gateway_without_api_keys_refuses_every_upload_and_still_serves_reads(stack, images, tmp_path):
+    port = free_port()
+    env = {**stack.gateway.env, "DIFFQC_GATEWAY_API_KEYS": "[]"}
+    keyless = gateway_process(port, env, tmp_path / "keyless.log").start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            response = upload(client, images[0][0], "L-keyless")
+            assert response.status_code == 403
+            assert "no API keys configured (DIFFQC_GATEWAY_API_KEYS)" in response.json()["detail"]
+            assert client.get("/api/lines").status_code == 200
+        assert "every upload will be refused" in keyless.log_tail()
+    finally:
+        keyless.stop()
