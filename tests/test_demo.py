@@ -29,6 +29,10 @@ def test_the_demo_inspects_every_frame_of_a_three_product_line_with_the_shipped_
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["frames_in"], summary["frames_scored"], summary["recall"], summary["fpr"]) == (12, 12, 1.0, 0.0)
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p95"]
+    # The bridge delivered one alert per defect verdict to the MES, each once.
+    assert summary["alerts_delivered"] == summary["alert_deliveries"] == summary["defects_found"] == 3
+    assert "alerts delivered to the MES: 3 in 3 deliveries" in out
+    assert all((tmp_path / f"spc-line-{p}.png").stat().st_size > 0 for p in ("pcb", "brushed-metal", "moulded-plastic"))
     # The report shows every defective part's heatmap and a few good ones of each product.
     report = (tmp_path / "report.html").read_text()
     shown = [p.name for p in (tmp_path / "heatmaps").iterdir()]

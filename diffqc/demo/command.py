@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from diffqc.demo.line import production_line
-from diffqc.demo.report import Outcome, figures, html_report, per_product, score_chart
+from diffqc.demo.mes import MesReceiver
+from diffqc.demo.report import Outcome, figures, html_report, per_product, score_chart, spc_charts
 from diffqc.demo.stream import ingest_stream, wait_for_inspections
 from diffqc.infra.errors import InfraError
 from diffqc.infra.pipeline import LocalPipeline
@@ -30,6 +31,14 @@ from diffqc.infra.services import PROJECT_ROOT
 from diffqc.store.blobs import FileBlobStore
 
 console = Console()
+
+def _wait_for_alerts(mes: MesReceiver, expected: int, timeout_s: float) -> None:
+    """Until the bridge has delivered ``expected`` alerts to the MES (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    with console.status("waiting for the bridge to deliver the alerts to the MES"):
+        while mes.received() < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+
 
 def _print_results(outcomes: list[Outcome], summary: dict) -> None:
     table = Table("product", "frames", "defective", "caught", "false alarms", "recall", "FPR", "p50 ms")
@@ -48,6 +57,8 @@ def _print_results(outcomes: list[Outcome], summary: dict) -> None:
     alarms = sum(o.kind == "false alarm" for o in outcomes)
     console.print(f"defective parts caught: {caught}/{summary['defective_parts']}; "
                   f"false alarms: {alarms}/{summary['frames_scored'] - summary['defective_parts']}")
+    console.print(f"alerts delivered to the MES: {summary['alerts_delivered']} in {summary['alert_deliveries']} "
+                  f"deliveries; line stops requested: {summary['line_stops']}")
     console.print(f"frame -> verdict latency: p50 {summary['latency_ms_p50']:.0f} ms, "
                   f"p95 {summary['latency_ms_p95']:.0f} ms (includes queueing behind earlier frames)")
 
@@ -65,9 +76,11 @@ def demo(
     console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
                   "as separate processes over Kafka, on this machine")
     root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
-    pipeline = LocalPipeline(root, repo, line_protocol_file=out / "scores.lp")
+    mes = MesReceiver().__enter__()
+    pipeline = LocalPipeline(root, repo, line_protocol_file=out / "scores.lp", mes_webhook_url=mes.url,
+                             line_stop_url=mes.line_stop_url)
     try:
-        with console.status("starting the broker, the time-series store, Triton and the four services"):
+        with console.status("starting the broker, the time-series store, Triton and the five services"):
             started = time.monotonic()
             products = pipeline.start()
         console.print(f"pipeline up in {time.monotonic() - started:.0f} s; product types {', '.join(products)} "
@@ -80,11 +93,16 @@ def demo(
         outcomes = sorted((Outcome(parts[fid], ins) for fid, ins in inspections.items()),
                           key=lambda o: o.part.frame_id)
         figures_ = {"frames_in": len(accepted), **figures(outcomes), "scores_to": pipeline.scores_to}
+        _wait_for_alerts(mes, figures_["defects_found"], timeout_s=60)
+        figures_.update(alerts_delivered=mes.received(), alert_deliveries=mes.deliveries,
+                        line_stops=len(mes.line_stops))
         if outcomes:
             _print_results(outcomes, figures_)
             out.mkdir(parents=True, exist_ok=True)
             score_chart(outcomes, out / "scores.png")
-            report = html_report(outcomes, figures_, FileBlobStore(pipeline.root / "blobs"), out)
+            charts = spc_charts(outcomes, out)
+            console.print("SPC signals per line: " + ", ".join(f"{line} {n}" for line, (_, n) in charts.items()))
+            report = html_report(outcomes, figures_, FileBlobStore(pipeline.root / "blobs"), out, charts)
             console.print(f"report with heatmap overlays: {report.resolve()}")
         if summary:
             summary.parent.mkdir(parents=True, exist_ok=True)
@@ -98,5 +116,6 @@ def demo(
     finally:
         with console.status("stopping"):
             pipeline.stop()
+        mes.__exit__(None, None, None)
         shutil.rmtree(root, ignore_errors=True)
         console.print("stopped every server and service")

@@ -32,6 +32,7 @@ class Part:
     line_id: str
     product_type: str
     truth: str  # "good" or the defect type
+    lot: str
 
     @property
     def defective(self) -> bool:
@@ -75,12 +76,12 @@ def production_line(products: Sequence[str], sizes: dict[str, tuple[int, int]], 
     for i, (product, truth) in enumerate(plan_parts(products, frames, defect_rate, seed)):
         rendered = render_sample(product, "demo", i, None if truth == "good" else truth, size=sizes[product],
                                  seed=seed)
-        line = line_of(product)
+        line, lot = line_of(product), f"LOT-{i // PARTS_PER_LOT + 1:03d}"
         capture = Timestamp()
         capture.FromDatetime(start + timedelta(milliseconds=i))  # distinct: a score point's time is its key
         frame = Frame(frame_id=f"{run_id}-{i:05d}", plant_id=PLANT, line_id=line, station_id="station-1",
                       camera_id=f"{line}-cam-1", product_type=product, work_order="WO-1001",
-                      lot=f"LOT-{i // PARTS_PER_LOT + 1:03d}", capture_time=capture,
+                      lot=lot, capture_time=capture,
                       process_parameters={"line_speed_m_min": 12.0})
         yield (ingestion_pb2.IngestRequest(frame=frame, image_data=png_bytes(rendered.image)),
-               Part(frame.frame_id, line, product, truth))
+               Part(frame.frame_id, line, product, truth, lot))

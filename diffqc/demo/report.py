@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from diffqc.demo.line import Part
+from diffqc.spc import Observation, chart_from_history, render_chart
 from diffqc.store.blobs import BlobStore
+from diffqc.store.inspections import utc
 from diffqc.store.models import Inspection, Verdict
 
 GOOD_EXAMPLES_PER_PRODUCT = 2  # the report shows every defect verdict and miss, and a few good parts
@@ -83,6 +85,21 @@ def score_chart(outcomes: Sequence[Outcome], path: Path) -> None:
     plt.close(fig)
 
 
+def spc_charts(outcomes: Sequence[Outcome], out: Path) -> dict[str, tuple[str, int]]:
+    """line -> (its control-chart picture's file name, signals): the chart the bridge's monitor built
+    live, rebuilt from the same verdicts in arrival order (``diffqc.spc.chart_from_history``)."""
+    charts = {}
+    for line in sorted({o.part.line_id for o in outcomes}):
+        mine = [o for o in outcomes if o.part.line_id == line]
+        history = [Observation(utc(o.inspection.inspected_at), o.inspection.score, o.inspection.verdict.value,
+                               lot=o.part.lot, inspection_id=o.inspection.id) for o in mine]
+        chart = chart_from_history(line, mine[0].part.product_type, history)
+        name = f"spc-{line}.png"
+        render_chart(chart, out / name, title=f"{line} ({mine[0].part.product_type}): individuals chart")
+        charts[line] = (name, len(chart.signals))
+    return charts
+
+
 def _showcase(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Every frame judged defective or missed, and a few good parts of each product."""
     shown, good_seen = [], {}
@@ -99,8 +116,9 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def html_report(outcomes: Sequence[Outcome], summary: dict, blobs: BlobStore, out: Path) -> Path:
-    """``out/report.html``: the figures, the score chart and heatmap overlays (PNG files beside it)."""
+def html_report(outcomes: Sequence[Outcome], summary: dict, blobs: BlobStore, out: Path,
+                charts: dict[str, tuple[str, int]]) -> Path:
+    """``out/report.html``: the figures, the score and control charts and heatmap overlays (PNG files beside it)."""
     heatmaps = out / "heatmaps"
     heatmaps.mkdir(parents=True, exist_ok=True)
     cards = []
@@ -139,6 +157,11 @@ p95 {summary['latency_ms_p95']:.0f} ms. Scores went to {html.escape(summary['sco
 <table><tr><th>product</th><th>frames</th><th>defective</th><th>recall</th><th>FPR</th><th>p50 ms</th></tr>
 {rows}</table>
 <h2>Scores</h2><img src="scores.png" alt="anomaly score per frame and product" style="max-width: 100%">
+<p>Alerts delivered to the MES by the bridge: {summary['alerts_delivered']} in {summary['alert_deliveries']}
+deliveries (one alert per defect verdict); line stops requested: {summary['line_stops']}.</p>
+<h2>SPC</h2>
+{''.join(f'<h3>{html.escape(line)}: {n} signal(s)</h3><img src="{name}" alt="control chart of {html.escape(line)}" '
+         f'style="max-width: 100%">' for line, (name, n) in charts.items())}
 <h2>Heatmaps</h2>
 <p>Every part judged defective or missed, and a few good parts per product. Border: green caught,
 red missed, orange false alarm, grey good.</p>

@@ -1,4 +1,5 @@
-"""The whole inspection pipeline on one machine: the local servers plus the four services.
+"""The whole inspection pipeline on one machine: the local servers plus the four services of the
+frame flow, and the MES/SPC bridge when there is an MES webhook to deliver alerts to.
 
 Used by ``diffqc demo`` (``make run``), ``diffqc bench pipeline`` and the end-to-end tests. The
 products and model versions that the model repository serves are registered in the metadata
@@ -36,6 +37,7 @@ from diffqc.store.migrate import upgrade
 from diffqc.store.products import register_product
 
 SERVICES = ("ingestion", "preprocessing", "inference", "scoring")
+BRIDGE = "bridge"
 DEFAULT_IMAGE_SIZE = 256  # the normalized size of products whose model is not tied to one size
 PARTITIONS = 4
 
@@ -46,6 +48,8 @@ class LocalPipeline:
     model_repository: Path
     database_url: str | None = None  # default: a SQLite file under root
     line_protocol_file: Path | None = None  # where scores go without any time-series store (default: under root)
+    mes_webhook_url: str | None = None  # with one, the bridge runs and delivers the alerts there
+    line_stop_url: str | None = None  # where the bridge requests line stops for critical alerts
     stack: LocalStack = field(init=False)
     env: dict[str, str] = field(init=False, default_factory=dict)
     ports: dict[str, int] = field(init=False, default_factory=dict)
@@ -93,6 +97,11 @@ class LocalPipeline:
             "DIFFQC_TRITON_GRPC_URL": servers[TRITON].address,
             "DIFFQC_REGISTRY_URL": servers[REGISTRY].address,  # the Avro topics' schemas (quality.alert)
         }
+        if self.mes_webhook_url:
+            self.env["DIFFQC_BRIDGE_MES_WEBHOOK_URL"] = self.mes_webhook_url
+            self.env["DIFFQC_BRIDGE_BACKOFF_BASE_S"] = "0.5"
+        if self.line_stop_url:
+            self.env["DIFFQC_BRIDGE_LINE_STOP_URL"] = self.line_stop_url
         if external_influx or embedded_store:
             self.env["DIFFQC_INFLUX_URL"] = external_influx or servers[TIMESERIES].address
         else:
@@ -140,7 +149,7 @@ class LocalPipeline:
         self.newest_version()  # fail before starting anything when there is no model to serve
         self.start_servers()
         products = self.register_models()
-        for name in SERVICES:
+        for name in (*SERVICES, BRIDGE) if self.mes_webhook_url else SERVICES:
             self.start_service(name)
         return products
 
