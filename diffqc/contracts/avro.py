@@ -30,7 +30,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext, Se
 from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
 from diffqc.settings import RegistrySettings
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "protos" / "avro"
+# Package data, so an installed diffqc (the services image) has them; protos/avro links here.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 ALERT_SCHEMA = SCHEMA_DIR / "quality_alert.avsc"
 BACKWARD = "BACKWARD"
 

@@ -6,11 +6,10 @@ The bridge encodes them with the serializer helpers of diffqc.contracts.avro:
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from diffqc.contracts.avro import SCHEMA_DIR
 from diffqc.spc.monitor import SpcSignal
 
-SPC_SCHEMA = Path(__file__).resolve().parents[2] / "protos" / "avro" / "quality_spc.avsc"
+SPC_SCHEMA = SCHEMA_DIR / "quality_spc.avsc"
 
 
 def signal_record(signal: SpcSignal, plant_id: str | None = None) -> dict:
