@@ -103,7 +103,7 @@ class DeliveryLoop:
         try:
             while not stop.is_set():
                 try:
-                    worked = self.deliver_due()
+                    worked = self.deliver_due(stop)
                 except DependencyUnavailable as exc:  # the database is down: wait for it
                     log.warning("delivery round failed (%s); retrying", exc)
                     worked = 0
@@ -112,11 +112,12 @@ class DeliveryLoop:
         finally:
             self.client.close()
 
-    def deliver_due(self) -> int:
-        """One round: attempt up to ``batch_size`` due alerts; returns how many were attempted."""
+    def deliver_due(self, stop: threading.Event | None = None) -> int:
+        """One round: attempt up to ``batch_size`` due alerts (fewer once ``stop`` is set, so that a
+        hanging MES cannot hold a shutdown for a whole batch of timeouts); returns how many were attempted."""
         attempted = 0
         with database_unavailable():
-            while attempted < self.settings.batch_size:
+            while attempted < self.settings.batch_size and not (stop and stop.is_set()):
                 now = datetime.now(UTC)
                 with Session(self.engine) as session, session.begin():
                     row = claim_next_due(session, now)

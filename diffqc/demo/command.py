@@ -15,11 +15,13 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from diffqc.demo.line import production_line
 from diffqc.demo.mes import MesReceiver
@@ -29,6 +31,8 @@ from diffqc.infra.errors import InfraError
 from diffqc.infra.pipeline import LocalPipeline
 from diffqc.infra.services import PROJECT_ROOT
 from diffqc.store.blobs import FileBlobStore
+from diffqc.store.engine import make_engine
+from diffqc.store.inspections import score_history
 
 console = Console()
 
@@ -76,7 +80,8 @@ def demo(
     console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
                   "as separate processes over Kafka, on this machine")
     root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
-    mes = MesReceiver().__enter__()
+    stack = ExitStack()
+    mes = stack.enter_context(MesReceiver())
     pipeline = LocalPipeline(root, repo, line_protocol_file=out / "scores.lp", mes_webhook_url=mes.url,
                              line_stop_url=mes.line_stop_url)
     try:
@@ -100,7 +105,9 @@ def demo(
             _print_results(outcomes, figures_)
             out.mkdir(parents=True, exist_ok=True)
             score_chart(outcomes, out / "scores.png")
-            charts = spc_charts(outcomes, out)
+            with Session(engine := make_engine(pipeline.database_url)) as session:
+                charts = spc_charts(score_history(session), out)
+            engine.dispose()
             console.print("SPC signals per line: " + ", ".join(f"{line} {n}" for line, (_, n) in charts.items()))
             report = html_report(outcomes, figures_, FileBlobStore(pipeline.root / "blobs"), out, charts)
             console.print(f"report with heatmap overlays: {report.resolve()}")
@@ -116,6 +123,6 @@ def demo(
     finally:
         with console.status("stopping"):
             pipeline.stop()
-        mes.__exit__(None, None, None)
+        stack.close()
         shutil.rmtree(root, ignore_errors=True)
         console.print("stopped every server and service")

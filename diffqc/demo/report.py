@@ -13,7 +13,6 @@ import numpy as np
 from diffqc.demo.line import Part
 from diffqc.spc import Observation, chart_from_history, render_chart
 from diffqc.store.blobs import BlobStore
-from diffqc.store.inspections import utc
 from diffqc.store.models import Inspection, Verdict
 
 GOOD_EXAMPLES_PER_PRODUCT = 2  # the report shows every defect verdict and miss, and a few good parts
@@ -85,17 +84,14 @@ def score_chart(outcomes: Sequence[Outcome], path: Path) -> None:
     plt.close(fig)
 
 
-def spc_charts(outcomes: Sequence[Outcome], out: Path) -> dict[str, tuple[str, int]]:
-    """line -> (its control-chart picture's file name, signals): the chart the bridge's monitor built
-    live, rebuilt from the same verdicts in arrival order (``diffqc.spc.chart_from_history``)."""
+def spc_charts(history: dict[tuple[str, str], list[tuple]], out: Path) -> dict[str, tuple[str, int]]:
+    """line -> (its control-chart picture's file name, signals), from the stored verdicts
+    (``diffqc.store.inspections.score_history``): the chart the bridge rebuilds at start."""
     charts = {}
-    for line in sorted({o.part.line_id for o in outcomes}):
-        mine = [o for o in outcomes if o.part.line_id == line]
-        history = [Observation(utc(o.inspection.inspected_at), o.inspection.score, o.inspection.verdict.value,
-                               lot=o.part.lot, inspection_id=o.inspection.id) for o in mine]
-        chart = chart_from_history(line, mine[0].part.product_type, history)
+    for (line, product), rows in sorted(history.items()):
+        chart = chart_from_history(line, product, [Observation(*row) for row in rows])
         name = f"spc-{line}.png"
-        render_chart(chart, out / name, title=f"{line} ({mine[0].part.product_type}): individuals chart")
+        render_chart(chart, out / name, title=f"{line} ({product}): individuals chart")
         charts[line] = (name, len(chart.signals))
     return charts
 

@@ -128,3 +128,21 @@ def record_inspection(session: Session, *, id: str, frame_id: str, model_version
     if row is None:  # a conflict on the id alone: the same id was used for another frame
         raise RuntimeError(f"inspection id {id!r} already belongs to another frame than {frame_id!r}")
     return row, created
+
+
+def score_history(session: Session, line_id: str | None = None,
+                  product_type: str | None = None) -> dict[tuple[str, str], list[tuple]]:
+    """Stored verdicts as control charts read them: (line, product) -> rows (capture time, score, verdict,
+    lot, inspection id) in capture order. The lot a part counts in is its lot, else its work order."""
+    query = (select(Frame.line_id, Frame.product_type, Frame.captured_at, Inspection.score, Inspection.verdict,
+                    Frame.lot, Frame.work_order, Inspection.id)
+             .join(Frame, Frame.id == Inspection.frame_id).order_by(Frame.captured_at, Frame.id))
+    if line_id:
+        query = query.where(Frame.line_id == line_id)
+    if product_type:
+        query = query.where(Frame.product_type == product_type)
+    history: dict[tuple[str, str], list[tuple]] = {}
+    for line, product, captured, score, verdict, lot, work_order, inspection in session.execute(query):
+        history.setdefault((line, product), []).append(
+            (utc(captured), score, Verdict(verdict).value, lot or work_order or None, inspection))
+    return history

@@ -2,14 +2,17 @@
 
 Start-up, each step bounded by ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``: check the MES webhook URL is
 set, wait for the broker, the database (migrations applied) and the schema registry (the
-quality.spc schema is registered there, BACKWARD). A missing or malformed setting exits 2 with a
-message naming the variable; a dependency that stays down, or a refused schema, exits 1.
+quality.spc schema is registered there, BACKWARD); rebuild the SPC charts from the stored verdicts.
+A missing or malformed setting exits 2 with a message naming the variable; a dependency that stays
+down, or a refused schema, exits 1.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+
+from sqlalchemy.orm import Session
 
 from diffqc.alerts.delivery import DeliveryLoop, require_webhook
 from diffqc.bus.admin import wait_for_broker
@@ -20,6 +23,7 @@ from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring.sink import make_sink
 from diffqc.settings import Settings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
+from diffqc.store.inspections import database_unavailable, score_history
 from diffqc.v1 import bridge_pb2_grpc
 from services.bridge.service import SERVICE_NAME, BridgeServicer, SpcFeed, alert_worker, spc_worker
 
@@ -46,6 +50,8 @@ def start(settings: Settings) -> int:
     # InfluxDB is not awaited (like scoring): a signal that cannot be written holds its verdict until it is back.
     sink = make_sink(settings)
     spc = SpcFeed(SpcMonitor(settings.spc))
+    with database_unavailable(), Session(engine) as session:  # the charts carry on where they were
+        spc.rebuild(score_history(session))
     servicer = BridgeServicer(engine, spc)
     try:
         return run_service(

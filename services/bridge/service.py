@@ -18,6 +18,7 @@ import grpc
 from confluent_kafka import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from diffqc.alerts import alert_json
@@ -28,7 +29,7 @@ from diffqc.contracts.topics import INSPECTIONS
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.scoring.sink import ScoreSink
 from diffqc.settings import BridgeSettings, KafkaSettings
-from diffqc.spc import SpcMonitor, signal_record, spc_signal_point
+from diffqc.spc import Observation, SpcMonitor, SpcSignal, signal_record, spc_signal_point
 from diffqc.store.alerts import BadPageToken, record_alert, undelivered_alerts
 from diffqc.store.inspections import database_unavailable, utc
 from diffqc.store.models import Alert
@@ -51,31 +52,56 @@ def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, a
             record = alerts.decode(value)
         except UndecodableValue as exc:
             raise PoisonMessage(f"undecodable alert: {exc}") from exc
-        with database_unavailable(), Session(engine) as session, session.begin():
-            record_alert(session, alert_json(record), line_stop=record["severity"] in stopping)
+        try:
+            with database_unavailable(), Session(engine) as session, session.begin():
+                record_alert(session, alert_json(record), line_stop=record["severity"] in stopping)
+        except IntegrityError as exc:  # scoring stores the inspection before it alerts: this one is unknown
+            raise PoisonMessage(f"alert {record['alert_id']} names inspection {record['inspection_id']!r}, "
+                                f"which is not in the metadata database") from exc
 
     # Values are decoded in the handler: a registry outage is then retried, not mistaken for a bad message.
     return ConsumeLoop(kafka, alerts.topic, GROUP, lambda value: value, handle)
 
 
 class SpcFeed:
-    """The monitor behind a lock (the SPC worker feeds it, gRPC threads read it), skipping redelivered
-    verdicts: a verdict seen again (same inspection id) must not count twice on a chart."""
+    """The monitor behind a lock (the SPC worker feeds it, gRPC threads read it).
+
+    A verdict seen again (same inspection id) must not count twice on a chart; but when the signals it
+    fired could not be written or published, its redelivery must fire them again. So each verdict's
+    signals are kept until ``delivered`` is called for it.
+    """
 
     def __init__(self, monitor: SpcMonitor, remember: int = 100_000):
         self.monitor, self.remember = monitor, remember
         self.lock = threading.Lock()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, list[SpcSignal]] = OrderedDict()  # inspection id -> undelivered signals
 
-    def observe(self, verdict: InspectionVerdict) -> list:
+    def _remember(self, inspection_id: str, signals: list[SpcSignal]) -> None:
+        self._seen[inspection_id] = signals
+        if len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
+
+    def observe(self, verdict: InspectionVerdict) -> list[SpcSignal]:
         with self.lock:
             if verdict.inspection_id in self._seen:
-                return []
+                return list(self._seen[verdict.inspection_id])
             signals = self.monitor.observe_verdict(verdict)
-            self._seen[verdict.inspection_id] = None
-            if len(self._seen) > self.remember:
-                self._seen.popitem(last=False)
+            self._remember(verdict.inspection_id, signals)
             return signals
+
+    def delivered(self, inspection_id: str) -> None:
+        with self.lock:
+            if inspection_id in self._seen:
+                self._seen[inspection_id] = []
+
+    def rebuild(self, history: dict[tuple[str, str], list]) -> None:
+        """Charts from stored verdicts ((line, product) -> rows in order), before any live verdict: a
+        restarted bridge carries on its charts instead of fixing new limits from whatever comes next."""
+        with self.lock:
+            for (line_id, product_type), rows in history.items():
+                self.monitor.rebuild(line_id, product_type, [Observation(*row) for row in rows])
+                for row in rows[-self.remember:]:
+                    self._remember(row[-1], [])
 
     def state(self, line_id: str, product_type: str) -> list[bridge_pb2.SpcState]:
         with self.lock:
@@ -96,6 +122,7 @@ def spc_worker(feed: SpcFeed, kafka: KafkaSettings, sink: ScoreSink, signals: Av
             sink.write(spc_signal_point(signal, {"plant": plant}))
             publisher.publish(signals.topic, signal.line_id.encode(), signals.encode(signal_record(signal, plant)),
                               [("signal_id", signal.signal_id.encode())])
+        feed.delivered(verdict.inspection_id)
 
     return ConsumeLoop(kafka, INSPECTIONS, SPC_GROUP, InspectionVerdict.FromString, handle)
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from diffqc.settings import SpcSettings
 from diffqc.spc import Observation, SpcChart, chart_from_history
-from diffqc.store.inspections import database_unavailable, utc
-from diffqc.store.models import Frame, Inspection
+from diffqc.store.inspections import database_unavailable, score_history
 
 
 class ChartPointOut(BaseModel):
@@ -78,19 +77,9 @@ class LineSpc(BaseModel):
 
 def observations(engine: Engine, line: str, product_type: str | None) -> dict[str, list[Observation]]:
     """The line's inspections per product type, in capture order."""
-    query = (select(Frame.product_type, Frame.captured_at, Inspection.score, Inspection.verdict, Frame.lot,
-                    Frame.work_order, Inspection.id)
-             .join(Frame, Frame.id == Inspection.frame_id).where(Frame.line_id == line)
-             .order_by(Frame.captured_at, Frame.id))
-    if product_type:
-        query = query.where(Frame.product_type == product_type)
-    rows: dict[str, list[Observation]] = {}
     with database_unavailable(), Session(engine) as session:
-        for product, captured, score, verdict, lot, work_order, inspection_id in session.execute(query):
-            # The lot a part counts in: its lot, else its work order (as the bridge's monitor counts it).
-            rows.setdefault(product, []).append(
-                Observation(utc(captured), score, verdict.value, lot or work_order or None, inspection_id))
-    return rows
+        history = score_history(session, line, product_type)
+    return {product: [Observation(*row) for row in rows] for (_, product), rows in history.items()}
 
 
 def chart_out(chart: SpcChart) -> SpcChartOut:

@@ -33,6 +33,7 @@ from diffqc.scoring.sink import InfluxScoreSink
 from diffqc.settings import BridgeSettings, InfluxSettings, RegistrySettings, SpcSettings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.store.engine import make_engine
+from diffqc.store.inspections import score_history
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
@@ -324,3 +325,40 @@ def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(engin
     assert record["plant_id"] == "P1" and record["value"] > record["ucl"]
     points = [s for s in export_series(timeseries_url, "spc_signal", "value") if s["metric"].get("line") == line]
     assert [(p["metric"]["rule"], p["values"]) for p in points] == [("nelson1", [1.9])]
+
+
+def _shifted_line(line: str) -> list:
+    """An in-control baseline of 20 scores, then a jump that rule 1 flags."""
+    scores = [1.0 + 0.02 * ((i * 7) % 5 - 2) for i in range(20)] + [1.9]
+    return [verdict(score=s, line=line, defect=False, captured=DECIDED + timedelta(seconds=i))
+            for i, s in enumerate(scores)]
+
+
+def test_signals_whose_side_effects_failed_fire_again_on_redelivery_and_only_then():
+    feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+    verdicts = _shifted_line("L-retry")
+    assert [feed.observe(v) for v in verdicts[:-1]] == [[]] * 20
+    fired = feed.observe(verdicts[-1])
+    assert [s.rule for s in fired] == ["nelson1"]
+    assert feed.observe(verdicts[-1]) == fired  # Influx or the broker failed: the retry gets the signal again
+    feed.delivered(verdicts[-1].inspection_id)
+    assert feed.observe(verdicts[-1]) == []  # delivered: a redelivery adds nothing
+    assert feed.state("L-retry", "")[0].sample_count == 21
+
+
+def test_a_restarted_bridge_rebuilds_its_charts_from_the_stored_verdicts(engine):
+    line = f"L-restart-{uuid.uuid4().hex[:6]}"
+    verdicts = _shifted_line(line)
+    live = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+    for v in verdicts[:-1]:
+        live.observe(v)
+    store_inspections(engine, verdicts[:-1])
+
+    restarted = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+    with Session(engine) as session:
+        restarted.rebuild(score_history(session))
+    assert restarted.state(line, "") == live.state(line, "")
+    assert restarted.observe(verdicts[5]) == []  # redelivered after the restart: already on the chart
+    # The next verdict is judged against the limits the stored baseline fixed, as in the live chart.
+    assert [(s.rule, s.sample_index) for s in restarted.observe(verdicts[-1])] == \
+        [(s.rule, s.sample_index) for s in live.observe(verdicts[-1])] == [("nelson1", 20)]
