@@ -96,10 +96,11 @@ def pipeline(
     single: int = typer.Option(30, min=5, help="Frames sent one at a time for the added latency"),
     repo: Path = typer.Option(PROJECT_ROOT / "model-repository", help="Triton model repository to serve"),
     seed: int = typer.Option(1, help="Seed of the synthetic line"),
+    database_url: str | None = typer.Option(None, help="Metadata database (default: a SQLite file, as make run)"),
 ) -> None:
     """Sustained frames/s of the whole pipeline vs the bare detector, and the latency the platform adds."""
     with tempfile.TemporaryDirectory(prefix="diffqc-bench-") as root:
-        line = LocalPipeline(Path(root), repo)
+        line = LocalPipeline(Path(root), repo, database_url=database_url)
         try:
             with console.status("starting the pipeline"):
                 products = line.start()
@@ -120,8 +121,9 @@ def pipeline(
     model_ms = 1000 * np.array([model_s[fid] for fid in latency_ms])
     total_ms = np.array(list(latency_ms.values()))
 
+    store = make_engine(line.database_url).dialect.name
     table = Table(title=f"pipeline vs bare detector: {', '.join(products)}; {len(burst)} frames burst, "
-                        f"{len(latency_ms)} one at a time")
+                        f"{len(latency_ms)} one at a time; metadata in {store}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
