@@ -92,8 +92,6 @@ def require_webhook(settings: BridgeSettings) -> str:
 class DeliveryLoop:
     """The bridge's delivery worker (a ``run_service`` loop): works due outbox rows until stopped."""
 
-    topic = "mes-delivery"  # the loop's name in the service's logs
-
     def __init__(self, engine: Engine, settings: BridgeSettings, client: WebhookClient | None = None):
         self.webhook_url = require_webhook(settings)
         self.engine, self.settings = engine, settings

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffqc.spc.charts import _finite_array
+
 
 def _window_count(mask: np.ndarray, width: int) -> np.ndarray:
     """counts[i] = how many of mask[max(0, i-width+1) .. i] are True (near the start the window is shorter:
@@ -99,13 +101,7 @@ MAX_WINDOW = max(rule.window for rule in NELSON_RULES.values())
 
 
 def standardized(z) -> np.ndarray:
-    array = np.asarray(z, dtype=float)
-    if array.ndim != 1:
-        raise ValueError(f"a standardized series must be one-dimensional, got shape {array.shape}")
-    bad = np.flatnonzero(~np.isfinite(array))
-    if bad.size:
-        raise ValueError(f"the standardized series has non-finite values (NaN or inf) at index {bad.tolist()[:5]}")
-    return array
+    return _finite_array(z, "the standardized series")  # a ChartError is a ValueError
 
 
 def rules_by_id(ids: Iterable[str]) -> list[Rule]:

@@ -66,12 +66,3 @@ class Store:
         with database_unavailable(), Session(self.engine) as session:
             return [LineSummary(line_id=line, inspections=n, defects=int(d or 0), last_inspected_at=utc(last))
                     for line, n, d, last in session.execute(query)]
-
-    def line_history(self, line: str, product_type: str | None, limit: int) -> list[tuple[Inspection, Frame]]:
-        """The line's latest ``limit`` inspections, oldest first (in capture order, as a control chart runs)."""
-        query = select(Inspection, Frame).join(Frame, Frame.id == Inspection.frame_id).where(Frame.line_id == line)
-        if product_type:
-            query = query.where(Frame.product_type == product_type)
-        query = query.order_by(Frame.captured_at.desc(), Frame.id.desc()).limit(limit)
-        with database_unavailable(), Session(self.engine) as session:
-            return [(row, frame) for row, frame in session.execute(query)][::-1]
