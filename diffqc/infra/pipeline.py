@@ -50,6 +50,7 @@ class LocalPipeline:
     line_protocol_file: Path | None = None  # where scores go without any time-series store (default: under root)
     mes_webhook_url: str | None = None  # with one, the bridge runs and delivers the alerts there
     line_stop_url: str | None = None  # where the bridge requests line stops for critical alerts
+    service_env: dict[str, str] = field(default_factory=dict)  # further DIFFQC_* settings of every service
     stack: LocalStack = field(init=False)
     env: dict[str, str] = field(init=False, default_factory=dict)
     ports: dict[str, int] = field(init=False, default_factory=dict)
@@ -97,6 +98,7 @@ class LocalPipeline:
             "DIFFQC_TRITON_GRPC_URL": servers[TRITON].address,
             "DIFFQC_REGISTRY_URL": servers[REGISTRY].address,  # the Avro topics' schemas (quality.alert)
         }
+        self.env.update(self.service_env)
         if self.mes_webhook_url:
             self.env["DIFFQC_BRIDGE_MES_WEBHOOK_URL"] = self.mes_webhook_url
             self.env["DIFFQC_BRIDGE_BACKOFF_BASE_S"] = "0.5"

@@ -13,6 +13,7 @@ wrong channel count, too small ...) gets its own error response; the others are 
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class TritonPythonModel:
             torch.set_num_threads(threads)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.catalog = ProductCatalog.load(version_dir)
+        if args.get("model_instance_kind") == "GPU":
+            # Said loudly rather than discovered in the throughput: the detector computes in torch on the CPU.
+            logging.getLogger(__name__).warning(
+                "diffqc_detector instance on GPU %s: the detector does not run on CUDA yet, it computes on the CPU",
+                args.get("model_instance_device_id"))
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb_utils

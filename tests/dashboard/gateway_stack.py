@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from diffqc.infra.errors import InfraError
-from diffqc.infra.pipeline import SERVICES, LocalPipeline
+from diffqc.infra.pipeline import LocalPipeline
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.process import ServerProcess
@@ -66,14 +66,11 @@ def gateway_stack(root: Path, artifact: Path, service_env: dict[str, str] | None
     try:
         with throwaway_database() as database_url:
             stage_version(artifact, root / "repo")
-            pipeline = LocalPipeline(root / "run", root / "repo", database_url=database_url)
+            pipeline = LocalPipeline(root / "run", root / "repo", database_url=database_url,
+                                     service_env=service_env or {})
             gateway = None
             try:
-                pipeline.start_servers()
-                pipeline.env.update(service_env or {})
-                pipeline.register_models()
-                for name in SERVICES:
-                    pipeline.start_service(name)
+                pipeline.start()
                 port = free_port()
                 env = {**pipeline.env, "DIFFQC_GATEWAY_INGESTION_URL": pipeline.address("ingestion"),
                        "DIFFQC_GATEWAY_API_KEYS": f'["{API_KEY}"]', **(gateway_env or {})}
