@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -79,9 +78,13 @@ def demo(
     """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""
     console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
                   "as separate processes over Kafka, on this machine")
+    with MesReceiver() as mes:  # the stand-in MES the bridge delivers the alerts to
+        _run(mes, frames, defect_rate, fps, out, repo, seed, summary)
+
+
+def _run(mes: MesReceiver, frames: int, defect_rate: float, fps: float, out: Path, repo: Path, seed: int,
+         summary: Path | None) -> None:
     root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
-    stack = ExitStack()
-    mes = stack.enter_context(MesReceiver())
     pipeline = LocalPipeline(root, repo, line_protocol_file=out / "scores.lp", mes_webhook_url=mes.url,
                              line_stop_url=mes.line_stop_url)
     try:
@@ -123,6 +126,5 @@ def demo(
     finally:
         with console.status("stopping"):
             pipeline.stop()
-        stack.close()
         shutil.rmtree(root, ignore_errors=True)
         console.print("stopped every server and service")
