@@ -9,7 +9,7 @@
 
 ``load_detector`` checks the format version, the kind and the files' consistency and fails with
 an ``ArtifactError`` that says what is wrong. A new artifact kind (e.g. a distilled one-step
-student) registers a loader in ``KINDS`` and keeps the same files.
+student, ``consistency``) registers a loader in ``KINDS`` and keeps the same files.
 """
 
 from __future__ import annotations
@@ -147,13 +147,16 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _load_ddim(path: Path, meta: dict[str, Any]) -> Detector:
+def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
     cfg = DetectorConfig.from_dict(_read_json(path / "config.json"), f"{path / 'config.json'}")
     try:
         weights = load_file(str(path / "weights.safetensors"))
         stats = load_file(str(path / "stats.safetensors"))
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"model {path}: cannot read tensors ({exc}); the artifact is damaged") from None
+    if meta["kind"] != ("consistency" if cfg.model.consistency else "ddim"):
+        raise ArtifactError(f"model {path}: metadata.json says kind {meta['kind']!r} but config.json's "
+                            f"model.consistency is {cfg.model.consistency}; the artifact is damaged")
     model = build_denoiser(cfg.model)
     try:
         model.load_state_dict(weights, strict=True)
@@ -179,7 +182,9 @@ def _load_ddim(path: Path, meta: dict[str, Any]) -> Detector:
     return Detector(cfg, model, products, meta)
 
 
-KINDS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = {"ddim": _load_ddim}
+# Both kinds keep the same files; a consistency student differs only in config.model.consistency.
+KINDS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = {
+    "ddim": _load_denoiser_artifact, "consistency": _load_denoiser_artifact}
 
 
 def load_detector(path: str | Path) -> Detector:

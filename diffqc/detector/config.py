@@ -34,6 +34,9 @@ class ModelConfig:
     coord_channels: bool = False
     products: list[str] = field(default_factory=lambda: ["default"])
     class_embedding: bool = False
+    # A consistency function (a distilled one-step student, see distill.py): the network's output
+    # is turned into the noise implied by its clean estimate, so every solver reads it as noise.
+    consistency: bool = False
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     beta_start: float = 1e-4

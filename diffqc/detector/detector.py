@@ -48,8 +48,6 @@ class ProductState:
 class Detector:
     """A diffusion-reconstruction anomaly detector for one or more product types."""
 
-    kind = "ddim"
-
     def __init__(
         self,
         cfg: DetectorConfig,
@@ -62,6 +60,11 @@ class Detector:
         self.products = products
         self.metadata = metadata or {}
         self.acp = alphas_cumprod(cfg.model)
+
+    @property
+    def kind(self) -> str:
+        """``ddim``: a multi-step denoiser; ``consistency``: a one-step student (``diffqc distill``)."""
+        return "consistency" if self.cfg.model.consistency else "ddim"
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod

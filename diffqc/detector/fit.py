@@ -25,7 +25,7 @@ from diffqc.detector.calibration import (
     split_calibration,
     split_holdout,
 )
-from diffqc.detector.config import DetectorConfig
+from diffqc.detector.config import DetectorConfig, TrainConfig
 from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_batches
 from diffqc.detector.errors import TrainingDataError
 from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
@@ -136,6 +136,48 @@ def calibrate_product(
     return cal
 
 
+TrainingSets = tuple[dict[str, list[Path]], dict[str, list[np.ndarray]], dict[str, tuple[np.ndarray, np.ndarray]], int]
+
+
+def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSets:
+    """(paths, images, (train, held-out) index splits, channels) per product; the split is a
+    function of ``tc.seed`` and the product order, so a distilled student sees its teacher's split."""
+    rng = np.random.default_rng(tc.seed)
+    paths, images, splits = {}, {}, {}
+    channels = None
+    for product, root in data.items():
+        paths[product], images[product] = load_good_images(Path(root))
+        channels = check_images(paths[product], images[product], tc.crop_size, channels)
+        try:
+            splits[product] = split_holdout(len(images[product]), tc.holdout_fraction, tc.min_holdout, rng)
+        except ValueError as exc:
+            raise TrainingDataError(f"training folder {Path(root) / 'train' / 'good'}: {exc}") from None
+    return paths, images, splits, channels
+
+
+def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]]) -> CropSampler:
+    """Random augmented crops of the training images, labelled by product index (config order)."""
+    tc = cfg.train
+    aug = Augment(tc.crop_size, tc.hflip, tc.vflip, tc.rot90, tc.brightness, tc.contrast, cfg.model.coord_channels)
+    return CropSampler({i: train_sets[p] for i, p in enumerate(train_sets)}, aug, np.random.default_rng(tc.seed + 1))
+
+
+def calibrate_products(detector: Detector, images: Mapping[str, list[np.ndarray]],
+                       splits: Mapping[str, tuple[np.ndarray, np.ndarray]], progress: bool = True,
+                       log: Callable[[str], None] = print) -> None:
+    """Calibrate every product of ``detector`` on its held-out good images (parts A and B)."""
+    from tqdm.auto import tqdm
+
+    for p in detector.product_names:
+        held = splits[p][1]
+        a_idx, b_idx = split_calibration(held)
+        with tqdm(total=len(held), desc=f"calibrate {p}", disable=not progress, leave=False) as bar:
+            cal = calibrate_product(detector, p, [images[p][i] for i in a_idx], [images[p][i] for i in b_idx],
+                                    bar.update)
+        log(f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
+            f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})")
+
+
 def _sample(v: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return v if v.size <= k else rng.choice(v, size=k, replace=False)
 
@@ -180,8 +222,6 @@ def train_detector(
     folder name) or {product: folder}. ``cfg`` is copied, then its open choices (``None`` / ``auto``)
     are resolved from the data; the detector's ``cfg`` holds the result.
     """
-    from tqdm.auto import tqdm
-
     cfg = copy.deepcopy(cfg) if cfg is not None else DetectorConfig()  # data-dependent choices are filled in
     if seed is not None:
         cfg.train.seed = seed
@@ -190,24 +230,14 @@ def train_detector(
     if not data:
         raise TrainingDataError("no training data given")
     tc = cfg.train
-    rng = np.random.default_rng(tc.seed)
-    paths, images, splits = {}, {}, {}
-    channels = None
-    for product, root in data.items():
-        paths[product], images[product] = load_good_images(Path(root))
-        channels = check_images(paths[product], images[product], tc.crop_size, channels)
-        try:
-            splits[product] = split_holdout(len(images[product]), tc.holdout_fraction, tc.min_holdout, rng)
-        except ValueError as exc:
-            raise TrainingDataError(f"training folder {Path(root) / 'train' / 'good'}: {exc}") from None
+    paths, images, splits, channels = load_training_sets(data, tc)
     train_sets = {p: [images[p][i] for i in splits[p][0]] for p in data}
     measured = resolve_config(cfg, train_sets, channels)
     log(f"products {list(data)}: {sum(map(len, train_sets.values()))} training images, aligned={tc.aligned} "
         f"(position explains {max(measured['alignment_ratio'].values()):.2f}), flips={tc.hflip}, "
         f"rot90={tc.rot90}, normalization={cfg.map.normalization}")
 
-    aug = Augment(tc.crop_size, tc.hflip, tc.vflip, tc.rot90, tc.brightness, tc.contrast, cfg.model.coord_channels)
-    sampler = CropSampler({i: train_sets[p] for i, p in enumerate(data)}, aug, np.random.default_rng(tc.seed + 1))
+    sampler = training_sampler(cfg, train_sets)
     if steps is None and minutes is None:
         minutes = 10.0
     result = train_denoiser(cfg, sampler, steps=steps, minutes=minutes, progress=progress)
@@ -221,14 +251,7 @@ def train_detector(
         states[p].calibration.process = read_process(Path(data[p]), [paths[p][i].name for i in splits[p][0]])
     detector = Detector(cfg, result.model, states)
     started = time.monotonic()
-    for p in data:
-        held = splits[p][1]
-        a_idx, b_idx = split_calibration(held)
-        with tqdm(total=len(held), desc=f"calibrate {p}", disable=not progress, leave=False) as bar:
-            cal = calibrate_product(detector, p, [images[p][i] for i in a_idx], [images[p][i] for i in b_idx],
-                                    bar.update)
-        log(f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
-            f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})")
+    calibrate_products(detector, images, splits, progress, log)
     detector.metadata = {
         "products": list(data),
         "training_data": {

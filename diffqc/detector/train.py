@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,70 @@ def train_t_max(cfg: DetectorConfig) -> int:
     return int(min(max(t_max, cfg.recon.t_star + 1), cfg.model.num_train_timesteps))
 
 
+def check_budget(steps: int | None, minutes: float | None) -> None:
+    if steps is None and minutes is None:
+        raise ValueError("give a training budget: steps or minutes")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if minutes is not None and minutes <= 0:
+        raise ValueError(f"--minutes must be > 0, got {minutes}")
+
+
+def run_budget(
+    step_fn: Callable[[int, float], float],
+    *,
+    steps: int | None,
+    minutes: float | None,
+    progress: bool,
+    desc: str,
+) -> tuple[int, float, list[float]]:
+    """Call ``step_fn(step, done)`` (``done``: share of the budget used, 0..1; returns the loss) until
+    ``steps`` or ``minutes`` runs out, whichever first, with a progress bar. Returns (steps, seconds, losses)."""
+    check_budget(steps, minutes)
+    budget_s = minutes * 60 if minutes is not None else math.inf
+    by_time = steps is None
+    bar = tqdm(total=round(budget_s) if by_time else steps, disable=not progress, desc=desc, leave=False,
+               unit="s" if by_time else "step",
+               bar_format="{l_bar}{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
+    losses: list[float] = []
+    start = last = time.monotonic()
+    step = 0
+    while True:
+        done = max(step / steps if steps else 0.0, (time.monotonic() - start) / budget_s)
+        if done >= 1.0:
+            break
+        losses.append(step_fn(step, done))
+        step += 1
+        now = time.monotonic()
+        bar.update(1 if steps is not None else round(now - start) - bar.n)
+        if now - last > 1.0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", step=step)
+            last = now
+    bar.close()
+    return step, time.monotonic() - start, losses
+
+
+def cosine_lr(base: float, step: int, done: float, warmup_steps: int) -> float:
+    """Warmup, then cosine decay to 10% over the budget (by steps or by time, whichever is further)."""
+    return base * min(1.0, (step + 1) / warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+
+
+def warmup_decay(target: float, step: int) -> float:
+    """EMA decay with warmup: early on the average follows the model closely (short CPU budgets)."""
+    return min(target, (1 + step) / (10 + step))
+
+
+def tail_loss(losses: list[float]) -> float:
+    tail = losses[-max(1, len(losses) // 10):]
+    return float(np.mean(tail)) if tail else math.nan
+
+
 def train_denoiser(
     cfg: DetectorConfig,
     sampler: CropSampler,
@@ -40,12 +105,7 @@ def train_denoiser(
     progress: bool = True,
 ) -> TrainResult:
     """Train until ``steps`` or ``minutes`` runs out (whichever first); returns the EMA model."""
-    if steps is None and minutes is None:
-        raise ValueError("give a training budget: steps or minutes")
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    if minutes is not None and minutes <= 0:
-        raise ValueError(f"--minutes must be > 0, got {minutes}")
+    check_budget(steps, minutes)
     tc = cfg.train
     torch.manual_seed(tc.seed)
     model = build_denoiser(cfg.model).train()
@@ -53,25 +113,11 @@ def train_denoiser(
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(0.9, 0.99), weight_decay=0.0)
     acp = alphas_cumprod(cfg.model).float()
     t_max = train_t_max(cfg)
-    budget_s = minutes * 60 if minutes is not None else math.inf
     gen = torch.Generator().manual_seed(tc.seed)
 
-    by_time = steps is None
-    bar = tqdm(total=round(budget_s) if by_time else steps, disable=not progress, desc="train", leave=False,
-               unit="s" if by_time else "step",
-               bar_format="{l_bar}{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
-    losses: list[float] = []
-    start = last = time.monotonic()
-    step = 0
-    while True:
-        elapsed = time.monotonic() - start
-        done = max(step / steps if steps else 0.0, elapsed / budget_s)
-        if done >= 1.0:
-            break
-        # Warmup, then cosine decay over the budget (by steps or by time, whichever is further).
-        lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
+    def step_fn(step: int, done: float) -> float:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = cosine_lr(tc.lr, step, done, tc.warmup_steps)
         x0, coords, labels = sampler.sample(tc.batch_size)
         x0 = x0 * 2 - 1
         t = torch.randint(0, t_max, (x0.shape[0],), generator=gen)
@@ -83,18 +129,8 @@ def train_denoiser(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        # EMA with warmup: early on the average follows the model closely (short CPU budgets).
-        decay = min(tc.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(loss.item())
-        step += 1
-        now = time.monotonic()
-        bar.update(1 if steps is not None else round(now - start) - bar.n)
-        if now - last > 1.0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", step=step)
-            last = now
-    bar.close()
-    tail = losses[-max(1, len(losses) // 10):]
-    return TrainResult(ema, step, time.monotonic() - start, float(np.mean(tail)) if tail else math.nan, losses)
+        ema_update(ema, model, warmup_decay(tc.ema_decay, step))
+        return loss.item()
+
+    n, seconds, losses = run_budget(step_fn, steps=steps, minutes=minutes, progress=progress, desc="train")
+    return TrainResult(ema, n, seconds, tail_loss(losses), losses)

@@ -5,6 +5,10 @@ pixel value still enters the network, at about a quarter of the cost), pads any 
 UNet's downsampling needs, and optionally appends absolute coordinate channels so that the model
 can learn position-dependent content on aligned parts. It is fully convolutional: trained on crops,
 run on whole images or tiles.
+
+A consistency student (``cfg.consistency``) keeps the architecture and the interface: its forward
+returns the noise implied by its consistency function f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂0,
+with the skip/out scaling of latent consistency models (Luo et al. 2023) that makes f(x, 0) = x.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffqc.detector.config import ModelConfig
+
+# Skip/out scaling of the consistency function (LCM): sigma_data and the timestep scale.
+SIGMA_DATA = 0.5
+CONSISTENCY_TIME_SCALE = 10.0
 
 
 class Denoiser(nn.Module):
@@ -36,6 +44,8 @@ class Denoiser(nn.Module):
             norm_num_groups=cfg.norm_num_groups,
             num_class_embeds=len(cfg.products) if cfg.class_embedding else None,
         )
+        if cfg.consistency:
+            self.register_buffer("acp", alphas_cumprod(cfg).float(), persistent=False)
 
     def forward(
         self,
@@ -68,7 +78,23 @@ class Denoiser(nn.Module):
         out = self.unet(inp, t, class_labels=class_labels).sample
         if cfg.patch_size > 1:
             out = F.pixel_shuffle(out, cfg.patch_size)
-        return out[:, :, :h, :w].contiguous()
+        out = out[:, :, :h, :w].contiguous()
+        return self._consistency_noise(x_t, t, out) if cfg.consistency else out
+
+    def _consistency_noise(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        x0 = clean_estimate(out, x_t, t, self.acp)
+        s = CONSISTENCY_TIME_SCALE * t.view(-1, 1, 1, 1).to(x_t.dtype)
+        c_skip = SIGMA_DATA**2 / (s**2 + SIGMA_DATA**2)
+        c_out = s / (s**2 + SIGMA_DATA**2).sqrt()
+        f = c_skip * x_t + c_out * x0
+        a = self.acp[t].view(-1, 1, 1, 1).to(x_t.dtype)
+        return (x_t - a.sqrt() * f) / (1 - a).sqrt()
+
+
+def clean_estimate(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, acp: torch.Tensor) -> torch.Tensor:
+    """x̂0 implied by predicted noise ``eps`` at timesteps ``t`` (N,): (x_t - sqrt(1-a)·eps) / sqrt(a)."""
+    a = acp[t].view(-1, 1, 1, 1).to(x_t.dtype)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def coordinate_grid(y0: int, x0: int, h: int, w: int, full_h: int, full_w: int) -> torch.Tensor:
