@@ -3,6 +3,7 @@
     from diffqc.detector import Detector, train_detector
     detector = train_detector("data/pcb", minutes=5)       # or Detector.load("model/")
     detector.save("model/")
+    student = distill_detector(detector, minutes=5)       # one-step consistency student
     amap, components, score = detector.predict(batch, product="default")
 
 See docs/detector.md for the design, the artifact format and the benchmark.
@@ -10,6 +11,7 @@ See docs/detector.md for the design, the artifact format and the benchmark.
 
 from diffqc.detector.config import COMPONENTS, MAP_COMPONENTS, DetectorConfig
 from diffqc.detector.detector import DEFAULT_PRODUCT, Detector
+from diffqc.detector.distill import distill_detector
 from diffqc.detector.errors import ArtifactError, DetectorError, InputError, ProductError, TrainingDataError
 from diffqc.detector.fit import train_detector
 
@@ -24,5 +26,6 @@ __all__ = [
     "InputError",
     "ProductError",
     "TrainingDataError",
+    "distill_detector",
     "train_detector",
 ]

@@ -1,4 +1,4 @@
-"""``diffqc train | evaluate | detect``: the detector from the command line."""
+"""``diffqc train | distill | evaluate | detect``: the detector from the command line."""
 
 from __future__ import annotations
 
@@ -96,6 +96,38 @@ def train(
         raise _fail(exc) from None
     console.print(f"[green]saved[/green] {path}  (products {detector.product_names}, thresholds "
                   + ", ".join(f"{p}={detector.threshold(p):.3f}" for p in detector.product_names) + ")")
+
+
+@app.command()
+def distill(
+    model: Annotated[Path, typer.Option("--model", help="Teacher artifact (a multi-step DDIM detector).")],
+    out: Annotated[Path, typer.Option("--out", help="Student artifact directory to write.")],
+    minutes: Annotated[float | None, typer.Option(help="Distillation budget in minutes (default 5).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Distillation budget in optimizer steps.")] = None,
+    intervals: Annotated[int, typer.Option(help="Teacher DDIM steps over [0, t*] the student is made consistent on."
+                                           )] = 5,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Training folder per --product (default: the folders recorded in the teacher).")] = None,
+    product: Annotated[list[str] | None, typer.Option("--product", help="Product of each --data.")] = None,
+    threads: Threads = None,
+) -> None:
+    """Distill a one-step consistency student from a trained detector and calibrate it."""
+    from diffqc.detector.distill import distill_detector
+
+    _threads(threads)
+    try:
+        data = data or []
+        if data and (not product or len(product) != len(data)):
+            raise DetectorError("give one --product per --data folder")
+        teacher = _load(model)
+        student = distill_detector(teacher, dict(zip(product or [], data, strict=True)) or None, steps=steps,
+                                   minutes=minutes, intervals=intervals,
+                                   log=lambda m: console.print(m, highlight=False))
+        path = student.save(out)
+    except USER_ERRORS as exc:
+        raise _fail(exc) from None
+    console.print(f"[green]saved[/green] {path}  (one-step student of {model}; thresholds "
+                  + ", ".join(f"{p}={student.threshold(p):.3f}" for p in student.product_names) + ")")
 
 
 @app.command()
