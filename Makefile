@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 ARGS ?=
 TORCH := torch==2.13.0
 
-.PHONY: setup system-packages run test proto lint bench-detector clean
+.PHONY: setup system-packages run test proto lint bench-detector bench-fast clean
 
 setup: system-packages $(STAMP)
 
@@ -50,6 +50,12 @@ lint: setup
 bench-detector: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/detector.py $(ARGS)
+
+# Distillation, adaptive augmentation and onboarding on the same data sets (several hours on 2 cores
+# for everything); e.g. ARGS="--distill pcb,brick --ada pcb --onboard pcb".
+bench-fast: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.fast $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -7,7 +7,7 @@ import typer
 from diffqc.data.cli import app as data_app
 from diffqc.demo import demo
 from diffqc.demo.bench import pipeline as bench_pipeline
-from diffqc.detector.cli import detect, distill, evaluate, train
+from diffqc.detector.cli import detect, distill, evaluate, onboard, train
 from diffqc.infra.cli import app as infra_app
 from diffqc.infra.cli import triton_app
 from diffqc.serving.bench import triton as bench_triton
@@ -17,6 +17,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(demo)
 app.command()(train)
 app.command()(distill)
+app.command()(onboard)
 app.command()(evaluate)
 app.command()(detect)
 app.command()(export)

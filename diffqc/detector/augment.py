@@ -4,6 +4,11 @@ Whether a geometric augmentation is valid depends on the data: an aligned part (
 must not be flipped or rotated, because where things are is part of what "good" means; a texture
 may be flipped, and rotated by 90 degrees only when its statistics are isotropic (brick rows are
 horizontal: a vertical brick wall is a defect). Both are measured from the good images.
+
+Adaptive augmentation (the StyleGAN2-ADA idea) adds stronger, still valid, variations for small
+normal sets: each is applied with probability ``CropSampler.p``, which the training loop raises
+while the model overfits and lowers when it does not (see ``train.AdaController``). Aligned parts
+get a small misplacement in the jig instead of a zoom (their content must stay where it belongs).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from diffqc.detector.unet import coordinate_grid
 
@@ -19,6 +25,14 @@ from diffqc.detector.unet import coordinate_grid
 ALIGNED_RATIO = 0.3
 # Relative difference of horizontal and vertical gradient energy below which rot90 is allowed.
 ISOTROPY_TOLERANCE = 0.15
+# Adaptive augmentation is on by default below this many training images of a product.
+ADA_MAX_IMAGES = 64
+# Ranges of the adaptive augmentations at p = 1 (each one applied with probability p).
+ADA_SHIFT_PX = 4  # aligned parts: misplacement in the jig
+ADA_ZOOM = 1.2  # textures: scale in [1/1.2, 1.2]
+ADA_BRIGHTNESS = 0.1
+ADA_CONTRAST = 0.15  # log-uniform factor in [1/1.15, 1.15]
+ADA_GAMMA = 1.25  # log-uniform in [1/1.25, 1.25]
 
 
 def _gray_small(img: np.ndarray, size: int = 64) -> np.ndarray:
@@ -69,6 +83,7 @@ class Augment:
     brightness: float
     contrast: float
     coords: bool
+    ada: bool = False  # adaptive augmentation (strength CropSampler.p)
 
 
 class CropSampler:
@@ -79,6 +94,7 @@ class CropSampler:
         self.labels = sorted(images)
         self.aug = aug
         self.rng = rng
+        self.p = 0.0  # adaptive augmentation probability (used when aug.ada)
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         a, rng = self.aug, self.rng
@@ -90,7 +106,9 @@ class CropSampler:
             h, w = img.shape[:2]
             y0 = int(rng.integers(0, h - a.crop + 1))
             x0 = int(rng.integers(0, w - a.crop + 1))
-            crop = np.asarray(img[y0 : y0 + a.crop, x0 : x0 + a.crop], dtype=np.float32)
+            adaptive = a.ada and self.p > 0  # p = 0: exactly the crops (and random stream) without ADA
+            crop = self._adaptive_crop(img, y0, x0) if adaptive else img[y0 : y0 + a.crop, x0 : x0 + a.crop]
+            crop = np.asarray(crop, dtype=np.float32)
             if a.hflip and rng.random() < 0.5:
                 crop = crop[:, ::-1]
             if a.vflip and rng.random() < 0.5:
@@ -102,9 +120,42 @@ class CropSampler:
                 c = 1 + rng.uniform(-a.contrast, a.contrast)
                 b = rng.uniform(-a.brightness, a.brightness)
                 crop = np.clip((crop - mean) * c + mean + b, 0, 1)
+            if adaptive:
+                crop = self._adaptive_photometric(crop)
             crops.append(np.ascontiguousarray(crop.transpose(2, 0, 1)))
             if a.coords:
                 coords.append(coordinate_grid(y0, x0, a.crop, a.crop, h, w))
             labels.append(label)
         x = torch.from_numpy(np.stack(crops))
         return x, (torch.stack(coords) if a.coords else None), torch.tensor(labels, dtype=torch.long)
+
+    def _adaptive_crop(self, img: np.ndarray, y0: int, x0: int) -> np.ndarray:
+        """The crop at (y0, x0), with probability p misplaced (aligned parts) or zoomed (textures)."""
+        a, rng, c = self.aug, self.rng, self.aug.crop
+        h, w = img.shape[:2]
+        if rng.random() >= self.p:
+            return img[y0 : y0 + c, x0 : x0 + c]
+        if a.coords:  # content shifted against its coordinates, as a part slightly off its fixture
+            dy, dx = rng.integers(-ADA_SHIFT_PX, ADA_SHIFT_PX + 1, size=2)
+            ys, xs = int(np.clip(y0 + dy, 0, h - c)), int(np.clip(x0 + dx, 0, w - c))
+            return img[ys : ys + c, xs : xs + c]
+        size = int(np.clip(round(c * np.exp(rng.uniform(-1, 1) * np.log(ADA_ZOOM))), 8, min(h, w)))
+        ys = int(np.clip(y0 + (c - size) // 2, 0, h - size))
+        xs = int(np.clip(x0 + (c - size) // 2, 0, w - size))
+        window = torch.from_numpy(np.ascontiguousarray(img[ys : ys + size, xs : xs + size], dtype=np.float32))
+        resized = F.interpolate(window.permute(2, 0, 1)[None], size=(c, c), mode="bilinear", antialias=True,
+                                align_corners=False)
+        return resized[0].permute(1, 2, 0).numpy()
+
+    def _adaptive_photometric(self, crop: np.ndarray) -> np.ndarray:
+        """Brightness, contrast and gamma, each with probability p (the ADA pipeline's colour group)."""
+        rng, p = self.rng, self.p
+        if rng.random() < p:
+            crop = crop + rng.uniform(-ADA_BRIGHTNESS, ADA_BRIGHTNESS)
+        if rng.random() < p:
+            mean = crop.mean()
+            crop = (crop - mean) * np.exp(rng.uniform(-1, 1) * np.log(1 + ADA_CONTRAST)) + mean
+        crop = np.clip(crop, 0, 1)
+        if rng.random() < p:
+            crop = crop ** np.exp(rng.uniform(-1, 1) * np.log(ADA_GAMMA))
+        return crop.astype(np.float32, copy=False)

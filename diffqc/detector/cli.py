@@ -1,4 +1,4 @@
-"""``diffqc train | distill | evaluate | detect``: the detector from the command line."""
+"""``diffqc train | distill | onboard | evaluate | detect``: the detector from the command line."""
 
 from __future__ import annotations
 
@@ -128,6 +128,58 @@ def distill(
         raise _fail(exc) from None
     console.print(f"[green]saved[/green] {path}  (one-step student of {model}; thresholds "
                   + ", ".join(f"{p}={student.threshold(p):.3f}" for p in student.product_names) + ")")
+
+
+@app.command()
+def onboard(
+    base: Annotated[Path, typer.Option("--base", help="Base artifact (ideally multi-product) to fine-tune.")],
+    data: Annotated[Path, typer.Option("--data", help="MVTec-layout folder of the new product (5-10 good images).")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
+    product: Annotated[str | None, typer.Option(
+        help="New product's name (default: dataset.json's product or the folder name).")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Fine-tuning budget in minutes (default 3).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Fine-tuning budget in optimizer steps.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (crops, noise, holdout split).")] = 0,
+    repo: Annotated[Path | None, typer.Option(
+        help="Also stage the result into this Triton model repository as a new model version.")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        help="With --repo: register the new version in this metadata database (the platform's "
+             "DIFFQC_DATABASE_URL), active for the new product.")] = None,
+    threads: Threads = None,
+) -> None:
+    """Onboard a new product type: fine-tune a base model on a few good images and calibrate it."""
+    from diffqc.detector.onboard import onboard_detector
+
+    _threads(threads)
+    try:
+        if database_url and repo is None:
+            raise DetectorError("--database-url registers a staged model version: give --repo too")
+        detector = onboard_detector(_load(base), data, product=product, steps=steps, minutes=minutes, seed=seed,
+                                    log=lambda m: console.print(m, highlight=False))
+        path = detector.save(out)
+    except USER_ERRORS as exc:
+        raise _fail(exc) from None
+    name = detector.product_names[0]
+    console.print(f"[green]saved[/green] {path}  (product {name!r}, threshold {detector.threshold():.3f})")
+    if repo is not None:
+        _publish(path, repo, database_url)
+
+
+def _publish(artifact: Path, repo: Path, database_url: str | None) -> None:
+    """Stage ``artifact`` into the Triton repository as a new version, and register it when asked."""
+    from diffqc.serving.register import register_version
+    from diffqc.serving.repository import stage_version
+    from diffqc.store.engine import make_engine
+
+    version_dir = stage_version(artifact, repo)
+    console.print(f"staged as {version_dir} (Triton loads the newest version)")
+    if database_url:
+        engine = make_engine(database_url)
+        try:
+            products = register_version(version_dir, engine)
+        finally:
+            engine.dispose()
+        console.print(f"registered version {version_dir.name} as active for {sorted(products)}")
 
 
 @app.command()

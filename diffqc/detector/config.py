@@ -64,6 +64,14 @@ class TrainConfig:
     rot90: bool | None = None  # None = allowed when not aligned and the texture is isotropic
     brightness: float = 0.05
     contrast: float = 0.05
+    # Adaptive augmentation for small normal sets (StyleGAN2-ADA): extra augmentations applied with
+    # probability p; every ada_interval steps p moves by ada_speed toward more augmentation while
+    # the relative gap between held-out and training denoising loss exceeds ada_target, toward
+    # less otherwise. None = on when a product has fewer than ADA_MAX_IMAGES training images.
+    ada: bool | None = None
+    ada_target: float = 0.05
+    ada_interval: int = 8
+    ada_speed: float = 0.05
     holdout_fraction: float = 0.25
     min_holdout: int = 4
     seed: int = 0

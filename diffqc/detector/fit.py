@@ -17,7 +17,15 @@ import torch
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.anomaly_map import Normalizer
-from diffqc.detector.augment import Augment, CropSampler, alignment_ratio, anisotropy, is_aligned, is_isotropic
+from diffqc.detector.augment import (
+    ADA_MAX_IMAGES,
+    Augment,
+    CropSampler,
+    alignment_ratio,
+    anisotropy,
+    is_aligned,
+    is_isotropic,
+)
 from diffqc.detector.calibration import (
     Calibration,
     component_stats,
@@ -30,7 +38,8 @@ from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_b
 from diffqc.detector.errors import TrainingDataError
 from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
 from diffqc.detector.scoring import ProcessStats, raw_image_components
-from diffqc.detector.train import train_denoiser
+from diffqc.detector.train import TrainResult, train_denoiser
+from diffqc.detector.unet import Denoiser
 
 PROCESS_FILE = "process.csv"  # optional: image,<param>,... for the train/good images
 
@@ -158,8 +167,24 @@ def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSet
 def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]]) -> CropSampler:
     """Random augmented crops of the training images, labelled by product index (config order)."""
     tc = cfg.train
-    aug = Augment(tc.crop_size, tc.hflip, tc.vflip, tc.rot90, tc.brightness, tc.contrast, cfg.model.coord_channels)
+    aug = Augment(tc.crop_size, tc.hflip, tc.vflip, tc.rot90, tc.brightness, tc.contrast, cfg.model.coord_channels,
+                  bool(tc.ada))
     return CropSampler({i: train_sets[p] for i, p in enumerate(train_sets)}, aug, np.random.default_rng(tc.seed + 1))
+
+
+def held_out_sets(images: Mapping[str, list[np.ndarray]], splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                  ) -> dict[int, list[np.ndarray]]:
+    """The held-out good images per product label (config order), for the overfitting probe."""
+    return {i: [images[p][j] for j in splits[p][1]] for i, p in enumerate(splits)}
+
+
+def ada_summary(result: TrainResult) -> dict:
+    """The overfitting gap and the adaptive augmentation's course, for the artifact's metadata."""
+    ps = [p for _, p, _ in result.ada]
+    every = max(1, len(result.ada) // 50)  # at most ~50 points of the course
+    course = [[s, round(p, 3), round(g, 4)] for s, p, g in result.ada[::every]]
+    return {"overfitting_gap": None if result.gap is None else round(result.gap, 4),
+            "ada": {"final_p": ps[-1], "mean_p": round(float(np.mean(ps)), 3), "course": course} if ps else None}
 
 
 def calibrate_products(detector: Detector, images: Mapping[str, list[np.ndarray]],
@@ -182,8 +207,12 @@ def _sample(v: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return v if v.size <= k else rng.choice(v, size=k, replace=False)
 
 
-def resolve_config(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]], channels: int) -> dict:
-    """Fill the data-dependent choices left open (``None``/``auto``) in ``cfg``; returns the measurements."""
+def resolve_config(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]], channels: int,
+                   keep_architecture: bool = False) -> dict:
+    """Fill the data-dependent choices left open (``None``/``auto``) in ``cfg``; returns the measurements.
+
+    ``keep_architecture``: the network's inputs (channels, coordinate channels, class embedding) are
+    fixed, because training starts from existing weights."""
     tc, names = cfg.train, list(train_sets)
     ratios = {p: alignment_ratio(ims) for p, ims in train_sets.items()}
     all_images = [im for ims in train_sets.values() for im in ims]
@@ -196,10 +225,13 @@ def resolve_config(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray
         tc.vflip = not tc.aligned
     if tc.rot90 is None:
         tc.rot90 = (not tc.aligned) and is_isotropic(all_images)
-    cfg.model.channels = channels
+    if tc.ada is None:
+        tc.ada = min(map(len, train_sets.values())) < ADA_MAX_IMAGES
     cfg.model.products = names
-    cfg.model.class_embedding = cfg.model.class_embedding or len(names) > 1
-    cfg.model.coord_channels = cfg.model.coord_channels or bool(tc.aligned)
+    if not keep_architecture:
+        cfg.model.channels = channels
+        cfg.model.class_embedding = cfg.model.class_embedding or len(names) > 1
+        cfg.model.coord_channels = cfg.model.coord_channels or bool(tc.aligned)
     if cfg.map.normalization == "auto":
         same_size = all(len({im.shape for im in ims}) == 1 for ims in train_sets.values())
         cfg.map.normalization = "pixel" if tc.aligned and same_size else "global"
@@ -213,6 +245,7 @@ def train_detector(
     steps: int | None = None,
     minutes: float | None = None,
     seed: int | None = None,
+    init: Denoiser | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Detector:
@@ -220,7 +253,8 @@ def train_detector(
 
     ``data``: a folder in the MVTec AD layout (product name: its ``dataset.json`` product, else the
     folder name) or {product: folder}. ``cfg`` is copied, then its open choices (``None`` / ``auto``)
-    are resolved from the data; the detector's ``cfg`` holds the result.
+    are resolved from the data; the detector's ``cfg`` holds the result. ``init``: fine-tune these
+    weights (their architecture is ``cfg.model``) instead of training from scratch.
     """
     cfg = copy.deepcopy(cfg) if cfg is not None else DetectorConfig()  # data-dependent choices are filled in
     if seed is not None:
@@ -231,17 +265,22 @@ def train_detector(
         raise TrainingDataError("no training data given")
     tc = cfg.train
     paths, images, splits, channels = load_training_sets(data, tc)
+    if init is not None and channels != cfg.model.channels:
+        raise TrainingDataError(f"the images in {list(map(str, data.values()))} have {channels} channel(s); the "
+                                f"model to fine-tune was trained on {cfg.model.channels} (model.channels)")
     train_sets = {p: [images[p][i] for i in splits[p][0]] for p in data}
-    measured = resolve_config(cfg, train_sets, channels)
+    measured = resolve_config(cfg, train_sets, channels, keep_architecture=init is not None)
     log(f"products {list(data)}: {sum(map(len, train_sets.values()))} training images, aligned={tc.aligned} "
         f"(position explains {max(measured['alignment_ratio'].values()):.2f}), flips={tc.hflip}, "
-        f"rot90={tc.rot90}, normalization={cfg.map.normalization}")
+        f"rot90={tc.rot90}, adaptive augmentation={tc.ada}, normalization={cfg.map.normalization}")
 
     sampler = training_sampler(cfg, train_sets)
     if steps is None and minutes is None:
         minutes = 10.0
-    result = train_denoiser(cfg, sampler, steps=steps, minutes=minutes, progress=progress)
-    log(f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.loss:.4f})")
+    result = train_denoiser(cfg, sampler, holdout=held_out_sets(images, splits), init=init, steps=steps,
+                            minutes=minutes, progress=progress)
+    log(f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.loss:.4f}, "
+        f"overfitting gap {result.gap:+.3f}" + (f", augmentation p {sampler.p:.2f})" if tc.ada else ")"))
 
     states = {}
     for p in data:
@@ -263,7 +302,7 @@ def train_detector(
         "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.loss,
                      "calibration_seconds": round(time.monotonic() - started, 1),
                      "budget": {"steps": steps, "minutes": minutes}, "seed": tc.seed,
-                     "torch_threads": torch.get_num_threads()},
+                     "torch_threads": torch.get_num_threads(), **ada_summary(result)},
         "decisions": {k: v if not isinstance(v, float) or math.isfinite(v) else None
                       for k, v in measured.items()},
         "metrics": {},

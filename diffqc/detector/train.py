@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from diffqc.detector.augment import CropSampler
 from diffqc.detector.config import DetectorConfig
-from diffqc.detector.unet import Denoiser, alphas_cumprod, build_denoiser
+from diffqc.detector.unet import Denoiser, alphas_cumprod, build_denoiser, coordinate_grid
 
 
 @dataclass
@@ -25,6 +25,9 @@ class TrainResult:
     seconds: float
     loss: float  # mean loss over the last 10% of steps
     losses: list[float] = field(default_factory=list)
+    # Adaptive augmentation: (step, p, overfitting gap) at every adjustment; the EMA model's final gap.
+    ada: list[tuple[int, float, float]] = field(default_factory=list)
+    gap: float | None = None
 
 
 def train_t_max(cfg: DetectorConfig) -> int:
@@ -96,24 +99,81 @@ def tail_loss(losses: list[float]) -> float:
     return float(np.mean(tail)) if tail else math.nan
 
 
+class OverfitProbe:
+    """Denoising loss on fixed crops of training and of held-out images: the overfitting signal.
+
+    The crops are paired (same product, position, timestep and noise for the training crop and
+    the held-out crop), so the relative gap (held-out - training) / training measures what the
+    model knows of its training images beyond their kind: ~0 while it generalizes, growing as it
+    memorizes. It steers adaptive augmentation and is reported at the end of training.
+    """
+
+    def __init__(self, sampler: CropSampler, holdout: dict[int, list[np.ndarray]], acp: torch.Tensor, t_max: int,
+                 seed: int, n: int = 32):
+        rng = np.random.default_rng(seed + 2)  # its own stream: probing does not change the training crops
+        c, coords = sampler.aug.crop, sampler.aug.coords
+        xs, grids, labels = ([], []), ([], []), []  # (training, held-out) crops and their coordinates
+        for _ in range(n):
+            label = sampler.labels[rng.integers(len(sampler.labels))]
+            train = sampler.images[label][rng.integers(len(sampler.images[label]))]
+            held = holdout[label][rng.integers(len(holdout[label]))]
+            h, w = min(train.shape[0], held.shape[0]), min(train.shape[1], held.shape[1])
+            y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+            labels.append(label)
+            for i, img in enumerate((train, held)):
+                xs[i].append(img[y0 : y0 + c, x0 : x0 + c].transpose(2, 0, 1))
+                grids[i].append(coordinate_grid(y0, x0, c, c, *img.shape[:2]))
+        y = torch.tensor(labels, dtype=torch.long)
+        self.batches = [(torch.from_numpy(np.stack(x).astype(np.float32)), torch.stack(g) if coords else None, y)
+                        for x, g in zip(xs, grids, strict=True)]
+        gen = torch.Generator().manual_seed(seed + 2)
+        self.t = torch.randint(0, t_max, (n,), generator=gen)
+        self.noise = torch.randn(self.batches[0][0].shape, generator=gen)
+        self.acp = acp
+
+    @torch.no_grad()
+    def _loss(self, model: Denoiser, batch) -> float:
+        x0, coords, labels = batch
+        a = self.acp[self.t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * (x0 * 2 - 1) + (1 - a).sqrt() * self.noise
+        return F.mse_loss(model(x_t, self.t, coords, labels), self.noise).item()
+
+    def gap(self, model: Denoiser) -> float:
+        train, held = (self._loss(model, b) for b in self.batches)
+        return (held - train) / max(train, 1e-8)
+
+
 def train_denoiser(
     cfg: DetectorConfig,
     sampler: CropSampler,
     *,
+    holdout: dict[int, list[np.ndarray]] | None = None,
+    init: Denoiser | None = None,
     steps: int | None = None,
     minutes: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train until ``steps`` or ``minutes`` runs out (whichever first); returns the EMA model."""
+    """Train until ``steps`` or ``minutes`` runs out (whichever first); returns the EMA model.
+
+    ``holdout``: held-out good images per label; they are never trained on, only probed for the
+    overfitting gap that steers adaptive augmentation (``cfg.train.ada``) and is reported at the end.
+    ``init``: start from these weights (fine-tuning) instead of a fresh network.
+    """
     check_budget(steps, minutes)
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    model = build_denoiser(cfg.model).train()
+    model = build_denoiser(cfg.model)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    model.train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(0.9, 0.99), weight_decay=0.0)
     acp = alphas_cumprod(cfg.model).float()
     t_max = train_t_max(cfg)
     gen = torch.Generator().manual_seed(tc.seed)
+    probe = OverfitProbe(sampler, holdout, acp, t_max, tc.seed) if holdout else None
+    adaptive = bool(tc.ada) and probe is not None and sampler.aug.ada
+    history: list[tuple[int, float, float]] = []
 
     def step_fn(step: int, done: float) -> float:
         for group in opt.param_groups:
@@ -130,7 +190,11 @@ def train_denoiser(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema_update(ema, model, warmup_decay(tc.ema_decay, step))
+        if adaptive and step and step % tc.ada_interval == 0:
+            gap = probe.gap(model)
+            sampler.p = float(np.clip(sampler.p + tc.ada_speed * np.sign(gap - tc.ada_target), 0.0, 1.0))
+            history.append((step, sampler.p, gap))
         return loss.item()
 
     n, seconds, losses = run_budget(step_fn, steps=steps, minutes=minutes, progress=progress, desc="train")
-    return TrainResult(ema, n, seconds, tail_loss(losses), losses)
+    return TrainResult(ema, n, seconds, tail_loss(losses), losses, history, probe.gap(ema) if probe else None)

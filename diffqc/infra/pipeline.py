@@ -12,33 +12,25 @@ time-series store (victoria-metrics, when installed), else to a line-protocol fi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.orm import Session
-
 from diffqc.bus.admin import ensure_topics
 from diffqc.contracts.topics import ALL_TOPICS, dead_letter_topic
-from diffqc.detector.detector import Detector
 from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.services import service_process
 from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, TRITON, LocalStack
-from diffqc.scoring.scorer import artifact_registration
+from diffqc.serving.register import register_version
 from diffqc.serving.repository import MODEL_NAME, versions
 from diffqc.settings import Settings
 from diffqc.store.engine import make_engine
-from diffqc.store.inspections import register_model_version
-from diffqc.store.migrate import upgrade
-from diffqc.store.products import register_product
 
 SERVICES = ("ingestion", "preprocessing", "inference", "scoring")
 BRIDGE = "bridge"
-DEFAULT_IMAGE_SIZE = 256  # the normalized size of products whose model is not tied to one size
 PARTITIONS = 4
 
 
@@ -113,24 +105,13 @@ class LocalPipeline:
 
     def register_models(self) -> list[str]:
         """Register every product the newest model version serves, with its spec and threshold."""
-        model_dir = self.model_repository / MODEL_NAME
-        version = self.newest_version()
         engine = make_engine(self.database_url)
-        upgrade(engine)
-        products = []
-        with Session(engine) as session, session.begin():
-            for artifact in sorted((model_dir / version / "artifacts").iterdir()):
-                detector = Detector.load(artifact)
-                for product in json.loads((artifact / "metadata.json").read_text())["products"]:
-                    size = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
-                    self.image_sizes[product] = (int(size[0]), int(size[1]))
-                    register_product(session, product, {"height": int(size[0]), "width": int(size[1]),
-                                                        "channels": detector.cfg.model.channels})
-                    register_model_version(session, product, version, artifact.as_uri(),
-                                           **artifact_registration(artifact, product))
-                    products.append(product)
-        engine.dispose()
-        return products
+        try:
+            self.image_sizes.update(register_version(self.model_repository / MODEL_NAME / self.newest_version(),
+                                                     engine))
+        finally:
+            engine.dispose()
+        return list(self.image_sizes)
 
     def newest_version(self) -> str:
         found = versions(self.model_repository / MODEL_NAME)
