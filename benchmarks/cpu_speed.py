@@ -94,7 +94,8 @@ class Variant:
     def active(self, detector: Detector) -> Iterator[None]:
         denoiser, original = detector.model, detector.model.unet
         if self.wrap is not None:
-            self.module = self.module or self.wrap(original)
+            if self.module is None:
+                self.module = self.wrap(original)
             denoiser.unet = self.module
         torch.set_num_threads(self.threads)
         try:

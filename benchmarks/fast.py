@@ -13,7 +13,8 @@ One run, three parts, on the data sets of the detector benchmark (benchmarks/det
   were trained on exactly this data), else trained here for --teacher-minutes.
 - ada: 20 good training images, trained with and without adaptive augmentation, same budget, and
   with the augmentations forced on (p -> 1), which shows what augmentation itself does here.
-- onboard: for each product type, a base model trained on the other procedural types, fine-tuned
+- onboard: for each product type, a base model trained on the other procedural types of the same
+  channel count (one network takes one), fine-tuned
   on 10 good images of it (``diffqc onboard``), against a model trained from scratch on the same 10
   images with the same budget. The onboarding time is the whole ``onboard_detector`` call.
 
@@ -152,16 +153,20 @@ def run_ada(name: str, args) -> dict:
 def run_onboard(name: str, args) -> dict:
     import torch
 
+    from diffqc.data.images import read_image
+    from diffqc.data.mvtec import list_samples
     from diffqc.detector import DetectorConfig, train_detector
     from diffqc.detector.onboard import onboard_detector
 
     torch.set_num_threads(args.threads)
-    others = [p for p in PROCEDURAL if p != name]
+    roots = {p: build(p, args.data_dir) for p in PROCEDURAL}
+    channels = {p: read_image(list_samples(r, "test")[0].path).shape[2] for p, r in roots.items()}
+    others = [p for p in PROCEDURAL if p != name and channels[p] == channels[name]]  # one network, one channel count
     t0 = time.monotonic()
-    base = train_detector({p: build(p, args.data_dir) for p in others}, DetectorConfig(), minutes=args.base_minutes,
+    base = train_detector({p: roots[p] for p in others}, DetectorConfig(), minutes=args.base_minutes,
                           seed=args.seed, progress=not args.quiet, log=lambda m: eprint(f"[base for {name}] {m}"))
     base_s = time.monotonic() - t0
-    root = subset(build(name, args.data_dir), ONBOARD_IMAGES, args.data_dir / "subsets")
+    root = subset(roots[name], ONBOARD_IMAGES, args.data_dir / "subsets")
     t0 = time.monotonic()
     onboarded = onboard_detector(base, root, minutes=args.onboard_minutes, seed=args.seed, progress=not args.quiet,
                                  log=lambda m: eprint(f"[onboard {name}] {m}"))

@@ -64,10 +64,11 @@ def load_good_images(root: Path) -> tuple[list[Path], list[np.ndarray]]:
     return paths, [read_image(p) for p in paths]
 
 
-def check_images(paths: list[Path], images: list[np.ndarray], crop: int, channels: int | None) -> int:
-    """All images share one channel count and are at least one training crop in size."""
-    first = channels if channels is not None else images[0].shape[2]
-    ref = paths[0]
+def check_images(paths: list[Path], images: list[np.ndarray], crop: int,
+                 reference: tuple[Path, int] | None = None) -> tuple[Path, int]:
+    """All images have the channel count of ``reference`` (an image and its channel count; default:
+    the first of ``images``) and are at least one training crop in size. Returns the reference."""
+    ref, first = reference or (paths[0], images[0].shape[2])
     for p, im in zip(paths, images, strict=True):
         if im.shape[2] != first:
             raise TrainingDataError(
@@ -78,7 +79,7 @@ def check_images(paths: list[Path], images: list[np.ndarray], crop: int, channel
                 f"image {p} is {im.shape[1]}x{im.shape[0]} px, smaller than the training tile "
                 f"train.crop_size={crop}"
             )
-    return first
+    return ref, first
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -153,15 +154,15 @@ def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSet
     function of ``tc.seed`` and the product order, so a distilled student sees its teacher's split."""
     rng = np.random.default_rng(tc.seed)
     paths, images, splits = {}, {}, {}
-    channels = None
+    reference = None  # (first image, its channels): every product must match it
     for product, root in data.items():
         paths[product], images[product] = load_good_images(Path(root))
-        channels = check_images(paths[product], images[product], tc.crop_size, channels)
+        reference = check_images(paths[product], images[product], tc.crop_size, reference)
         try:
             splits[product] = split_holdout(len(images[product]), tc.holdout_fraction, tc.min_holdout, rng)
         except ValueError as exc:
             raise TrainingDataError(f"training folder {Path(root) / 'train' / 'good'}: {exc}") from None
-    return paths, images, splits, channels
+    return paths, images, splits, reference[1]
 
 
 def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]]) -> CropSampler:

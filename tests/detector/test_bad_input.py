@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from diffqc.cli import app
 from diffqc.data.images import read_image, write_image
 from diffqc.data.mvtec import DatasetError, list_samples
-from diffqc.detector import Detector, InputError, ProductError, train_detector
+from diffqc.detector import Detector, InputError, ProductError, TrainingDataError, train_detector
 
 from .conftest import tiny_config
 
@@ -85,3 +85,11 @@ def test_bad_process_parameter(metal_model, metal_data, tmp_path):
     res = runner.invoke(app, ["detect", "--model", str(metal_model), "--out", str(tmp_path / "o"),
                               "--process", "speed", str(img)])
     assert res.exit_code != 0 and "NAME=NUMBER" in res.output
+
+
+def test_products_with_different_channel_counts_name_an_image_of_each(metal_data, pcb_data):
+    with pytest.raises(TrainingDataError) as info:
+        train_detector({"metal": metal_data, "pcb": pcb_data}, tiny_config(), steps=1, progress=False)
+    message = str(info.value)
+    assert "has 3 channel(s) but" in message and "has 1: one model needs one channel count" in message
+    assert str(pcb_data) in message and str(metal_data) in message
