@@ -1,21 +1,23 @@
 """CPU speed options of ``Detector.predict`` on the shipped PCB model, measured side by side in one run.
 
-    .venv/bin/python benchmarks/cpu_speed.py                      # ~8 min on 2 cores
-    .venv/bin/python benchmarks/cpu_speed.py --repeats 3 --no-compile   # a quick look (~2 min)
+    .venv/bin/python benchmarks/cpu_speed.py                          # ~8 min on 2 idle cores
+    .venv/bin/python benchmarks/cpu_speed.py --repeats 3 --no-compile  # a quick look (~2 min)
 
 Every variant is compared with today's default (fp32, channels-last UNet input as hard-coded in
-``Denoiser.forward``, ``torch.inference_mode``, 2 torch threads): 1 thread, NCHW-contiguous
-input and weights, bf16 autocast around the UNet only or around the whole predict call,
-``torch.compile`` of the UNet (default mode, optionally max-autotune), batches of 1/4/8 images
-and k = 1/5 reconstruction steps. Variants swap ``detector.model.unet`` for a wrapper (or set
-threads/autocast) only while they run: the library is not modified.
+``Denoiser.forward``, ``torch.inference_mode``, 2 torch threads): 1 thread, NCHW-contiguous input
+and weights, bf16 autocast around the UNet only or around the whole predict call, and
+``torch.compile`` of the UNet (``--more-compile``: also max-autotune and compile + bf16), each at
+batches of 1/4/8 images and k = 1/3/5 reconstruction steps (3 is the model's calibrated default:
+its threshold and map statistics were measured with k = 3). Variants swap ``detector.model.unet``
+for a wrapper (or set threads / autocast) only while they run: the library is not modified.
 
-Timing: each repetition times every (variant, stage, k, batch) case once, in a fresh random
-order, so the noise of a shared machine hits all variants alike; the table reports medians.
-Stage ``predict`` is the whole ``Detector.predict`` call, ``forward`` the denoiser alone (one
-``detector.model(x_t, t, coords, labels)`` call at t*, where the cost is).
+Timing: each repetition times every (variant, stage, k, batch) case once, in a fresh random order,
+so the noise of a shared machine hits all variants alike; the table reports medians. Stage
+``predict`` is the whole ``Detector.predict`` call, ``forward`` the denoiser alone (one
+``detector.model(x_t, t, coords, labels)`` call at t*: where the cost is).
 Accuracy: 20 test images (10 good, 10 defective, ``generate_product("pcb", seed=0)`` as in the
-model's metrics) are predicted by every variant and compared with the fp32 default at batch 1.
+model's metrics, read back from PNG) are predicted by every variant in batches of 8 and compared
+with the fp32 default; first calls (oneDNN set-up, compilation) are timed apart.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import signal
 import statistics
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,6 +52,7 @@ from diffqc.detector.unet import coordinate_grid
 
 MODEL = Path(__file__).resolve().parents[1] / "diffqc/detector/default_models/pcb"
 BASE_THREADS = 2
+STAGES = ("predict", "forward")
 
 
 # -- UNet wrappers: swapped in for ``detector.model.unet`` while a variant runs ----------------
@@ -86,9 +90,10 @@ class Variant:
     threads: int = BASE_THREADS
     wrap: Callable[[nn.Module], nn.Module] | None = None  # builds the UNet replacement (once)
     autocast: bool = False  # bf16 autocast around the whole predict call
-    compiles: bool = False  # first calls compile: guarded by --compile-timeout
+    compiles: bool = False  # its first calls compile: guarded by --compile-timeout
     module: nn.Module | None = None
     failed: str | None = None
+    first_calls: dict[tuple[int, int], float] = field(default_factory=dict)  # (k, batch) -> s
 
     @contextmanager
     def active(self, detector: Detector) -> Iterator[None]:
@@ -108,17 +113,17 @@ class Variant:
 
 def variants(args: argparse.Namespace) -> list[Variant]:
     out = [
-        Variant("fp32 channels-last (default)"),
+        Variant("fp32 channels-last (default)"),  # first: the reference of every comparison
         Variant("1 thread", threads=1),
         Variant("contiguous (NCHW)", wrap=ContiguousUNet),
         Variant("bf16 autocast, UNet only", wrap=Bf16UNet),
         Variant("bf16 autocast, whole predict", autocast=True),
     ]
     if args.compile:
-        out += [Variant("torch.compile", wrap=compiled(), compiles=True),
+        out.append(Variant("torch.compile", wrap=compiled(), compiles=True))
+    if args.more_compile:
+        out += [Variant("torch.compile max-autotune", wrap=compiled("max-autotune-no-cudagraphs"), compiles=True),
                 Variant("torch.compile + bf16 UNet", wrap=compiled(inner=Bf16UNet), compiles=True)]
-    if args.autotune:
-        out.append(Variant("torch.compile max-autotune", wrap=compiled("max-autotune-no-cudagraphs"), compiles=True))
     return out
 
 
@@ -147,6 +152,7 @@ def forward_inputs(detector: Detector, x: torch.Tensor) -> tuple:
 @contextmanager
 def time_limit(seconds: int | None) -> Iterator[None]:
     """Raise TimeoutError in the main thread after ``seconds`` (None: no limit)."""
+
     def expire(*_):
         raise TimeoutError(f"took more than {seconds} s")
 
@@ -159,23 +165,31 @@ def time_limit(seconds: int | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def run_case(detector: Detector, stage: str, k: int | None, x: torch.Tensor, fwd_args: tuple) -> float:
+    """Seconds of one predict call (k steps) or one denoiser forward call."""
+    t0 = time.perf_counter()
+    if stage == "predict":
+        detector.predict(x, steps=k)
+    else:
+        with torch.inference_mode():  # as in Detector._window_fn
+            detector.model(*fwd_args)
+    return time.perf_counter() - t0
+
+
 # -- the run ------------------------------------------------------------------------------------
-def predict_all(detector: Detector, x: torch.Tensor, k: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    outs = [detector.predict(x[i : i + batch], steps=k) for i in range(0, len(x), batch)]
-    return np.concatenate([o[0] for o in outs]), np.concatenate([o[2] for o in outs])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", default="1,5", help="reconstruction steps k, comma-separated (model default: 3)")
+    ap.add_argument("--steps", default="1,3,5", help="reconstruction steps k, comma-separated (model default: 3)")
     ap.add_argument("--batches", default="1,4,8", help="images per predict call, comma-separated")
-    ap.add_argument("--repeats", type=int, default=7, help="timed repetitions (median reported)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (median reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
     ap.add_argument("--images", type=int, default=10, help="good and as many defective images for accuracy")
-    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variants")
-    ap.add_argument("--autotune", action="store_true", help="add torch.compile mode=max-autotune-no-cudagraphs")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variant")
+    ap.add_argument("--more-compile", action="store_true",
+                    help="add torch.compile max-autotune-no-cudagraphs and compile + bf16 UNet (minutes each)")
     ap.add_argument("--compile-timeout", type=int, default=300, help="seconds before a compile variant is dropped")
     args = ap.parse_args()
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
     # Compile from a cold cache, as a new serving process without a persisted inductor cache would.
     with tempfile.TemporaryDirectory(prefix="cpu_speed_inductor_") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
@@ -183,89 +197,85 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
     ks = [int(s) for s in args.steps.split(",")]
     batches = [int(s) for s in args.batches.split(",")]
-    start = time.perf_counter()
     torch.set_num_threads(BASE_THREADS)
     random.seed(0)
-
     detector = Detector.load(MODEL)
     x, labels = test_images(detector, args.images, args.images)
     fwd_args = {b: forward_inputs(detector, x[:b]) for b in batches}
     vs = variants(args)
 
-    # Accuracy (and warm-up / compilation): all images through every variant, every k and batch size.
-    acc: dict[tuple[str, int, int], tuple[float, float, int]] = {}
-    prep_seconds: dict[str, float] = {}
+    # First calls (timed: set-up and compilation), then accuracy on all images against the default.
+    acc: dict[tuple[str, int], tuple[float, float, int, int]] = {}
     ref: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for v in tqdm(vs, desc="accuracy + warm-up", unit="variant"):
-        t0 = time.perf_counter()
+    for v in tqdm(vs, desc="first calls + accuracy", unit="variant"):
         try:
             with time_limit(args.compile_timeout if v.compiles else None), v.active(detector):
                 for k in ks:
                     for b in batches:
-                        amap, score = predict_all(detector, x, k, b)
-                        base_map, base_score = ref.setdefault(k, (amap, score))  # the first variant is the baseline
-                        flips = sum(a != c for a, c in zip(detector.verdicts(score), detector.verdicts(base_score),
-                                                          strict=True))
-                        acc[v.name, k, b] = (np.abs(score - base_score).max(), np.abs(amap - base_map).max(), flips)
-                    with torch.inference_mode():
-                        for b in batches:
-                            detector.model(*fwd_args[b])
+                        v.first_calls[k, b] = run_case(detector, "predict", k, x[:b], fwd_args[b])
+                        run_case(detector, "forward", None, x[:b], fwd_args[b])
+                    outs = [detector.predict(x[i : i + max(batches)], steps=k) for i in range(0, len(x), max(batches))]
+                    amap, score = np.concatenate([o[0] for o in outs]), np.concatenate([o[2] for o in outs])
+                    base_map, base_score = ref.setdefault(k, (amap, score))
+                    verdicts, base_verdicts = detector.verdicts(score), detector.verdicts(base_score)
+                    acc[v.name, k] = (
+                        float(np.abs(score - base_score).max()), float(np.abs(amap - base_map).max()),
+                        sum(a != b for a, b in zip(verdicts, base_verdicts, strict=True)),
+                        sum((a == "defect") == bool(y) for a, y in zip(verdicts, labels, strict=True)),
+                    )
         except Exception as exc:  # a failing variant is a result, not a crash
-            v.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        prep_seconds[v.name] = time.perf_counter() - t0
+            v.failed = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
     vs_ok = [v for v in vs if not v.failed]
 
     # Timing: interleaved repetitions of every case, in a new random order each time.
-    cases = [(v, stage, k, b) for v in vs_ok for stage, kk in (("predict", ks), ("forward", [None]))
-             for k in kk for b in batches]
+    cases = [(v, stage, k, b) for v in vs_ok for stage in STAGES for k in (ks if stage == "predict" else [None])
+             for b in batches]
     times: dict[tuple, list[float]] = defaultdict(list)
     for rep in tqdm(range(args.warmup + args.repeats), desc="timing (interleaved)", unit="rep"):
         random.shuffle(cases)
         for v, stage, k, b in cases:
-            with v.active(detector), torch.inference_mode():
-                t0 = time.perf_counter()
-                if stage == "predict":
-                    detector.predict(x[:b], steps=k)
-                else:
-                    detector.model(*fwd_args[b])
-                elapsed = time.perf_counter() - t0
+            with v.active(detector):
+                seconds = run_case(detector, stage, k, x[:b], fwd_args[b])
             if rep >= args.warmup:
-                times[v.name, stage, k, b].append(elapsed * 1000 / b)
-
-    # Report: speed-up against the fp32 default of the same stage and k at batch 1.
+                times[v.name, stage, k, b].append(seconds * 1000 / b)
     med = {key: statistics.median(ts) for key, ts in times.items()}
+    report(vs, med, acc, ks, batches, len(x))
+    print(f"\n{len(x)} test images, {args.repeats} timed repeats (median), torch {torch.__version__}, "
+          f"threshold {detector.threshold():.3f}; total run time {time.perf_counter() - start:.0f} s")
+
+
+def report(vs: list[Variant], med: dict, acc: dict, ks: list[int], batches: list[int], n: int) -> None:
+    """One markdown table (speed-up against the fp32 default of the same stage and k at batch 1),
+    then the first-call overhead of every variant and the failures."""
     base = vs[0].name
     print("\n| variant | stage | k | batch | threads | ms/image (median) | images/s | speed-up vs fp32 b=1 "
-          "| score max-abs-diff | map max-abs-diff | verdict changes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for v in vs_ok:
-        for stage, kk in (("predict", ks), ("forward", [None])):
-            for k in kk:
-                for b in batches:
-                    ms = med[v.name, stage, k, b]
-                    speedup = med[base, stage, k, 1] / ms
-                    if stage == "predict":
-                        ds, dm, flips = acc[v.name, k, b]
-                        extra = f"{ds:.2g} | {dm:.2g} | {flips}/{len(x)}"
-                    else:
-                        extra = "— | — | —"
-                    print(f"| {v.name} | {stage} | {k or '—'} | {b} | {v.threads} | {ms:.1f} | {1000 / ms:.1f} "
-                          f"| {speedup:.2f}x | {extra} |")
-
-    # Warm-up cost: the accuracy pass's wall time beyond its steady-state cost (mostly compilation).
-    print("\nFirst-call overhead (accuracy pass wall time minus its steady-state cost):")
+          "| score max-abs-diff | map max-abs-diff | verdict changes | verdicts correct |")
+    print("|" + " --- |" * 12)
     for v in vs:
         if v.failed:
-            print(f"- {v.name}: FAILED after {prep_seconds[v.name]:.0f} s ({v.failed})")
             continue
-        steady = sum(med[v.name, "predict", k, b] * len(x) for k in ks for b in batches) / 1000
-        print(f"- {v.name}: {prep_seconds[v.name] - steady:.1f} s")
-    base_correct = sum((s > detector.threshold()) == bool(y) for s, y in zip(ref[ks[0]][1], labels, strict=True))
-    print(f"\nfp32 baseline verdicts correct at k={ks[0]}: {base_correct}/{len(x)} "
-          f"(threshold {detector.threshold():.3f}); torch {torch.__version__}, {args.repeats} timed repeats")
-    print(f"Total run time: {time.perf_counter() - start:.0f} s")
+        for stage in STAGES:
+            for k in ks if stage == "predict" else [None]:
+                for b in batches:
+                    ms = med[v.name, stage, k, b]
+                    row = [v.name, stage, k or "—", b, v.threads, f"{ms:.1f}", f"{1000 / ms:.1f}",
+                           f"{med[base, stage, k, 1] / ms:.2f}x"]
+                    if stage == "predict":  # accuracy was measured in batches of 8, once per k
+                        ds, dm, flips, correct = acc[v.name, k]
+                        row += [f"{ds:.2g}", f"{dm:.2g}", f"{flips}/{n}", f"{correct}/{n}"]
+                    else:
+                        row += ["—"] * 4
+                    print("| " + " | ".join(map(str, row)) + " |")
+    print("\nFirst-call overhead (first predict calls minus their steady-state cost; compilation for torch.compile):")
+    for v in vs:
+        if v.failed:
+            print(f"- {v.name}: FAILED ({v.failed})")
+        else:
+            extra = sum(s - med[v.name, "predict", k, b] * b / 1000 for (k, b), s in v.first_calls.items())
+            print(f"- {v.name}: {extra:.1f} s")
 
 
 if __name__ == "__main__":

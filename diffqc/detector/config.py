@@ -84,6 +84,11 @@ class ReconConfig:
     guidance: float = 3.0  # DDAD w: pulls each step toward the input
     noise_seed: int = 0
     noise_cell: int = 64  # the noise field is seeded per cell of absolute image position
+    # Run the UNet under bf16 autocast during reconstruction (maps and scores stay float32): ~1.5x
+    # per image at batches of 4-8 where the CPU has native bf16 (AVX512-BF16/AMX), ~1.1x at batch 1;
+    # scores move by up to ~0.2 (benchmarks/cpu_speed.py). Opt-in and stored with the model, so its
+    # calibration is measured with the precision it runs in.
+    bf16: bool = False
 
 
 @dataclass

@@ -84,7 +84,8 @@ def reconstruct(
     for t, t_next in timesteps(recon.t_star, k):
         a_t = float(acp[t])
         a_next = 1.0 if t_next < 0 else float(acp[t_next])
-        eps = model(x_t, torch.full((n,), t, dtype=torch.long), coords, class_labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recon.bf16):
+            eps = model(x_t, torch.full((n,), t, dtype=torch.long), coords, class_labels).float()
         if recon.guidance:
             y_t = a_t**0.5 * y + (1 - a_t) ** 0.5 * eps
             eps = eps - recon.guidance * (1 - a_t) ** 0.5 * (y_t - x_t)

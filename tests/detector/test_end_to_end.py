@@ -101,3 +101,16 @@ def test_f1_calibration_is_stored_in_the_artifact(metal_model, metal_data, tmp_p
     thresholds = json.loads((model / "thresholds.json").read_text())
     assert thresholds["brushed_metal"]["method"] == "f1_max"
     assert Detector.load(model).threshold() == thresholds["brushed_metal"]["threshold"]
+
+
+def test_bf16_reconstruction_keeps_float32_outputs_and_nearly_the_same_scores(metal_model, metal_data):
+    detector = Detector.load(metal_model)
+    images = [read_image(s.path) for s in list_samples(metal_data, "test")]
+    batch = np.stack([im.transpose(2, 0, 1) for im in images])
+    amap32, _, score32 = detector.predict(batch)
+    detector.cfg.recon.bf16 = True
+    amap16, _, score16 = detector.predict(batch)
+    assert amap16.dtype == score16.dtype == np.float32
+    assert not np.array_equal(score16, score32)  # it did run in the other precision
+    np.testing.assert_allclose(score16, score32, atol=0.25)
+    assert detector.verdicts(score16) == detector.verdicts(score32)
