@@ -14,9 +14,9 @@ One run, three parts, on the data sets of the detector benchmark (benchmarks/det
 - ada: 20 good training images, trained with and without adaptive augmentation, same budget, and
   with the augmentations forced on (p -> 1), which shows what augmentation itself does here.
 - onboard: for each product type, a base model trained on the other procedural types of the same
-  channel count (one network takes one), fine-tuned
-  on 10 good images of it (``diffqc onboard``), against a model trained from scratch on the same 10
-  images with the same budget. The onboarding time is the whole ``onboard_detector`` call.
+  channel count (one network takes one), fine-tuned on 10 good images of it (``diffqc onboard``),
+  against a model trained from scratch on the same 10 images with the same budget. The onboarding
+  time is the whole ``onboard_detector`` call.
 
 Each (part, data set) runs in its own process. Writes <out>/results.json, <out>/table.md and
 <out>/fast.png, and prints the tables.
