@@ -162,7 +162,13 @@ def onboard(
     name = detector.product_names[0]
     console.print(f"[green]saved[/green] {path}  (product {name!r}, threshold {detector.threshold():.3f})")
     if repo is not None:
-        _publish(path, repo, database_url)
+        from diffqc.runtime.dependencies import DependencyUnavailable
+
+        try:
+            _publish(path, repo, database_url)
+        except (DetectorError, DependencyUnavailable) as exc:
+            err.print(f"[red]error:[/red] saved {path}, but publishing it failed: {exc}", highlight=False)
+            raise typer.Exit(1) from None
 
 
 def _publish(artifact: Path, repo: Path, database_url: str | None) -> None:

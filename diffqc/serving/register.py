@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from diffqc.detector.detector import Detector
 from diffqc.scoring.scorer import artifact_registration
-from diffqc.store.inspections import register_model_version
+from diffqc.store.inspections import database_unavailable, register_model_version
 from diffqc.store.migrate import upgrade
 from diffqc.store.products import register_product
 
@@ -24,11 +24,13 @@ DEFAULT_IMAGE_SIZE = 256  # the normalized size of products whose model is not t
 
 def register_version(version_dir: Path, engine: Engine) -> dict[str, tuple[int, int]]:
     """Register every product served by the artifacts of ``version_dir`` (a Triton model version)
-    and make this version active for each; returns the normalized (height, width) per product."""
-    upgrade(engine)
+    and make this version active for each; returns the normalized (height, width) per product.
+    A database that does not answer raises ``DependencyUnavailable``."""
+    with database_unavailable():
+        upgrade(engine)
     version_dir = Path(version_dir)
     sizes = {}
-    with Session(engine) as session, session.begin():
+    with database_unavailable(), Session(engine) as session, session.begin():
         for artifact in sorted(p for p in (version_dir / "artifacts").iterdir() if p.is_dir()):
             detector = Detector.load(artifact)
             for product in detector.product_names:

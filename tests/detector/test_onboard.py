@@ -103,3 +103,12 @@ def test_onboard_command_registers_a_new_model_version_for_the_platform(base_mod
     refused = runner.invoke(app, ["onboard", "--base", str(base_model), "--data", str(fabric_data), "--out",
                                   str(tmp_path / "again"), "--database-url", postgres_url])
     assert refused.exit_code == 2 and "give --repo too" in refused.output
+
+
+def test_onboard_with_a_dead_database_keeps_the_artifact_and_says_what_failed(base_model, fabric_data, tmp_path):
+    result = CliRunner().invoke(app, ["onboard", "--base", str(base_model), "--data", str(fabric_data), "--out",
+                                      str(tmp_path / "fabric"), "--steps", "2", "--repo", str(tmp_path / "repo"),
+                                      "--database-url", "postgresql+psycopg://diffqc@127.0.0.1:1/diffqc"])
+    assert result.exit_code == 1
+    assert "publishing it failed: database unavailable" in result.output
+    assert Detector.load(tmp_path / "fabric").product_names == ["woven_fabric"]
