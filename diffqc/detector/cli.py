@@ -94,8 +94,7 @@ def train(
         path = detector.save(out)
     except USER_ERRORS as exc:
         raise _fail(exc) from None
-    console.print(f"[green]saved[/green] {path}  (products {detector.product_names}, thresholds "
-                  + ", ".join(f"{p}={detector.threshold(p):.3f}" for p in detector.product_names) + ")")
+    console.print(f"[green]saved[/green] {path}  (products {detector.product_names}, {_thresholds(detector)})")
 
 
 @app.command()
@@ -126,8 +125,11 @@ def distill(
         path = student.save(out)
     except USER_ERRORS as exc:
         raise _fail(exc) from None
-    console.print(f"[green]saved[/green] {path}  (one-step student of {model}; thresholds "
-                  + ", ".join(f"{p}={student.threshold(p):.3f}" for p in student.product_names) + ")")
+    console.print(f"[green]saved[/green] {path}  (one-step student of {model}; {_thresholds(student)})")
+
+
+def _thresholds(detector) -> str:
+    return "thresholds " + ", ".join(f"{p}={detector.threshold(p):.3f}" for p in detector.product_names)
 
 
 @app.command()
