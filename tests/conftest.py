@@ -81,18 +81,22 @@ def postgres_url() -> str:
         require(False, str(exc))
 
 
-@pytest.fixture(scope="session")
-def tiny_artifact(tmp_path_factory):
-    """A detector trained for seconds on 64x64 synthetic PCBs: (artifact dir, its MVTec data set)."""
-    root = tmp_path_factory.mktemp("tiny")
-    data = generate_product(TINY_PRODUCT, root / "data", n_train=14, n_test_good=2, n_test_defect=2,
+def train_tiny(product: str, root):
+    """A detector trained for seconds on 64x64 synthetic images of ``product``: (artifact dir, its data set)."""
+    data = generate_product(product, root / "data", n_train=14, n_test_good=2, n_test_defect=2,
                             size=(64, 64), seed=1)
     cfg = DetectorConfig()
     cfg.model.block_out_channels = (16, 32)
     cfg.train.crop_size, cfg.train.batch_size = 32, 8
     torch.manual_seed(0)
-    detector = train_detector({TINY_PRODUCT: data}, cfg, steps=3, progress=False, log=lambda _m: None)
+    detector = train_detector({product: data}, cfg, steps=3, progress=False, log=lambda _m: None)
     return detector.save(root / "model"), data
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory):
+    """A tiny PCB detector: (artifact dir, its MVTec data set)."""
+    return train_tiny(TINY_PRODUCT, tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,9 @@ from diffqc.infra.errors import InfraError
 from diffqc.infra.process import ServerProcess
 
 INSTALL_HINT = "pip install nvidia-pytriton==0.7.0"
+# Triton polls its repository, so a version staged by `diffqc export` or `diffqc onboard` is served
+# without a restart (stage_version renames a finished directory into place, never a half-copied one).
+REPOSITORY_POLL_S = 10
 
 
 def _pytriton_root() -> Path:
@@ -78,6 +81,7 @@ def triton_server(
     work_dir: Path,
     log_path: Path | None,
     ready_timeout_s: float = 120.0,
+    poll_s: int = REPOSITORY_POLL_S,
 ) -> ServerProcess:
     repository = Path(repository).resolve()
     if not repository.is_dir():
@@ -88,6 +92,7 @@ def triton_server(
         argv=[
             str(binary),
             f"--model-repository={repository}",
+            "--model-control-mode=poll", f"--repository-poll-secs={poll_s}",
             f"--backend-directory={backend_directory(work_dir)}",
             "--http-address=127.0.0.1", f"--http-port={http_port}",
             "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",

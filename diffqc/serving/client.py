@@ -35,6 +35,7 @@ class Detection:
     anomaly_map: np.ndarray  # (N, 1, H, W)
     component_scores: np.ndarray  # (N, K) in the model's documented component order
     score: np.ndarray  # (N,)
+    model_version: str  # the version Triton ran: a newly staged one takes over between two requests
 
 
 class TritonDetector:
@@ -53,11 +54,6 @@ class TritonDetector:
 
         wait_for("Triton", self.settings.grpc_url, check, timeout_s)
 
-    def model_version(self) -> str:
-        """The newest version of the model that Triton has loaded."""
-        versions = self.client.get_model_metadata(self.settings.model_name).versions
-        return max(versions, key=int) if versions else ""
-
     def detect(self, images: np.ndarray, product: str) -> Detection:
         images = np.ascontiguousarray(images)
         image_input = grpcclient.InferInput("IMAGE", list(images.shape), _triton_dtype(images))
@@ -70,7 +66,7 @@ class TritonDetector:
                 result = self.client.infer(self.settings.model_name, [image_input, product_input], outputs=outputs,
                                            client_timeout=self.settings.timeout_s)
                 return Detection(result.as_numpy("ANOMALY_MAP"), result.as_numpy("SCORES"),
-                                 result.as_numpy("SCORE").reshape(-1))
+                                 result.as_numpy("SCORE").reshape(-1), result.get_response().model_version)
             except InferenceServerException as exc:
                 if str(exc.status()) not in TRANSIENT:
                     raise InferenceRejected(f"Triton rejected the request: {exc.message()}") from None

@@ -51,14 +51,16 @@ def _stitch(prepared: PreparedFrame, detections: list[Detection]) -> np.ndarray:
     return (total / weight.clamp_min(1e-12)).numpy().astype(np.float32)
 
 
-def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: BlobStore, pool: ThreadPoolExecutor,
-                   model_version: str) -> InferenceResult:
+def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: BlobStore,
+                   pool: ThreadPoolExecutor) -> InferenceResult:
     started = time.perf_counter()
     if not prepared.tiles:
         raise PreparedFrameError(f"prepared frame {prepared.frame.frame_id!r} has no tiles")
     tiles = [_load_tile(blobs, tile) for tile in prepared.tiles]
     product = prepared.frame.product_type
     detections = list(pool.map(lambda t: detector.detect(t[None], product), tiles))
+    if len({d.model_version for d in detections}) > 1:  # a new version took over mid-frame: one model per frame
+        detections = list(pool.map(lambda t: detector.detect(t[None], product), tiles))
     anomaly_map = _stitch(prepared, detections) if len(tiles) > 1 else detections[0].anomaly_map[0, 0]
     components = np.max([d.component_scores[0] for d in detections], axis=0)
     latency = Duration()
@@ -68,6 +70,6 @@ def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: Blo
         component_scores={name: float(v) for name, v in zip(COMPONENTS, components, strict=True)},
         score=max(float(d.score[0]) for d in detections),
         anomaly_map=put_array(blobs, anomaly_map),
-        model=ModelRef(name=detector.settings.model_name, version=model_version),
+        model=ModelRef(name=detector.settings.model_name, version=detections[0].model_version),
         latency=latency,
     )

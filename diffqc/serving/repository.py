@@ -6,7 +6,8 @@
 
 A new version carries over the previous version's artifacts, except those serving a product type
 that the new artifact serves too, so one Triton keeps serving every product while one is updated.
-Triton loads the newest version (version_policy latest 1).
+Triton serves the newest version (version_policy latest 1) and polls the repository, so a version
+staged while it runs takes over without a restart.
 """
 
 from __future__ import annotations

@@ -34,10 +34,9 @@ class Inference:
     def __init__(self, settings: Settings, detector: TritonDetector, blobs: BlobStore):
         self.settings, self.detector, self.blobs = settings, detector, blobs
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="triton")
-        self.model_version = detector.model_version()
 
     def infer(self, prepared: PreparedFrame) -> InferenceResult:
-        return infer_prepared(prepared, self.detector, self.blobs, self.pool, self.model_version)
+        return infer_prepared(prepared, self.detector, self.blobs, self.pool)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):

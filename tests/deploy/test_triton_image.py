@@ -39,12 +39,12 @@ def test_image_installs_the_override_where_model_config_name_finds_it():
     assert "nvidia-pytriton==0.7.0" in (ROOT / "pyproject.toml").read_text()
 
 
-def _serve(tmp_path, model_config: str) -> list[str]:
+def _serve(tmp_path, model_config: str, **env_extra: str) -> list[str]:
     fake = tmp_path / "tritonserver"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
     fake.chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "MODEL_REPOSITORY": "/models",
-           "TRITON_MODEL_CONFIG": model_config}
+           "TRITON_MODEL_CONFIG": model_config, **env_extra}
     result = subprocess.run([str(TRITON / "serve.sh"), "--log-verbose=1"], env=env, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -58,3 +58,10 @@ def test_serve_selects_the_gpu_config_only_when_asked(tmp_path):
     cpu = _serve(tmp_path, "")
     assert not [arg for arg in cpu if arg.startswith("--model-config-name")]
     assert "--backend-directory=/opt/diffqc-triton/backends" in cpu
+
+
+def test_serve_polls_the_repository_so_staged_versions_are_served_without_a_restart(tmp_path):
+    default = _serve(tmp_path, "")
+    assert "--model-control-mode=poll" in default and "--repository-poll-secs=30" in default
+    assert "--repository-poll-secs=5" in _serve(tmp_path, "", TRITON_REPOSITORY_POLL_SECS="5")
+    assert not [a for a in _serve(tmp_path, "", TRITON_REPOSITORY_POLL_SECS="0") if "poll" in a]

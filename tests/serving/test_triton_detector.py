@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,8 +12,13 @@ import tritonclient.grpc as grpcclient
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.detector import Detector
+from diffqc.infra.ports import free_port
+from diffqc.infra.triton import triton_server
 from diffqc.serving.client import InferenceRejected, TritonDetector
+from diffqc.serving.repository import stage_version
+from diffqc.settings import TritonSettings
 from tests.conftest import TINY_PRODUCT as PRODUCT
+from tests.conftest import train_tiny
 
 
 def _batch(data, n=4) -> np.ndarray:
@@ -107,3 +113,29 @@ def test_the_committed_repository_config_is_the_one_export_writes():
 
     committed = Path(__file__).parents[2] / "model-repository" / MODEL_NAME / "config.pbtxt"
     assert committed.read_text() == TEMPLATE_CONFIG.read_text()
+
+
+def test_a_version_staged_while_triton_runs_is_served_without_a_restart(tiny_artifact, tmp_path):
+    """Onboarding stages a version that adds a product; the running Triton picks it up, and every
+    result names the version that produced it (scoring thresholds with that version's row)."""
+    repo = tmp_path / "repo"
+    stage_version(tiny_artifact[0], repo)
+    grpc_port = free_port()
+    server = triton_server(repo, free_port(), grpc_port, free_port(), tmp_path, tmp_path / "triton.log",
+                           poll_s=1).start()
+    try:
+        served = TritonDetector(TritonSettings(grpc_url=f"127.0.0.1:{grpc_port}", timeout_s=60))
+        pcb = _batch(tiny_artifact[1], 1)
+        assert served.detect(pcb, PRODUCT).model_version == "1"
+        with pytest.raises(InferenceRejected, match="unknown product type 'brushed_metal'"):
+            served.detect(pcb, "brushed_metal")
+
+        metal_artifact, metal_data = train_tiny("brushed_metal", tmp_path / "metal")
+        stage_version(metal_artifact, repo)
+        deadline = time.monotonic() + 120
+        while (version := served.detect(pcb, PRODUCT).model_version) != "2":  # requests keep being served
+            assert version == "1" and time.monotonic() < deadline, "Triton did not load version 2 within 120 s"
+            time.sleep(0.5)
+        assert served.detect(_batch(metal_data, 1), "brushed_metal").model_version == "2"
+    finally:
+        server.stop()
