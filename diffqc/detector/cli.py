@@ -17,6 +17,7 @@ from diffqc.data.images import ImageReadError, read_image
 from diffqc.data.mvtec import DatasetError
 from diffqc.detector.config import COMPONENTS, DetectorConfig, load_overrides
 from diffqc.detector.errors import DetectorError, ProductError
+from diffqc.runtime.dependencies import DependencyUnavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -164,8 +165,6 @@ def onboard(
     name = detector.product_names[0]
     console.print(f"[green]saved[/green] {path}  (product {name!r}, threshold {detector.threshold():.3f})")
     if repo is not None:
-        from diffqc.runtime.dependencies import DependencyUnavailable
-
         try:
             _publish(path, repo, database_url)
         except (DetectorError, DependencyUnavailable) as exc:

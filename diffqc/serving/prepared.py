@@ -58,9 +58,12 @@ def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: Blo
         raise PreparedFrameError(f"prepared frame {prepared.frame.frame_id!r} has no tiles")
     tiles = [_load_tile(blobs, tile) for tile in prepared.tiles]
     product = prepared.frame.product_type
-    detections = list(pool.map(lambda t: detector.detect(t[None], product), tiles))
+    def detect_all() -> list[Detection]:
+        return list(pool.map(lambda t: detector.detect(t[None], product), tiles))
+
+    detections = detect_all()
     if len({d.model_version for d in detections}) > 1:  # a new version took over mid-frame: one model per frame
-        detections = list(pool.map(lambda t: detector.detect(t[None], product), tiles))
+        detections = detect_all()
     anomaly_map = _stitch(prepared, detections) if len(tiles) > 1 else detections[0].anomaly_map[0, 0]
     components = np.max([d.component_scores[0] for d in detections], axis=0)
     latency = Duration()
