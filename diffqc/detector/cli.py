@@ -27,9 +27,9 @@ USER_ERRORS = (DetectorError, ImageReadError, DatasetError)
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")]
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+def _fail(problem: Exception | str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
 
 def _threads(n: int | None) -> None:
@@ -168,8 +168,7 @@ def onboard(
         try:
             _publish(path, repo, database_url)
         except (DetectorError, DependencyUnavailable) as exc:
-            err.print(f"[red]error:[/red] saved {path}, but publishing it failed: {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            raise _fail(f"saved {path}, but publishing it failed: {exc}", code=1) from None
 
 
 def _publish(artifact: Path, repo: Path, database_url: str | None) -> None:

@@ -58,6 +58,7 @@ def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: Blo
         raise PreparedFrameError(f"prepared frame {prepared.frame.frame_id!r} has no tiles")
     tiles = [_load_tile(blobs, tile) for tile in prepared.tiles]
     product = prepared.frame.product_type
+
     def detect_all() -> list[Detection]:
         return list(pool.map(lambda t: detector.detect(t[None], product), tiles))
 

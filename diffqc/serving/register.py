@@ -26,18 +26,18 @@ def register_version(version_dir: Path, engine: Engine) -> dict[str, tuple[int, 
     """Register every product served by the artifacts of ``version_dir`` (a Triton model version)
     and make this version active for each; returns the normalized (height, width) per product.
     A database that does not answer raises ``DependencyUnavailable``."""
-    with database_unavailable():
-        upgrade(engine)
     version_dir = Path(version_dir)
     sizes = {}
-    with database_unavailable(), Session(engine) as session, session.begin():
-        for artifact in sorted(p for p in (version_dir / "artifacts").iterdir() if p.is_dir()):
-            detector = Detector.load(artifact)
-            for product in detector.product_names:
-                h, w = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
-                sizes[product] = (int(h), int(w))
-                register_product(session, product, {"height": int(h), "width": int(w),
-                                                    "channels": detector.cfg.model.channels})
-                register_model_version(session, product, version_dir.name, artifact.as_uri(),
-                                       **artifact_registration(artifact, product))
+    with database_unavailable():
+        upgrade(engine)
+        with Session(engine) as session, session.begin():
+            for artifact in sorted(p for p in (version_dir / "artifacts").iterdir() if p.is_dir()):
+                detector = Detector.load(artifact)
+                for product in detector.product_names:
+                    h, w = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
+                    sizes[product] = (int(h), int(w))
+                    register_product(session, product, {"height": int(h), "width": int(w),
+                                                        "channels": detector.cfg.model.channels})
+                    register_model_version(session, product, version_dir.name, artifact.as_uri(),
+                                           **artifact_registration(artifact, product))
     return sizes
