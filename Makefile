@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 ARGS ?=
 TORCH := torch==2.13.0
 
-.PHONY: setup system-packages run test proto lint bench-detector bench-fast clean
+.PHONY: setup system-packages run test proto lint constraints bench-detector bench-fast clean
 
 setup: system-packages $(STAMP)
 
@@ -23,14 +23,17 @@ system-packages:
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "note: missing Debian packages; run: sudo apt-get install $$missing"; fi; fi
 
-# Re-installs only when pyproject.toml changes. torch goes first, pinned to the local CPU wheel:
-# an unpinned torch (asked for by diffusers) would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Re-installs when pyproject.toml or constraints.txt changes. torch goes first, pinned to the local
+# CPU wheel: an unpinned torch (asked for by diffusers) would pull a multi-GB CUDA build. Then the
+# project with every extra the tests and the demo need, at the versions constraints.txt pins (the
+# images install the same pins; a production install is the base alone: see README, Install).
+EXTRAS := detector,onnx,charts,local,dev
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make setup: $(PYTHON) not found (diffqc needs Python 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(TORCH)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	@touch $@
 
 run: setup
@@ -42,20 +45,32 @@ test: setup
 proto: setup
 	$(BIN)/python -m diffqc.contracts.codegen
 
+# ruff (rules and formatting: checks only, never rewrites) and mypy (its files and strictness: pyproject.toml).
+LINT_PATHS := diffqc services tests benchmarks
 lint: setup
-	$(BIN)/ruff check diffqc services tests
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+# Re-pins constraints.txt to what .venv holds (after installing new versions there and running the
+# tests): its header stays, the pins are pip freeze without the project and without local version
+# labels (torch's +cpu: the Triton image takes the CUDA build of the same version).
+constraints:
+	@test -x $(BIN)/python || { echo "make constraints: no $(VENV); run make setup first"; exit 1; }
+	{ sed -n '1,/^$$/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
 # e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.
 bench-detector: setup
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/detector.py $(ARGS)
 
 # Distillation, adaptive augmentation and onboarding on the same data sets (several hours on 2 cores
 # for everything); e.g. ARGS="--distill pcb,brick --ada pcb --onboard pcb".
 bench-fast: setup
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.fast $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

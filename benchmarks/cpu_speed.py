@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> None:
                         v.first_calls[k, b] = run_case(detector, "predict", k, x[:b], fwd_args[b])
                         run_case(detector, "forward", None, x[:b], fwd_args[b])
                     outs = [detector.predict(x[i : i + max(batches)], steps=k) for i in range(0, len(x), max(batches))]
-                    amap, score = np.concatenate([o[0] for o in outs]), np.concatenate([o[2] for o in outs])
+                    amap = np.concatenate([o.anomaly_map for o in outs])
+                    score = np.concatenate([o.score for o in outs])
                     base_map, base_score = ref.setdefault(k, (amap, score))
                     verdicts, base_verdicts = detector.verdicts(score), detector.verdicts(base_score)
                     acc[v.name, k] = (

@@ -114,8 +114,7 @@ def run_one(name: str, args) -> dict:
         x = torch.from_numpy(read_image(s.path).transpose(2, 0, 1)[None].copy())
         raws = det.maps(x, product, RAW)
         out = det.finalize(raws, product)
-        _, score = det.score_maps(out[:, :1], out[:, 1:2], product)
-        scores.append(float(score[0]))
+        scores.append(float(det.score_maps(out[:, :1], out[:, 1:2], product).score[0]))
         if pixel:
             maps.append(out[0, 0].numpy())
         main_weights = det.cfg.map.weights
@@ -132,11 +131,11 @@ def run_one(name: str, args) -> dict:
         rows[key] = _metrics(abl_scores[key], labels, abl_maps[key] if pixel else None, masks)
 
     # The one-step fast path: same model, k = 1.
-    k1 = [float(det.predict(read_image(s.path).transpose(2, 0, 1)[None], product, steps=1)[2][0])
+    k1 = [float(det.predict(read_image(s.path).transpose(2, 0, 1)[None], product, steps=1).score[0])
           for s in samples]
     rows["diffqc detector"]["image_auroc_k1"] = _metrics(k1, labels, None, None)["image_auroc"]
 
-    _, goods = load_good_images(root)
+    goods = load_good_images(root).images
     images = [read_image(s.path) for s in samples]
     for ref in (MedianResidual(), PixelGaussian().fit(goods)):
         ref_maps, ref_scores = score_maps(ref, images)
@@ -183,7 +182,7 @@ def run_tiling(args) -> dict:
     x = frame.transpose(2, 0, 1)[None]
     rss_before = psutil.Process().memory_info().rss / 2**20
     t0 = time.perf_counter()
-    amap, _, score = det.predict(x, product, steps=1)
+    amap = det.predict(x, product, steps=1).anomaly_map
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"model": model.name, "frame": f"4096x3000x{frame.shape[2]}", "tile": det.cfg.tile.size,

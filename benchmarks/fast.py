@@ -111,11 +111,11 @@ def run_distill(name: str, args) -> dict:
                                  progress=not args.quiet, log=log)
         source = f"trained {args.teacher_minutes:g} min"
     product = teacher.product_names[0]
-    _, images, splits, _ = load_training_sets({product: root}, teacher.cfg.train)
+    sets = load_training_sets({product: root}, teacher.cfg.train)
     variants = {f"teacher k={TEACHER_STEPS}": _with_steps(teacher, TEACHER_STEPS),
                 "teacher k=1": _with_steps(teacher, 1)}
     for det in variants.values():
-        calibrate_products(det, images, splits, progress=False, log=log)
+        calibrate_products(det, sets.images, sets.splits, progress=False, log=log)
     t0 = time.monotonic()
     variants["student (1 step)"] = distill_detector(teacher, {product: root}, minutes=args.distill_minutes,
                                                     intervals=TEACHER_STEPS, progress=not args.quiet, log=log)

@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from diffqc.core.validation import render_errors
+
 ENV_PREFIX = "DIFFQC_"
 NESTED_DELIMITER = "_"
 CONFIG_FILE_VARIABLE = "DIFFQC_CONFIG"
@@ -263,8 +265,7 @@ def load_settings(**overrides) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = [f"{_variable_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+        raise SettingsError(render_errors(exc, "invalid settings", _variable_name)) from None
     except Exception as exc:  # malformed YAML, or JSON in a nested variable
         raise SettingsError(f"invalid settings: {exc}") from None
 

@@ -6,7 +6,7 @@ recorded as soon as the MES acknowledged it) and POSTs the alert's JSON with
 
 - 2xx: delivered (``delivered_at``);
 - 408, 429, 5xx, a connection error or a timeout: retried after ``backoff_base_s * 2^(attempts-1)``,
-  at most ``backoff_max_s``, for as long as it takes (an MES outage loses nothing);
+  at most ``backoff_max_s``, half of it random (``diffqc.core.backoff``), for as long as it takes (an MES outage loses nothing);
 - any other status (400, 401, 404, 422 ...): permanently FAILED, the status and body kept in
   ``last_error``; no retry can fix the request.
 
@@ -21,17 +21,18 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
+from diffqc.core import clock
+from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import BridgeSettings
+from diffqc.store import db
 from diffqc.store.alerts import claim_next_due, count_undelivered
-from diffqc.store.inspections import database_unavailable
 from diffqc.store.models import Alert, DeliveryState, LineStop
 
 log = logging.getLogger(__name__)
@@ -114,17 +115,16 @@ class DeliveryLoop:
         """One round: attempt up to ``batch_size`` due alerts (fewer once ``stop`` is set, so that a
         hanging MES cannot hold a shutdown for a whole batch of timeouts); returns how many were attempted."""
         attempted = 0
-        with database_unavailable():
-            while attempted < self.settings.batch_size and not (stop and stop.is_set()):
-                now = datetime.now(UTC)
-                with Session(self.engine) as session, session.begin():
-                    row = claim_next_due(session, now)
-                    if row is None:
-                        break
-                    self._attempt(row, now)
-                attempted += 1
-            with Session(self.engine) as session:
-                UNDELIVERED.set(count_undelivered(session))
+        while attempted < self.settings.batch_size and not (stop and stop.is_set()):
+            now = clock.now()
+            with db.session(self.engine, write=True) as session:
+                row = claim_next_due(session, now)
+                if row is None:
+                    break
+                self._attempt(row, now)
+            attempted += 1
+        with db.session(self.engine) as session:
+            UNDELIVERED.set(count_undelivered(session))
         return attempted
 
     def _send(self, target: str, url: str, row: Alert, body: dict) -> tuple[bool | None, str | None]:
@@ -158,5 +158,5 @@ class DeliveryLoop:
         if errors:
             row.last_error = "; ".join(errors)[:2000]
         work_left = row.delivery_state == DeliveryState.PENDING or row.line_stop_state == LineStop.PENDING
-        delay = min(self.settings.backoff_base_s * 2 ** (row.attempts - 1), self.settings.backoff_max_s)
+        delay = backoff_delay(row.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
         row.next_attempt_at = now + timedelta(seconds=delay) if work_left else None

@@ -8,9 +8,10 @@ bridge and the MES deduplicate on it.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
 
 from diffqc.alerts.severity import severity
+from diffqc.core import clock
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
 
 ALERT_NAMESPACE = uuid.UUID("b5d3c2a1-7e4f-5a60-8c19-2f6e0d4b7a31")
@@ -18,10 +19,6 @@ ALERT_NAMESPACE = uuid.UUID("b5d3c2a1-7e4f-5a60-8c19-2f6e0d4b7a31")
 
 def alert_id(inspection_id: str) -> str:
     return str(uuid.uuid5(ALERT_NAMESPACE, inspection_id))
-
-
-def _utc(ts) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else datetime.now(UTC)
 
 
 def alert_record(verdict: InspectionVerdict) -> dict:
@@ -38,7 +35,7 @@ def alert_record(verdict: InspectionVerdict) -> dict:
         "frame_id": frame.frame_id, "plant_id": frame.plant_id, "line_id": frame.line_id,
         "station_id": frame.station_id, "camera_id": frame.camera_id, "product_type": frame.product_type,
         "work_order": frame.work_order or None, "lot": frame.lot or None,
-        "detected_at": _utc(verdict.decided_at),
+        "detected_at": clock.from_timestamp(verdict.decided_at) or clock.now(),
         "severity": str(severity(verdict.score, verdict.threshold, sum(r.area_px for r in verdict.regions),
                                  frame.shape.height * frame.shape.width)),
         "score": verdict.score, "threshold": verdict.threshold, "model_version": verdict.model.version,

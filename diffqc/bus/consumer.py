@@ -2,7 +2,7 @@
 
 At-least-once with no loss: a message's offset is committed only after its handler's side
 effects succeeded (or after it went to the dead-letter topic). Failures are retried with bounded
-exponential backoff: while a dependency is down (DependencyUnavailable) for as long as it takes,
+exponential backoff with jitter: while a dependency is down (DependencyUnavailable) for as long as it takes,
 since the message is not at fault; otherwise up to ``max_retries`` times. A message that can
 never succeed (it does not decode, the handler raises PoisonMessage, or its retries ran out)
 goes to ``<topic><dead_letter_suffix>`` with the reason in its headers, so one bad frame cannot
@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Message
 from diffqc.bus.config import consumer_config
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import dead_letter_topic
+from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
 from diffqc.runtime.metrics import HANDLE_SECONDS, MESSAGES
@@ -107,7 +108,7 @@ class ConsumeLoop(Generic[T]):
                         reason = f"failed after {attempt} attempts: {exc.__class__.__name__}: {exc}"
                         self._dead_letter(msg, publisher, reason)
                         return
-                    delay = min(self.kafka.retry_backoff_s * 2 ** (attempt - 1), self.kafka.retry_backoff_max_s)
+                    delay = backoff_delay(attempt, self.kafka.retry_backoff_s, self.kafka.retry_backoff_max_s)
                     MESSAGES.labels(topic=self.topic, outcome="retried").inc()
                     log.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt,
                                 exc.__class__.__name__, exc, delay)

@@ -8,6 +8,7 @@ import threading
 from confluent_kafka import KafkaException, Producer
 
 from diffqc.bus.config import producer_config
+from diffqc.contracts.topics import Headers, M, ProtoTopic
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import KafkaSettings
 
@@ -21,7 +22,7 @@ class Publisher:
         self.producer = Producer(producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000), **overrides}))
         self.timeout_s = timeout_s
 
-    def publish(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] = ()) -> None:
+    def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers | tuple[()] = ()) -> None:
         delivered = threading.Event()
         outcome: list = []
 
@@ -39,6 +40,10 @@ class Publisher:
                 f"the broker did not acknowledge the event on {topic} within {self.timeout_s:g} s")
         if outcome[0] is not None:
             raise DependencyUnavailable(f"the broker refused the event on {topic}: {outcome[0]}")
+
+    def send(self, topic: ProtoTopic[M], message: M, headers: Headers | tuple[()] = ()) -> None:
+        """``publish`` a protobuf message with its topic's key (the frame's line) and ``frame_id`` header."""
+        self.publish(topic, topic.key(message), message.SerializeToString(), [*topic.headers(message), *headers])
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)

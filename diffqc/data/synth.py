@@ -45,7 +45,8 @@ def _size(size: SynthSize) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def get_product(name: str) -> Product:
+def synthetic_product(name: str) -> Product:
+    """The generator of synthetic product ``name`` (its design, parts and defects; see ``PRODUCTS``)."""
     try:
         return PRODUCTS[name]
     except KeyError:
@@ -63,7 +64,7 @@ def render_sample(
 ) -> Rendered:
     """Render one image of ``name``; ``stream`` ("train", "test_good", "test_defect") separates
     the random streams of the splits so test parts are never copies of training parts."""
-    product = get_product(name)
+    product = synthetic_product(name)
     size = _size(size)
     if design is None:
         design = product.design(_rng(seed, name, "design"), size)
@@ -97,7 +98,7 @@ def generate_product(
     Defective test images cycle through the product's defect types, so every type appears
     once ``n_test_defect`` reaches their number. ``progress(1)`` is called after each image.
     """
-    product = get_product(name)
+    product = synthetic_product(name)
     size = _size(size)
     for label, n in (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_defect", n_test_defect)):
         if n < 0:

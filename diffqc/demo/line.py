@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 
-from diffqc.data.synth import get_product, render_sample
+from diffqc.core import clock
+from diffqc.data.synth import render_sample, synthetic_product
 from diffqc.v1 import ingestion_pb2
 from diffqc.v1.frame_pb2 import Frame
 
@@ -61,7 +61,7 @@ def plan_parts(products: Sequence[str], frames: int, defect_rate: float, seed: i
     for i in range(frames):
         product = products[i % len(products)]
         if i in defective:
-            defects = sorted(get_product(product).defects)
+            defects = sorted(synthetic_product(product).defects)
             plan.append((product, defects[turns.get(product, 0) % len(defects)]))
             turns[product] = turns.get(product, 0) + 1
         else:
@@ -72,13 +72,12 @@ def plan_parts(products: Sequence[str], frames: int, defect_rate: float, seed: i
 def production_line(products: Sequence[str], sizes: dict[str, tuple[int, int]], frames: int,
                     defect_rate: float, seed: int, run_id: str) -> Iterator[tuple[ingestion_pb2.IngestRequest, Part]]:
     """The camera frames of the line, rendered lazily (one at a time) with their ground truth."""
-    start = datetime.now(UTC)
+    start = clock.now()
     for i, (product, truth) in enumerate(plan_parts(products, frames, defect_rate, seed)):
         rendered = render_sample(product, "demo", i, None if truth == "good" else truth, size=sizes[product],
                                  seed=seed)
         line, lot = line_of(product), f"LOT-{i // PARTS_PER_LOT + 1:03d}"
-        capture = Timestamp()
-        capture.FromDatetime(start + timedelta(milliseconds=i))  # distinct: a score point's time is its key
+        capture = clock.to_timestamp(start + timedelta(milliseconds=i))  # distinct: a score point's time is its key
         frame = Frame(frame_id=f"{run_id}-{i:05d}", plant_id=PLANT, line_id=line, station_id="station-1",
                       camera_id=f"{line}-cam-1", product_type=product, work_order="WO-1001",
                       lot=lot, capture_time=capture,

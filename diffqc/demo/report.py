@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from diffqc.demo.line import Part
-from diffqc.spc import Observation, chart_from_history, render_chart
+from diffqc.spc import Observation, chart_from_history
+from diffqc.spc.render import render_chart
 from diffqc.store.blobs import BlobStore
 from diffqc.store.models import Inspection, Verdict
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from diffqc.detector.config import MAP_COMPONENTS, MapConfig
+from diffqc.core.components import MAP_COMPONENTS
+from diffqc.detector.config import MapConfig
 from diffqc.detector.filters import gaussian_blur, sobel, ssim_map
 from diffqc.detector.good_stats import GoodStatistics
 

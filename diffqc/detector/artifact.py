@@ -9,7 +9,7 @@
 
 ``load_detector`` checks the format version, the kind and the files' consistency and fails with
 an ``ArtifactError`` that says what is wrong. A new artifact kind (e.g. a distilled one-step
-student, ``consistency``) registers a loader in ``KINDS`` and keeps the same files.
+student, ``consistency``) registers a loader in ``LOADERS`` and keeps the same files.
 """
 
 from __future__ import annotations
@@ -29,17 +29,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from diffqc.core.artifact import FORMAT_VERSION, KINDS, read_json, read_metadata
+from diffqc.core.components import COMPONENTS, MAP_COMPONENTS
+from diffqc.core.errors import ArtifactError
 from diffqc.detector.anomaly_map import Normalizer
 from diffqc.detector.calibration import Calibration
-from diffqc.detector.config import COMPONENTS, MAP_COMPONENTS, DetectorConfig
+from diffqc.detector.config import DetectorConfig
 from diffqc.detector.detector import Detector, ProductState
-from diffqc.detector.errors import ArtifactError
 from diffqc.detector.good_stats import GoodStatistics
 from diffqc.detector.unet import build_denoiser
-
-FORMAT_VERSION = "1.0"
-FILES = ("config.json", "weights.safetensors", "stats.safetensors", "calibration.json", "thresholds.json",
-         "metadata.json")
 
 
 def library_versions() -> dict[str, str]:
@@ -114,41 +112,18 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
     return path
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc}); the artifact is damaged") from None
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The artifact's metadata, after checking that ``path`` is an artifact this version can read."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"model {path} does not exist or is not a directory (expected a detector artifact)")
-    missing = [f for f in FILES if not (path / f).is_file()]
-    if missing:
-        raise ArtifactError(f"model {path} is not a complete detector artifact: missing {', '.join(missing)}")
-    meta = _read_json(path / "metadata.json")
-    version = str(meta.get("format_version", ""))
-    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        raise ArtifactError(
-            f"model {path} has artifact format {version or 'unknown'}; this diffqc reads format "
-            f"{FORMAT_VERSION.split('.')[0]}.x — retrain the model or use a matching diffqc version"
-        )
-    if meta.get("kind") not in KINDS:
-        raise ArtifactError(f"model {path} is of kind {meta.get('kind')!r}; known kinds: {sorted(KINDS)}")
+def check_versions(path: Path, meta: dict[str, Any]) -> None:
+    """Warn when the artifact was saved with another major version of torch or diffusers."""
     saved = meta.get("versions", {})
     current = library_versions()
     for lib in ("torch", "diffusers"):
         if saved.get(lib, "").split(".")[:1] != current[lib].split(".")[:1]:
             warnings.warn(f"model {path} was saved with {lib} {saved.get(lib)}; running {current[lib]}",
-                          stacklevel=2)
-    return meta
+                          stacklevel=3)
 
 
 def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
-    cfg = DetectorConfig.from_dict(_read_json(path / "config.json"), f"{path / 'config.json'}")
+    cfg = DetectorConfig.from_dict(read_json(path / "config.json"), f"{path / 'config.json'}")
     try:
         weights = load_file(str(path / "weights.safetensors"))
         stats = load_file(str(path / "stats.safetensors"))
@@ -163,8 +138,8 @@ def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ArtifactError(f"model {path}: weights.safetensors does not match config.json ({first})") from None
-    calibration = _read_json(path / "calibration.json")
-    thresholds = _read_json(path / "thresholds.json")
+    calibration = read_json(path / "calibration.json")
+    thresholds = read_json(path / "thresholds.json")
     products = {}
     for i, name in enumerate(cfg.model.products):
         if name not in calibration or name not in thresholds:
@@ -183,20 +158,20 @@ def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
 
 
 # Both kinds keep the same files; a consistency student differs only in config.model.consistency.
-KINDS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = {
-    "ddim": _load_denoiser_artifact, "consistency": _load_denoiser_artifact}
+LOADERS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = dict.fromkeys(KINDS, _load_denoiser_artifact)
 
 
 def load_detector(path: str | Path) -> Detector:
     path = Path(path)
     meta = read_metadata(path)
-    return KINDS[meta["kind"]](path, meta)
+    check_versions(path, meta)
+    return LOADERS[meta["kind"]](path, meta)
 
 
 def update_thresholds(path: str | Path, product: str, calibration: Calibration) -> None:
     """Rewrite one product's threshold entry in place (e.g. after F1-max calibration)."""
     path = Path(path)
-    thresholds = _read_json(path / "thresholds.json")
+    thresholds = read_json(path / "thresholds.json")
     thresholds[product] = {"threshold": calibration.threshold, "method": calibration.method,
                            "target_fpr": calibration.target_fpr, "calibration_fpr": calibration.calibration_fpr}
     _write_json(path / "thresholds.json", thresholds)

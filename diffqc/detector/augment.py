@@ -14,6 +14,7 @@ get a small misplacement in the jig instead of a zoom (their content must stay w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -86,6 +87,14 @@ class Augment:
     ada: bool = False  # adaptive augmentation (strength CropSampler.p)
 
 
+class CropBatch(NamedTuple):
+    """A batch of training crops (``CropSampler.sample``)."""
+
+    images: torch.Tensor  # (B, C, crop, crop) float32 in [0, 1]
+    coords: torch.Tensor | None  # (B, 2, crop, crop) coordinate channels, None without them
+    labels: torch.Tensor  # (B,) long product labels
+
+
 class CropSampler:
     """Draws random training crops (with augmentation) from in-memory images of one or more products."""
 
@@ -96,7 +105,7 @@ class CropSampler:
         self.rng = rng
         self.p = 0.0  # adaptive augmentation probability (used when aug.ada)
 
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def sample(self, batch: int) -> CropBatch:
         a, rng = self.aug, self.rng
         crops, coords, labels = [], [], []
         for _ in range(batch):
@@ -127,7 +136,7 @@ class CropSampler:
                 coords.append(coordinate_grid(y0, x0, a.crop, a.crop, h, w))
             labels.append(label)
         x = torch.from_numpy(np.stack(crops))
-        return x, (torch.stack(coords) if a.coords else None), torch.tensor(labels, dtype=torch.long)
+        return CropBatch(x, torch.stack(coords) if a.coords else None, torch.tensor(labels, dtype=torch.long))
 
     def _adaptive_crop(self, img: np.ndarray, y0: int, x0: int) -> np.ndarray:
         """The crop at (y0, x0), with probability p misplaced (aligned parts) or zoomed (textures)."""

@@ -3,12 +3,13 @@
 - median-filter residual: |x - median(x)| finds small spots and thin lines, knows nothing of the product;
 - per-pixel Gaussian: z-score of each pixel against the good images at that position (strong on
   aligned parts, blind on textures).
-Both return (maps (N, H, W), scores (N,)) with the score = peak of the smoothed map.
+``score_maps`` returns their maps (N, H, W) and scores (N,), the score = peak of the smoothed map.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -59,6 +60,11 @@ class PixelGaussian:
         return _smooth(np.sqrt((z * z).mean(axis=2)))
 
 
-def score_maps(baseline, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+class BaselineScores(NamedTuple):
+    maps: list[np.ndarray]  # (H, W) per image
+    scores: np.ndarray  # (N,) the peak of each map
+
+
+def score_maps(baseline, images: Sequence[np.ndarray]) -> BaselineScores:
     maps = [baseline.map(im) for im in images]
-    return maps, np.array([float(m.max()) for m in maps])
+    return BaselineScores(maps, np.array([float(m.max()) for m in maps]))

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
-
-from diffqc.detector.scoring import ProcessStats
 
 # Smallest spread allowed for an image-level component (in its own units): a component that is
 # almost always 0 on good images (concentration) must not turn the first tiny blob into z = 100.
@@ -31,7 +30,6 @@ class Calibration:
     calibration_fpr: float | None = None
     n_normalization: int = 0
     n_calibration: int = 0
-    process: ProcessStats = field(default_factory=ProcessStats)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,36 +37,63 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
         d = dict(d)
-        d["process"] = ProcessStats(**d.get("process", {}))
+        # Artifacts before 0.2 kept statistics of process parameters here: process is the platform's now.
+        d.pop("process", None)
         return cls(**d)
 
 
-def split_holdout(n: int, fraction: float, minimum: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+class Split(NamedTuple):
+    """Indices of a product's good images: trained on, and held out (for calibration)."""
+
+    train: np.ndarray
+    held_out: np.ndarray
+
+
+class CalibrationSplit(NamedTuple):
+    """Held-out indices in two parts: A measures map normalization, B the score scale and threshold."""
+
+    normalization: np.ndarray
+    calibration: np.ndarray
+
+
+class Threshold(NamedTuple):
+    threshold: float
+    fpr: float  # the false-positive rate it gives on the good scores it was set on
+
+
+class ComponentStats(NamedTuple):
+    """Mean and (floored) standard deviation of each image component on good images."""
+
+    mean: list[float]
+    std: list[float]
+
+
+def split_holdout(n: int, fraction: float, minimum: int, rng: np.random.Generator) -> Split:
     """(train indices, held-out indices); at least ``minimum`` held out and one image to train on."""
     n_hold = max(minimum, round(fraction * n))
     if n - n_hold < 1:
         raise ValueError(f"need at least {minimum + 1} good images (train + held out), got {n}")
     perm = rng.permutation(n)
-    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+    return Split(np.sort(perm[n_hold:]), np.sort(perm[:n_hold]))
 
 
-def split_calibration(held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_calibration(held_out: np.ndarray) -> CalibrationSplit:
     """Held-out indices -> (A: map normalization, B: score calibration)."""
     half = math.ceil(len(held_out) / 2)
-    return held_out[:half], held_out[half:]
+    return CalibrationSplit(held_out[:half], held_out[half:])
 
 
-def fpr_threshold(good_scores: np.ndarray, target_fpr: float) -> tuple[float, float]:
+def fpr_threshold(good_scores: np.ndarray, target_fpr: float) -> Threshold:
     """Lowest threshold (verdict: score > threshold) with FPR <= target on these good scores."""
     s = np.sort(np.asarray(good_scores, dtype=np.float64))[::-1]
     if s.size == 0:
         raise ValueError("no good images to calibrate the threshold on")
     allowed = int(math.floor(target_fpr * s.size + 1e-9))
     threshold = float(s[min(allowed, s.size - 1)])
-    return threshold, float(np.mean(s > threshold))
+    return Threshold(threshold, float(np.mean(s > threshold)))
 
 
-def component_stats(raw: np.ndarray) -> tuple[list[float], list[float]]:
+def component_stats(raw: np.ndarray) -> ComponentStats:
     mean = raw.mean(0)
     std = np.maximum(raw.std(0, ddof=1) if raw.shape[0] > 1 else np.zeros(raw.shape[1]), COMPONENT_STD_FLOOR)
-    return mean.tolist(), std.tolist()
+    return ComponentStats(mean.tolist(), std.tolist())

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from diffqc.core.errors import DetectorError, ProductError
 from diffqc.data.images import ImageReadError, read_image
 from diffqc.data.mvtec import DatasetError
-from diffqc.detector.config import COMPONENTS, DetectorConfig, load_overrides
-from diffqc.detector.errors import DetectorError, ProductError
+from diffqc.detector.config import DetectorConfig, load_overrides
 from diffqc.runtime.dependencies import DependencyUnavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -240,36 +240,19 @@ def evaluate(
         console.print(f"wrote {json_out}")
 
 
-def _parse_process(items: list[str] | None) -> dict[str, float] | None:
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            if not sep or not key:
-                raise ValueError
-            out[key] = float(value)
-        except ValueError:
-            raise typer.BadParameter(f"--process expects NAME=NUMBER, got {item!r}") from None
-    return out
-
-
 @app.command()
 def detect(
     images: Annotated[list[Path], typer.Argument(help="Image files to inspect.")],
     model: Annotated[Path, typer.Option("--model", help="Artifact directory.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for one JSON and one heatmap PNG per image.")],
     product: Annotated[str | None, typer.Option(help="Product type (required when the model has several).")] = None,
-    process: Annotated[list[str] | None, typer.Option(help="Process parameter NAME=VALUE (repeatable).")] = None,
     steps: Annotated[int | None, typer.Option(help="Override the number of DDIM steps k.")] = None,
     threads: Threads = None,
 ) -> None:
     """Score images: verdict, score, threshold, component scores, defect regions and a heatmap overlay."""
-    from diffqc.detector.regions import find_regions, overlay, save_png
+    from diffqc.core.regions import find_regions, overlay, save_png
 
     _threads(threads)
-    params = _parse_process(process)
     try:
         detector = _load(model)
         prod = detector.resolve_product(product)
@@ -281,9 +264,9 @@ def detect(
         for path in tqdm(images, desc="detect", unit="img"):
             img = read_image(path)
             t0 = time.perf_counter()
-            amap, comps, score = detector.predict(img.transpose(2, 0, 1)[None], prod,
-                                                  [params] if params else None, steps, names=[str(path)])
+            result = detector.predict(img.transpose(2, 0, 1)[None], prod, steps, names=[str(path)])
             ms = (time.perf_counter() - t0) * 1000
+            amap, score = result.anomaly_map, result.score
             verdict = "defect" if score[0] > threshold else "good"
             defects += verdict == "defect"
             regions = find_regions(amap[0, 0], level)
@@ -293,13 +276,13 @@ def detect(
             used.add(stem)
             heatmap = save_png(out / f"{stem}_heatmap.png", overlay(img, amap[0, 0], level, regions,
                                                                    verdict == "defect"))
-            result = {
+            record = {
                 "image": str(path), "product": prod, "score": float(score[0]), "threshold": threshold,
-                "verdict": verdict, "components": dict(zip(COMPONENTS, map(float, comps[0]), strict=True)),
+                "verdict": verdict, "components": result.component_dict(0),
                 "regions": regions, "region_level": level, "heatmap": str(heatmap), "model": str(model),
                 "steps": steps or detector.cfg.recon.steps, "latency_ms": round(ms, 1),
             }
-            (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+            (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     except USER_ERRORS as exc:
         raise _fail(exc) from None
     console.print(f"{len(images)} image(s): {defects} defect(s), {len(images) - defects} good → {out}")

@@ -1,28 +1,36 @@
-"""The detector's configuration: one dataclass per concern, stored as ``config.json`` in the artifact.
+"""The detector's configuration: one pydantic model per concern, stored as ``config.json`` in the artifact.
 
 Everything that changes what a model computes lives here (not in code defaults), so an artifact
 reproduces its own behaviour even when the defaults change later.
+
+A misspelt section or key, or a value of the wrong type, in a config.json or an override file is
+an ``ArtifactError`` naming it (``model/config.json: recon.steps: Input should be a valid integer``,
+rendered by ``diffqc.core.validation``). Attributes may be set after construction (training fills
+in the data-dependent choices); an assigned value is validated and converted like a loaded one.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
-from diffqc.detector.errors import ArtifactError
-
-# Order of the image-level component scores: Triton's SCORES output is [N, len(COMPONENTS)].
-COMPONENTS: tuple[str, ...] = ("pixel", "structural", "concentration", "process")
-# Per-pixel evidence maps fused into the anomaly map.
-MAP_COMPONENTS: tuple[str, ...] = ("residual", "structural", "gradient", "statistics")
+from diffqc.core.components import DEFAULT_MAP_WEIGHTS, DEFAULT_SCORE_WEIGHTS
+from diffqc.core.errors import ArtifactError
+from diffqc.core.validation import validate
 
 
-@dataclass
-class ModelConfig:
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, not silently ignored. validate_assignment: a
+    # value set later (fit.py resolving "auto" choices) is converted as a loaded one is (a list to
+    # a tuple, a numpy scalar to its Python type), so to_dict() always gives plain JSON values.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
     channels: int = 3
     # Pixel-unshuffle factor: the UNet runs at 1/patch_size resolution with patch_size**2 more
     # channels; 2 costs ~4x less than full resolution on CPU while keeping every pixel's value.
@@ -32,7 +40,7 @@ class ModelConfig:
     norm_num_groups: int = 8
     # Absolute (y, x) coordinate channels: lets the model learn "what belongs where" on aligned parts.
     coord_channels: bool = False
-    products: list[str] = field(default_factory=lambda: ["default"])
+    products: list[str] = Field(default_factory=lambda: ["default"])
     class_embedding: bool = False
     # A consistency function (a distilled one-step student, see distill.py): the network's output
     # is turned into the noise implied by its clean estimate, so every solver reads it as noise.
@@ -48,8 +56,7 @@ class ModelConfig:
         return self.patch_size * 2 ** (len(self.block_out_channels) - 1)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     crop_size: int = 64
     batch_size: int = 16
     lr: float = 2e-3
@@ -77,8 +84,7 @@ class TrainConfig:
     seed: int = 0
 
 
-@dataclass
-class ReconConfig:
+class ReconConfig(_Section):
     t_star: int = 150
     steps: int = 3  # k: 1 = direct x0 prediction
     guidance: float = 3.0  # DDAD w: pulls each step toward the input
@@ -91,10 +97,9 @@ class ReconConfig:
     bf16: bool = False
 
 
-@dataclass
-class MapConfig:
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"residual": 1.0, "structural": 1.0, "gradient": 1.0, "statistics": 1.0}
+class MapConfig(_Section):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_MAP_WEIGHTS)
     )
     normalization: str = "auto"  # pixel | global | auto (pixel when aligned)
     pre_sigma: float = 1.0  # smoothing of each raw component before normalization
@@ -103,46 +108,35 @@ class MapConfig:
     std_smooth: float = 2.0  # spatial smoothing of per-pixel statistics (few calibration images)
 
 
-@dataclass
-class ScoreConfig:
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"pixel": 0.4, "structural": 0.3, "concentration": 0.2, "process": 0.1}
+class ScoreConfig(_Section):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS)
     )
     target_fpr: float = 0.03
     region_quantile: float = 0.999  # of good-image map values: the level that outlines a region
 
 
-@dataclass
-class TileConfig:
+class TileConfig(_Section):
     size: int = 512  # images larger than this in either side are tiled
     overlap: int = 64
     batch: int = 4
 
 
-@dataclass
-class DetectorConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    recon: ReconConfig = field(default_factory=ReconConfig)
-    map: MapConfig = field(default_factory=MapConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    tile: TileConfig = field(default_factory=TileConfig)
+class DetectorConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    recon: ReconConfig = Field(default_factory=ReconConfig)
+    map: MapConfig = Field(default_factory=MapConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    tile: TileConfig = Field(default_factory=TileConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> DetectorConfig:
-        sections = {f.name: f.type for f in fields(cls)}
-        unknown = set(data) - set(sections)
-        if unknown:
-            raise ArtifactError(f"{source}: unknown section(s) {sorted(unknown)}; expected {sorted(sections)}")
-        kwargs = {}
-        for f in fields(cls):
-            section_cls = {"model": ModelConfig, "train": TrainConfig, "recon": ReconConfig,
-                           "map": MapConfig, "score": ScoreConfig, "tile": TileConfig}[f.name]
-            kwargs[f.name] = _section(section_cls, data.get(f.name, {}), f"{source}: [{f.name}]")
-        return cls(**kwargs)
+        """Validate a config.json document; ArtifactError names ``source`` and each bad section.key."""
+        return validate(cls, data, source, ArtifactError)
 
     def with_overrides(self, overrides: dict[str, Any]) -> DetectorConfig:
         """Deep-merge ``{"recon": {"steps": 5}}``-style overrides (from a YAML/JSON file or flags)."""
@@ -152,17 +146,6 @@ class DetectorConfig:
                 raise ArtifactError(f"config override: unknown section {section!r}")
             merged[section].update(values)
         return DetectorConfig.from_dict(merged, "config override")
-
-
-def _section(cls, values: dict[str, Any], source: str):
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ArtifactError(f"{source}: unknown key(s) {sorted(unknown)}")
-    values = dict(values)
-    if "block_out_channels" in values:
-        values["block_out_channels"] = tuple(values["block_out_channels"])
-    return cls(**values)
 
 
 def load_overrides(path: Path) -> dict[str, Any]:

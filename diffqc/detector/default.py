@@ -19,7 +19,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from diffqc.detector.errors import ArtifactError
+from diffqc.core.errors import ArtifactError
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
 # The products whose shipped models separate good from defective parts well (docs/detector.md).

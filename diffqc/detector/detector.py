@@ -4,9 +4,10 @@ reconstruction residual into an anomaly map, component scores, a score and a ver
 ``Detector.predict`` is the entry point that Triton's ``model.py`` and the services call:
 
     detector = Detector.load("model/")
-    amap, components, score = detector.predict(batch, product="default")
+    result = detector.predict(batch, product="default")   # a ``Prediction``
     # batch: (N, C, H, W) float32 in [0, 1]
-    # amap (N, 1, H, W) float32, components (N, 4) float32 in COMPONENTS order, score (N,) float32
+    # result.anomaly_map (N, 1, H, W), result.components (N, 4) in COMPONENTS order, result.score (N,);
+    # all float32. predict(..., return_reconstruction=True) also fills result.reconstruction (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffqc.core.components import COMPONENTS, ImageEvidence, fuse_components, measure_components
+from diffqc.core.errors import InputError, ProductError
 from diffqc.detector.anomaly_map import Normalizer, fuse, raw_components
 from diffqc.detector.calibration import Calibration
-from diffqc.detector.config import COMPONENTS, DetectorConfig
-from diffqc.detector.errors import InputError, ProductError
+from diffqc.detector.config import DetectorConfig
 from diffqc.detector.good_stats import GoodStatistics
+from diffqc.detector.outputs import ImageScores, Prediction
 from diffqc.detector.reconstruct import reconstruct, window_noise
-from diffqc.detector.scoring import fuse_scores, raw_image_components
 from diffqc.detector.tiling import Window, run_tiled
 from diffqc.detector.unet import Denoiser, alphas_cumprod, coordinate_grid
 
@@ -142,7 +144,8 @@ class Detector:
         return x.clamp(0, 1) if clamp else x  # no copy of a large frame unless rounding needs it
 
     # -- maps ----------------------------------------------------------------------------------
-    def _window_fn(self, product: str, stage: str, full: tuple[int, int], steps: int | None):
+    def _window_fn(self, product: str, stage: str, full: tuple[int, int], steps: int | None,
+                   reconstruction: bool = False):
         cfg, state = self.cfg, self.products[product]
         label = self.product_names.index(product)
 
@@ -159,8 +162,10 @@ class Detector:
                 raws = torch.cat([raw_components(tiles[i : i + 1], recon[i : i + 1], state.good, cfg.map, win)
                                   for i, win in enumerate(windows)])
                 if stage == RAW:
-                    return raws
-                return torch.cat([self.finalize(raws[i : i + 1], product, win) for i, win in enumerate(windows)])
+                    out = raws
+                else:
+                    out = torch.cat([self.finalize(raws[i : i + 1], product, win) for i, win in enumerate(windows)])
+                return torch.cat([out, recon.float()], dim=1) if reconstruction else out
 
         return fn
 
@@ -175,11 +180,15 @@ class Detector:
         amap, structural = fuse(state.normalizer(raws, window), self.cfg.map)
         return torch.cat([amap, structural], dim=1)
 
-    def maps(self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None) -> torch.Tensor:
+    def maps(self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None,
+             reconstruction: bool = False) -> torch.Tensor:
         """(N, K, H, W) maps of a checked batch: K = 4 raw components (``raw``) or the anomaly map
-        and the structural map (``final``). Large images are tiled, small ones run whole."""
+        and the structural map (``final``). Large images are tiled, small ones run whole.
+
+        ``reconstruction``: the C channels of the reconstruction follow the K maps (tiles stitched
+        with the maps' weights)."""
         n, _, h, w = x.shape
-        fn = self._window_fn(product, stage, (h, w), steps)
+        fn = self._window_fn(product, stage, (h, w), steps, reconstruction)
         tile = self.cfg.tile
         if h <= tile.size and w <= tile.size:
             outs = [fn(x[i : i + IMAGE_BATCH], [(0, 0, h, w)] * len(x[i : i + IMAGE_BATCH]))
@@ -192,29 +201,31 @@ class Detector:
         self,
         batch: np.ndarray | torch.Tensor,
         product: str | None = DEFAULT_PRODUCT,
-        process: list[dict[str, float]] | None = None,
         steps: int | None = None,
         names: Sequence[str] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(anomaly map (N, 1, H, W), component scores (N, 4) in ``COMPONENTS`` order, score (N,)).
+        *,
+        return_reconstruction: bool = False,
+    ) -> Prediction:
+        """A ``Prediction``: anomaly map (N, 1, H, W), component scores (N, 4) in ``COMPONENTS``
+        order, score (N,) and, with ``return_reconstruction``, the reconstruction (N, C, H, W).
 
-        All float32. ``process``: optional process parameters per image; ``steps`` overrides k.
+        All float32; the process component is 0 (``diffqc.core.components``). ``steps`` overrides k;
+        ``names`` name the images in input errors.
         """
         product = self.resolve_product(product)
         x = self.check_batch(batch, product, names)
-        out = self.maps(x, product, FINAL, steps)
+        out = self.maps(x, product, FINAL, steps, reconstruction=return_reconstruction)
         amap, structural = out[:, :1], out[:, 1:2]
-        components, score = self.score_maps(amap, structural, product, process)
-        return amap.numpy(), components, score
+        scores = self.score_maps(amap, structural, product)
+        recon = out[:, 2:].numpy() if return_reconstruction else None
+        return Prediction(amap.numpy(), scores.components, scores.score, recon)
 
-    def score_maps(self, amap: torch.Tensor, structural: torch.Tensor, product: str,
-                   process: list[dict[str, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def score_maps(self, amap: torch.Tensor, structural: torch.Tensor, product: str) -> ImageScores:
+        """Components (N, K) and score (N,), float32, of the final maps (N, 1, H, W) of ``product``."""
         cal = self.products[product].calibration
-        dev = cal.process.deviation(process, amap.shape[0])
-        raw = raw_image_components(amap, structural, cal.region_level, dev)
-        z, score = fuse_scores(raw, np.array(cal.comp_mean), np.array(cal.comp_std), self.cfg.score.weights,
-                               dev is not None)
-        return z.astype(np.float32), score.astype(np.float32)
+        raw = image_components(amap, structural, cal.region_level)
+        z, score = fuse_components(raw, np.array(cal.comp_mean), np.array(cal.comp_std), self.cfg.score.weights)
+        return ImageScores(z.astype(np.float32), score.astype(np.float32))
 
     def verdicts(self, scores: np.ndarray, product: str | None = None) -> list[str]:
         t = self.threshold(product)
@@ -223,6 +234,12 @@ class Detector:
     @property
     def component_names(self) -> tuple[str, ...]:
         return COMPONENTS
+
+
+def image_components(amap: torch.Tensor, structural: torch.Tensor, region_level: float) -> np.ndarray:
+    """(N, K) raw score components of maps (N, 1, H, W), in ``COMPONENTS`` order."""
+    return measure_components([ImageEvidence(a[0].numpy(), s[0].numpy(), region_level)
+                               for a, s in zip(amap, structural, strict=True)])
 
 
 def image_batches(images: Sequence[np.ndarray], size: int = IMAGE_BATCH) -> Iterator[tuple[int, torch.Tensor]]:

@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffqc.core.errors import DetectorError, TrainingDataError
 from diffqc.detector.augment import CropSampler
-from diffqc.detector.calibration import Calibration
 from diffqc.detector.config import DetectorConfig
 from diffqc.detector.detector import Detector, ProductState
-from diffqc.detector.errors import DetectorError, TrainingDataError
 from diffqc.detector.fit import calibrate_products, fingerprint, load_training_sets, training_sampler
 from diffqc.detector.train import (
     TrainResult,
@@ -153,22 +152,21 @@ def distill_detector(
     cfg = copy.deepcopy(teacher.cfg)
     cfg.model.consistency = True
     cfg.recon.steps = 1
-    paths, images, splits, _ = load_training_sets(folders, cfg.train)
+    sets = load_training_sets(folders, cfg.train)
     for p in folders:
         recorded = teacher.metadata.get("training_data", {}).get(p, {}).get("fingerprint")
-        if recorded and recorded != fingerprint(paths[p]):
+        if recorded and recorded != fingerprint(sets.paths[p]):
             warnings.warn(f"{folders[p]} is not the data the teacher was trained on: its held-out images may "
                           f"have been training images, and the student's threshold would then be too low",
                           stacklevel=2)
-    train_sets = {p: [images[p][i] for i in splits[p][0]] for p in folders}
-    result = distill_denoiser(teacher.model, cfg, training_sampler(cfg, train_sets), steps=steps, minutes=minutes,
-                              intervals=intervals, lr=lr, progress=progress)
+    result = distill_denoiser(teacher.model, cfg, training_sampler(cfg, sets.train_images()), steps=steps,
+                              minutes=minutes, intervals=intervals, lr=lr, progress=progress)
     log(f"distilled {result.steps} steps in {result.seconds:.0f} s (final consistency loss {result.loss:.4f})")
-    states = {p: ProductState(s.good, calibration=Calibration(process=s.calibration.process), image_size=s.image_size)
+    states = {p: ProductState(s.good, image_size=s.image_size)
               for p, s in teacher.products.items()}
     student = Detector(cfg, result.model, states)
     started = time.monotonic()
-    calibrate_products(student, images, splits, progress, log)
+    calibrate_products(student, sets.images, sets.splits, progress, log)
     student.metadata = {
         **{k: v for k, v in teacher.metadata.items() if k in ("products", "training_data", "decisions")},
         "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.loss,

@@ -12,7 +12,7 @@ import numpy as np
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import Sample, has_masks, list_samples, sample_mask
 from diffqc.detector.detector import Detector
-from diffqc.metrics import evaluate_scores, f1_max
+from diffqc.metrics import F1Max, evaluate_scores, f1_max
 
 REPORT_KEYS = ("image_auroc", "pixel_auroc", "pro", "f1_max", "recall_at_fpr_3pct", "fpr_at_recall_98pct",
                "latency_ms_p50")
@@ -52,12 +52,12 @@ def evaluate_detector(
         img = read_image(s.path)
         batch = img.transpose(2, 0, 1)[None]
         t0 = time.perf_counter()
-        amap, comp, score = detector.predict(batch, product, steps=steps, names=[str(s.path)])
+        result = detector.predict(batch, product, steps=steps, names=[str(s.path)])
         lat.append((time.perf_counter() - t0) * 1000)
-        scores.append(float(score[0]))
-        comps.append(comp[0])
+        scores.append(float(result.score[0]))
+        comps.append(result.components[0])
         if pixel:
-            maps.append(amap[0, 0])
+            maps.append(result.anomaly_map[0, 0])
             masks.append(sample_mask(s))
         if progress:
             progress(1)
@@ -70,7 +70,7 @@ def evaluate_detector(
     return Evaluation(metrics, samples, np.array(scores), np.array(comps), lat, notes)
 
 
-def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> F1Max:
     """(F1-max, its threshold) from labelled scores: the calibration used when defects are known."""
     f1, threshold = f1_max(scores, labels)
-    return float(f1), float(threshold)
+    return F1Max(float(f1), float(threshold))

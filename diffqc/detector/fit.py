@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from diffqc.core.errors import TrainingDataError
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.anomaly_map import Normalizer
@@ -28,20 +30,17 @@ from diffqc.detector.augment import (
 )
 from diffqc.detector.calibration import (
     Calibration,
+    Split,
     component_stats,
     fpr_threshold,
     split_calibration,
     split_holdout,
 )
 from diffqc.detector.config import DetectorConfig, TrainConfig
-from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_batches
-from diffqc.detector.errors import TrainingDataError
+from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_batches, image_components
 from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
-from diffqc.detector.scoring import ProcessStats, raw_image_components
 from diffqc.detector.train import TrainResult, train_denoiser
 from diffqc.detector.unet import Denoiser
-
-PROCESS_FILE = "process.csv"  # optional: image,<param>,... for the train/good images
 
 
 def product_name(root: Path) -> str:
@@ -57,11 +56,16 @@ def product_name(root: Path) -> str:
     return Path(root).resolve().name
 
 
-def load_good_images(root: Path) -> tuple[list[Path], list[np.ndarray]]:
+class GoodImages(NamedTuple):
+    paths: list[Path]
+    images: list[np.ndarray]  # HxWxC float32 in [0, 1], in the order of ``paths``
+
+
+def load_good_images(root: Path) -> GoodImages:
     """The good training images of an MVTec-layout folder (train/good), read and checked."""
     samples = list_samples(root, "train")  # DatasetError names the folder when it is empty
     paths = [s.path for s in samples]
-    return paths, [read_image(p) for p in paths]
+    return GoodImages(paths, [read_image(p) for p in paths])
 
 
 def check_images(paths: list[Path], images: list[np.ndarray], crop: int,
@@ -91,26 +95,6 @@ def fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def read_process(root: Path, names: list[str]) -> ProcessStats:
-    """Process-parameter statistics of the good images from ``<root>/process.csv`` (if present)."""
-    path = Path(root) / PROCESS_FILE
-    if not path.is_file():
-        return ProcessStats()
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "image" not in rows[0]:
-        raise TrainingDataError(f"{path}: expected a header 'image,<parameter>,...' and one row per image")
-    wanted = set(names)
-    params = [k for k in rows[0] if k != "image"]
-    values = {k: [float(r[k]) for r in rows if r["image"] in wanted and r[k] not in ("", None)] for k in params}
-    names_ok = [k for k in params if len(values[k]) >= 2]
-    return ProcessStats(
-        names_ok,
-        [float(np.mean(values[k])) for k in names_ok],
-        [max(float(np.std(values[k], ddof=1)), 1e-6) for k in names_ok],
-    )
-
-
 def calibrate_product(
     detector: Detector, product: str, norm_images: list[np.ndarray], calib_images: list[np.ndarray],
     progress: Callable[[int], None] | None = None,
@@ -136,21 +120,34 @@ def calibrate_product(
     values = np.concatenate([_sample(a.numpy().ravel(), 200_000, rng) for a in amaps])
     cal = state.calibration
     cal.region_level = float(np.quantile(values, cfg.score.region_quantile))
-    raw = np.concatenate([raw_image_components(a, s, cal.region_level, None) for a, s in
+    raw = np.concatenate([image_components(a, s, cal.region_level) for a, s in
                           zip(amaps, structs, strict=True)])
-    cal.comp_mean, cal.comp_std = component_stats(raw)
-    scores = np.concatenate([detector.score_maps(a, s, product)[1] for a, s in zip(amaps, structs, strict=True)])
-    cal.threshold, cal.calibration_fpr = fpr_threshold(scores, cfg.score.target_fpr)
+    stats = component_stats(raw)
+    cal.comp_mean, cal.comp_std = stats.mean, stats.std
+    scores = np.concatenate([detector.score_maps(a, s, product).score for a, s in zip(amaps, structs, strict=True)])
+    threshold = fpr_threshold(scores, cfg.score.target_fpr)
+    cal.threshold, cal.calibration_fpr = threshold.threshold, threshold.fpr
     cal.method, cal.target_fpr = "fpr", cfg.score.target_fpr
     cal.n_normalization, cal.n_calibration = len(norm_images), len(calib_images)
     return cal
 
 
-TrainingSets = tuple[dict[str, list[Path]], dict[str, list[np.ndarray]], dict[str, tuple[np.ndarray, np.ndarray]], int]
+@dataclass(frozen=True)
+class TrainingSets:
+    """The good images of every product (in the order given), read and checked, and their split."""
+
+    paths: dict[str, list[Path]]
+    images: dict[str, list[np.ndarray]]
+    splits: dict[str, Split]  # indices into ``images[product]``: trained on / held out
+    channels: int  # the channel count every image has
+
+    def train_images(self) -> dict[str, list[np.ndarray]]:
+        """The images each product is trained on (its split's ``train`` part)."""
+        return {p: [self.images[p][i] for i in split.train] for p, split in self.splits.items()}
 
 
 def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSets:
-    """(paths, images, (train, held-out) index splits, channels) per product; the split is a
+    """Paths, images, (train, held-out) index splits and channels per product; the split is a
     function of ``tc.seed`` and the product order, so a distilled student sees its teacher's split."""
     rng = np.random.default_rng(tc.seed)
     paths, images, splits = {}, {}, {}
@@ -162,7 +159,7 @@ def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSet
             splits[product] = split_holdout(len(images[product]), tc.holdout_fraction, tc.min_holdout, rng)
         except ValueError as exc:
             raise TrainingDataError(f"training folder {Path(root) / 'train' / 'good'}: {exc}") from None
-    return paths, images, splits, reference[1]
+    return TrainingSets(paths, images, splits, reference[1])
 
 
 def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]]) -> CropSampler:
@@ -173,33 +170,33 @@ def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarr
     return CropSampler({i: train_sets[p] for i, p in enumerate(train_sets)}, aug, np.random.default_rng(tc.seed + 1))
 
 
-def held_out_sets(images: Mapping[str, list[np.ndarray]], splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
+def held_out_sets(images: Mapping[str, list[np.ndarray]], splits: Mapping[str, Split]
                   ) -> dict[int, list[np.ndarray]]:
     """The held-out good images per product label (config order), for the overfitting probe."""
-    return {i: [images[p][j] for j in splits[p][1]] for i, p in enumerate(splits)}
+    return {i: [images[p][j] for j in splits[p].held_out] for i, p in enumerate(splits)}
 
 
 def ada_summary(result: TrainResult) -> dict:
     """The overfitting gap and the adaptive augmentation's course, for the artifact's metadata."""
-    ps = [p for _, p, _ in result.ada]
+    ps = [a.p for a in result.ada]
     every = max(1, len(result.ada) // 50)  # at most ~50 points of the course
-    course = [[s, round(p, 3), round(g, 4)] for s, p, g in result.ada[::every]]
+    course = [[a.step, round(a.p, 3), round(a.gap, 4)] for a in result.ada[::every]]
     return {"overfitting_gap": None if result.gap is None else round(result.gap, 4),
             "ada": {"final_p": ps[-1], "mean_p": round(float(np.mean(ps)), 3), "course": course} if ps else None}
 
 
 def calibrate_products(detector: Detector, images: Mapping[str, list[np.ndarray]],
-                       splits: Mapping[str, tuple[np.ndarray, np.ndarray]], progress: bool = True,
+                       splits: Mapping[str, Split], progress: bool = True,
                        log: Callable[[str], None] = print) -> None:
     """Calibrate every product of ``detector`` on its held-out good images (parts A and B)."""
     from tqdm.auto import tqdm
 
     for p in detector.product_names:
-        held = splits[p][1]
-        a_idx, b_idx = split_calibration(held)
+        held = splits[p].held_out
+        parts = split_calibration(held)
         with tqdm(total=len(held), desc=f"calibrate {p}", disable=not progress, leave=False) as bar:
-            cal = calibrate_product(detector, p, [images[p][i] for i in a_idx], [images[p][i] for i in b_idx],
-                                    bar.update)
+            cal = calibrate_product(detector, p, [images[p][i] for i in parts.normalization],
+                                    [images[p][i] for i in parts.calibration], bar.update)
         log(f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
             f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})")
 
@@ -265,12 +262,13 @@ def train_detector(
     if not data:
         raise TrainingDataError("no training data given")
     tc = cfg.train
-    paths, images, splits, channels = load_training_sets(data, tc)
-    if init is not None and channels != cfg.model.channels:
-        raise TrainingDataError(f"the images in {list(map(str, data.values()))} have {channels} channel(s); the "
-                                f"model to fine-tune was trained on {cfg.model.channels} (model.channels)")
-    train_sets = {p: [images[p][i] for i in splits[p][0]] for p in data}
-    measured = resolve_config(cfg, train_sets, channels, keep_architecture=init is not None)
+    sets = load_training_sets(data, tc)
+    paths, images, splits = sets.paths, sets.images, sets.splits
+    if init is not None and sets.channels != cfg.model.channels:
+        raise TrainingDataError(f"the images in {list(map(str, data.values()))} have {sets.channels} channel(s); "
+                                f"the model to fine-tune was trained on {cfg.model.channels} (model.channels)")
+    train_sets = sets.train_images()
+    measured = resolve_config(cfg, train_sets, sets.channels, keep_architecture=init is not None)
     log(f"products {list(data)}: {sum(map(len, train_sets.values()))} training images, aligned={tc.aligned} "
         f"(position explains {max(measured['alignment_ratio'].values()):.2f}), flips={tc.hflip}, "
         f"rot90={tc.rot90}, adaptive augmentation={tc.ada}, normalization={cfg.map.normalization}")
@@ -288,7 +286,6 @@ def train_detector(
         pixel = cfg.map.normalization == "pixel"
         good = GoodStatistics.fit(train_sets[p], PIXEL if pixel else PATCH, cfg.map.std_smooth, tc.seed)
         states[p] = ProductState(good, image_size=train_sets[p][0].shape[:2] if pixel else None)
-        states[p].calibration.process = read_process(Path(data[p]), [paths[p][i].name for i in splits[p][0]])
     detector = Detector(cfg, result.model, states)
     started = time.monotonic()
     calibrate_products(detector, images, splits, progress, log)
@@ -296,7 +293,7 @@ def train_detector(
         "products": list(data),
         "training_data": {
             p: {"folder": str(Path(data[p]).resolve()), "images": len(paths[p]),
-                "train_images": len(splits[p][0]), "held_out": len(splits[p][1]),
+                "train_images": len(splits[p].train), "held_out": len(splits[p].held_out),
                 "fingerprint": fingerprint(paths[p])}
             for p in data
         },

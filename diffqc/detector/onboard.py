@@ -19,9 +19,9 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
+from diffqc.core.errors import DetectorError, TrainingDataError
 from diffqc.detector.config import DetectorConfig
 from diffqc.detector.detector import Detector
-from diffqc.detector.errors import DetectorError, TrainingDataError
 from diffqc.detector.fit import product_name, train_detector
 from diffqc.detector.unet import Denoiser, build_denoiser
 

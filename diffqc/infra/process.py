@@ -10,10 +10,20 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
+from types import ModuleType
 
 from diffqc.infra.errors import InfraError
+
+LOCAL_EXTRA_HINT = "pip install 'diffqc[local]'"
+
+
+def _psutil() -> ModuleType:
+    """psutil, of the local extra: a services install runs no local servers and carries none."""
+    try:
+        import psutil
+    except ImportError as exc:
+        raise InfraError(f"the local servers need the local extra (psutil): {LOCAL_EXTRA_HINT}") from exc
+    return psutil
 
 
 @dataclass
@@ -79,6 +89,7 @@ class ServerProcess:
 
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
     """SIGTERM the process group led by ``pid``, SIGKILL what is left after ``timeout_s``, reap it."""
+    psutil = _psutil()
     try:
         leader = psutil.Process(pid)
         members = [leader, *leader.children(recursive=True)]
@@ -98,6 +109,7 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
 
 def pid_alive(pid: int, expected_name: str | None = None) -> bool:
     """True when ``pid`` runs and, if given, its command line contains ``expected_name``."""
+    psutil = _psutil()
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

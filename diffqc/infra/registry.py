@@ -26,13 +26,16 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import avro.schema
 import httpx
-from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from diffqc.infra.process import ServerProcess
+from diffqc.infra.errors import InfraError
+from diffqc.infra.process import LOCAL_EXTRA_HINT, ServerProcess
+
+if TYPE_CHECKING:
+    import avro.schema
 
 DEFAULT_COMPATIBILITY = "BACKWARD"
 COMPATIBILITY_LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
@@ -47,8 +50,19 @@ class RegistryError(Exception):
         self.status, self.error_code, self.message = status, error_code, message
 
 
+def _parse_avro(text: str) -> avro.schema.Schema:
+    """Apache Avro's parser; avro is of the local extra (production runs a real registry)."""
+    try:
+        import avro.schema
+    except ImportError as exc:
+        raise InfraError(f"the local schema registry needs the local extra (avro): {LOCAL_EXTRA_HINT}") from exc
+    return avro.schema.parse(text)
+
+
 def _incompatibilities(reader: avro.schema.Schema, writer: avro.schema.Schema) -> list[str]:
     """Why ``reader`` cannot read data written with ``writer`` (empty when it can)."""
+    from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
     result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
     if result.compatibility is SchemaCompatibilityType.compatible:
         return []
@@ -78,7 +92,7 @@ class SchemaStore:
         if not isinstance(text, str):
             raise RegistryError(422, 42201, "Invalid schema: the request has no 'schema' string")
         try:
-            parsed = avro.schema.parse(text)
+            parsed = _parse_avro(text)
             key = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
         except Exception as exc:  # avro raises SchemaParseException and friends, json ValueError
             raise RegistryError(422, 42201, f"Invalid schema: {exc}") from None
@@ -103,7 +117,7 @@ class SchemaStore:
         ids = self.subjects[subject] if level.endswith("_TRANSITIVE") else self.subjects[subject][-1:]
         problems = []
         for schema_id in ids:
-            existing = avro.schema.parse(self.schemas[schema_id])
+            existing = _parse_avro(self.schemas[schema_id])
             if level.startswith(("BACKWARD", "FULL")):  # the new schema reads what the old one wrote
                 problems += _incompatibilities(candidate, existing)
             if level.startswith(("FORWARD", "FULL")):  # the old schema reads what the new one writes
@@ -241,6 +255,7 @@ class RegistryServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+        _parse_avro('"null"')  # without avro (the local extra) fail here, by name, not on each registration
         super().__init__((host, port), _Handler)
         self.store = SchemaStore()
         self.verbose = verbose

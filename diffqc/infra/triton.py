@@ -18,7 +18,7 @@ import httpx
 from diffqc.infra.errors import InfraError
 from diffqc.infra.process import ServerProcess
 
-INSTALL_HINT = "pip install nvidia-pytriton==0.7.0"
+INSTALL_HINT = "the triton extra (nvidia-pytriton 0.7.0): pip install 'diffqc[triton]'"
 # Triton polls its repository, so a version staged by `diffqc export` or `diffqc onboard` is served
 # without a restart (stage_version renames a finished directory into place, never a half-copied one).
 REPOSITORY_POLL_S = 10

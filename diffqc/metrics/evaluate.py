@@ -30,7 +30,7 @@ def evaluate_scores(
     if labels.size == 0 or np.unique(labels).size < 2:
         return result
     result["image_auroc"] = image_auroc(scores, labels)
-    result["f1_max"] = f1_max(scores, labels)[0]
+    result["f1_max"] = f1_max(scores, labels).f1
     result["recall_at_fpr_3pct"] = recall_at_fpr(scores, labels, 0.03)
     result["fpr_at_recall_98pct"] = fpr_at_recall(scores, labels, 0.98)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
@@ -14,7 +16,12 @@ def image_auroc(scores, labels) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def f1_max(scores, labels) -> tuple[float, float]:
+class F1Max(NamedTuple):
+    f1: float
+    threshold: float  # an image is defective when score >= threshold
+
+
+def f1_max(scores, labels) -> F1Max:
     """Best F1 over all thresholds and that threshold (an image is defective when score >= threshold)."""
     scores, labels = binary_inputs(scores, labels)
     precision, recall, thresholds = precision_recall_curve(labels, scores)
@@ -23,7 +30,7 @@ def f1_max(scores, labels) -> tuple[float, float]:
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
     best = int(np.argmax(f1))
-    return float(f1[best]), float(thresholds[best])
+    return F1Max(float(f1[best]), float(thresholds[best]))
 
 
 def _roc(scores, labels):

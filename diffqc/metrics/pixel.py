@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -24,7 +25,12 @@ def pixel_auroc(maps: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndar
     return float(roc_auc_score(truth, scores))
 
 
-def pro_curve(maps, masks) -> tuple[np.ndarray, np.ndarray]:
+class ProCurve(NamedTuple):
+    fpr: np.ndarray  # increasing, from 0 to 1
+    pro: np.ndarray
+
+
+def pro_curve(maps, masks) -> ProCurve:
     """The per-region-overlap curve: (fpr, pro) at every distinct threshold, from (0, 0) to (1, 1).
 
     PRO at a threshold is the mean, over every connected defect region of every image, of the
@@ -59,7 +65,7 @@ def pro_curve(maps, masks) -> tuple[np.ndarray, np.ndarray]:
     fpr = np.cumsum(good[order]) / n_good
     # Tied scores cannot be separated by a threshold: keep the last point of each tie group.
     last = np.r_[np.flatnonzero(np.diff(sorted_scores) != 0), sorted_scores.size - 1]
-    return np.r_[0.0, fpr[last]], np.r_[0.0, pro[last]]
+    return ProCurve(np.r_[0.0, fpr[last]], np.r_[0.0, pro[last]])
 
 
 def pro_score(maps, masks, max_fpr: float = 0.3) -> float:

@@ -5,7 +5,7 @@
 
 Steps: decode (``diffqc.data.images`` semantics) -> colour (to the model's channels) -> resize to
 fit the spec's size keeping the aspect ratio, centred, edge-padded (``Letterbox``) -> optional
-phase-correlation alignment to a reference -> overlapping tiles (``diffqc.detector.tiling``), each a
+phase-correlation alignment to a reference -> overlapping tiles (``diffqc.core.tiles``), each a
 float32 CHW tensor in [0, 1] in the blob store.
 """
 

@@ -14,12 +14,12 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from diffqc.detector.tiling import tile_windows
+from diffqc.core.tiles import tile_windows
 from diffqc.preprocess.normalize import FrameImageError, decode_image, load_reference, normalize
 from diffqc.preprocess.spec import PreprocessSpec, SpecError
+from diffqc.store import db
 from diffqc.store.blobs import BlobStore, put_array
-from diffqc.store.inspections import database_unavailable
-from diffqc.store.products import get_product
+from diffqc.store.products import find_product_type
 from diffqc.v1.common_pb2 import Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.preprocessing_pb2 import PreparedFrame, Tile
@@ -35,7 +35,7 @@ def product_spec(session: Session, product: str) -> PreprocessSpec:
     """The preprocessing spec of ``product`` from its ProductType row (UnknownProduct / SpecError)."""
     if not product:
         raise UnknownProduct("the frame has no product_type")
-    row = get_product(session, product)
+    row = find_product_type(session, product)
     if row is None:
         raise UnknownProduct(f"unknown product type {product!r}: no product_types row")
     return PreprocessSpec.from_dict(row.preprocessing, product)
@@ -92,7 +92,7 @@ class Preprocessor:
         self._lock = threading.Lock()
 
     def spec(self, product: str) -> PreprocessSpec:
-        with database_unavailable(), Session(self.engine) as session:
+        with db.session(self.engine) as session:
             return product_spec(session, product)
 
     def reference(self, spec: PreprocessSpec) -> np.ndarray | None:

@@ -6,6 +6,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from diffqc.core.backoff import backoff_delay
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ def wait_for(name: str, address: str, check: Callable[[], None], timeout_s: floa
     ``timeout_s`` has passed.
     """
     deadline = time.monotonic() + timeout_s
-    delay, attempts = 0.2, 0
+    attempts = 0
     while True:
         attempts += 1
         try:
@@ -38,5 +40,4 @@ def wait_for(name: str, address: str, check: Callable[[], None], timeout_s: floa
                 f"{name} at {address} is unavailable after {attempts} attempts over {timeout_s:g} s ({last})"
             )
         log.warning("waiting for %s at %s (%s); retrying", name, address, last)
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 2.0)
+        time.sleep(min(backoff_delay(attempts, 0.2, 2.0), remaining))

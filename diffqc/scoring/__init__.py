@@ -3,19 +3,17 @@
     scorer = Scorer(settings.scoring, engine, blobs, make_sink(settings))
     verdict = scorer.score(inference_result)      # a diffqc.v1 InspectionVerdict, already recorded
 
-Fusion with the process-context deviation (``fusion``), the threshold of the model version that
+The process component (``diffqc.core.process``), the threshold of the model version that
 produced the scores (``model_versions``), defect regions in original frame pixels and a heatmap
 PNG (``regions``), the idempotent inspection row (``diffqc.store.inspections``), and one
 ``anomaly_score`` point per inspection in InfluxDB or a line-protocol file (``sink``).
 """
 
-from diffqc.scoring.fusion import ProcessDeviation, fuse, parameter_deviation, process_deviation
 from diffqc.scoring.regions import content_regions, heatmap_png, map_geometry, to_original
 from diffqc.scoring.scorer import (
     ModelThreshold,
     Scorer,
     ScoringError,
-    artifact_registration,
     inspection_id,
     point_for,
     verdict_message,
@@ -23,8 +21,7 @@ from diffqc.scoring.scorer import (
 from diffqc.scoring.sink import InfluxScoreSink, LineProtocolFileSink, ScoreSink, make_sink, score_point
 
 __all__ = [
-    "InfluxScoreSink", "LineProtocolFileSink", "ModelThreshold", "ProcessDeviation", "ScoreSink", "Scorer",
-    "ScoringError", "artifact_registration", "content_regions", "fuse", "heatmap_png", "inspection_id",
-    "make_sink", "map_geometry", "parameter_deviation", "point_for", "process_deviation", "score_point",
+    "InfluxScoreSink", "LineProtocolFileSink", "ModelThreshold", "ScoreSink", "Scorer", "ScoringError",
+    "content_regions", "heatmap_png", "inspection_id", "make_sink", "map_geometry", "point_for", "score_point",
     "to_original", "verdict_message",
 ]

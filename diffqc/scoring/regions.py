@@ -3,7 +3,7 @@
 The anomaly map covers the normalized image (the frame resized to the product's spec and padded).
 Its geometry follows from the frame's shape and the map's shape alone (``Letterbox.fit``), so
 regions are found on the map's content area (padding is never a defect), with the detector's own
-rule (``diffqc.detector.regions.find_regions``: 8-connected pixels above the region level), and
+rule (``diffqc.core.regions.find_regions``: 8-connected pixels above the region level), and
 their boxes and areas are mapped back to original pixels.
 """
 
@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from diffqc.detector.regions import MAX_REGIONS, find_regions, overlay
+from diffqc.core.regions import MAX_REGIONS, find_regions, overlay
 from diffqc.preprocess.geometry import Letterbox
 from diffqc.preprocess.normalize import letterbox
 

@@ -11,39 +11,35 @@ a frame agrees with the database even if the threshold changed in between.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from diffqc.core import clock
+from diffqc.core.process import process_deviation, with_process
 from diffqc.preprocess.normalize import FrameImageError
 from diffqc.preprocess.prepare import load_frame_image
-from diffqc.scoring.fusion import fuse, process_deviation
 from diffqc.scoring.regions import content_regions, heatmap_png, map_geometry, to_original
 from diffqc.scoring.sink import ScoreSink, score_point
 from diffqc.settings import ScoringSettings
+from diffqc.store import db
 from diffqc.store.blobs import BlobNotFound, BlobStore, get_array
 from diffqc.store.inspections import (
     active_model_version,
-    database_unavailable,
     ensure_frame,
     get_inspection,
     model_version,
     record_inspection,
-    utc,
 )
 from diffqc.store.models import Inspection, Verdict
-from diffqc.store.products import get_product
+from diffqc.store.products import find_product_type
 from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
@@ -71,31 +67,6 @@ class ModelThreshold:
 
 def inspection_id(frame_id: str, version: str) -> str:
     return str(uuid.uuid5(INSPECTION_NAMESPACE, f"{frame_id}/{version}"))
-
-
-def artifact_registration(artifact_dir: str | Path, product: str) -> dict[str, Any]:
-    """``threshold`` and ``metrics`` (with ``region_level``) of ``product`` in a detector artifact,
-    ready for ``register_model_version(session, product, version, uri, **artifact_registration(...))``."""
-    root = Path(artifact_dir)
-    try:
-        thresholds = json.loads((root / "thresholds.json").read_text())[product]
-        calibration = json.loads((root / "calibration.json").read_text())[product]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{root}: no calibration of product {product!r} ({exc.__class__.__name__}: {exc})"
-                         ) from None
-    metrics = {"region_level": float(calibration["region_level"]), "threshold_method": thresholds.get("method"),
-               "target_fpr": thresholds.get("target_fpr"), "calibration_fpr": thresholds.get("calibration_fpr")}
-    return {"threshold": float(thresholds["threshold"]), "metrics": metrics}
-
-
-def _duration_ms(ms: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(round(ms * 1e6)))
-    return d
-
-
-def _time(ts) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else None
 
 
 class Scorer:
@@ -157,10 +128,11 @@ class Scorer:
         frame = result.frame
         if not math.isfinite(result.score):  # NaN > threshold is False: it would pass silently
             raise ScoringError(f"the detector's score is {result.score}")
-        decided_at = decided_at or datetime.now(UTC)
+        decided_at = decided_at or clock.now()
         deviation = process_deviation(frame.process_parameters, nominal_ranges, frame.product_type)
-        score = fuse(result.score, deviation.value, self.settings.process_weight)
-        defect = score > model.threshold  # the calibration's rule (diffqc.detector: score > threshold)
+        score = with_process(result.score, deviation.value, self.settings.process_weight)
+        defect = score > model.threshold  # the calibration's rule: score > threshold
+        # The detector reports the process component as 0: only the platform knows the nominal ranges.
         components = {name: float(v) for name, v in result.component_scores.items()}
         components["process"] = float(deviation.value or 0.0)
         amap = self._anomaly_map(result)
@@ -168,7 +140,7 @@ class Scorer:
         regions = content_regions(amap, box, model.region_level) if defect else []
         png = heatmap_png(amap, box, model.region_level, regions, defect, self._overlay_image(result))
         heatmap = self.blobs.put(png, PNG)
-        ingested = _time(frame.ingest_time)
+        ingested = clock.from_timestamp(frame.ingest_time)
         if ingested is not None:
             latency_ms = max(0.0, (decided_at - ingested).total_seconds() * 1000)
         else:  # no ingestion (a direct Score call): the detector's own time
@@ -203,17 +175,17 @@ class Scorer:
         if not frame.frame_id:
             raise ScoringError("the result's frame has no frame_id")
         heatmap = None
-        with database_unavailable(), Session(self.engine, expire_on_commit=False) as session:
+        with db.session(self.engine) as session:
             row = get_inspection(session, frame.frame_id)
             if row is None:
-                product = get_product(session, frame.product_type)
+                product = find_product_type(session, frame.product_type)
                 if product is None:
                     raise ScoringError(f"unknown product type {frame.product_type!r}: no product_types row")
                 nominal = dict(product.nominal_ranges or {})
                 model = self._model(session, frame.product_type, result.model.version)
         if row is None:
             values, heatmap = self.decide(result, nominal, model)
-            with database_unavailable(), Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with db.session(self.engine, write=True) as session:
                 ensure_frame(session, frame)
                 row, created = record_inspection(session, **values)
             if not created:
@@ -229,8 +201,6 @@ class Scorer:
 
 def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef | None = None) -> InspectionVerdict:
     """The InspectionVerdict of a stored inspection row (``heatmap``: the full reference of its heatmap)."""
-    decided = Timestamp()
-    decided.FromDatetime(utc(row.inspected_at))
     return InspectionVerdict(
         inspection_id=row.id, frame=result.frame,
         verdict=VERDICT_DEFECT if Verdict(row.verdict) is Verdict.DEFECT else VERDICT_PASS,
@@ -239,7 +209,7 @@ def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef |
                               area_px=r["area_px"], peak_score=r["peak_score"]) for r in row.regions or []],
         heatmap=heatmap or BlobRef(uri=row.heatmap_uri or ""),
         model=ModelRef(name=result.model.name, version=row.model_version),
-        latency=_duration_ms(row.latency_ms), decided_at=decided,
+        latency=clock.duration_from_ms(row.latency_ms), decided_at=clock.to_timestamp(row.inspected_at),
     )
 
 
@@ -247,6 +217,6 @@ def point_for(row: Inspection, frame):
     """The score point of a stored inspection; timestamp = capture time (else ingestion, else decision)."""
     tags = {"plant": frame.plant_id, "line": frame.line_id, "station": frame.station_id, "camera": frame.camera_id,
             "product_type": frame.product_type, "model_version": row.model_version}
-    when = _time(frame.capture_time) or _time(frame.ingest_time) or utc(row.inspected_at)
+    when = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or row.inspected_at
     return score_point(tags, dict(row.component_scores), row.score, row.threshold,
                        Verdict(row.verdict) is Verdict.DEFECT, row.latency_ms, when)

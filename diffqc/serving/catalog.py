@@ -8,9 +8,15 @@ embedding); ``default`` names the product when the version serves exactly one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
+from diffqc.core.errors import ArtifactError, ProductError
 from diffqc.detector.detector import DEFAULT_PRODUCT, Detector
-from diffqc.detector.errors import ArtifactError, ProductError
+
+
+class Served(NamedTuple):
+    detector: Detector
+    product: str  # the name the detector knows the product by
 
 
 class ProductCatalog:
@@ -33,10 +39,10 @@ class ProductCatalog:
     def products(self) -> list[str]:
         return sorted(self.by_product)
 
-    def resolve(self, product: str) -> tuple[Detector, str]:
+    def resolve(self, product: str) -> Served:
         """The detector for ``product`` and the name it knows the product by."""
         if product == DEFAULT_PRODUCT and len(self.by_product) == 1:
             product = next(iter(self.by_product))
         if product not in self.by_product:
             raise ProductError(f"unknown product type {product!r}; this model serves {self.products}")
-        return self.by_product[product], product
+        return Served(self.by_product[product], product)

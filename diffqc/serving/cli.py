@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from diffqc.core.errors import DetectorError
 from diffqc.detector.detector import Detector
-from diffqc.detector.errors import DetectorError
 from diffqc.serving.onnx_export import export_denoiser
 from diffqc.serving.repository import stage_version
 
@@ -31,8 +31,9 @@ def export(
         version_dir = stage_version(model, repo)
         console.print(f"staged {model} as {version_dir}")
         if format is ExportFormat.onnx:
-            path, diff = export_denoiser(Detector.load(model), version_dir / "onnx")
-            console.print(f"ONNX denoiser: {path} (max abs difference to torch in onnxruntime: {diff:.1e})")
+            exported = export_denoiser(Detector.load(model), version_dir / "onnx")
+            console.print(f"ONNX denoiser: {exported.path} "
+                          f"(max abs difference to torch in onnxruntime: {exported.max_abs_diff:.1e})")
     except DetectorError as exc:
         console.print(f"[red]export failed:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -15,6 +15,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
 from diffqc.settings import TritonSettings
 
@@ -74,7 +75,7 @@ class TritonDetector:
                     raise InferenceUnavailable(
                         f"Triton at {self.settings.grpc_url} unavailable after {attempt} attempts: {exc.message()}"
                     ) from None
-                delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+                delay = backoff_delay(attempt, self.backoff_s, self.backoff_max_s)
                 log.warning("Triton attempt %d failed (%s); retrying in %.1f s", attempt, exc.message(), delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +20,11 @@ import torch
 from diffqc.detector.detector import Detector
 
 PARITY_TOLERANCE = 1e-4
+
+
+class OnnxExport(NamedTuple):
+    path: Path  # denoiser.onnx
+    max_abs_diff: float  # to torch, measured in onnxruntime
 
 
 class _Traceable(torch.nn.Module):
@@ -46,7 +52,7 @@ def _example(detector: Detector, n: int, size: int, seed: int) -> dict[str, torc
     return inputs
 
 
-def export_denoiser(detector: Detector, out_dir: Path, size: int | None = None) -> tuple[Path, float]:
+def export_denoiser(detector: Detector, out_dir: Path, size: int | None = None) -> OnnxExport:
     """Write ``denoiser.onnx`` and ``denoiser.json`` to ``out_dir``; return the path and the max abs
     difference to torch measured in onnxruntime (raises when above PARITY_TOLERANCE)."""
     import onnxruntime
@@ -74,4 +80,4 @@ def export_denoiser(detector: Detector, out_dir: Path, size: int | None = None) 
         "inputs": {k: list(v.shape[1:]) for k, v in example.items()}, "output": "eps", "tile_size": size,
         "opset": 17, "parity_max_abs_diff": diff, "products": detector.product_names,
     }, indent=2) + "\n")
-    return path, diff
+    return OnnxExport(path, diff)

@@ -12,11 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 from google.protobuf.duration_pb2 import Duration
 
-from diffqc.detector.config import COMPONENTS
-from diffqc.detector.tiling import window_weight
+from diffqc.core.components import COMPONENTS
+from diffqc.core.tiles import window_weight
 from diffqc.serving.client import Detection, TritonDetector
 from diffqc.store.blobs import BlobStore, get_array, put_array
 from diffqc.v1.common_pb2 import ModelRef
@@ -40,15 +39,15 @@ def _load_tile(blobs: BlobStore, tile: Tile) -> np.ndarray:
 def _stitch(prepared: PreparedFrame, detections: list[Detection]) -> np.ndarray:
     shape = prepared.normalized_shape
     full = (shape.height, shape.width)
-    total = torch.zeros(full)
-    weight = torch.zeros(full)
+    total = np.zeros(full, dtype=np.float32)
+    weight = np.zeros(full, dtype=np.float32)
     for tile, det in zip(prepared.tiles, detections, strict=True):
         win = (tile.y, tile.x, tile.height, tile.width)
         w = window_weight(win, full, prepared.tile_overlap)
         area = (slice(tile.y, tile.y + tile.height), slice(tile.x, tile.x + tile.width))
-        total[area] += w * torch.tensor(det.anomaly_map[0, 0])
+        total[area] += w * det.anomaly_map[0, 0].astype(np.float32, copy=False)
         weight[area] += w
-    return (total / weight.clamp_min(1e-12)).numpy().astype(np.float32)
+    return total / np.maximum(weight, np.float32(1e-12))
 
 
 def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: BlobStore,

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
+from diffqc.core.artifact import artifact_registration
 from diffqc.detector.detector import Detector
-from diffqc.scoring.scorer import artifact_registration
-from diffqc.store.inspections import database_unavailable, register_model_version
+from diffqc.store import db
+from diffqc.store.inspections import register_model_version
 from diffqc.store.migrate import upgrade
 from diffqc.store.products import register_product
 
@@ -28,16 +28,16 @@ def register_version(version_dir: Path, engine: Engine) -> dict[str, tuple[int, 
     A database that does not answer raises ``DependencyUnavailable``."""
     version_dir = Path(version_dir)
     sizes = {}
-    with database_unavailable():
+    with db.database_unavailable():
         upgrade(engine)
-        with Session(engine) as session, session.begin():
-            for artifact in sorted(p for p in (version_dir / "artifacts").iterdir() if p.is_dir()):
-                detector = Detector.load(artifact)
-                for product in detector.product_names:
-                    h, w = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
-                    sizes[product] = (int(h), int(w))
-                    register_product(session, product, {"height": int(h), "width": int(w),
-                                                        "channels": detector.cfg.model.channels})
-                    register_model_version(session, product, version_dir.name, artifact.as_uri(),
-                                           **artifact_registration(artifact, product))
+    with db.session(engine, write=True) as session:
+        for artifact in sorted(p for p in (version_dir / "artifacts").iterdir() if p.is_dir()):
+            detector = Detector.load(artifact)
+            for product in detector.product_names:
+                h, w = detector.products[product].image_size or (DEFAULT_IMAGE_SIZE,) * 2
+                sizes[product] = (int(h), int(w))
+                register_product(session, product, {"height": int(h), "width": int(w),
+                                                    "channels": detector.cfg.model.channels})
+                register_model_version(session, product, version_dir.name, artifact.as_uri(),
+                                       **artifact_registration(artifact, product))
     return sizes

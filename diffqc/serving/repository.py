@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from diffqc.detector.artifact import read_metadata
+from diffqc.core.artifact import read_metadata
 
 MODEL_NAME = "diffqc_detector"
 TEMPLATE_CONFIG = Path(__file__).with_name("config.pbtxt")

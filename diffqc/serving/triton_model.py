@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffqc.detector.errors import DetectorError
+from diffqc.core.errors import DetectorError
 from diffqc.serving.catalog import ProductCatalog
 
 
@@ -74,15 +74,15 @@ class TritonPythonModel:
         return responses
 
     def _answer(self, pb_utils, responses: list, product: str, members: list[tuple[int, np.ndarray]]) -> None:
-        detector, _ = self.catalog.resolve(product)
-        amap, components, score = detector.predict(np.concatenate([m[1] for m in members]), product)
+        detector = self.catalog.resolve(product).detector
+        result = detector.predict(np.concatenate([m[1] for m in members]), product)
         start = 0
         for index, images in members:
             stop = start + len(images)
             responses[index] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("ANOMALY_MAP", amap[start:stop]),
-                pb_utils.Tensor("SCORES", components[start:stop]),
-                pb_utils.Tensor("SCORE", score[start:stop].reshape(-1, 1)),
+                pb_utils.Tensor("ANOMALY_MAP", result.anomaly_map[start:stop]),
+                pb_utils.Tensor("SCORES", result.components[start:stop]),
+                pb_utils.Tensor("SCORE", result.score[start:stop].reshape(-1, 1)),
             ])
             start = stop
 

@@ -7,7 +7,7 @@
     monitor.state("line-1")                               # [diffqc.v1 SpcState]
 
     chart = chart_from_history(line, product, rows)       # rows (time, score, verdict, lot) from the store
-    render_chart(chart, "spc.png")
+    render_chart(chart, "spc.png")                       # diffqc.spc.render (matplotlib: reports only)
 
 Limits (``charts``), Nelson rules 1-8 (``rules``), the stateful charts (``monitor``), InfluxDB
 points (``sink``), Avro records (``avro``), the picture (``render``); docs/spc.md explains them.
@@ -24,12 +24,11 @@ from diffqc.spc.monitor import (
     chart_from_history,
     is_defect,
 )
-from diffqc.spc.render import render_chart
 from diffqc.spc.rules import NELSON_RULES, Rule, evaluate
 from diffqc.spc.sink import spc_signal_point
 
 __all__ = [
     "NELSON_RULES", "P_CHART_RULE", "SPC_SCHEMA", "ChartError", "IndividualsChart", "Observation", "PChart", "Rule",
     "SpcChart", "SpcMonitor", "SpcSignal", "chart_from_history", "evaluate", "individuals_chart", "is_defect",
-    "moving_ranges", "p_chart", "render_chart", "signal_record", "spc_signal_point",
+    "moving_ranges", "p_chart", "signal_record", "spc_signal_point",
 ]

@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import NamedTuple
 
 import numpy as np
 
+from diffqc.core import clock
 from diffqc.settings import SpcSettings
 from diffqc.spc.charts import ChartError, IndividualsChart, individuals_chart, p_chart, p_limits
 from diffqc.spc.rules import MAX_WINDOW, NELSON_RULES, rules_by_id
@@ -293,7 +294,7 @@ class SpcMonitor:
             raise ValueError(f"inspection {verdict.inspection_id!r} has no verdict (VERDICT_UNSPECIFIED)")
         if not frame.HasField("capture_time"):
             raise ValueError(f"inspection {verdict.inspection_id!r}: its frame has no capture_time")
-        row = Observation(frame.capture_time.ToDatetime(tzinfo=UTC), verdict.score,
+        row = Observation(clock.to_datetime(frame.capture_time), verdict.score,
                           verdict.verdict == Verdict.VERDICT_DEFECT, frame.lot or frame.work_order or None,
                           verdict.inspection_id)
         return self.observe(frame.line_id, frame.product_type, row)

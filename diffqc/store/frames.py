@@ -13,20 +13,14 @@ frame that names an id decides its parent (a later frame claiming another parent
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.orm import Session
 
+from diffqc.core import clock
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import Camera, Line, Plant, Station
 from diffqc.store.models import Frame as FrameRow
 from diffqc.v1.common_pb2 import BlobRef, Shape
 from diffqc.v1.frame_pb2 import Frame
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes for timezone-aware columns; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = None) -> bool:
@@ -45,12 +39,12 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
         raise ValueError(f"record_frame: frame {frame.frame_id!r} has no capture_time")
     if not image.uri or not image.sha256:
         raise ValueError(f"record_frame: frame {frame.frame_id!r} has no stored image (uri and sha256)")
-    received = frame.ingest_time.ToDatetime(tzinfo=UTC) if frame.HasField("ingest_time") else datetime.now(UTC)
+    received = clock.to_datetime(frame.ingest_time) if frame.HasField("ingest_time") else clock.now()
     table = FrameRow.__table__
     stmt = dialect_insert(session, table).values(
         id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
         camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
-        lot=frame.lot or None, captured_at=frame.capture_time.ToDatetime(tzinfo=UTC),
+        lot=frame.lot or None, captured_at=clock.to_datetime(frame.capture_time),
         process_parameters=dict(frame.process_parameters), image_uri=image.uri, image_sha256=image.sha256,
         height=frame.shape.height, width=frame.shape.width, channels=frame.shape.channels,
         priority=int(frame.priority), received_at=received,
@@ -69,16 +63,14 @@ def frame_from_row(row: FrameRow) -> Frame:
     The schema keeps the image's uri and sha256 but not its media type or size, so ``image``
     carries only those two fields.
     """
-    frame = Frame(
+    return Frame(
         frame_id=row.id, plant_id=row.plant_id, line_id=row.line_id, station_id=row.station_id,
         camera_id=row.camera_id, product_type=row.product_type, work_order=row.work_order or "",
         lot=row.lot or "", process_parameters={k: float(v) for k, v in (row.process_parameters or {}).items()},
         image=BlobRef(uri=row.image_uri, sha256=row.image_sha256),
         shape=Shape(height=row.height, width=row.width, channels=row.channels), priority=row.priority,
+        capture_time=clock.to_timestamp(row.captured_at), ingest_time=clock.to_timestamp(row.received_at),
     )
-    frame.capture_time.FromDatetime(_utc(row.captured_at))
-    frame.ingest_time.FromDatetime(_utc(row.received_at))
-    return frame
 
 
 def ensure_equipment(session: Session, plant_id: str, line_id: str, station_id: str, camera_id: str) -> None:

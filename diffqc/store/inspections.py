@@ -7,39 +7,16 @@ one row; the caller reads back the row that won and reports that one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.core import clock
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import Frame, Inspection, ModelVersion, Verdict
 from diffqc.v1 import frame_pb2
-
-
-@contextmanager
-def database_unavailable() -> Iterator[None]:
-    """Turn "the database is not answering" into DependencyUnavailable: the consume loop then retries the
-    message for as long as the outage lasts instead of dead-lettering it (the message is not at fault)."""
-    try:
-        yield
-    except (OperationalError, InterfaceError, DisconnectionError, PoolTimeout) as exc:
-        first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise DependencyUnavailable(f"database unavailable: {exc.__class__.__name__}: {first}") from exc
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes for timezone-aware columns; every stored time is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
 
 # -- products and model versions ----------------------------------------------------------------
 
@@ -48,7 +25,7 @@ def register_model_version(session: Session, product: str, version: str, artifac
     """Add (or update) ``version`` of ``product``'s model; with ``activate`` it becomes the only active one.
 
     ``metrics`` may carry ``region_level`` (the anomaly-map level that outlines a defect region; see
-    ``diffqc.scoring.artifact_registration``), which scoring uses for regions and heatmaps.
+    ``diffqc.core.artifact.artifact_registration``), which scoring uses for regions and heatmaps.
     The caller commits.
     """
     row = model_version(session, product, version)
@@ -82,24 +59,20 @@ def active_model_version(session: Session, product: str) -> ModelVersion | None:
 
 # -- frames and inspections ---------------------------------------------------------------------
 
-def _time(ts) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else None
-
-
 def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
     """Insert the frame row from the message unless it exists (ingestion normally wrote it); True if inserted.
 
     Lets a result be scored even when its frame row is missing (a replay, a direct gRPC Score
     call), without ever overwriting what ingestion recorded.
     """
-    captured = _time(frame.capture_time) or _time(frame.ingest_time) or datetime.now(UTC)
+    captured = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or clock.now()
     stmt = dialect_insert(session, Frame.__table__).values(
         id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
         camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
         lot=frame.lot or None, captured_at=captured, process_parameters=dict(frame.process_parameters),
         image_uri=frame.image.uri, image_sha256=frame.image.sha256, height=frame.shape.height,
         width=frame.shape.width, channels=frame.shape.channels, priority=int(frame.priority),
-        received_at=_time(frame.ingest_time) or datetime.now(UTC),
+        received_at=clock.from_timestamp(frame.ingest_time) or clock.now(),
     ).on_conflict_do_nothing().returning(Frame.__table__.c.id)
     return session.execute(stmt).first() is not None
 
@@ -121,7 +94,7 @@ def record_inspection(session: Session, *, id: str, frame_id: str, model_version
     stmt = dialect_insert(session, Inspection.__table__).values(
         id=id, frame_id=frame_id, model_version=model_version, component_scores=dict(component_scores),
         score=float(score), threshold=float(threshold), verdict=verdict, heatmap_uri=heatmap_uri,
-        regions=list(regions or []), latency_ms=float(latency_ms), inspected_at=inspected_at or datetime.now(UTC),
+        regions=list(regions or []), latency_ms=float(latency_ms), inspected_at=inspected_at or clock.now(),
     ).on_conflict_do_nothing().returning(Inspection.__table__.c.id)
     created = session.execute(stmt).first() is not None
     row = get_inspection(session, frame_id)
@@ -144,5 +117,5 @@ def score_history(session: Session, line_id: str | None = None,
     history: dict[tuple[str, str], list[tuple]] = {}
     for line, product, captured, score, verdict, lot, work_order, inspection in session.execute(query):
         history.setdefault((line, product), []).append(
-            (utc(captured), score, Verdict(verdict).value, lot or work_order or None, inspection))
+            (captured, score, Verdict(verdict).value, lot or work_order or None, inspection))
     return history

@@ -7,18 +7,41 @@ is the idempotency key of the whole flow, so every write keyed by it can be repe
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from diffqc.core import clock
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` (the same DDL) that holds aware UTC datetimes both ways.
+
+    Every stored time is UTC: a naive datetime written is taken to be UTC, an aware one is converted
+    (SQLite would otherwise store its wall-clock time), and what is read is aware UTC (SQLite hands
+    back naive datetimes, PostgreSQL ones in the connection's time zone).
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def __init__(self, timezone: bool = True) -> None:  # the argument only keeps repr() a valid constructor call
+        if not timezone:
+            raise ValueError("UTCDateTime is always DateTime(timezone=True)")
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return clock.utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return clock.utc(value)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+    type_annotation_map = {datetime: UTCDateTime(), dict: JSON, list: JSON}
 
 
 class Plant(Base):
@@ -73,7 +96,7 @@ class ModelVersion(Base):
     threshold: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict] = mapped_column(default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class Frame(Base):
@@ -95,7 +118,7 @@ class Frame(Base):
     width: Mapped[int]
     channels: Mapped[int]
     priority: Mapped[int] = mapped_column(default=0)
-    received_at: Mapped[datetime] = mapped_column(default=_now)
+    received_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class Verdict(enum.StrEnum):
@@ -117,7 +140,7 @@ class Inspection(Base):
     # [{"x", "y", "width", "height", "area_px", "peak_score"}, ...]
     regions: Mapped[list] = mapped_column(default=list)
     latency_ms: Mapped[float]
-    inspected_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    inspected_at: Mapped[datetime] = mapped_column(default=clock.now, index=True)
 
 
 class DeliveryState(enum.StrEnum):
@@ -140,7 +163,7 @@ class Alert(Base):
     )
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     delivered_at: Mapped[datetime | None]
     # When the next delivery attempt is due (exponential backoff); None = due now.
     next_attempt_at: Mapped[datetime | None]

@@ -15,17 +15,22 @@ unknown product type, naming it). The row carries two JSON documents:
 
 ``nominal_ranges`` — the process window of each process parameter, ``{"oven_temp_c": [230.0, 250.0]}``
 (``[lo, hi]`` with lo < hi, finite); scoring measures a frame's process deviation against it.
+
+The name, both documents' rules and the error messages are pydantic's, rendered by
+``diffqc.core.validation`` (``product type 'pcb': nominal_ranges: oven_temp_c: must satisfy lo < hi ...``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from diffqc.core.validation import validate
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import ProductType
 
@@ -56,7 +61,7 @@ def register_product(
     return session.get(ProductType, name, populate_existing=True)
 
 
-def get_product(session: Session, name: str) -> ProductType | None:
+def find_product_type(session: Session, name: str) -> ProductType | None:
     """The product type called ``name``, or None when it is not registered."""
     return session.get(ProductType, name)
 
@@ -66,12 +71,48 @@ def list_products(session: Session) -> list[ProductType]:
     return list(session.scalars(select(ProductType).order_by(ProductType.name)))
 
 
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ProductSpecError(f"a product type needs a non-empty name, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
-        raise ProductSpecError(f"product type name {name!r} must be at most {MAX_NAME_LENGTH} printable characters")
+def _printable(name: str) -> str:
+    if not name.strip():
+        raise ValueError(f"must not be blank, got {name!r}")
+    if any(ord(ch) < 32 for ch in name):
+        raise ValueError(f"must be printable characters (no control characters), got {name!r}")
     return name
+
+
+def _bounds(bounds: Any) -> Any:
+    if isinstance(bounds, Mapping):  # {"min": lo, "max": hi} is accepted, as scoring reads it
+        bounds = [bounds.get("min"), bounds.get("max")]
+    if (not isinstance(bounds, list | tuple) or len(bounds) != 2
+            or any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds)):
+        raise ValueError(f"must be [lo, hi] (two numbers), got {bounds!r}")
+    return bounds
+
+
+def _ordered(bounds: list[float]) -> list[float]:
+    lo, hi = bounds
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise ValueError(f"must satisfy lo < hi with finite bounds, got {bounds!r}")
+    return bounds
+
+
+def _parameter_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError(f"parameter names must be non-empty strings, got {name!r}")
+    return name
+
+
+# A product type's name: at most VARCHAR(64), not blank, no control characters (stored as given).
+ProductTypeName = Annotated[str, StringConstraints(strict=True, max_length=MAX_NAME_LENGTH), AfterValidator(_printable)]
+# The process window of one parameter: [lo, hi] (or {"min": lo, "max": hi}), finite, lo < hi.
+NominalRange = Annotated[list[float], BeforeValidator(_bounds), AfterValidator(_ordered)]
+NominalRanges = dict[Annotated[str, AfterValidator(_parameter_name)], NominalRange]
+
+_NAME = TypeAdapter(ProductTypeName)
+_RANGES = TypeAdapter(NominalRanges)
+
+
+def _check_name(name: Any) -> str:
+    return validate(_NAME, name, "product type name", ProductSpecError)
 
 
 def _check_preprocessing(name: str, preprocessing: Any) -> dict:
@@ -79,32 +120,13 @@ def _check_preprocessing(name: str, preprocessing: Any) -> dict:
     # scikit-image), and only registration needs it, not every process that reads products.
     from diffqc.preprocess.spec import PreprocessSpec, SpecError
 
-    if not isinstance(preprocessing, Mapping):
-        raise ProductSpecError(f"product type {name!r}: preprocessing spec must be a mapping, "
-                               f"got {type(preprocessing).__name__}")
-    spec = dict(preprocessing)
+    spec = dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing
     try:
         PreprocessSpec.from_dict(spec, name)
     except SpecError as exc:
         raise ProductSpecError(str(exc)) from None
-    return spec
+    return spec  # stored as written (a plain reference string stays a string)
 
 
 def _check_ranges(name: str, ranges: Any) -> dict[str, list[float]]:
-    where = f"product type {name!r}: nominal_ranges"
-    if not isinstance(ranges, Mapping):
-        raise ProductSpecError(f"{where} must be a mapping {{parameter: [lo, hi]}}, got {type(ranges).__name__}")
-    checked: dict[str, list[float]] = {}
-    for parameter, bounds in ranges.items():
-        if not isinstance(parameter, str) or not parameter.strip():
-            raise ProductSpecError(f"{where}: parameter names must be non-empty strings, got {parameter!r}")
-        if isinstance(bounds, Mapping):  # {"min": lo, "max": hi} is accepted, as scoring reads it
-            bounds = [bounds.get("min"), bounds.get("max")]
-        if (not isinstance(bounds, list | tuple) or len(bounds) != 2
-                or any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds)):
-            raise ProductSpecError(f"{where}: {parameter!r} must be [lo, hi] (two numbers), got {bounds!r}")
-        lo, hi = float(bounds[0]), float(bounds[1])
-        if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-            raise ProductSpecError(f"{where}: {parameter!r} must satisfy lo < hi with finite bounds, got {bounds!r}")
-        checked[parameter] = [lo, hi]
-    return checked
+    return validate(_RANGES, ranges, f"product type {name!r}: nominal_ranges", ProductSpecError)

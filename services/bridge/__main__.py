@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from sqlalchemy.orm import Session
-
 from diffqc.alerts.delivery import DeliveryLoop, require_webhook
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, SchemaRejected, load_schema, registry_client
@@ -23,9 +21,10 @@ from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring.sink import make_sink
 from diffqc.settings import Settings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
-from diffqc.store.inspections import database_unavailable, score_history
+from diffqc.store import db
+from diffqc.store.inspections import score_history
 from diffqc.v1 import bridge_pb2_grpc
-from services.bridge.service import SERVICE_NAME, BridgeServicer, SpcFeed, alert_worker, spc_worker
+from services.bridge.service import SERVICE_NAME, BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
 
 NAME = "bridge"
 
@@ -50,7 +49,7 @@ def start(settings: Settings) -> int:
     # InfluxDB is not awaited (like scoring): a signal that cannot be written holds its verdict until it is back.
     sink = make_sink(settings)
     spc = SpcFeed(SpcMonitor(settings.spc))
-    with database_unavailable(), Session(engine) as session:  # the charts carry on where they were
+    with db.session(engine) as session:  # the charts carry on where they were
         spc.rebuild(score_history(session))
     servicer = BridgeServicer(engine, spc)
     try:
@@ -59,7 +58,8 @@ def start(settings: Settings) -> int:
             lambda server: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server),
             [SERVICE_NAME],
             loops=[alert_worker(engine, settings.kafka, settings.bridge, alerts),
-                   DeliveryLoop(engine, settings.bridge), spc_worker(spc, settings.kafka, sink, signals)],
+                   DeliveryLoop(engine, settings.bridge),
+                   spc_stage(spc, SignalPublisher(spc, settings.kafka, sink, signals)).worker(settings.kafka)],
         )
     finally:
         sink.close()

@@ -13,25 +13,26 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import grpc
 from confluent_kafka import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from diffqc.alerts import alert_json
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.avro import AvroTopic, UndecodableValue
 from diffqc.contracts.topics import INSPECTIONS
+from diffqc.core import clock
 from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.scoring.sink import ScoreSink
 from diffqc.settings import BridgeSettings, KafkaSettings
 from diffqc.spc import Observation, SpcMonitor, SpcSignal, signal_record, spc_signal_point
+from diffqc.store import db
 from diffqc.store.alerts import BadPageToken, record_alert, undelivered_alerts
-from diffqc.store.inspections import database_unavailable, utc
 from diffqc.store.models import Alert
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from diffqc.v1.scoring_pb2 import InspectionVerdict
@@ -39,6 +40,10 @@ from diffqc.v1.scoring_pb2 import InspectionVerdict
 GROUP = "bridge"
 SPC_GROUP = "bridge-spc"
 SERVICE_NAME = "diffqc.v1.BridgeService"
+# A verdict without a verdict or capture time cannot be placed on a chart (ValueError): poison.
+SPC_ERRORS: ErrorTable = {ValueError: grpc.StatusCode.INVALID_ARGUMENT}
+GRPC_ERRORS: ErrorTable = {BadPageToken: grpc.StatusCode.INVALID_ARGUMENT,
+                           DependencyUnavailable: grpc.StatusCode.UNAVAILABLE}
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 
@@ -53,7 +58,7 @@ def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, a
         except UndecodableValue as exc:
             raise PoisonMessage(f"undecodable alert: {exc}") from exc
         try:
-            with database_unavailable(), Session(engine) as session, session.begin():
+            with db.session(engine, write=True) as session:
                 record_alert(session, alert_json(record), line_stop=record["severity"] in stopping)
         except IntegrityError as exc:  # scoring stores the inspection before it alerts: this one is unknown
             raise PoisonMessage(f"alert {record['alert_id']} names inspection {record['inspection_id']!r}, "
@@ -108,38 +113,43 @@ class SpcFeed:
             return self.monitor.state(line_id, product_type)
 
 
-def spc_worker(feed: SpcFeed, kafka: KafkaSettings, sink: ScoreSink, signals: AvroTopic) -> ConsumeLoop:
+@dataclass(frozen=True)
+class Observed:
+    """A verdict placed on its line's charts, and the signals it fired."""
+
+    verdict: InspectionVerdict
+    signals: list[SpcSignal]
+
+
+class SignalPublisher:
+    """Writes each fired signal to InfluxDB (``spc_signal``) and publishes it Avro on quality.spc (key =
+    line); then the verdict's signals count as delivered."""
+
+    def __init__(self, feed: SpcFeed, kafka: KafkaSettings, sink: ScoreSink, signals: AvroTopic):
+        self.feed, self.sink, self.signals = feed, sink, signals
+        self.publisher = Publisher(kafka)
+
+    def publish(self, observed: Observed) -> None:
+        plant = observed.verdict.frame.plant_id
+        for signal in observed.signals:
+            self.sink.write(spc_signal_point(signal, {"plant": plant}))
+            self.publisher.publish(self.signals.topic, signal.line_id.encode(),
+                                   self.signals.encode(signal_record(signal, plant)),
+                                   [("signal_id", signal.signal_id.encode())])
+        self.feed.delivered(observed.verdict.inspection_id)
+
+
+def spc_stage(feed: SpcFeed, publisher: SignalPublisher) -> StreamStage[InspectionVerdict, Observed]:
     """qc.inspections.v1 -> SPC monitor -> spc_signal points + quality.spc, committed after both."""
-    publisher = Publisher(kafka)
-
-    def handle(verdict: InspectionVerdict, _msg: Message) -> None:
-        try:
-            fired = feed.observe(verdict)
-        except ValueError as exc:  # no verdict, no capture time: the chart cannot place it
-            raise PoisonMessage(str(exc)) from exc
-        plant = verdict.frame.plant_id
-        for signal in fired:
-            sink.write(spc_signal_point(signal, {"plant": plant}))
-            publisher.publish(signals.topic, signal.line_id.encode(), signals.encode(signal_record(signal, plant)),
-                              [("signal_id", signal.signal_id.encode())])
-        feed.delivered(verdict.inspection_id)
-
-    return ConsumeLoop(kafka, INSPECTIONS, SPC_GROUP, InspectionVerdict.FromString, handle)
-
-
-def _timestamp(value) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(utc(value))
-    return ts
+    return StreamStage(SPC_GROUP, INSPECTIONS, lambda verdict: Observed(verdict, feed.observe(verdict)), SPC_ERRORS,
+                       emit=publisher.publish)
 
 
 def pending_alert(row: Alert) -> bridge_pb2.PendingAlert:
     return bridge_pb2.PendingAlert(
         alert_id=row.id, kind=bridge_pb2.ALERT_KIND_DEFECT, line_id=row.line_id, inspection_id=row.inspection_id or "",
-        created_at=_timestamp(row.created_at), attempts=row.attempts, last_error=row.last_error or "",
-        next_attempt_at=_timestamp(row.next_attempt_at or row.created_at),
+        created_at=clock.to_timestamp(row.created_at), attempts=row.attempts, last_error=row.last_error or "",
+        next_attempt_at=clock.to_timestamp(row.next_attempt_at or row.created_at),
     )
 
 
@@ -152,14 +162,11 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "line_id is required")
         return bridge_pb2.GetSpcStateResponse(states=self.spc.state(request.line_id, request.product_type))
 
-    def ListPendingAlerts(self, request: bridge_pb2.ListPendingAlertsRequest, context: grpc.ServicerContext):
+    @grpc_errors(GRPC_ERRORS)
+    def ListPendingAlerts(self, request: bridge_pb2.ListPendingAlertsRequest,
+                          context: grpc.ServicerContext) -> bridge_pb2.ListPendingAlertsResponse:
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        try:
-            with database_unavailable(), Session(self.engine) as session:
-                rows, token = undelivered_alerts(session, request.line_id, size, request.page_token)
-                return bridge_pb2.ListPendingAlertsResponse(alerts=[pending_alert(r) for r in rows],
-                                                            next_page_token=token)
-        except BadPageToken as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except DependencyUnavailable as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        with db.session(self.engine) as session:
+            rows, token = undelivered_alerts(session, request.line_id, size, request.page_token)
+            return bridge_pb2.ListPendingAlertsResponse(alerts=[pending_alert(r) for r in rows],
+                                                        next_page_token=token)

@@ -6,7 +6,7 @@ import io
 import json
 import time
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +14,11 @@ from fastapi import FastAPI, File, Form, Query, Response, Security, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
-from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, text
 
 from diffqc import __version__
+from diffqc.core import clock
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import Settings
 from diffqc.store.blobs import BlobNotFound, BlobStore
@@ -99,7 +99,8 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         """Forward one frame to ingestion. 202 once it is durable; with wait=true, 200 with the verdict."""
         frame = Frame(frame_id=frame_id, plant_id=plant_id, line_id=line_id, station_id=station_id,
                       camera_id=camera_id, product_type=product_type, lot=lot, work_order=work_order,
-                      capture_time=_timestamp(capture_time), process_parameters=_parameters(process_parameters))
+                      capture_time=clock.to_timestamp(capture_time or clock.now()),
+                      process_parameters=_parameters(process_parameters))
         ack = ingestion.ingest(frame, image.file.read())
         result = UploadResult(frame_id=ack.frame_id, status=STATUS_NAMES[ack.status],
                               result_url=inspection_url(ack.frame_id))
@@ -172,13 +173,6 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _timestamp(value: datetime | None) -> Timestamp:
-    value = value or datetime.now(UTC)
-    stamp = Timestamp()
-    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return stamp
 
 
 def _parameters(raw: str) -> dict[str, float]:

@@ -8,15 +8,16 @@ recent points and signals (``DIFFQC_SPC_HISTORY_SIZE``) are returned.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
+from diffqc.core import clock
 from diffqc.settings import SpcSettings
 from diffqc.spc import Observation, SpcChart, chart_from_history
-from diffqc.store.inspections import database_unavailable, score_history
+from diffqc.store import db
+from diffqc.store.inspections import score_history
 
 
 class ChartPointOut(BaseModel):
@@ -77,7 +78,7 @@ class LineSpc(BaseModel):
 
 def observations(engine: Engine, line: str, product_type: str | None) -> dict[str, list[Observation]]:
     """The line's inspections per product type, in capture order."""
-    with database_unavailable(), Session(engine) as session:
+    with db.session(engine) as session:
         history = score_history(session, line, product_type)
     return {product: [Observation(*row) for row in rows] for (_, product), rows in history.items()}
 
@@ -92,7 +93,7 @@ def chart_out(chart: SpcChart) -> SpcChartOut:
         points=[ChartPointOut(**p._asdict()) for p in chart.points],
         signals=[SignalOut(rule=s.rule, detail=s.detail, value=s.value, time=s.time, sample_index=s.sample_index,
                            lot=s.lot, inspection_id=s.inspection_id) for s in chart.signals],
-        violations=[ViolationOut(rule=v.rule, detail=v.detail, since=v.detected_at.ToDatetime(tzinfo=UTC),
+        violations=[ViolationOut(rule=v.rule, detail=v.detail, since=clock.to_datetime(v.detected_at),
                                  sample_index=v.sample_index) for v in state.violations],
         lots=[LotOut(lot=r.lot, inspected=r.inspected, defective=r.defective, defect_rate=r.defect_rate,
                      upper_control_limit=r.upper_control_limit, lower_control_limit=r.lower_control_limit,

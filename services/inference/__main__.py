@@ -11,7 +11,7 @@ from diffqc.serving.client import TritonDetector
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
 from diffqc.v1 import inference_pb2_grpc
-from services.inference.service import Inference, InferenceServicer, stream_worker
+from services.inference.service import Inference, InferenceServicer, stream_stage
 
 NAME = "inference"
 
@@ -26,7 +26,7 @@ def start(settings: Settings) -> int:
         NAME, settings,
         lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server),
         ["diffqc.v1.InferenceService"],
-        loops=[stream_worker(inference) for _ in range(settings.service.stream_workers)],
+        loops=stream_stage(inference).workers(settings.kafka, settings.service.stream_workers),
     )
 
 

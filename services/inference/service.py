@@ -1,4 +1,4 @@
-"""gRPC ``Detect`` for the synchronous high-priority path and the Kafka worker for the stream.
+"""gRPC ``Detect`` for the synchronous high-priority path and the Kafka stage for the stream.
 
 Both call the same ``infer_prepared``; Triton's dynamic batcher sees the tiles of every frame in
 flight, from both paths, and batches them.
@@ -6,16 +6,12 @@ flight, from both paths, and batches them.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from confluent_kafka import Message
 
-from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
-from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import INFERENCE_RESULTS, PREPARED_FRAMES
-from diffqc.runtime.logging import frame_context
+from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.serving.client import InferenceRejected, InferenceUnavailable, TritonDetector
 from diffqc.serving.prepared import PreparedFrameError, infer_prepared
 from diffqc.settings import Settings
@@ -24,8 +20,13 @@ from diffqc.v1 import inference_pb2, inference_pb2_grpc
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.preprocessing_pb2 import PreparedFrame
 
-log = logging.getLogger(__name__)
 GROUP = "inference"
+ERRORS: ErrorTable = {
+    InferenceRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    PreparedFrameError: grpc.StatusCode.INVALID_ARGUMENT,
+    BlobNotFound: grpc.StatusCode.NOT_FOUND,
+    InferenceUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 class Inference:
@@ -43,29 +44,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, inference: Inference):
         self.inference = inference
 
-    def Detect(self, request: inference_pb2.DetectRequest, context: grpc.ServicerContext):
-        with frame_context(request.prepared.frame.frame_id):
-            try:
-                return inference_pb2.DetectResponse(result=self.inference.infer(request.prepared))
-            except (InferenceRejected, PreparedFrameError) as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except BlobNotFound as exc:
-                context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-            except InferenceUnavailable as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    @grpc_errors(ERRORS, frame=lambda request: request.prepared.frame)
+    def Detect(self, request: inference_pb2.DetectRequest,
+               context: grpc.ServicerContext) -> inference_pb2.DetectResponse:
+        return inference_pb2.DetectResponse(result=self.inference.infer(request.prepared))
 
 
-def stream_worker(inference: Inference) -> ConsumeLoop:
-    """qc.frames.prepared.v1 -> Triton -> qc.inference.v1 (key = line), committed after delivery."""
-    kafka = inference.settings.kafka
-    publisher = Publisher(kafka)
-
-    def handle(prepared: PreparedFrame, _msg: Message) -> None:
-        try:
-            result = inference.infer(prepared)
-        except (InferenceRejected, PreparedFrameError, BlobNotFound) as exc:
-            raise PoisonMessage(str(exc)) from exc
-        publisher.publish(INFERENCE_RESULTS, prepared.frame.line_id.encode(), result.SerializeToString(),
-                          [("frame_id", prepared.frame.frame_id.encode())])
-
-    return ConsumeLoop(kafka, PREPARED_FRAMES, GROUP, PreparedFrame.FromString, handle)
+def stream_stage(inference: Inference) -> StreamStage[PreparedFrame, InferenceResult]:
+    """qc.frames.prepared.v1 -> Triton -> qc.inference.v1, committed after delivery."""
+    return StreamStage(GROUP, PREPARED_FRAMES, inference.infer, ERRORS, output=INFERENCE_RESULTS)

@@ -44,18 +44,18 @@ import grpc
 from PIL import Image, UnidentifiedImageError
 from prometheus_client import Counter
 from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
 
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import FRAMES
+from diffqc.core import clock
 from diffqc.data import images as _images
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
 from diffqc.settings import Settings
+from diffqc.store import db
 from diffqc.store.blobs import BlobNotFound, BlobStore
 from diffqc.store.frames import ensure_equipment, frame_from_row, get_frame, record_frame
-from diffqc.store.inspections import database_unavailable
-from diffqc.store.products import get_product
+from diffqc.store.products import find_product_type
 from diffqc.v1 import ingestion_pb2_grpc
 from diffqc.v1.common_pb2 import BlobRef, Shape
 from diffqc.v1.frame_pb2 import Frame
@@ -135,7 +135,7 @@ def check_metadata(frame: Frame) -> None:
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise FrameRejected("metadata", f"{name} {value!r} contains control characters")
     try:
-        frame.capture_time.ToDatetime()
+        clock.to_datetime(frame.capture_time)
     except (ValueError, OverflowError) as exc:
         raise FrameRejected("metadata", f"capture_time is not a valid timestamp ({exc})") from None
     for name, value in frame.process_parameters.items():
@@ -197,7 +197,6 @@ class Ingestion:
     def __init__(self, settings: Settings, engine: Engine, blobs: BlobStore):
         self.settings, self.engine, self.blobs = settings, engine, blobs
         self.limits = settings.ingestion
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.publisher = Publisher(settings.kafka, timeout_s=self.limits.produce_timeout_s)
         self._known_products: set[str] = set()  # product types are never unregistered while frames flow
         self._known_equipment: set[tuple[str, str, str, str]] = set()
@@ -224,7 +223,7 @@ class Ingestion:
 
     def _ingest(self, frame: Frame, image_data: bytes) -> IngestResponse:
         check_metadata(frame)
-        with database_unavailable(), self.sessions() as session:
+        with db.session(self.engine) as session:
             stored = get_frame(session, frame.frame_id)
             if stored is not None:
                 return self._duplicate(frame_from_row(stored))
@@ -241,12 +240,11 @@ class Ingestion:
         frame.image.CopyFrom(ref)
         frame.shape.CopyFrom(checked.shape)
         frame.ingest_time.GetCurrentTime()
-        with database_unavailable():
-            self._ensure_equipment(frame)
-            with self.sessions.begin() as session:
-                if not record_frame(session, frame):  # a concurrent request with this id won
-                    return self._duplicate(frame_from_row(get_frame(session, frame.frame_id)))
-                self._publish(frame)  # raises before the commit: no row without its event
+        self._ensure_equipment(frame)
+        with db.session(self.engine, write=True) as session:
+            if not record_frame(session, frame):  # a concurrent request with this id won
+                return self._duplicate(frame_from_row(get_frame(session, frame.frame_id)))
+            self._publish(frame)  # raises before the commit: no row without its event
         FRAMES_INGESTED.labels(outcome="accepted", reason="").inc()
         log.info("frame accepted", extra={"line_id": frame.line_id, "product_type": frame.product_type,
                                           "bytes": ref.size_bytes, "sha256": ref.sha256})
@@ -260,7 +258,7 @@ class Ingestion:
     def _check_product(self, session, product_type: str) -> None:
         if product_type in self._known_products:
             return
-        if get_product(session, product_type) is None:
+        if find_product_type(session, product_type) is None:
             raise FrameRejected("unknown_product", f"unknown product type {product_type!r}: register it first")
         self._known_products.add(product_type)
 
@@ -282,14 +280,13 @@ class Ingestion:
         key = (frame.plant_id, frame.line_id, frame.station_id, frame.camera_id)
         if key in self._known_equipment:
             return
-        with self.sessions.begin() as session:
+        with db.session(self.engine, write=True) as session:
             ensure_equipment(session, *key)
         self._known_equipment.add(key)
 
     def _publish(self, frame: Frame) -> None:
         """Produce the frame event and wait until the broker has it (acks=all), or raise DependencyUnavailable."""
-        self.publisher.publish(FRAMES, frame.line_id.encode(), frame.SerializeToString(),
-                               [("frame_id", frame.frame_id.encode())])
+        self.publisher.send(FRAMES, frame)
 
 
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):

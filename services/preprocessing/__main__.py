@@ -11,7 +11,7 @@ from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
 from diffqc.v1 import preprocessing_pb2_grpc
-from services.preprocessing.service import PreprocessingServicer, stream_worker
+from services.preprocessing.service import PreprocessingServicer, stream_stage
 
 NAME = "preprocessing"
 
@@ -24,7 +24,7 @@ def start(settings: Settings) -> int:
         NAME, settings,
         lambda server: preprocessing_pb2_grpc.add_PreprocessingServiceServicer_to_server(servicer, server),
         ["diffqc.v1.PreprocessingService"],
-        loops=[stream_worker(preprocessor, settings.kafka) for _ in range(settings.service.stream_workers)],
+        loops=stream_stage(preprocessor).workers(settings.kafka, settings.service.stream_workers),
     )
 
 

@@ -14,7 +14,7 @@ from diffqc.scoring import Scorer, make_sink
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
 from diffqc.v1 import scoring_pb2_grpc
-from services.scoring.service import ScoringServicer, VerdictPublisher, stream_worker
+from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
 
 NAME = "scoring"
 
@@ -31,13 +31,14 @@ def start(settings: Settings) -> int:
     # InfluxDB is not awaited: a point that cannot be written holds its message until the store is back.
     sink = make_sink(settings)
     scorer = Scorer(settings.scoring, engine, FileBlobStore(settings.blob_root), sink)
-    servicer = ScoringServicer(scorer, VerdictPublisher(settings.kafka, alerts))
+    publisher = VerdictPublisher(settings.kafka, alerts)
+    servicer = ScoringServicer(scorer, publisher)
     try:
         return run_service(
             NAME, settings,
             lambda server: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, server),
             ["diffqc.v1.ScoringService"],
-            loops=[stream_worker(scorer, settings.kafka, alerts) for _ in range(settings.service.stream_workers)],
+            loops=stream_stage(scorer, publisher).workers(settings.kafka, settings.service.stream_workers),
         )
     finally:
         sink.close()

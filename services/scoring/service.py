@@ -8,25 +8,24 @@ line, ``diffqc.alerts``). The stream commits its offset only after both were del
 
 from __future__ import annotations
 
-import logging
-
 import grpc
-from confluent_kafka import Message
 
 from diffqc.alerts import AlertPublisher
-from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS
 from diffqc.runtime.dependencies import DependencyUnavailable
-from diffqc.runtime.logging import frame_context
+from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.scoring import Scorer, ScoringError
 from diffqc.settings import KafkaSettings
 from diffqc.v1 import scoring_pb2, scoring_pb2_grpc
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import InspectionVerdict
 
-log = logging.getLogger(__name__)
 GROUP = "scoring"
+ERRORS: ErrorTable = {
+    ScoringError: grpc.StatusCode.FAILED_PRECONDITION,
+    DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 class VerdictPublisher:
@@ -38,10 +37,7 @@ class VerdictPublisher:
         self.alerts = alerts
 
     def publish(self, verdict: InspectionVerdict) -> None:
-        frame = verdict.frame
-        self.publisher.publish(INSPECTIONS, frame.line_id.encode(), verdict.SerializeToString(),
-                               [("frame_id", frame.frame_id.encode()),
-                                ("inspection_id", verdict.inspection_id.encode())])
+        self.publisher.send(INSPECTIONS, verdict, [("inspection_id", verdict.inspection_id.encode())])
         self.alerts.publish(verdict)
 
 
@@ -49,27 +45,13 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     def __init__(self, scorer: Scorer, publisher: VerdictPublisher):
         self.scorer, self.publisher = scorer, publisher
 
-    def Score(self, request: scoring_pb2.ScoreRequest, context: grpc.ServicerContext):
-        with frame_context(request.result.frame.frame_id):
-            try:
-                verdict = self.scorer.score(request.result)
-                self.publisher.publish(verdict)
-                return scoring_pb2.ScoreResponse(verdict=verdict)
-            except ScoringError as exc:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-            except DependencyUnavailable as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    @grpc_errors(ERRORS, frame=lambda request: request.result.frame)
+    def Score(self, request: scoring_pb2.ScoreRequest, context: grpc.ServicerContext) -> scoring_pb2.ScoreResponse:
+        verdict = self.scorer.score(request.result)
+        self.publisher.publish(verdict)
+        return scoring_pb2.ScoreResponse(verdict=verdict)
 
 
-def stream_worker(scorer: Scorer, kafka: KafkaSettings, alerts: AlertPublisher) -> ConsumeLoop:
+def stream_stage(scorer: Scorer, publisher: VerdictPublisher) -> StreamStage[InferenceResult, InspectionVerdict]:
     """qc.inference.v1 -> inspection row + score point -> qc.inspections.v1 (+ quality.alert), committed after."""
-    publisher = VerdictPublisher(kafka, alerts)
-
-    def handle(result: InferenceResult, _msg: Message) -> None:
-        try:
-            verdict = scorer.score(result)
-        except ScoringError as exc:
-            raise PoisonMessage(str(exc)) from exc
-        publisher.publish(verdict)
-
-    return ConsumeLoop(kafka, INFERENCE_RESULTS, GROUP, InferenceResult.FromString, handle)
+    return StreamStage(GROUP, INFERENCE_RESULTS, scorer.score, ERRORS, emit=publisher.publish)

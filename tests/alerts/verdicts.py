@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from diffqc.store.inspections import ensure_frame, record_inspection
 from diffqc.store.models import Verdict
-from diffqc.store.products import get_product, register_product
+from diffqc.store.products import find_product_type, register_product
 from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef, Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
@@ -40,7 +40,7 @@ def verdict(score: float = 1.5, threshold: float = 1.0, line: str = "L1", defect
 def store_inspections(engine, verdicts: list[InspectionVerdict]) -> None:
     """The product, frame and inspection rows behind ``verdicts`` (the bridge's outbox refers to inspections)."""
     with Session(engine) as session, session.begin():
-        if get_product(session, "pcb") is None:
+        if find_product_type(session, "pcb") is None:
             register_product(session, "pcb", {"height": 100, "width": 100, "channels": 3}, {})
         for v in verdicts:
             ensure_frame(session, v.frame)

@@ -55,16 +55,16 @@ def test_the_frame_rides_along_every_stage_and_topics_decode_their_message():
     )
     for topic, message in [(topics.FRAMES, frame), (topics.PREPARED_FRAMES, prepared),
                            (topics.INFERENCE_RESULTS, result), (topics.INSPECTIONS, verdict)]:
-        decoded = topics.PROTOBUF_MESSAGES[topic].FromString(message.SerializeToString())
+        decoded = topic.decode(message.SerializeToString())
         assert decoded == message
-        assert (decoded if topic == topics.FRAMES else decoded.frame).line_id == "line-3"  # the Kafka key
+        assert topic.key(decoded) == b"line-3" and topic.headers(decoded) == [("frame_id", frame.frame_id.encode())]
 
 
 def test_topic_names_and_dead_letter_names():
     assert topics.ALL_TOPICS == ("qc.frames.v1", "qc.frames.prepared.v1", "qc.inference.v1",
                                  "qc.inspections.v1", "quality.alert", "quality.spc")
-    assert topics.QUALITY_ALERT not in topics.PROTOBUF_MESSAGES  # Avro, for the MES
-    assert topics.QUALITY_SPC not in topics.PROTOBUF_MESSAGES  # Avro, for SPC consumers
+    assert topics.QUALITY_ALERT not in topics.PROTOBUF_TOPICS  # Avro, for the MES
+    assert topics.QUALITY_SPC not in topics.PROTOBUF_TOPICS  # Avro, for SPC consumers
     assert topics.dead_letter_topic(topics.FRAMES, KafkaSettings()) == "qc.frames.v1.dlq"
     kafka = KafkaSettings(dead_letter_suffix=".poison")
     assert topics.dead_letter_topic(topics.INSPECTIONS, kafka) == "qc.inspections.v1.poison"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffqc.detector.config import COMPONENTS
+from diffqc.core.components import COMPONENTS
 from diffqc.scoring.sink import TAGS, score_point
 from diffqc.spc import SpcSignal, spc_signal_point
 

@@ -80,16 +80,18 @@ def test_the_probe_pairs_its_crops_and_sees_a_model_memorize_its_training_image(
 
 def test_p_rises_while_the_gap_exceeds_the_target_and_stays_at_zero_otherwise(metal_data):
     cfg = tiny_config()
-    _, images, splits, channels = load_training_sets({"metal": metal_data}, cfg.train)
-    train_sets = {"metal": [images["metal"][i] for i in splits["metal"][0]]}
-    resolve_config(cfg, train_sets, channels)
+    sets = load_training_sets({"metal": metal_data}, cfg.train)
+    train_sets = sets.train_images()
+    assert list(train_sets) == ["metal"] and len(train_sets["metal"]) == len(sets.splits["metal"].train)
+    resolve_config(cfg, train_sets, sets.channels)
     assert cfg.train.ada  # 12 training images: on by default
     courses = {}
     for target in (-1.0, 10.0):  # a gap is always above -1 and never above 10
         cfg.train.ada_target, cfg.train.ada_interval, cfg.train.ada_speed = target, 2, 0.1
         sampler = training_sampler(cfg, train_sets)
-        result = train_denoiser(cfg, sampler, holdout=held_out_sets(images, splits), steps=13, progress=False)
-        courses[target] = [p for _, p, _ in result.ada]
+        result = train_denoiser(cfg, sampler, holdout=held_out_sets(sets.images, sets.splits), steps=13,
+                                progress=False)
+        courses[target] = [a.p for a in result.ada]
         assert result.gap is not None
     assert courses[-1.0] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert courses[10.0] == [0.0] * 6

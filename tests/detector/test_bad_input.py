@@ -80,13 +80,6 @@ def test_model_trained_for_another_product(metal_model, pcb_data, tmp_path):
         Detector.load(metal_model).predict(np.zeros((1, 1, 64, 64), np.float32), "pcb")
 
 
-def test_bad_process_parameter(metal_model, metal_data, tmp_path):
-    img = write_image(tmp_path / "g.png", _good(metal_data))
-    res = runner.invoke(app, ["detect", "--model", str(metal_model), "--out", str(tmp_path / "o"),
-                              "--process", "speed", str(img)])
-    assert res.exit_code != 0 and "NAME=NUMBER" in res.output
-
-
 def test_products_with_different_channel_counts_name_an_image_of_each(metal_data, pcb_data):
     with pytest.raises(TrainingDataError) as info:
         train_detector({"metal": metal_data, "pcb": pcb_data}, tiny_config(), steps=1, progress=False)

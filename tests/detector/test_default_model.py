@@ -15,7 +15,8 @@ def test_default_model_detects_a_pcb_defect():
     good = [render_sample("pcb", "test_good", i, seed=0).image for i in range(2)]
     bad = render_sample("pcb", "test_defect", 0, "solder_bridge", seed=0)
     x = np.stack([*good, bad.image]).transpose(0, 3, 1, 2)
-    amap, _, score = det.predict(x, "pcb")
+    result = det.predict(x, "pcb")
+    amap, score = result.anomaly_map, result.score
     assert score[2] > det.threshold() > score[:2].max()
     # The map peaks inside the defect.
     peak = np.unravel_index(np.argmax(amap[2, 0]), amap.shape[2:])

@@ -42,8 +42,8 @@ def test_distillation_makes_the_student_consistent_along_the_teachers_trajectori
     teacher = Detector.load(metal_model)
     cfg = copy.deepcopy(teacher.cfg)
     cfg.model.consistency = True
-    _, images, splits, _ = load_training_sets({teacher.product_names[0]: metal_data}, cfg.train)
-    sampler = training_sampler(cfg, {p: [ims[i] for i in splits[p][0]] for p, ims in images.items()})
+    sets = load_training_sets({teacher.product_names[0]: metal_data}, cfg.train)
+    sampler = training_sampler(cfg, sets.train_images())
     result = distill_denoiser(teacher.model, cfg, sampler, steps=60, progress=False)
     first, last = np.mean(result.losses[:10]), np.mean(result.losses[-10:])
     assert result.steps == 60 and result.model.cfg.consistency
@@ -61,7 +61,7 @@ def test_student_artifact_detects_defects_and_loads_as_its_own_kind(metal_model,
     assert loaded.threshold() != teacher.threshold()  # calibrated afresh on the held-out images
     good = [read_image(s.path) for s in list_samples(metal_data, "test") if s.label == 0]
     batch = np.stack([im.transpose(2, 0, 1) for im in good + [with_square(good[0])]])
-    _, _, score = loaded.predict(batch)
+    score = loaded.predict(batch).score
     assert score[-1] > loaded.threshold() and score[-1] > score[:-1].max() + 1.0
 
 

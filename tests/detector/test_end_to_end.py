@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from diffqc.cli import app
 from diffqc.data.images import read_image, write_image
 from diffqc.data.mvtec import list_samples
-from diffqc.detector import Detector
+from diffqc.detector import Detector, Prediction
 
 from .conftest import TINY, with_square
 
@@ -59,21 +59,39 @@ def test_predict_contract(metal_model, metal_data):
     """What Triton's model.py relies on: shapes, dtypes and the component order."""
     det = Detector.load(metal_model)
     x = np.stack([read_image(s.path).transpose(2, 0, 1) for s in list_samples(metal_data, "test")[:2]])
-    amap, comps, score = det.predict(x, "default")
+    result = det.predict(x, "default")
+    assert isinstance(result, Prediction) and len(result) == 2
+    amap, comps, score = result.anomaly_map, result.components, result.score
     assert amap.shape == (2, 1, 64, 64) and amap.dtype == np.float32
     assert comps.shape == (2, 4) and comps.dtype == np.float32
     assert score.shape == (2,) and score.dtype == np.float32
+    assert result.reconstruction is None  # only when asked for
     assert det.component_names == ("pixel", "structural", "concentration", "process")
     assert np.all(comps[:, 3] == 0)  # no process parameters given: component reported as 0
+    assert result.component_dict(1) == dict(zip(det.component_names, comps[1].tolist(), strict=True))
     again = det.predict(x, "brushed_metal")
-    np.testing.assert_array_equal(score, again[2])  # deterministic
+    np.testing.assert_array_equal(score, again.score)  # deterministic
+
+
+def test_predict_returns_the_reconstruction_when_asked_without_changing_the_rest(metal_model, metal_data):
+    det = Detector.load(metal_model)
+    x = np.stack([read_image(s.path).transpose(2, 0, 1) for s in list_samples(metal_data, "test")[:2]])
+    plain = det.predict(x)
+    result = det.predict(x, return_reconstruction=True)
+    recon = result.reconstruction
+    assert recon is not None and recon.shape == x.shape == (2, 1, 64, 64) and recon.dtype == np.float32
+    assert recon.min() >= 0 and recon.max() <= 1
+    assert np.abs(recon - x).mean() < 0.2  # a good-looking version of the input, not noise
+    for name in ("anomaly_map", "components", "score"):
+        np.testing.assert_array_equal(getattr(result, name), getattr(plain, name))
 
 
 def test_obvious_defect_on_a_texture_scores_far_above_good_parts(metal_model, metal_data):
     det = Detector.load(metal_model)
     goods = [read_image(s.path) for s in list_samples(metal_data, "test") if s.label == 0]
     x = np.stack([with_square(goods[0], 1.0), *goods]).transpose(0, 3, 1, 2)
-    amap, _, score = det.predict(x)
+    result = det.predict(x)
+    amap, score = result.anomaly_map, result.score
     assert score[0] > det.threshold() and score[0] > score[1:].max() + 3
     assert amap[0, 0, 32, 32] > amap[0, 0, 5, 5]
 
@@ -107,9 +125,10 @@ def test_bf16_reconstruction_keeps_float32_outputs_and_nearly_the_same_scores(me
     detector = Detector.load(metal_model)
     images = [read_image(s.path) for s in list_samples(metal_data, "test")]
     batch = np.stack([im.transpose(2, 0, 1) for im in images])
-    amap32, _, score32 = detector.predict(batch)
+    score32 = detector.predict(batch).score
     detector.cfg.recon.bf16 = True
-    amap16, _, score16 = detector.predict(batch)
+    result16 = detector.predict(batch)
+    amap16, score16 = result16.anomaly_map, result16.score
     assert amap16.dtype == score16.dtype == np.float32
     assert not np.array_equal(score16, score32)  # it did run in the other precision
     np.testing.assert_allclose(score16, score32, atol=0.25)

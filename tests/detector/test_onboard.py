@@ -19,7 +19,7 @@ from diffqc.detector.onboard import EMBEDDING, initial_weights, onboard_detector
 from diffqc.serving.repository import MODEL_NAME
 from diffqc.store.engine import make_engine
 from diffqc.store.inspections import active_model_version
-from diffqc.store.products import get_product
+from diffqc.store.products import find_product_type
 from tests.detector.conftest import tiny_config, with_square
 
 
@@ -65,7 +65,7 @@ def test_onboarded_model_is_a_calibrated_artifact_for_the_new_product_that_finds
     assert loaded.cfg.train.lr == pytest.approx(5e-4)
     good = [read_image(s.path) for s in list_samples(fabric_data, "test") if s.label == 0]
     batch = np.stack([im.transpose(2, 0, 1) for im in good + [with_square(good[0])]])
-    _, _, score = loaded.predict(batch)
+    score = loaded.predict(batch).score
     assert score[-1] > loaded.threshold() and score[-1] > score[:-1].max() + 1.0
 
 
@@ -98,7 +98,7 @@ def test_onboard_command_registers_a_new_model_version_for_the_platform(base_mod
         row = active_model_version(session, "woven_fabric")
         assert row is not None and row.version == "1"
         assert row.threshold == pytest.approx(Detector.load(tmp_path / "fabric").threshold())
-        assert get_product(session, "woven_fabric").preprocessing["channels"] == 3
+        assert find_product_type(session, "woven_fabric").preprocessing["channels"] == 3
     engine.dispose()
     refused = runner.invoke(app, ["onboard", "--base", str(base_model), "--data", str(fabric_data), "--out",
                                   str(tmp_path / "again"), "--database-url", postgres_url])

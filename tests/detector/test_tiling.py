@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffqc.detector.tiling import run_tiled, tile_starts, tile_windows, window_weight
+from diffqc.core.tiles import tile_starts, tile_windows, window_weight
+from diffqc.detector.tiling import run_tiled
 
 
 def test_tiles_cover_the_image_with_at_least_the_overlap():
@@ -53,8 +54,24 @@ def test_detector_tiles_large_images_with_bounded_peak_memory(metal_model):
     det.cfg.tile.size, det.cfg.tile.overlap = 96, 24
     image = np.full((1, 1, 200, 260), 0.5, dtype=np.float32)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    amap, comps, score = det.predict(image)
+    result = det.predict(image)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    amap = result.anomaly_map
     assert amap.shape == (1, 1, 200, 260) and np.isfinite(amap).all()
-    assert comps.shape == (1, 4) and score.shape == (1,)
+    assert result.components.shape == (1, 4) and result.score.shape == (1,)
     assert grown_mb < 200
+
+
+def test_tiled_reconstruction_is_stitched_to_the_frame(metal_model):
+    from diffqc.detector.detector import Detector
+
+    det = Detector.load(metal_model)
+    det.cfg.tile.size, det.cfg.tile.overlap = 96, 24
+    image = np.full((1, 1, 200, 260), 0.5, dtype=np.float32)
+    plain = det.predict(image)
+    result = det.predict(image, return_reconstruction=True)
+    recon = result.reconstruction
+    assert recon is not None and recon.shape == image.shape and recon.dtype == np.float32
+    assert np.isfinite(recon).all() and recon.min() >= 0 and recon.max() <= 1
+    np.testing.assert_array_equal(result.anomaly_map, plain.anomaly_map)
+    np.testing.assert_array_equal(result.score, plain.score)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from diffqc.core.components import fuse_components
+from diffqc.core.regions import largest_region_mass
 from diffqc.detector.augment import alignment_ratio, anisotropy
 from diffqc.detector.calibration import fpr_threshold, split_holdout
 from diffqc.detector.config import DetectorConfig, ModelConfig, ReconConfig
 from diffqc.detector.reconstruct import noise_field, reconstruct, timesteps
-from diffqc.detector.scoring import ProcessStats, fuse_scores, largest_region_mass
 from diffqc.detector.unet import alphas_cumprod, build_denoiser
 
 
@@ -62,23 +63,12 @@ def test_holdout_needs_enough_images():
         split_holdout(4, 0.25, 4, rng)
 
 
-def test_score_fusion_renormalizes_without_process_parameters():
+def test_score_fusion_is_the_weighted_mean_of_the_image_components():
     raw = np.array([[3.0, 2.0, 1.0, 9.0]])
     weights = DetectorConfig().score.weights
-    z, score = fuse_scores(raw, np.zeros(4), np.ones(4), weights, has_process=False)
-    assert z[0, 3] == 0
+    z, score = fuse_components(raw, np.zeros(4), np.ones(4), weights)
+    assert z[0, 3] == 0  # process: measured by the platform, not by the detector
     assert score[0] == pytest.approx((0.4 * 3 + 0.3 * 2 + 0.2 * 1) / 0.9)
-    _, with_process = fuse_scores(raw, np.zeros(4), np.ones(4), weights, has_process=True)
-    assert with_process[0] == pytest.approx(0.4 * 3 + 0.3 * 2 + 0.2 * 1 + 0.1 * 9)
-
-
-def test_process_deviation():
-    stats = ProcessStats(["temp", "speed"], [200.0, 1.0], [5.0, 0.1])
-    dev = stats.deviation([{"temp": 210.0}, {"temp": 200.0, "speed": 1.05}], 2)
-    np.testing.assert_allclose(dev, [2.0, 0.5])
-    assert stats.deviation(None, 2) is None
-    with pytest.raises(ValueError, match="unknown parameter"):
-        stats.deviation([{"pressure": 1.0}], 1)
 
 
 def test_concentration_picks_the_largest_region():

@@ -92,7 +92,7 @@ def _plant_corrupt_frames(pipeline, data) -> dict[str, str]:
     for name, (image, product, reason) in cases.items():
         frame = Frame(frame_id=f"corrupt-{name}-{uuid.uuid4().hex[:6]}", plant_id="P1", line_id="L1",
                       station_id="S1", camera_id="C1", product_type=product, image=image)
-        publisher.publish(FRAMES, b"L1", frame.SerializeToString(), [("frame_id", frame.frame_id.encode())])
+        publisher.send(FRAMES, frame)
         planted[frame.frame_id] = reason
     publisher.close()
     return planted
@@ -146,7 +146,7 @@ def test_a_hundred_frames_give_a_hundred_inspections_with_the_detectors_verdicts
     detector = Detector.load(artifact)
     samples = list_samples(data, "test")
     images = np.stack([read_image(samples[i % len(samples)].path) for i in range(100)]).transpose(0, 3, 1, 2)
-    _, _, scores = detector.predict(images, TINY_PRODUCT)
+    scores = detector.predict(images, TINY_PRODUCT).score
     expected = {r.frame.frame_id: ("defect" if v == "defect" else "pass")
                 for r, v in zip(requests, detector.verdicts(scores, TINY_PRODUCT), strict=True)}
     rows = _inspections(pipeline.database_url, frame_ids)

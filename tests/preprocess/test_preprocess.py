@@ -10,8 +10,8 @@ from PIL import Image
 from skimage import data as skdata
 from sqlalchemy.orm import Session
 
+from diffqc.core.tiles import tile_windows
 from diffqc.data.images import read_image, write_image
-from diffqc.detector.tiling import tile_windows
 from diffqc.preprocess import (
     FrameImageError,
     Letterbox,
@@ -168,13 +168,15 @@ def test_a_missing_blob_and_a_shape_mismatch_are_errors(blobs):
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ({}, "is empty"),
-    ({"height": 64, "width": 64}, "lacks channels"),
-    ({"height": 64, "width": 64, "channels": 2}, "channels must be 1"),
-    ({"height": 64, "width": 0, "channels": 3}, "width must be an integer >= 1"),
+    ({}, "preprocessing spec: empty"),
+    ({"height": 64, "width": 64}, "channels: Field required"),
+    ({"height": 64, "width": 64, "channels": 2}, "channels: must be 1"),
+    ({"height": 64, "width": 0, "channels": 3}, "width: Input should be greater than or equal to 1"),
+    ({"height": 64, "width": 64, "channels": 3.5}, "channels: Input should be a valid integer"),
     ({"height": 64, "width": 64, "channels": 3, "tile": 32, "overlap": 32}, "overlap (32) must be smaller"),
-    ({"height": 64, "width": 64, "channels": 3, "align": True}, "align needs a reference"),
-    ({"height": 64, "width": 64, "channels": 3, "size": 3}, "unknown key(s) ['size']"),
+    ({"height": 64, "width": 64, "channels": 3, "align": True}, "align: needs a reference"),
+    ({"height": 64, "width": 64, "channels": 3, "align": {"reference": "r", "upsample": 0}}, "align.upsample: Input"),
+    ({"height": 64, "width": 64, "channels": 3, "size": 3}, "size: Extra inputs are not permitted"),
 ])
 def test_a_malformed_spec_says_what_is_wrong(spec, message):
     with pytest.raises(SpecError) as err:
@@ -195,6 +197,6 @@ def test_the_preprocessor_reads_the_spec_from_postgres_and_refuses_unknown_produ
     assert prepared.scale == 0.5 and len(prepared.tiles) == 1 and prepared.aligned
     with pytest.raises(UnknownProduct, match="unknown product type 'bolts'"):
         preprocessor.prepare(_frame(blobs, np.zeros((8, 8, 3), dtype=np.uint8), product="bolts"))
-    with pytest.raises(SpecError, match="product type 'bare': preprocessing spec is empty"):
+    with pytest.raises(SpecError, match="product type 'bare': preprocessing spec: empty"):
         preprocessor.prepare(_frame(blobs, np.zeros((8, 8, 3), dtype=np.uint8), product="bare"))
     engine.dispose()

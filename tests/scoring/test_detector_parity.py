@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
+from diffqc.core.artifact import artifact_registration
+from diffqc.core.components import COMPONENTS
+from diffqc.core.regions import find_regions
 from diffqc.data.mvtec import list_samples
-from diffqc.detector.config import COMPONENTS
 from diffqc.detector.detector import Detector
-from diffqc.detector.regions import find_regions
 from diffqc.preprocess import PreprocessSpec, prepare_frame
-from diffqc.scoring import LineProtocolFileSink, Scorer, artifact_registration
+from diffqc.scoring import LineProtocolFileSink, Scorer
 from diffqc.settings import ScoringSettings
 from diffqc.store.blobs import FileBlobStore, get_array, put_array
 from diffqc.store.engine import make_engine
@@ -43,7 +44,8 @@ def test_pipeline_verdicts_equal_the_detector_run_in_process(tiny_artifact, tmp_
         prepared = prepare_frame(frame, spec, blobs)
         frames.append(prepared.frame)
         tensors.append(get_array(blobs, prepared.tiles[0].tensor))
-    amaps, components, scores = detector.predict(np.stack(tensors), TINY_PRODUCT)
+    prediction = detector.predict(np.stack(tensors), TINY_PRODUCT)
+    amaps, components, scores = prediction.anomaly_map, prediction.components, prediction.score
     if threshold_shift is None:  # a threshold between the scores, so both verdicts occur
         registration["threshold"] = float(np.median(scores))
     with Session(engine) as session, session.begin():

@@ -15,18 +15,17 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from diffqc.detector.scoring import fuse_scores
+from diffqc.core.artifact import artifact_registration
+from diffqc.core.components import fuse_components
+from diffqc.core.process import process_deviation, with_process
 from diffqc.infra.timeseries import export_series
 from diffqc.preprocess import Letterbox
 from diffqc.scoring import (
     LineProtocolFileSink,
     Scorer,
     ScoringError,
-    artifact_registration,
     content_regions,
-    fuse,
     map_geometry,
-    process_deviation,
     to_original,
 )
 from diffqc.scoring.sink import InfluxScoreSink
@@ -71,11 +70,11 @@ def test_process_deviation_without_known_parameters_is_not_measured(caplog):
 def test_fusion_is_the_detectors_weighted_mean_on_the_scale_its_threshold_was_calibrated_on():
     weights = {"pixel": 0.4, "structural": 0.3, "concentration": 0.2, "process": 0.1}
     z = np.array([[1.7, 0.4, -0.3, 2.5]])
-    _, image_only = fuse_scores(z.copy(), np.zeros(4), np.ones(4), weights, has_process=False)
-    _, with_process = fuse_scores(z.copy(), np.zeros(4), np.ones(4), weights, has_process=True)
-    assert fuse(image_only[0], 2.5) == pytest.approx(with_process[0] / 0.9)
-    assert fuse(image_only[0], 2.5) == pytest.approx(image_only[0] + 2.5 / 9)
-    assert fuse(1.25, 0.0) == fuse(1.25, None) == 1.25  # in range or unmeasured: the detector's score
+    _, image_only = fuse_components(z.copy(), np.zeros(4), np.ones(4), weights)
+    all_four = 0.4 * 1.7 + 0.3 * 0.4 + 0.2 * -0.3 + 0.1 * 2.5  # the weighted mean over all four components
+    assert with_process(image_only[0], 2.5) == pytest.approx(all_four / 0.9)
+    assert with_process(image_only[0], 2.5) == pytest.approx(image_only[0] + 2.5 / 9)
+    assert with_process(1.25, 0.0) == with_process(1.25, None) == 1.25  # in range or unmeasured: unchanged
 
 
 # -- regions ----------------------------------------------------------------------------------

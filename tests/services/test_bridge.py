@@ -37,7 +37,7 @@ from diffqc.store.inspections import score_history
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
-from services.bridge.service import BridgeServicer, SpcFeed, alert_worker, spc_worker
+from services.bridge.service import BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
 from tests.alerts.verdicts import DECIDED, store_inspections, verdict
 from tests.kafka_helpers import collect
 
@@ -306,7 +306,7 @@ def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(engin
 
     feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
     sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
-    stop, threads = run_loops(spc_worker(feed, kafka, sink, signals))
+    stop, threads = run_loops(spc_stage(feed, SignalPublisher(feed, kafka, sink, signals)).worker(kafka))
     try:
         wait_until(lambda: sum(s.sample_count for s in feed.state(line, "")) == len(scores), what="every score charted")
         time.sleep(1.0)  # the redelivered verdict has been seen by now

@@ -22,7 +22,6 @@ from diffqc.infra.ports import free_port
 from diffqc.settings import SpcSettings
 from diffqc.spc import chart_from_history
 from diffqc.store.engine import make_engine
-from diffqc.store.inspections import utc
 from diffqc.store.models import Frame, Inspection
 from tests.dashboard.gateway_stack import (
     API_KEY,
@@ -162,7 +161,7 @@ def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, i
         rows = session.execute(select(Frame.captured_at, Inspection.score, Inspection.verdict, Frame.lot)
                                .join(Inspection, Inspection.frame_id == Frame.id).where(Frame.line_id == line)
                                .order_by(Frame.captured_at)).all()
-    history = [(utc(t), score, verdict.value, lot) for t, score, verdict, lot in rows]
+    history = [(t, score, verdict.value, lot) for t, score, verdict, lot in rows]  # aware UTC: UTCDateTime
     expected = chart_from_history(line, chart["product_type"], history, SpcSettings(baseline_size=BASELINE))
     assert [(s["rule"], s["sample_index"]) for s in chart["signals"]] == [
         (s.rule, s.sample_index) for s in expected.signals]

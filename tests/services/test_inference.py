@@ -32,7 +32,7 @@ from diffqc.v1.common_pb2 import Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.preprocessing_pb2 import PreparedFrame, Tile
-from services.inference.service import Inference, InferenceServicer, stream_worker
+from services.inference.service import Inference, InferenceServicer, stream_stage
 from tests.conftest import TINY_PRODUCT
 from tests.kafka_helpers import collect
 
@@ -69,11 +69,11 @@ def test_detect_returns_the_detectors_scores_and_stores_the_map(stub, inference,
     image = _images(tiny_artifact[1], 1)[0]
     prepared = _prepared(inference.blobs, image)
     result = stub.Detect(inference_pb2.DetectRequest(prepared=prepared)).result
-    amap, components, score = Detector.load(tiny_artifact[0]).predict(image[None], TINY_PRODUCT)
+    expected = Detector.load(tiny_artifact[0]).predict(image[None], TINY_PRODUCT)
     assert result.frame.frame_id == prepared.frame.frame_id
-    assert result.score == pytest.approx(float(score[0]), abs=1e-5)
-    assert result.component_scores["pixel"] == pytest.approx(float(components[0, 0]), abs=1e-5)
-    assert np.abs(get_array(inference.blobs, result.anomaly_map) - amap[0, 0]).max() <= 1e-5
+    assert result.score == pytest.approx(float(expected.score[0]), abs=1e-5)
+    assert result.component_scores["pixel"] == pytest.approx(float(expected.components[0, 0]), abs=1e-5)
+    assert np.abs(get_array(inference.blobs, result.anomaly_map) - expected.anomaly_map[0, 0]).max() <= 1e-5
     assert result.model.version == "1"
 
 
@@ -86,7 +86,8 @@ def test_tiles_are_stitched_into_one_map_of_the_normalized_frame(stub, inference
     prepared.tiles.append(Tile(index=1, x=48, y=0, width=64, height=64, tensor=put_array(blobs, b)))
     result = stub.Detect(inference_pb2.DetectRequest(prepared=prepared)).result
     stitched = get_array(blobs, result.anomaly_map)
-    amap, _, score = Detector.load(tiny_artifact[0]).predict(np.stack([a, b]), TINY_PRODUCT)
+    expected = Detector.load(tiny_artifact[0]).predict(np.stack([a, b]), TINY_PRODUCT)
+    amap, score = expected.anomaly_map, expected.score
     assert stitched.shape == (64, 112)
     np.testing.assert_allclose(stitched[:, :48], amap[0, 0, :, :48], atol=1e-5)  # only tile 0 covers it
     np.testing.assert_allclose(stitched[:, 64:], amap[1, 0, :, 16:], atol=1e-5)  # only tile 1 covers it
@@ -108,7 +109,7 @@ def test_bad_requests_name_the_problem(stub, inference, tiny_artifact):
 
 def _run_worker(inference):
     stop = threading.Event()
-    loop = stream_worker(inference)
+    loop = stream_stage(inference).worker(inference.settings.kafka)
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     return stop, thread

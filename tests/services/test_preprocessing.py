@@ -31,7 +31,7 @@ from diffqc.store.models import ProductType
 from diffqc.v1 import preprocessing_pb2, preprocessing_pb2_grpc
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.preprocessing_pb2 import PreparedFrame
-from services.preprocessing.service import PreprocessingServicer, stream_worker
+from services.preprocessing.service import PreprocessingServicer, stream_stage
 from tests.kafka_helpers import collect
 
 SPEC = {"height": 64, "width": 64, "channels": 3, "tile": 48, "overlap": 16}
@@ -118,7 +118,7 @@ def test_the_worker_prepares_each_frame_once_and_dead_letters_what_it_cannot_pre
     unknown = _frame(blobs, product="bolts")
     _produce(kafka, [good[0], not_an_image, good[1], unknown, *good[2:]])
 
-    stop, loop = threading.Event(), stream_worker(preprocessor, kafka)
+    stop, loop = threading.Event(), stream_stage(preprocessor).worker(kafka)
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     try:

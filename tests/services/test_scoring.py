@@ -37,7 +37,7 @@ from diffqc.v1.common_pb2 import ModelRef, Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, InspectionVerdict
-from services.scoring.service import ScoringServicer, VerdictPublisher, stream_worker
+from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
 from tests.kafka_helpers import collect
 
 THRESHOLD = 1.0
@@ -138,7 +138,7 @@ def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scor
     redelivered = results[1]
     _produce(kafka, [results[0], unknown, *results[1:], redelivered], raw=[(garbage, b"\xff\x00not protobuf")])
 
-    stop, loop = threading.Event(), stream_worker(scorer, kafka, alerts)
+    stop, loop = threading.Event(), stream_stage(scorer, VerdictPublisher(kafka, alerts)).worker(kafka)
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     try:

@@ -33,7 +33,8 @@ def test_triton_outputs_equal_the_in_process_detector(triton, tiny_artifact):
     served = TritonDetector(settings)
     served.wait_until_ready(60)
     remote = served.detect(batch, PRODUCT)
-    amap, components, score = Detector.load(artifact).predict(batch, PRODUCT)
+    expected = Detector.load(artifact).predict(batch, PRODUCT)
+    amap, components, score = expected.anomaly_map, expected.components, expected.score
     assert remote.anomaly_map.shape == (len(batch), 1, 64, 64)
     assert remote.component_scores.shape == (len(batch), 4)
     assert np.abs(remote.anomaly_map - amap).max() <= 1e-5

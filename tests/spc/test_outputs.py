@@ -14,8 +14,8 @@ from PIL import Image
 from diffqc.infra.timeseries import export_series
 from diffqc.scoring.sink import InfluxScoreSink
 from diffqc.settings import InfluxSettings, SpcSettings
-from diffqc.spc import SPC_SCHEMA, SpcSignal, chart_from_history, render_chart, signal_record, spc_signal_point
-from diffqc.spc.render import SIGNAL_COLOR
+from diffqc.spc import SPC_SCHEMA, SpcSignal, chart_from_history, signal_record, spc_signal_point
+from diffqc.spc.render import SIGNAL_COLOR, render_chart
 
 T0 = datetime(2026, 11, 2, 6, 0, 0, 123456, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from diffqc.store.frames import ensure_equipment, frame_from_row, get_frame, rec
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Camera, Line, Plant, ProductType, Station
 from diffqc.store.models import Frame as FrameRow
-from diffqc.store.products import ProductSpecError, get_product, list_products, register_product
+from diffqc.store.products import ProductSpecError, find_product_type, list_products, register_product
 from diffqc.v1.common_pb2 import PRIORITY_HIGH, BlobRef, Shape
 from diffqc.v1.frame_pb2 import Frame
 
@@ -114,12 +114,12 @@ def test_equipment_is_registered_once_and_keeps_its_first_parent(engine):
         assert {c.id: c.station_id for c in session.scalars(select(Camera))} == {"C1": "S1", "C2": "S2"}
 
 
-def test_register_product_upserts_and_get_product_reads_it(engine):
+def test_register_product_upserts_and_find_product_type_reads_it(engine):
     with Session(engine) as session:
-        product = get_product(session, "pcb")
+        product = find_product_type(session, "pcb")
         assert product.preprocessing == SPEC
         assert product.nominal_ranges == {"oven_temp_c": [230.0, 250.0]}
-        assert get_product(session, "bolts") is None
+        assert find_product_type(session, "bolts") is None
     tiled = {"height": 512, "width": 512, "channels": 1, "tile": 256, "overlap": 32, "align": "file:///ref.npy"}
     with Session(engine) as session, session.begin():
         updated = register_product(session, "pcb", tiled, {"line_speed": {"min": 1, "max": 2}})
@@ -127,22 +127,23 @@ def test_register_product_upserts_and_get_product_reads_it(engine):
         register_product(session, "fabric", SPEC)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(ProductType)) == 2
-        assert get_product(session, "pcb").nominal_ranges == {"line_speed": [1.0, 2.0]}
+        assert find_product_type(session, "pcb").nominal_ranges == {"line_speed": [1.0, 2.0]}
         assert [p.name for p in list_products(session)] == ["fabric", "pcb"]
 
 
 @pytest.mark.parametrize(("name", "spec", "ranges", "message"), [
-    ("", SPEC, {}, "non-empty name"),
+    ("", SPEC, {}, "product type name: must not be blank"),
     ("x" * 65, SPEC, {}, "at most 64"),
     ("pcb", {}, {}, "needs at least height, width and channels"),
-    ("pcb", {**SPEC, "widht": 3}, {}, r"unknown key\(s\) \['widht'\]"),
-    ("pcb", {**SPEC, "channels": 2}, {}, "channels must be 1 .* or 3"),
+    ("pcb", [1, 2], {}, "preprocessing spec: must be a mapping"),
+    ("pcb", {**SPEC, "widht": 3}, {}, "product type 'pcb': preprocessing spec: widht: Extra inputs are not permitted"),
+    ("pcb", {**SPEC, "channels": 2}, {}, "channels: must be 1 .* or 3"),
     ("pcb", {**SPEC, "tile": 64, "overlap": 64}, {}, r"overlap \(64\) must be smaller than tile"),
-    ("pcb", {**SPEC, "align": True}, {}, "align needs a reference image"),
-    ("pcb", SPEC, {"t": [5, 1]}, "'t' must satisfy lo < hi"),
-    ("pcb", SPEC, {"t": [1, float("nan")]}, "'t' must satisfy lo < hi"),
-    ("pcb", SPEC, {"t": "hot"}, r"'t' must be \[lo, hi\]"),
-    ("pcb", SPEC, [1, 2], "must be a mapping"),
+    ("pcb", {**SPEC, "align": True}, {}, "align: needs a reference image"),
+    ("pcb", SPEC, {"t": [5, 1]}, "nominal_ranges: t: must satisfy lo < hi"),
+    ("pcb", SPEC, {"t": [1, float("nan")]}, "nominal_ranges: t: must satisfy lo < hi"),
+    ("pcb", SPEC, {"t": "hot"}, r"nominal_ranges: t: must be \[lo, hi\]"),
+    ("pcb", SPEC, [1, 2], "nominal_ranges: Input should be a valid dictionary"),
 ])
 def test_a_malformed_product_is_refused_with_the_reason(engine, name, spec, ranges, message):
     with Session(engine) as session, pytest.raises(ProductSpecError, match=message):

@@ -1,11 +1,18 @@
-"""Defect regions from an anomaly map, and the heatmap overlay that shows them."""
+"""The region rule (where an anomaly map outlines a defect) and the heatmap overlay that shows it.
+
+One rule for the detector and the platform: 8-connected pixels above the region level, specks
+below MIN_AREA_PX dropped unless their peak reaches twice the level.
+"""
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -13,9 +20,10 @@ MAX_REGIONS = 20
 # Specks of a few pixels just above the level are noise of the map, not defects an operator
 # should look at; a defect that small is still reported when its peak is twice the level.
 MIN_AREA_PX = 8
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> list[dict]:
+def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> list[dict[str, Any]]:
     """8-connected regions where ``amap`` (H, W) > ``level``, strongest first; regions smaller
     than MIN_AREA_PX count only when their peak reaches twice the level.
 
@@ -24,7 +32,7 @@ def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> li
     above = amap > level
     if not above.any():
         return []
-    labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
+    labels, n = ndimage.label(above, structure=_EIGHT_CONNECTED)
     idx = np.arange(1, n + 1)
     peaks = ndimage.maximum(amap, labels, idx)
     areas = ndimage.sum_labels(np.ones_like(amap), labels, idx)
@@ -39,14 +47,34 @@ def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> li
     return sorted(regions, key=lambda r: -r["peak"])[:limit]
 
 
-def overlay(image: np.ndarray, amap: np.ndarray, level: float, regions: list[dict], defect: bool) -> np.ndarray:
+def largest_region_mass(amap: np.ndarray, level: float) -> float:
+    """Sum of (map - level) over the largest 8-connected region where map > level."""
+    above = amap > level
+    if not above.any():
+        return 0.0
+    labels, n = ndimage.label(above, structure=_EIGHT_CONNECTED)
+    idx = np.arange(1, n + 1)
+    # sum(map - level) over a region = sum(map) - level * area: no frame-sized temporary.
+    masses = ndimage.sum_labels(amap, labels, idx) - level * ndimage.sum_labels(above, labels, idx)
+    return float(np.max(masses))
+
+
+@cache
+def _inferno() -> np.ndarray:
+    """matplotlib's 'inferno' colour table (256 RGB rows), shipped as data so scoring needs no matplotlib."""
+    return np.array(json.loads(resources.files(__package__).joinpath("inferno.json").read_text()))
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, level: float, regions: list[dict[str, Any]],
+            defect: bool) -> np.ndarray:
     """uint8 RGB: the image in gray, the map in colour where it rises above half the region level,
     and the regions boxed (red for a defect verdict, yellow otherwise)."""
     gray = image.mean(axis=2) if image.shape[2] > 1 else image[:, :, 0]
     base = np.repeat(gray[:, :, None], 3, axis=2) * 0.85
     lo, hi = 0.5 * level, max(2.0 * level, float(amap.max()), 1e-6)
     t = np.clip((amap - lo) / max(hi - lo, 1e-6), 0, 1)
-    heat = colormaps["inferno"](t)[:, :, :3]
+    table = _inferno()
+    heat = table[np.minimum((t * len(table)).astype(np.int64), len(table) - 1)]  # as matplotlib indexes it
     alpha = (0.65 * np.sqrt(t))[:, :, None]
     out = Image.fromarray(np.round(np.clip(base * (1 - alpha) + heat * alpha, 0, 1) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)

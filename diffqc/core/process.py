@@ -1,16 +1,16 @@
-"""Process-context deviation and its fusion with the detector's image score.
+"""The ``process`` score component: the frame's process-context deviation, and how it joins the
+detector's image score. The one definition of "process" (``diffqc.core.components``).
 
 Process deviation
     For each process parameter of the frame that has a nominal range [lo, hi] for the product:
     0 inside the range (bounds included), otherwise the distance to the nearer bound in range
     widths: (lo - v) / (hi - lo) below, (v - hi) / (hi - lo) above. The frame's deviation is the
-    largest over its parameters (one parameter far out is what matters, as in the detector's own
-    process component, which takes the largest |z|). Parameters without a range are ignored
-    (and logged once per product and name); when none is left the deviation is "not measured".
+    largest over its parameters (one parameter far out is what matters). Parameters without a
+    range are ignored (and logged once per product and name); when none is left the deviation is "not measured".
 
 Fusion
     The plant's reference weights are pixel 0.4, structural 0.3, concentration 0.2, process 0.1.
-    The detector (``diffqc.detector.scoring.fuse_scores``) already fused the three image
+    The detector (``diffqc.core.components.fuse_components``) already fused the three image
     components into ``s = (0.4 z_pixel + 0.3 z_structural + 0.2 z_concentration) / 0.9`` (the
     weighted mean without process), and the product's threshold T was calibrated on that ``s``.
     With process the detector's rule is the weighted mean over all four,
@@ -98,7 +98,7 @@ def _warn_once(product: str, name: str, message: str) -> None:
     log.warning(message + " (reported once per product and parameter)")
 
 
-def fuse(image_score: float, process: float | None, process_weight: float = 0.1) -> float:
+def with_process(image_score: float, process: float | None, process_weight: float = 0.1) -> float:
     """The detector's image score fused with the process deviation; see the module doc."""
     if not 0 <= process_weight < 1:
         raise ValueError(f"process_weight must be in [0, 1), got {process_weight}")

@@ -1,4 +1,7 @@
-"""Errors of the detector. Each message names the file or parameter at fault and what to do."""
+"""Errors of the detector and its artifacts, torch-free: the platform catches them too.
+
+Each message names the file or parameter at fault and what to do.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,32 @@
+"""The platform core and every service process load without torch, diffusers or timm: a services
+image needs none of them, and a service starts in a fraction of the time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "diffusers", "timm", "matplotlib", "safetensors")
+SERVICES = ("ingestion", "preprocessing", "inference", "scoring", "bridge", "gateway")
+
+
+def loaded_after_import(module: str) -> list[str]:
+    code = (f"import importlib, sys; importlib.import_module({module!r}); "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return [m for m in out.strip().split(",") if m]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_process_loads_no_torch(service):
+    assert loaded_after_import(f"services.{service}.__main__") == []
+
+
+def test_the_core_loads_no_torch():
+    modules = ["diffqc.core." + m for m in ("artifact", "backoff", "clock", "components", "errors", "process",
+                                            "regions", "tiles", "validation")]
+    assert loaded_after_import("diffqc.core") == []
+    for module in modules:
+        assert loaded_after_import(module) == [], module
