@@ -6,15 +6,10 @@ CI=true, where every test of a real component must run.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
-import torch
 
-from diffqc.data.synth import generate_product
-from diffqc.detector.config import DetectorConfig
-from diffqc.detector.fit import train_detector
 from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
@@ -22,17 +17,8 @@ from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, LocalStack
 from diffqc.infra.triton import triton_server
 from diffqc.serving.repository import stage_version
 from diffqc.settings import KafkaSettings, TritonSettings
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-TINY_PRODUCT = "pcb"
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` (what to install) when a system server is missing — never in CI."""
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"CI=true and a required component is missing: {reason}")
-        pytest.skip(reason)
+from tests.helpers.env import require
+from tests.helpers.models import TINY_PRODUCT, train_tiny
 
 
 @pytest.fixture(scope="session")
@@ -79,18 +65,6 @@ def postgres_url() -> str:
             yield url
     except InfraError as exc:
         require(False, str(exc))
-
-
-def train_tiny(product: str, root):
-    """A detector trained for seconds on 64x64 synthetic images of ``product``: (artifact dir, its data set)."""
-    data = generate_product(product, root / "data", n_train=14, n_test_good=2, n_test_defect=2,
-                            size=(64, 64), seed=1)
-    cfg = DetectorConfig()
-    cfg.model.block_out_channels = (16, 32)
-    cfg.train.crop_size, cfg.train.batch_size = 32, 8
-    torch.manual_seed(0)
-    detector = train_detector({product: data}, cfg, steps=3, progress=False, log=lambda _m: None)
-    return detector.save(root / "model"), data
 
 
 @pytest.fixture(scope="session")

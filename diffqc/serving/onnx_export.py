@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from diffqc.core.errors import DetectorError
 from diffqc.detector.detector import Detector
 
 PARITY_TOLERANCE = 1e-4
@@ -52,10 +54,21 @@ def _example(detector: Detector, n: int, size: int, seed: int) -> dict[str, torc
     return inputs
 
 
+def _onnxruntime() -> ModuleType:
+    """onnxruntime, after checking the onnx extra is installed (torch's exporter uses onnx too)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as exc:
+        raise DetectorError(f"diffqc export --format onnx needs the onnx extra ({exc.name} is missing): "
+                            "pip install 'diffqc[onnx]'") from None
+    return onnxruntime
+
+
 def export_denoiser(detector: Detector, out_dir: Path, size: int | None = None) -> OnnxExport:
     """Write ``denoiser.onnx`` and ``denoiser.json`` to ``out_dir``; return the path and the max abs
     difference to torch measured in onnxruntime (raises when above PARITY_TOLERANCE)."""
-    import onnxruntime
+    onnxruntime = _onnxruntime()
 
     size = size or min(detector.cfg.tile.size, 256)
     out_dir = Path(out_dir)

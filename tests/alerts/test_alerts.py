@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from diffqc.alerts import Severity, alert_id, alert_json, alert_record, severity
-from tests.alerts.verdicts import verdict
+from tests.helpers.verdicts import verdict
 
 
 @pytest.mark.parametrize(("score", "threshold", "area", "frame_area", "expected"), [

@@ -25,7 +25,7 @@ from diffqc.contracts.avro import (
 from diffqc.infra.ports import free_port
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import RegistrySettings
-from tests.alerts.verdicts import DECIDED, verdict
+from tests.helpers.verdicts import DECIDED, verdict
 
 V2 = Path(__file__).parent / "quality_alert_v2.avsc"
 

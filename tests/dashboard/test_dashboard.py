@@ -13,8 +13,8 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from diffqc.data.mvtec import list_samples
-from tests.conftest import require
-from tests.dashboard.gateway_stack import capture_times, gateway_stack, upload
+from tests.helpers.env import require
+from tests.helpers.gateway_stack import capture_times, gateway_stack, upload
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from tests.conftest import require
+from tests.helpers.env import require
 
 from .manifests import COMPOSE_ENV, ROOT, compose_binary, compose_config
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from diffqc.settings import ENV_PREFIX, Settings, _Group, _variable_name, load_settings
-from tests.conftest import require
+from tests.helpers.env import require
 
 from .manifests import (
     CI_VALUES,

@@ -14,7 +14,7 @@ from diffqc.detector.augment import ADA_SHIFT_PX, Augment, CropSampler
 from diffqc.detector.fit import held_out_sets, load_training_sets, resolve_config, training_sampler
 from diffqc.detector.train import OverfitProbe, train_denoiser
 from diffqc.detector.unet import alphas_cumprod, build_denoiser
-from tests.detector.conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 ALIGNED = Augment(crop=32, hflip=False, vflip=False, rot90=False, brightness=0.0, contrast=0.0, coords=True, ada=True)
 

@@ -10,8 +10,7 @@ from diffqc.cli import app
 from diffqc.data.images import read_image, write_image
 from diffqc.data.mvtec import DatasetError, list_samples
 from diffqc.detector import Detector, InputError, ProductError, TrainingDataError, train_detector
-
-from .conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 runner = CliRunner()
 

@@ -19,7 +19,7 @@ from diffqc.detector.config import ModelConfig
 from diffqc.detector.distill import distill_denoiser
 from diffqc.detector.fit import load_training_sets, training_sampler
 from diffqc.detector.unet import alphas_cumprod, build_denoiser, clean_estimate
-from tests.detector.conftest import with_square
+from tests.helpers.models import with_square
 
 
 def test_the_consistency_function_is_the_identity_at_t0_and_the_clean_estimate_above():

@@ -12,8 +12,7 @@ from diffqc.cli import app
 from diffqc.data.images import read_image, write_image
 from diffqc.data.mvtec import list_samples
 from diffqc.detector import Detector, Prediction
-
-from .conftest import TINY, with_square
+from tests.helpers.models import TINY, with_square
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from diffqc.serving.repository import MODEL_NAME
 from diffqc.store.engine import make_engine
 from diffqc.store.inspections import active_model_version
 from diffqc.store.products import find_product_type
-from tests.detector.conftest import tiny_config, with_square
+from tests.helpers.models import tiny_config, with_square
 
 
 @pytest.fixture(scope="module")

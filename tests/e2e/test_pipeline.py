@@ -30,8 +30,8 @@ from diffqc.store.engine import make_engine
 from diffqc.store.models import Inspection
 from diffqc.v1 import ingestion_pb2, ingestion_pb2_grpc
 from diffqc.v1.frame_pb2 import Frame
-from tests.conftest import TINY_PRODUCT
-from tests.kafka_helpers import collect
+from tests.helpers.kafka import collect
+from tests.helpers.models import TINY_PRODUCT
 
 pytestmark = pytest.mark.timeout(600)
 

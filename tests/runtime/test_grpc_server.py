@@ -13,9 +13,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from diffqc.runtime.grpc_server import GrpcBindError, GrpcServer
 from diffqc.v1 import scoring_pb2_grpc
-
-from .conftest import score_request, scoring_server
-from .slow_scoring_service import SERVICE_NAME
+from tests.helpers.scoring_server import score_request, scoring_server
+from tests.helpers.slow_scoring_service import SERVICE_NAME
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

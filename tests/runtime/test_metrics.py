@@ -11,8 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from diffqc.runtime.metrics import HANDLE_SECONDS, MESSAGES, start_metrics_server
 from diffqc.v1 import scoring_pb2_grpc
-
-from .conftest import score_request
+from tests.helpers.scoring_server import score_request
 
 SCORE = "/diffqc.v1.ScoringService/Score"
 

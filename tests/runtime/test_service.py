@@ -17,11 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from diffqc.v1 import scoring_pb2_grpc
+from tests.helpers.scoring_server import score_request
+from tests.helpers.slow_scoring_service import SERVICE_NAME, SLOW_SCORE_S
 
-from .conftest import score_request
-from .slow_scoring_service import SERVICE_NAME, SLOW_SCORE_S
-
-SCRIPT = Path(__file__).with_name("slow_scoring_service.py")
+SCRIPT = Path(__file__).parents[1] / "helpers" / "slow_scoring_service.py"
 GRACE_S = 6.0
 
 

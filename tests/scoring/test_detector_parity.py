@@ -23,7 +23,7 @@ from diffqc.v1.common_pb2 import ModelRef
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT
-from tests.conftest import TINY_PRODUCT
+from tests.helpers.models import TINY_PRODUCT
 
 
 @pytest.mark.parametrize("threshold_shift", [0.0, None])  # the calibrated threshold, and one mid-way

@@ -39,7 +39,7 @@ from diffqc.v1.common_pb2 import ModelRef, Shape
 from diffqc.v1.frame_pb2 import Frame as FrameMessage
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS
-from tests.conftest import TINY_PRODUCT
+from tests.helpers.models import TINY_PRODUCT
 
 RANGES = {"oven_temp_c": [230.0, 250.0], "line_speed_m_min": [1.0, 2.0]}
 

@@ -38,8 +38,8 @@ from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from services.bridge.service import BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
-from tests.alerts.verdicts import DECIDED, store_inspections, verdict
-from tests.kafka_helpers import collect
+from tests.helpers.kafka import collect
+from tests.helpers.verdicts import DECIDED, store_inspections, verdict
 
 TOKEN = "Bearer mes-secret"
 

@@ -23,7 +23,7 @@ from diffqc.settings import SpcSettings
 from diffqc.spc import chart_from_history
 from diffqc.store.engine import make_engine
 from diffqc.store.models import Frame, Inspection
-from tests.dashboard.gateway_stack import (
+from tests.helpers.gateway_stack import (
     API_KEY,
     capture_times,
     gateway_process,

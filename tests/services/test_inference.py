@@ -33,8 +33,8 @@ from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.preprocessing_pb2 import PreparedFrame, Tile
 from services.inference.service import Inference, InferenceServicer, stream_stage
-from tests.conftest import TINY_PRODUCT
-from tests.kafka_helpers import collect
+from tests.helpers.kafka import collect
+from tests.helpers.models import TINY_PRODUCT
 
 
 def _images(data, n):

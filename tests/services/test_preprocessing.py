@@ -32,7 +32,7 @@ from diffqc.v1 import preprocessing_pb2, preprocessing_pb2_grpc
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.preprocessing_pb2 import PreparedFrame
 from services.preprocessing.service import PreprocessingServicer, stream_stage
-from tests.kafka_helpers import collect
+from tests.helpers.kafka import collect
 
 SPEC = {"height": 64, "width": 64, "channels": 3, "tile": 48, "overlap": 16}
 

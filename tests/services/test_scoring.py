@@ -38,7 +38,7 @@ from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, InspectionVerdict
 from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
-from tests.kafka_helpers import collect
+from tests.helpers.kafka import collect
 
 THRESHOLD = 1.0
 

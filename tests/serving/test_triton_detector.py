@@ -17,8 +17,8 @@ from diffqc.infra.triton import triton_server
 from diffqc.serving.client import InferenceRejected, TritonDetector
 from diffqc.serving.repository import stage_version
 from diffqc.settings import TritonSettings
-from tests.conftest import TINY_PRODUCT as PRODUCT
-from tests.conftest import train_tiny
+from tests.helpers.models import TINY_PRODUCT as PRODUCT
+from tests.helpers.models import train_tiny
 
 
 def _batch(data, n=4) -> np.ndarray:

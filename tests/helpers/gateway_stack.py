@@ -24,7 +24,8 @@ from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.services import PROJECT_ROOT
 from diffqc.serving.repository import stage_version
-from tests.conftest import TINY_PRODUCT, require
+from tests.helpers.env import require
+from tests.helpers.models import TINY_PRODUCT
 
 API_KEY = "test-key-" + uuid.uuid4().hex[:8]
 UPLOAD = "/api/inspection/upload"
