@@ -53,12 +53,13 @@ lint: setup
 	$(BIN)/mypy
 
 # Re-pins constraints.txt to what .venv holds (after installing new versions there and running the
-# tests): its header stays, the pins are pip freeze without the project and without local version
-# labels (torch's +cpu: the Triton image takes the CUDA build of the same version).
+# tests): its header stays, the pins are pip freeze (setuptools included: torch requires it) without
+# pip, the project and local version labels (torch's +cpu: the Triton image takes the CUDA build).
 constraints:
 	@test -x $(BIN)/python || { echo "make constraints: no $(VENV); run make setup first"; exit 1; }
-	{ sed -n '1,/^$$/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
-	  | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	{ sed -n '1,/^$$/p' constraints.txt; $(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -v '^pip==' | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'; } > constraints.txt.new \
+	  && mv constraints.txt.new constraints.txt
 
 # Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
 # e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from diffqc.core.files import atomic_directory
 from diffqc.data.images import ImageReadError, read_mask, write_image, write_mask
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -154,6 +153,10 @@ def sample_mask(sample: Sample) -> np.ndarray | None:
 MANIFEST = "dataset.json"
 
 
+def _not_a_dataset(path: Path) -> DatasetError:
+    return DatasetError(f"{path} exists and was not built by diffqc; remove it or choose another folder")
+
+
 @contextmanager
 def building(target: str | Path, manifest: dict) -> Iterator[Path]:
     """Build a data set in a temporary sibling folder and move it into place only when complete.
@@ -161,17 +164,6 @@ def building(target: str | Path, manifest: dict) -> Iterator[Path]:
     A crash never leaves a half-written data set, and a rebuild never keeps stale images from
     the previous one. Only folders that diffqc built (they hold ``dataset.json``) are replaced.
     """
-    target = Path(target)
-    if target.exists() and not (target / MANIFEST).is_file() and any(target.iterdir()):
-        raise DatasetError(f"{target} exists and was not built by diffqc; remove it or choose another folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(Path(target), MANIFEST, _not_a_dataset) as tmp:
         yield tmp
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

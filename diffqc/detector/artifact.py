@@ -15,10 +15,7 @@ student, ``consistency``) registers a loader in ``LOADERS`` and keeps the same f
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from diffqc.core.artifact import FORMAT_VERSION, KINDS, read_json, read_metadata
 from diffqc.core.components import COMPONENTS, MAP_COMPONENTS
 from diffqc.core.errors import ArtifactError
+from diffqc.core.files import atomic_directory
 from diffqc.detector.anomaly_map import Normalizer
 from diffqc.detector.calibration import Calibration
 from diffqc.detector.config import DetectorConfig
@@ -56,14 +54,14 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _not_an_artifact(path: Path) -> ArtifactError:
+    return ArtifactError(f"{path} exists and is not a detector artifact; choose an empty or new folder")
+
+
 def save_detector(detector: Detector, path: str | Path) -> Path:
     """Write the artifact atomically (a temporary sibling folder renamed into place)."""
     path = Path(path)
-    if path.exists() and not (path / "metadata.json").is_file() and any(path.iterdir()):
-        raise ArtifactError(f"{path} exists and is not a detector artifact; choose an empty or new folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, "metadata.json", _not_an_artifact) as tmp:
         cfg = detector.cfg
         _write_json(tmp / "config.json", cfg.to_dict())
         save_file({k: v.detach().contiguous() for k, v in detector.model.state_dict().items()},
@@ -95,19 +93,6 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         })
         _write_json(tmp / "metadata.json", meta)
-        # mkdtemp makes the folder private (0700) and safetensors writes 0600: give the artifact
-        # the usual permissions so that another user (a Triton server) can read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     detector.metadata = meta
     return path
 

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from diffqc.core.components import COMPONENTS
+
 # Smallest spread allowed for an image-level component (in its own units): a component that is
 # almost always 0 on good images (concentration) must not turn the first tiny blob into z = 100.
 COMPONENT_STD_FLOOR = 0.25
@@ -22,8 +24,8 @@ COMPONENT_STD_FLOOR = 0.25
 @dataclass
 class Calibration:
     region_level: float = 0.0
-    comp_mean: list[float] = field(default_factory=lambda: [0.0] * 4)
-    comp_std: list[float] = field(default_factory=lambda: [1.0] * 4)
+    comp_mean: list[float] = field(default_factory=lambda: [0.0] * len(COMPONENTS))
+    comp_std: list[float] = field(default_factory=lambda: [1.0] * len(COMPONENTS))
     threshold: float = 0.0
     method: str = "fpr"  # fpr: FPR target on held-out good images; f1_max: labelled defects
     target_fpr: float = 0.03
