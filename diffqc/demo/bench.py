@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from diffqc.demo.line import production_line
 from diffqc.demo.stream import ingestion_channel, wait_for_inspections
-from diffqc.detector.detector import Detector
 from diffqc.infra.pipeline import LocalPipeline
 from diffqc.infra.services import PROJECT_ROOT
 from diffqc.preprocess.normalize import decode_image
@@ -40,6 +39,8 @@ console = Console()
 
 def _bare_detector(pipeline: LocalPipeline, requests) -> dict[str, float]:
     """frame id -> seconds the in-process detector takes for it (decode + predict, batch of one)."""
+    from diffqc.detector.detector import Detector  # torch: the detector extra
+
     artifacts = pipeline.model_repository / MODEL_NAME / pipeline.newest_version() / "artifacts"
     detectors = {}
     for artifact in sorted(artifacts.iterdir()):

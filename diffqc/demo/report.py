@@ -12,7 +12,6 @@ import numpy as np
 
 from diffqc.demo.line import Part
 from diffqc.spc import Observation, chart_from_history
-from diffqc.spc.render import render_chart
 from diffqc.store.blobs import BlobStore
 from diffqc.store.models import Inspection, Verdict
 
@@ -88,6 +87,8 @@ def score_chart(outcomes: Sequence[Outcome], path: Path) -> None:
 def spc_charts(history: dict[tuple[str, str], list[tuple]], out: Path) -> dict[str, tuple[str, int]]:
     """line -> (its control-chart picture's file name, signals), from the stored verdicts
     (``diffqc.store.inspections.score_history``): the chart the bridge rebuilds at start."""
+    from diffqc.spc.render import render_chart  # matplotlib: the charts extra, not the base install
+
     charts = {}
     for (line, product), rows in sorted(history.items()):
         chart = chart_from_history(line, product, [Observation(*row) for row in rows])

@@ -98,9 +98,7 @@ class ReconConfig(_Section):
 
 
 class MapConfig(_Section):
-    weights: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_MAP_WEIGHTS)
-    )
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MAP_WEIGHTS))
     normalization: str = "auto"  # pixel | global | auto (pixel when aligned)
     pre_sigma: float = 1.0  # smoothing of each raw component before normalization
     sigma: float = 2.0  # smoothing of the fused map
@@ -109,9 +107,7 @@ class MapConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    weights: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS)
-    )
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
     target_fpr: float = 0.03
     region_quantile: float = 0.999  # of good-image map values: the level that outlines a region
 

@@ -24,7 +24,6 @@ from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.services import service_process
 from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, TRITON, LocalStack
-from diffqc.serving.register import register_version
 from diffqc.serving.repository import MODEL_NAME, versions
 from diffqc.settings import Settings
 from diffqc.store.engine import make_engine
@@ -105,6 +104,8 @@ class LocalPipeline:
 
     def register_models(self) -> list[str]:
         """Register every product the newest model version serves, with its spec and threshold."""
+        from diffqc.serving.register import register_version  # loads the detector: the detector extra
+
         engine = make_engine(self.database_url)
         try:
             self.image_sizes.update(register_version(self.model_repository / MODEL_NAME / self.newest_version(),

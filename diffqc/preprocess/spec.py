@@ -56,7 +56,8 @@ class AlignSpec(BaseModel):
     reference: Annotated[str, StringConstraints(min_length=1)]  # blob URI of the normalized reference image
     # larger estimated shifts are not applied (None: 10% of the shorter side)
     max_shift: Annotated[float, BeforeValidator(_number), Field(ge=0)] | None = None
-    upsample: Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=100)] = 10  # sub-pixel precision: 1/upsample pixel
+    # sub-pixel precision: 1/upsample pixel
+    upsample: Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=100)] = 10
 
 
 class PreprocessSpec(BaseModel):

@@ -36,7 +36,7 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     user = [line for line in text.splitlines() if line.startswith("USER ")][-1]
     assert user.split()[1].split(":")[0] not in ("root", "0")
     assert 'CMD ["python", "/opt/diffqc/deploy/healthcheck.py"]' in text
-    assert "torch==2.13.0" in text  # the CPU wheel, pinned like the Makefile's
+    assert "RUN pip install -c /src/constraints.txt /src\n" in text  # the base install: no torch (test_dependencies)
 
 
 def test_entrypoint_knows_every_service_and_refuses_others(tmp_path):
