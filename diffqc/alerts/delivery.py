@@ -6,7 +6,8 @@ recorded as soon as the MES acknowledged it) and POSTs the alert's JSON with
 
 - 2xx: delivered (``delivered_at``);
 - 408, 429, 5xx, a connection error or a timeout: retried after ``backoff_base_s * 2^(attempts-1)``,
-  at most ``backoff_max_s``, half of it random (``diffqc.core.backoff``), for as long as it takes (an MES outage loses nothing);
+  at most ``backoff_max_s``, half of it random (``diffqc.core.backoff``), for as long as it takes
+  (an MES outage loses nothing);
 - any other status (400, 401, 404, 422 ...): permanently FAILED, the status and body kept in
   ``last_error``; no retry can fix the request.
 

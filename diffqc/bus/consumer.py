@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, Message
@@ -23,6 +22,7 @@ from confluent_kafka import Consumer, Message
 from diffqc.bus.config import consumer_config
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import dead_letter_topic
+from diffqc.core import clock
 from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
@@ -126,7 +126,7 @@ class ConsumeLoop(Generic[T]):
             ("dlq.partition", str(msg.partition()).encode()),
             ("dlq.offset", str(msg.offset()).encode()),
             ("dlq.group", self._consumer_config["group.id"].encode()),
-            ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+            ("dlq.failed_at", clock.now().isoformat().encode()),
         ]
         # The dead letter must be durable before the offset is committed, or the message is lost.
         publisher.publish(self.dead_letter_topic, msg.key(), msg.value(), headers)

@@ -18,7 +18,6 @@ import json
 import platform
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from diffqc.core import clock
 from diffqc.core.artifact import FORMAT_VERSION, KINDS, read_json, read_metadata
 from diffqc.core.components import COMPONENTS, MAP_COMPONENTS
 from diffqc.core.errors import ArtifactError
@@ -90,7 +90,7 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
             "components": list(COMPONENTS),
             "map_components": list(MAP_COMPONENTS),
             "versions": library_versions(),
-            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "saved_at": clock.now().isoformat(timespec="seconds"),
         })
         _write_json(tmp / "metadata.json", meta)
     detector.metadata = meta
