@@ -262,7 +262,7 @@ def test_the_service_process_delivers_and_refuses_bad_settings(postgres_url, eng
             "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1", "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(tmp_path / "spc.lp")}
     bridge = [sys.executable, "-m", "services.bridge"]
     for value, message in [(None, "DIFFQC_BRIDGE_MES_WEBHOOK_URL is not set"),
-                           ("mes.example/alerts", "DIFFQC_BRIDGE_MES_WEBHOOK_URL: Value error, 'mes.example/alerts' "
+                           ("mes.example/alerts", "DIFFQC_BRIDGE_MES_WEBHOOK_URL: 'mes.example/alerts' "
                                                   "is not an http(s) URL")]:
         env = {**base, **({"DIFFQC_BRIDGE_MES_WEBHOOK_URL": value} if value else {})}
         done = subprocess.run(bridge, env=env, capture_output=True, text=True, timeout=60)
