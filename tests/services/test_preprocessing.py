@@ -94,7 +94,7 @@ def test_prepare_returns_the_tiles_and_bad_frames_get_clear_statuses(stub, prepr
     cases = [
         (_frame(blobs, data=b"GIF89a but not really"), grpc.StatusCode.INVALID_ARGUMENT, "not a recognised image"),
         (_frame(blobs, product="bolts"), grpc.StatusCode.NOT_FOUND, "unknown product type 'bolts'"),
-        (_frame(blobs, product="unset"), grpc.StatusCode.FAILED_PRECONDITION, "preprocessing spec is empty"),
+        (_frame(blobs, product="unset"), grpc.StatusCode.FAILED_PRECONDITION, "preprocessing spec: empty"),
     ]
     for bad, code, message in cases:
         with pytest.raises(grpc.RpcError) as err:
