@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Message
 
 from diffqc.bus.config import consumer_config
 from diffqc.bus.producer import Publisher
-from diffqc.contracts.topics import dead_letter_topic
+from diffqc.contracts.topics import Headers, dead_letter_topic
 from diffqc.core import clock
 from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable
@@ -87,8 +87,12 @@ class ConsumeLoop(Generic[T]):
             log.info("stopped consuming %s", self.topic)
 
     def _process(self, msg: Message, publisher: Publisher, stop: threading.Event) -> None:
+        raw = msg.value()
+        if raw is None:
+            self._dead_letter(msg, publisher, "undecodable message: it has no value (a tombstone)")
+            return
         try:
-            value = self.decode(msg.value())
+            value = self.decode(raw)
         except Exception as exc:
             self._dead_letter(msg, publisher, f"undecodable message: {exc.__class__.__name__}: {exc}")
             return
@@ -120,12 +124,12 @@ class ConsumeLoop(Generic[T]):
                 return
 
     def _dead_letter(self, msg: Message, publisher: Publisher, reason: str) -> None:
-        headers = list(msg.headers() or []) + [
+        headers: Headers = message_headers(msg) + [
             ("dlq.reason", reason.encode()),
-            ("dlq.topic", msg.topic().encode()),
+            ("dlq.topic", str(msg.topic()).encode()),
             ("dlq.partition", str(msg.partition()).encode()),
             ("dlq.offset", str(msg.offset()).encode()),
-            ("dlq.group", self._consumer_config["group.id"].encode()),
+            ("dlq.group", str(self._consumer_config["group.id"]).encode()),
             ("dlq.failed_at", clock.now().isoformat().encode()),
         ]
         # The dead letter must be durable before the offset is committed, or the message is lost.
@@ -134,8 +138,14 @@ class ConsumeLoop(Generic[T]):
         log.error("sent to %s: %s", self.dead_letter_topic, reason)
 
 
+def message_headers(msg: Message) -> Headers:
+    """The message's headers as (name, value) pairs."""
+    return [(str(header[0]), header[1] if isinstance(header[1], bytes) else None) for header in msg.headers() or []]
+
+
 def _frame_id(msg: Message, value: object) -> str | None:
-    for key, header in msg.headers() or []:
-        if key == "frame_id":
+    for key, header in message_headers(msg):
+        if key == "frame_id" and header is not None:
             return header.decode(errors="replace")
-    return getattr(value, "frame_id", None) or None
+    frame_id = getattr(value, "frame_id", None)
+    return str(frame_id) if frame_id else None

@@ -22,7 +22,7 @@ class Publisher:
         self.producer = Producer(producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000), **overrides}))
         self.timeout_s = timeout_s
 
-    def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers | tuple[()] = ()) -> None:
+    def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | tuple[()] = ()) -> None:
         delivered = threading.Event()
         outcome: list = []
 

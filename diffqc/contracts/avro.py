@@ -70,7 +70,7 @@ def registry_client(settings: RegistrySettings) -> SchemaRegistryClient:
 
 def value_subject(topic: str) -> str:
     """The subject of ``topic``'s values under TopicNameStrategy: ``<topic>-value``."""
-    return topic_subject_name_strategy(SerializationContext(topic, MessageField.VALUE), None)
+    return str(topic_subject_name_strategy(SerializationContext(topic, MessageField.VALUE), None))
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from diffqc.v1.preprocessing_pb2 import PreparedFrame
 from diffqc.v1.scoring_pb2 import InspectionVerdict
 
 M = TypeVar("M", bound=Message)
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]  # Kafka headers: a value may be null
 
 
 class ProtoTopic(str, Generic[M]):

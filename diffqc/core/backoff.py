@@ -14,4 +14,4 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random 
     """Seconds to wait before retry ``attempt`` (1 = the first retry): ``base_s * 2**(attempt - 1)``
     capped at ``max_s``, of which the upper half is random."""
     delay = min(base_s * 2 ** max(attempt - 1, 0), max_s)
-    return delay / 2 + (rng or random).uniform(0, delay / 2)
+    return float(delay / 2 + (rng or random).uniform(0, delay / 2))

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from diffqc.core.regions import largest_region_mass
 
@@ -25,8 +27,8 @@ from diffqc.core.regions import largest_region_mass
 class ImageEvidence:
     """The detector's maps of one image, from which the image components are measured."""
 
-    anomaly_map: np.ndarray  # (H, W) fused, normalized anomaly map
-    structural: np.ndarray  # (H, W) normalized 1-SSIM map
+    anomaly_map: NDArray[np.floating[Any]]  # (H, W) fused, normalized anomaly map
+    structural: NDArray[np.floating[Any]]  # (H, W) normalized 1-SSIM map
     region_level: float  # the map level that outlines a defect region
 
 
@@ -61,7 +63,7 @@ MAP_COMPONENTS: tuple[str, ...] = ("residual", "structural", "gradient", "statis
 DEFAULT_MAP_WEIGHTS: dict[str, float] = dict.fromkeys(MAP_COMPONENTS, 1.0)
 
 
-def measure_components(evidence: Sequence[ImageEvidence]) -> np.ndarray:
+def measure_components(evidence: Sequence[ImageEvidence]) -> NDArray[np.float64]:
     """(N, K) raw components in ``COMPONENTS`` order; the platform's columns are 0."""
     out = np.zeros((len(evidence), len(COMPONENTS)), dtype=np.float64)
     for j, component in enumerate(SCORE_COMPONENTS):
@@ -70,8 +72,8 @@ def measure_components(evidence: Sequence[ImageEvidence]) -> np.ndarray:
     return out
 
 
-def fuse_components(raw: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                    weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def fuse_components(raw: NDArray[np.float64], mean: NDArray[np.float64], std: NDArray[np.float64],
+                    weights: Mapping[str, float]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(z-scores (N, K), fused score (N,)): the weighted mean of the image components' z-scores.
 
     The platform's components are 0 here and carry no weight; scoring adds them on the scale the

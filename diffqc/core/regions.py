@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -23,7 +24,7 @@ MIN_AREA_PX = 8
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> list[dict[str, Any]]:
+def find_regions(amap: NDArray[np.floating[Any]], level: float, limit: int = MAX_REGIONS) -> list[dict[str, Any]]:
     """8-connected regions where ``amap`` (H, W) > ``level``, strongest first; regions smaller
     than MIN_AREA_PX count only when their peak reaches twice the level.
 
@@ -38,7 +39,7 @@ def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> li
     areas = ndimage.sum_labels(np.ones_like(amap), labels, idx)
     centroids = ndimage.center_of_mass(above, labels, idx)
     boxes = ndimage.find_objects(labels)
-    regions = [
+    regions: list[dict[str, Any]] = [
         {"bbox": [int(sl[1].start), int(sl[0].start), int(sl[1].stop), int(sl[0].stop)], "area_px": int(a),
          "peak": round(float(p), 4), "centroid": [round(float(c[1]), 1), round(float(c[0]), 1)]}
         for sl, a, p, c in zip(boxes, areas, peaks, centroids, strict=True)
@@ -47,7 +48,7 @@ def find_regions(amap: np.ndarray, level: float, limit: int = MAX_REGIONS) -> li
     return sorted(regions, key=lambda r: -r["peak"])[:limit]
 
 
-def largest_region_mass(amap: np.ndarray, level: float) -> float:
+def largest_region_mass(amap: NDArray[np.floating[Any]], level: float) -> float:
     """Sum of (map - level) over the largest 8-connected region where map > level."""
     above = amap > level
     if not above.any():
@@ -60,13 +61,13 @@ def largest_region_mass(amap: np.ndarray, level: float) -> float:
 
 
 @cache
-def _inferno() -> np.ndarray:
+def _inferno() -> NDArray[np.float64]:
     """matplotlib's 'inferno' colour table (256 RGB rows), shipped as data so scoring needs no matplotlib."""
     return np.array(json.loads(resources.files(__package__).joinpath("inferno.json").read_text()))
 
 
-def overlay(image: np.ndarray, amap: np.ndarray, level: float, regions: list[dict[str, Any]],
-            defect: bool) -> np.ndarray:
+def overlay(image: NDArray[np.floating[Any]], amap: NDArray[np.floating[Any]], level: float, regions: list[dict[str, Any]],
+            defect: bool) -> NDArray[np.uint8]:
     """uint8 RGB: the image in gray, the map in colour where it rises above half the region level,
     and the regions boxed (red for a defect verdict, yellow otherwise)."""
     gray = image.mean(axis=2) if image.shape[2] > 1 else image[:, :, 0]
@@ -86,7 +87,7 @@ def overlay(image: np.ndarray, amap: np.ndarray, level: float, regions: list[dic
     return np.asarray(out)
 
 
-def save_png(path: str | Path, rgb: np.ndarray) -> Path:
+def save_png(path: str | Path, rgb: NDArray[np.uint8]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(path)

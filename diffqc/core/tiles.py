@@ -10,6 +10,7 @@ inference service stitch with these weights.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 Window = tuple[int, int, int, int]  # y0, x0, h, w
 
@@ -35,7 +36,7 @@ def tile_windows(h: int, w: int, tile: int, overlap: int) -> list[Window]:
     ]
 
 
-def _ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+def _ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> NDArray[np.float32]:
     r = np.ones(n, dtype=np.float32)
     m = min(overlap, n // 2)
     if m > 0:
@@ -48,9 +49,10 @@ def _ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
     return r
 
 
-def window_weight(win: Window, full: tuple[int, int], overlap: int) -> np.ndarray:
+def window_weight(win: Window, full: tuple[int, int], overlap: int) -> NDArray[np.float32]:
     """(h, w) float32 stitching weight of window ``win`` inside an image of shape ``full``."""
     y0, x0, h, w = win
     wy = _ramp(h, overlap, y0 > 0, y0 + h < full[0])
     wx = _ramp(w, overlap, x0 > 0, x0 + w < full[1])
-    return wy[:, None] * wx[None, :]
+    weight: NDArray[np.float32] = wy[:, None] * wx[None, :]
+    return weight

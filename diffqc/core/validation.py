@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 T = TypeVar("T")
 Location = tuple[int | str, ...]
@@ -46,13 +47,13 @@ def dotted(location: Location) -> str:
     return text
 
 
-def error_message(error: dict[str, Any]) -> str:
+def error_message(error: ErrorDetails) -> str:
     """The message of one pydantic error: a validator's own ValueError text as written, else pydantic's."""
     if error.get("type") in ("value_error", "assertion_error"):
         cause = (error.get("ctx") or {}).get("error")
         if cause is not None and str(cause):
             return str(cause)
-    return error["msg"]
+    return str(error["msg"])
 
 
 def render_errors(exc: ValidationError, where: str, location: Callable[[Location], str] = dotted) -> str:

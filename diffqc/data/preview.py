@@ -19,7 +19,7 @@ from diffqc.data.mvtec import Sample, list_samples
 _RED = np.array([255, 40, 40], dtype=np.uint8)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: the fixed bitmap font
@@ -32,8 +32,8 @@ def _tile(sample: Sample, tile: int) -> Image.Image:
     pic = Image.fromarray(np.round(rgb * 255).astype(np.uint8)).resize((tile, tile), Image.Resampling.BILINEAR)
     if sample.mask_path is None:
         return pic
-    mask = Image.fromarray(read_mask(sample.mask_path).astype(np.uint8) * 255).resize((tile, tile))
-    mask = np.asarray(mask) > 127
+    mask_pic = Image.fromarray(read_mask(sample.mask_path).astype(np.uint8) * 255).resize((tile, tile))
+    mask = np.asarray(mask_pic) > 127
     ring = ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask, iterations=1)
     arr = np.array(pic)
     arr[ring] = _RED

@@ -58,9 +58,9 @@ def blob(rng: np.random.Generator, size: Size, cy: float, cx: float, radius: flo
     return np.clip(radius * np.maximum(rad, 0.3) - r + 0.5, 0, 1)
 
 
-def wander(rng: np.random.Generator, start: tuple[float, float], angle: float, length: float,
+def wander(rng: np.random.Generator, start: np.ndarray, angle: float, length: float,
            bend: float = 0.15, step: float = 4.0) -> np.ndarray:
-    """Points (y, x) of a gently curving path: a scratch or a crack."""
+    """Points (y, x) of a gently curving path from ``start`` (an array (y, x)): a scratch or a crack."""
     n = max(2, int(length / step) + 1)
     turns = np.cumsum(rng.normal(0, bend, n - 1))
     angles = angle + turns

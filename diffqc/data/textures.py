@@ -143,7 +143,7 @@ def build_texture_benchmark(
     if n_train < 1 or n_test_good < 0 or n_test_defect < 0:
         raise ValueError("need n_train >= 1 and non-negative test counts")
     rng = np.random.default_rng(np.random.SeedSequence([seed, sum(map(ord, name))]))
-    parts = regions(photo.shape)
+    parts = regions((photo.shape[0], photo.shape[1]))  # load_photo gives H x W
     others = [load_photo(t) for t in TEXTURES if t != name]
     types = list(DEFECTS)
     tick = progress or (lambda _n: None)
@@ -167,7 +167,7 @@ def build_texture_benchmark(
             defect = types[i % len(types)]
             img = pick("test")
             other = others[int(rng.integers(len(others)))]
-            foreign_patch = _crop(other, (0, 0, *other.shape), crop, rng)
+            foreign_patch = _crop(other, (0, 0, other.shape[0], other.shape[1]), crop, rng)
             changed, mask = inject(defect, img, rng, foreign_patch)
             write_sample(out, "test", defect, f"{i // len(types):03d}", changed, mask)
             tick(1)

@@ -32,8 +32,9 @@ def raw_components(
     residual = (x - recon).abs().mean(dim=1, keepdim=True)
     structural = 1 - ssim_map(x, recon, cfg.ssim_sigma)
     c = x.shape[1]
-    gx, gy = sobel(torch.cat([x, recon], dim=1))
-    gx, rx, gy, ry = *gx.split(c, dim=1), *gy.split(c, dim=1)
+    gx_both, gy_both = sobel(torch.cat([x, recon], dim=1))
+    gx, rx = gx_both.split(c, dim=1)
+    gy, ry = gy_both.split(c, dim=1)
     gradient = ((gx - rx) ** 2 + (gy - ry) ** 2).mean(dim=1, keepdim=True).sqrt()
     statistics = good.raw_map(x, window)
     raw = torch.cat([residual, structural, gradient, statistics], dim=1)

@@ -25,8 +25,12 @@ CONSISTENCY_TIME_SCALE = 10.0
 
 
 class Denoiser(nn.Module):
+    acp: torch.Tensor  # buffer registered when ``cfg.consistency``: cumulative alphas (float32)
+
     def __init__(self, cfg: ModelConfig):
-        from diffusers import UNet2DModel  # lazy: importing diffusers costs seconds (CLI start-up)
+        # Lazy: importing diffusers costs seconds (CLI start-up). Imported from its defining module:
+        # ``diffusers/__init__`` shows type checkers the torch-less dummy class, not this one.
+        from diffusers.models.unets.unet_2d import UNet2DModel
 
         super().__init__()
         self.cfg = cfg
@@ -106,12 +110,13 @@ def coordinate_grid(y0: int, x0: int, h: int, w: int, full_h: int, full_w: int) 
 
 def build_denoiser(cfg: ModelConfig) -> Denoiser:
     model = Denoiser(cfg)
-    return model.to(memory_format=torch.channels_last)
+    # torch's stub for Module.to lacks the memory_format keyword that it accepts at run time.
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def alphas_cumprod(cfg: ModelConfig) -> torch.Tensor:
     """The DDPM noise schedule's cumulative alphas (float64 for exact DDIM arithmetic)."""
-    from diffusers import DDPMScheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # see Denoiser.__init__
 
     sched = DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,

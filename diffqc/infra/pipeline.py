@@ -56,6 +56,13 @@ class LocalPipeline:
         self.line_protocol_file = Path(self.line_protocol_file or self.root / "scores.lp")
 
     @property
+    def db_url(self) -> str:
+        """The metadata database URL: ``database_url``, or the SQLite default that __post_init__ sets."""
+        if self.database_url is None:
+            raise InfraError("LocalPipeline.database_url is unset: __post_init__ did not run")
+        return self.database_url
+
+    @property
     def scores_to(self) -> str:
         """Where the scoring service writes score points (for the user)."""
         if "DIFFQC_INFLUX_URL" in self.env:
@@ -83,7 +90,7 @@ class LocalPipeline:
         self.env = {
             "DIFFQC_DATA_DIR": str(self.root),
             "DIFFQC_BLOB_ROOT": str(self.root / "blobs"),
-            "DIFFQC_DATABASE_URL": self.database_url,
+            "DIFFQC_DATABASE_URL": self.db_url,
             "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": servers[KAFKA].address,
             "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",  # tansu answers a group join after half of it
             "DIFFQC_TRITON_GRPC_URL": servers[TRITON].address,
@@ -106,7 +113,7 @@ class LocalPipeline:
         """Register every product the newest model version serves, with its spec and threshold."""
         from diffqc.serving.register import register_version  # loads the detector: the detector extra
 
-        engine = make_engine(self.database_url)
+        engine = make_engine(self.db_url)
         try:
             self.image_sizes.update(register_version(self.model_repository / MODEL_NAME / self.newest_version(),
                                                      engine))

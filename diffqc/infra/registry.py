@@ -261,6 +261,8 @@ class RegistryServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if not isinstance(host, str):  # an AF_INET socket reports its host as str; typeshed allows bytes
+            raise TypeError(f"the registry's socket reports host {host!r}, not a str")
         return f"http://{host}:{port}"
 
 

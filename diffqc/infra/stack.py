@@ -7,9 +7,11 @@ are written to ``<data_dir>/infra/state.json``; ``down`` stops exactly those PID
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from diffqc.infra.errors import InfraError
 from diffqc.infra.kafka import broker_is_ready, kafka_broker
 from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess, pid_alive, stop_pid
@@ -42,8 +44,8 @@ class ServerStatus:
     detail: str
 
 
-_HEALTH = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready, TRITON: server_is_ready,
-           REGISTRY: registry_is_ready}
+_HEALTH: dict[str, Callable[[str], bool]] = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready,
+                                              TRITON: server_is_ready, REGISTRY: registry_is_ready}
 
 
 class LocalStack:
@@ -94,6 +96,8 @@ class LocalStack:
             for name, (server, address, probe) in wanted.items():
                 server.start()
                 started.append(server)
+                if server.pid is None:  # start() sets it
+                    raise InfraError(f"{server.name} started but has no PID")
                 servers[name] = RunningServer(name=name, pid=server.pid, address=address, log=str(server.log_path),
                                               binary=server.argv[0], probe=probe)
         except BaseException:

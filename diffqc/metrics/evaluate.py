@@ -35,7 +35,7 @@ def evaluate_scores(
     result["fpr_at_recall_98pct"] = fpr_at_recall(scores, labels, 0.98)
 
     full_masks = _complete_masks(labels, maps, masks)
-    if full_masks is not None:
+    if maps is not None and full_masks is not None:  # full_masks is None whenever maps is
         result["pixel_auroc"] = pixel_auroc(maps, full_masks)
         result["pro"] = pro_score(maps, full_masks, max_fpr=0.3)
     return result

@@ -19,7 +19,7 @@ class DependencyUnavailable(RuntimeError):
     """
 
 
-def wait_for(name: str, address: str, check: Callable[[], None], timeout_s: float) -> None:
+def wait_for(name: str, address: str, check: Callable[[], object], timeout_s: float) -> None:
     """Call ``check`` (which raises while ``name`` is unreachable) with backoff until it passes.
 
     Raises DependencyUnavailable naming the dependency, its address and the last error once

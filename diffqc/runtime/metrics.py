@@ -60,6 +60,12 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(_timed_stream(handler.stream_stream, method), *codecs)
 
 
+def _status(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The status a handler set (``set_code`` or ``abort``), else ``default``."""
+    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]  # grpcio >= 1.38; not in typeshed
+    return code or default
+
+
 def _record(method: str, code: grpc.StatusCode, started: float) -> None:
     GRPC_CALLS.labels(method=method, code=code.name).inc()
     GRPC_SECONDS.labels(method=method).observe(time.perf_counter() - started)
@@ -71,10 +77,10 @@ def _timed(behavior: Callable, method: str) -> Callable:
         code = grpc.StatusCode.UNKNOWN  # what gRPC reports for an exception without a code
         try:
             response = behavior(request, context)
-            code = context.code() or grpc.StatusCode.OK  # a handler may set_code() and return
+            code = _status(context, grpc.StatusCode.OK)  # a handler may set_code() and return
             return response
         except Exception:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # context.abort() sets it, then raises
+            code = _status(context, grpc.StatusCode.UNKNOWN)  # context.abort() sets it, then raises
             raise
         finally:
             _record(method, code, started)
@@ -88,12 +94,12 @@ def _timed_stream(behavior: Callable, method: str) -> Callable:
         code = grpc.StatusCode.UNKNOWN
         try:
             yield from behavior(request, context)
-            code = context.code() or grpc.StatusCode.OK
+            code = _status(context, grpc.StatusCode.OK)
         except GeneratorExit:  # gRPC closes the generator when the client cancels
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = _status(context, grpc.StatusCode.UNKNOWN)
             raise
         finally:
             _record(method, code, started)

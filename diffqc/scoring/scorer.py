@@ -136,7 +136,8 @@ class Scorer:
         components = {name: float(v) for name, v in result.component_scores.items()}
         components["process"] = float(deviation.value or 0.0)
         amap = self._anomaly_map(result)
-        box = map_geometry(amap.shape, (frame.shape.height, frame.shape.width))
+        map_h, map_w = amap.shape  # (H, W): _anomaly_map checked it is 2-D
+        box = map_geometry((map_h, map_w), (frame.shape.height, frame.shape.width))
         regions = content_regions(amap, box, model.region_level) if defect else []
         png = heatmap_png(amap, box, model.region_level, regions, defect, self._overlay_image(result))
         heatmap = self.blobs.put(png, PNG)

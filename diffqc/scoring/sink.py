@@ -56,8 +56,9 @@ class InfluxScoreSink:
 
     def write(self, point: Point) -> None:
         try:
+            # influxdb-client annotates write_precision as WritePrecision, but its values (NS) are str.
             self.api.write(bucket=self.settings.bucket, org=self.settings.org, record=point,
-                           write_precision=WritePrecision.NS)
+                           write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except ApiException as exc:
             if exc.status in (401, 403, 408, 429) or (exc.status or 500) >= 500:
                 raise DependencyUnavailable(f"InfluxDB at {self.settings.url}: HTTP {exc.status} {exc.reason}"

@@ -29,6 +29,8 @@ def _decode_products(raw: np.ndarray) -> list[str]:
 
 
 class TritonPythonModel:
+    catalog: ProductCatalog | None  # set by initialize, dropped by finalize
+
     def initialize(self, args: dict) -> None:
         import torch
 
@@ -45,9 +47,15 @@ class TritonPythonModel:
                 "diffqc_detector instance on GPU %s: the detector does not run on CUDA yet, it computes on the CPU",
                 args.get("model_instance_device_id"))
 
+    def _loaded_catalog(self) -> ProductCatalog:
+        if self.catalog is None:
+            raise RuntimeError("the diffqc_detector model was finalized: it has no product catalog")
+        return self.catalog
+
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb_utils
 
+        catalog = self._loaded_catalog()
         responses: list = [None] * len(requests)
         groups: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
         for index, request in enumerate(requests):
@@ -56,7 +64,7 @@ class TritonPythonModel:
                 products = set(_decode_products(pb_utils.get_input_tensor_by_name(request, "PRODUCT").as_numpy()))
                 if len(products) != 1:
                     raise DetectorError(f"one request must carry one product type; got {sorted(products)}")
-                detector, product = self.catalog.resolve(products.pop())
+                detector, product = catalog.resolve(products.pop())
                 groups[(id(detector), product, images.shape[1:])].append((index, images))
             except DetectorError as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
@@ -74,7 +82,7 @@ class TritonPythonModel:
         return responses
 
     def _answer(self, pb_utils, responses: list, product: str, members: list[tuple[int, np.ndarray]]) -> None:
-        detector = self.catalog.resolve(product).detector
+        detector = self._loaded_catalog().resolve(product).detector
         result = detector.predict(np.concatenate([m[1] for m in members]), product)
         start = 0
         for index, images in members:

@@ -79,9 +79,9 @@ class ChartPoint(NamedTuple):
 @dataclass
 class LotCount:
     lot: str
+    last_time: datetime
     inspected: int = 0
     defective: int = 0
-    last_time: datetime | None = None
     last_index: int = -1
     closed: bool = False
 
@@ -165,9 +165,9 @@ class SpcChart:
             self._baseline = []
 
     def _judge(self, monitored: list[tuple[int, Observation]]) -> list[SpcSignal]:
-        if not monitored:
-            return []
         limits = self.limits
+        if not monitored or limits is None:  # only points judged against limits are monitored
+            return []
         z = np.concatenate((self._tail_z, limits.standardize([row.score for _, row in monitored])))
         offset = self._tail_z.size
         fired_at: dict[str, set[int]] = {}
@@ -181,12 +181,12 @@ class SpcChart:
                                          limits.center_line, limits.ucl, limits.lcl, row.time, index, row.lot,
                                          row.inspection_id))
         last = len(monitored) - 1
-        for rule_id, fired in fired_at.items():  # a rule is active while it fires on every new point
-            if last not in fired:
+        for rule_id, positions in fired_at.items():  # a rule is active while it fires on every new point
+            if last not in positions:
                 self._active.pop(rule_id, None)
                 continue
             start = last
-            while start - 1 in fired:
+            while start - 1 in positions:
                 start -= 1
             if start > 0 or rule_id not in self._active:  # else the streak goes on from an earlier batch
                 index, row = monitored[start]
@@ -206,11 +206,11 @@ class SpcChart:
             return signals
         lot = self.lots.get(row.lot)
         if lot is None:
-            lot = self.lots[row.lot] = LotCount(row.lot)
+            lot = self.lots[row.lot] = LotCount(row.lot, row.time)
             while len(self.lots) > self.settings.history_size:
                 self.lots.popitem(last=False)
         lot.inspected += 1
-        lot.defective += row.verdict  # a bool once checked
+        lot.defective += is_defect(row.verdict)
         lot.last_time, lot.last_index = row.time, index
         return signals
 

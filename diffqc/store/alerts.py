@@ -24,7 +24,7 @@ def record_alert(session: Session, body: dict, line_stop: bool) -> bool:
 
     ``line_stop``: the alert's severity asks for a line stop (the request is then pending). The caller commits.
     """
-    stmt = dialect_insert(session, Alert.__table__).values(
+    stmt = dialect_insert(session, Alert).values(
         id=body["alert_id"], inspection_id=body.get("inspection_id"), line_id=body["line_id"],
         severity=body["severity"], payload=body, delivery_state=DeliveryState.PENDING, attempts=0,
         line_stop_state=LineStop.PENDING.value if line_stop else None,
@@ -48,7 +48,7 @@ def claim_next_due(session: Session, now: datetime) -> Alert | None:
 
 def count_undelivered(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Alert).where(
-        Alert.delivery_state == DeliveryState.PENDING))
+        Alert.delivery_state == DeliveryState.PENDING)) or 0
 
 
 class BadPageToken(ValueError):

@@ -3,17 +3,17 @@ in production and SQLite embedded, and both spell it the same way in SQLAlchemy.
 
 from __future__ import annotations
 
-from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from diffqc.store.models import Base
 
-def dialect_insert(session: Session, table: Table):
-    """An INSERT of ``table`` that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``model``'s table that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"idempotent writes are implemented for PostgreSQL and SQLite, not {dialect}")
-    return insert(table)
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise NotImplementedError(f"idempotent writes are implemented for PostgreSQL and SQLite, not {dialect}")

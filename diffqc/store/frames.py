@@ -19,7 +19,7 @@ from diffqc.core import clock
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import Camera, Line, Plant, Station
 from diffqc.store.models import Frame as FrameRow
-from diffqc.v1.common_pb2 import BlobRef, Shape
+from diffqc.v1.common_pb2 import BlobRef, Priority, Shape
 from diffqc.v1.frame_pb2 import Frame
 
 
@@ -40,15 +40,14 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
     if not image.uri or not image.sha256:
         raise ValueError(f"record_frame: frame {frame.frame_id!r} has no stored image (uri and sha256)")
     received = clock.to_datetime(frame.ingest_time) if frame.HasField("ingest_time") else clock.now()
-    table = FrameRow.__table__
-    stmt = dialect_insert(session, table).values(
+    stmt = dialect_insert(session, FrameRow).values(
         id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
         camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
         lot=frame.lot or None, captured_at=clock.to_datetime(frame.capture_time),
         process_parameters=dict(frame.process_parameters), image_uri=image.uri, image_sha256=image.sha256,
         height=frame.shape.height, width=frame.shape.width, channels=frame.shape.channels,
         priority=int(frame.priority), received_at=received,
-    ).on_conflict_do_nothing(index_elements=[table.c.id]).returning(table.c.id)
+    ).on_conflict_do_nothing(index_elements=["id"]).returning(FrameRow.id)
     return session.execute(stmt).first() is not None
 
 
@@ -68,7 +67,8 @@ def frame_from_row(row: FrameRow) -> Frame:
         camera_id=row.camera_id, product_type=row.product_type, work_order=row.work_order or "",
         lot=row.lot or "", process_parameters={k: float(v) for k, v in (row.process_parameters or {}).items()},
         image=BlobRef(uri=row.image_uri, sha256=row.image_sha256),
-        shape=Shape(height=row.height, width=row.width, channels=row.channels), priority=row.priority,
+        shape=Shape(height=row.height, width=row.width, channels=row.channels),
+        priority=Priority.Name(row.priority),
         capture_time=clock.to_timestamp(row.captured_at), ingest_time=clock.to_timestamp(row.received_at),
     )
 
@@ -86,6 +86,4 @@ def ensure_equipment(session: Session, plant_id: str, line_id: str, station_id: 
         (Camera, {"id": camera_id, "station_id": station_id}),
     ]
     for model, values in rows:  # parents first: the foreign keys hold at every step
-        table = model.__table__
-        session.execute(dialect_insert(session, table).values(**values)
-                        .on_conflict_do_nothing(index_elements=[table.c.id]))
+        session.execute(dialect_insert(session, model).values(**values).on_conflict_do_nothing(index_elements=["id"]))

@@ -66,7 +66,7 @@ def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
     call), without ever overwriting what ingestion recorded.
     """
     captured = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or clock.now()
-    stmt = dialect_insert(session, Frame.__table__).values(
+    stmt = dialect_insert(session, Frame).values(
         id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
         camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
         lot=frame.lot or None, captured_at=captured, process_parameters=dict(frame.process_parameters),
@@ -91,7 +91,7 @@ def record_inspection(session: Session, *, id: str, frame_id: str, model_version
     id or same frame id), and the row returned is the one in the database, so a caller that lost
     a race reports what the winner stored. The caller commits.
     """
-    stmt = dialect_insert(session, Inspection.__table__).values(
+    stmt = dialect_insert(session, Inspection).values(
         id=id, frame_id=frame_id, model_version=model_version, component_scores=dict(component_scores),
         score=float(score), threshold=float(threshold), verdict=verdict, heatmap_uri=heatmap_uri,
         regions=list(regions or []), latency_ms=float(latency_ms), inspected_at=inspected_at or clock.now(),

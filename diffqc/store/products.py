@@ -53,12 +53,14 @@ def register_product(
     name = _check_name(name)
     spec = _check_preprocessing(name, preprocessing)
     ranges = _check_ranges(name, nominal_ranges or {})
-    table = ProductType.__table__
-    insert = dialect_insert(session, table).values(name=name, preprocessing=spec, nominal_ranges=ranges)
+    insert = dialect_insert(session, ProductType).values(name=name, preprocessing=spec, nominal_ranges=ranges)
     session.execute(insert.on_conflict_do_update(
-        index_elements=[table.c.name], set_={"preprocessing": spec, "nominal_ranges": ranges}
+        index_elements=["name"], set_={"preprocessing": spec, "nominal_ranges": ranges}
     ))
-    return session.get(ProductType, name, populate_existing=True)
+    row = session.get(ProductType, name, populate_existing=True)
+    if row is None:  # the upsert above wrote it in this transaction
+        raise RuntimeError(f"product type {name!r} is missing right after it was registered")
+    return row
 
 
 def find_product_type(session: Session, name: str) -> ProductType | None:
