@@ -41,7 +41,6 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
@@ -49,6 +48,7 @@ from diffqc.data.synth import generate_product
 from diffqc.detector import Detector
 from diffqc.detector.reconstruct import window_noise
 from diffqc.detector.unet import coordinate_grid
+from diffqc.progress import track
 
 MODEL = Path(__file__).resolve().parents[1] / "diffqc/detector/default_models/pcb"
 BASE_THREADS = 2
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> None:
     # First calls (timed: set-up and compilation), then accuracy on all images against the default.
     acc: dict[tuple[str, int], tuple[float, float, int, int]] = {}
     ref: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for v in tqdm(vs, desc="first calls + accuracy", unit="variant"):
+    for v in track(vs, "first calls + accuracy", unit="variants"):
         try:
             with time_limit(args.compile_timeout if v.compiles else None), v.active(detector):
                 for k in ks:
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> None:
     cases = [(v, stage, k, b) for v in vs_ok for stage in STAGES for k in (ks if stage == "predict" else [None])
              for b in batches]
     times: dict[tuple, list[float]] = defaultdict(list)
-    for rep in tqdm(range(args.warmup + args.repeats), desc="timing (interleaved)", unit="rep"):
+    for rep in track(range(args.warmup + args.repeats), "timing (interleaved)", unit="reps"):
         random.shuffle(cases)
         for v, stage, k, b in cases:
             with v.active(detector):

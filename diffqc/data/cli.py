@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,9 +18,12 @@ from diffqc.data.textures import TEXTURES, build_texture_benchmark
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console(stderr=True)
 
-OutOpt = typer.Option(..., "--out", help="Folder to write into: one MVTec AD data set per subfolder.")
-PreviewOpt = typer.Option(None, "--preview", help="Contact-sheet PNG (default: <out>/preview.png).")
-SeedOpt = typer.Option(0, "--seed", help="Random seed: the same seed gives the same images.")
+OutDir = Annotated[Path, typer.Option("--out", help="Folder to write into: one MVTec AD data set per subfolder.")]
+Preview = Annotated[Path | None, typer.Option("--preview", help="Contact-sheet PNG (default: <out>/preview.png).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same images.")]
+# generate_product and build_texture_benchmark: (name, root, n_train, n_test_good, n_test_defect,
+# size, seed, progress) -> the data set's folder.
+Builder = Callable[[str, Path, int, int, int, int, int, Callable[[int], None]], Path]
 
 
 def _names(csv: str, known, what: str) -> list[str]:
@@ -58,53 +62,58 @@ def _finish(paths: list[Path], out: Path, preview: Path | None) -> None:
     console.print(f"preview: {sheet}")
 
 
+def _build_all(build: Builder, names: list[str], out: Path, n_train: int, n_test_good: int, n_test_defect: int,
+               size: int, seed: int, preview: Path | None) -> None:
+    """One data set per name, each with its progress bar, then the contact sheet of them all."""
+    with _clear_errors(), _progress() as task:
+        paths = [build(n, out, n_train, n_test_good, n_test_defect, size, seed,
+                       task(n, n_train + n_test_good + n_test_defect)) for n in names]
+        _finish(paths, out, preview)
+
+
 @app.command()
 def synth(
-    out: Path = OutOpt,
-    products: str = typer.Option(",".join(PRODUCTS), "--products", help="Comma-separated product names."),
-    n_train: int = typer.Option(100, "--n-train", min=1, help="Good training images per product."),
-    n_test_good: int = typer.Option(30, "--n-test-good", min=0, help="Good test images per product."),
-    n_test_defect: int = typer.Option(40, "--n-test-defect", min=0,
-                                      help="Defective test images per product (cycling through defect types)."),
-    size: int = typer.Option(256, "--size", min=64, help="Image size in pixels (square)."),
-    seed: int = SeedOpt,
-    preview: Path | None = PreviewOpt,
+    out: OutDir,
+    products: Annotated[str, typer.Option("--products", help="Comma-separated product names.")] = ",".join(PRODUCTS),
+    n_train: Annotated[int, typer.Option("--n-train", min=1, help="Good training images per product.")] = 100,
+    n_test_good: Annotated[int, typer.Option("--n-test-good", min=0, help="Good test images per product.")] = 30,
+    n_test_defect: Annotated[int, typer.Option(
+        "--n-test-defect", min=0, help="Defective test images per product (cycling through defect types).")] = 40,
+    size: Annotated[int, typer.Option("--size", min=64, help="Image size in pixels (square).")] = 256,
+    seed: Seed = 0,
+    preview: Preview = None,
 ) -> None:
     """Procedural product surfaces with defect masks."""
-    names = _names(products, list(PRODUCTS), "product")
-    with _clear_errors(), _progress() as task:
-        paths = [generate_product(n, out, n_train, n_test_good, n_test_defect, size, seed,
-                                  task(n, n_train + n_test_good + n_test_defect)) for n in names]
-        _finish(paths, out, preview)
+    _build_all(generate_product, _names(products, list(PRODUCTS), "product"), out, n_train, n_test_good,
+               n_test_defect, size, seed, preview)
 
 
 @app.command()
 def textures(
-    out: Path = OutOpt,
-    names: str = typer.Option(",".join(TEXTURES), "--textures", help="Comma-separated photographs."),
-    n_train: int = typer.Option(200, "--n-train", min=1, help="Training crops per texture."),
-    n_test_good: int = typer.Option(40, "--n-test-good", min=0, help="Good test crops per texture."),
-    n_test_defect: int = typer.Option(60, "--n-test-defect", min=0, help="Defective test crops per texture."),
-    crop: int = typer.Option(128, "--crop", min=32, max=256, help="Crop size in pixels."),
-    seed: int = SeedOpt,
-    preview: Path | None = PreviewOpt,
+    out: OutDir,
+    names: Annotated[str, typer.Option("--textures", help="Comma-separated photographs.")] = ",".join(TEXTURES),
+    n_train: Annotated[int, typer.Option("--n-train", min=1, help="Training crops per texture.")] = 200,
+    n_test_good: Annotated[int, typer.Option("--n-test-good", min=0, help="Good test crops per texture.")] = 40,
+    n_test_defect: Annotated[int, typer.Option(
+        "--n-test-defect", min=0, help="Defective test crops per texture.")] = 60,
+    crop: Annotated[int, typer.Option("--crop", min=32, max=256, help="Crop size in pixels.")] = 128,
+    seed: Seed = 0,
+    preview: Preview = None,
 ) -> None:
     """Real texture photographs (scikit-image brick, grass, gravel) with injected defects."""
-    chosen = _names(names, list(TEXTURES), "texture")
-    with _clear_errors(), _progress() as task:
-        paths = [build_texture_benchmark(n, out, n_train, n_test_good, n_test_defect, crop, seed,
-                                         task(n, n_train + n_test_good + n_test_defect)) for n in chosen]
-        _finish(paths, out, preview)
+    _build_all(build_texture_benchmark, _names(names, list(TEXTURES), "texture"), out, n_train, n_test_good,
+               n_test_defect, crop, seed, preview)
 
 
 @app.command()
 def elpv(
-    out: Path = OutOpt,
-    n_train: int | None = typer.Option(None, "--n-train", min=1,
-                                       help="Good training cells (default: all not held out)."),
-    test_good_fraction: float = typer.Option(0.25, "--test-good-fraction", help="Good cells held out for test."),
-    seed: int = SeedOpt,
-    preview: Path | None = PreviewOpt,
+    out: OutDir,
+    n_train: Annotated[int | None, typer.Option(
+        "--n-train", min=1, help="Good training cells (default: all not held out).")] = None,
+    test_good_fraction: Annotated[float, typer.Option(
+        "--test-good-fraction", help="Good cells held out for test.")] = 0.25,
+    seed: Seed = 0,
+    preview: Preview = None,
 ) -> None:
     """ELPV mono solar cells (pip install elpv-dataset); image labels only. Never commit the output."""
     from diffqc.data.elpv import build_elpv_benchmark

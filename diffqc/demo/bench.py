@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from diffqc.demo.line import production_line
 from diffqc.demo.stream import ingestion_channel, wait_for_inspections
+from diffqc.extras import require_extra
 from diffqc.infra.pipeline import LocalPipeline
 from diffqc.infra.services import PROJECT_ROOT
 from diffqc.preprocess.normalize import decode_image
@@ -93,13 +95,15 @@ def _one_at_a_time(pipeline: LocalPipeline, requests) -> dict[str, float]:
 
 
 def pipeline(
-    frames: int = typer.Option(90, min=10, help="Frames of the sustained-throughput burst"),
-    single: int = typer.Option(30, min=5, help="Frames sent one at a time for the added latency"),
-    repo: Path = typer.Option(PROJECT_ROOT / "model-repository", help="Triton model repository to serve"),
-    seed: int = typer.Option(1, help="Seed of the synthetic line"),
-    database_url: str | None = typer.Option(None, help="Metadata database (default: a SQLite file, as make run)"),
+    frames: Annotated[int, typer.Option(min=10, help="Frames of the sustained-throughput burst")] = 90,
+    single: Annotated[int, typer.Option(min=5, help="Frames sent one at a time for the added latency")] = 30,
+    repo: Annotated[Path, typer.Option(help="Triton model repository to serve")] = PROJECT_ROOT / "model-repository",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic line")] = 1,
+    database_url: Annotated[str | None, typer.Option(
+        help="Metadata database (default: a SQLite file, as make run)")] = None,
 ) -> None:
     """Sustained frames/s of the whole pipeline vs the bare detector, and the latency the platform adds."""
+    require_extra("detector", "diffqc bench pipeline")  # the bare detector runs in this process
     with tempfile.TemporaryDirectory(prefix="diffqc-bench-") as root:
         line = LocalPipeline(Path(root), repo, database_url=database_url)
         try:

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -67,13 +68,14 @@ def _print_results(outcomes: list[Outcome], summary: dict) -> None:
 
 
 def demo(
-    frames: int = typer.Option(200, min=1, help="Camera frames to stream through the pipeline"),
-    defect_rate: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of defective parts"),
-    fps: float = typer.Option(2.0, min=0.0, help="Camera frame rate of the whole line (0: send as fast as possible)"),
-    out: Path = typer.Option(Path("var/demo"), help="Where the report, heatmaps and the score chart go"),
-    repo: Path = typer.Option(PROJECT_ROOT / "model-repository", help="Triton model repository to serve"),
-    seed: int = typer.Option(0, help="Seed of the synthetic line"),
-    summary: Path | None = typer.Option(None, help="Also write the summary as JSON to this file"),
+    frames: Annotated[int, typer.Option(min=1, help="Camera frames to stream through the pipeline")] = 200,
+    defect_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of defective parts")] = 0.1,
+    fps: Annotated[float, typer.Option(
+        min=0.0, help="Camera frame rate of the whole line (0: send as fast as possible)")] = 2.0,
+    out: Annotated[Path, typer.Option(help="Where the report, heatmaps and the score chart go")] = Path("var/demo"),
+    repo: Annotated[Path, typer.Option(help="Triton model repository to serve")] = PROJECT_ROOT / "model-repository",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic line")] = 0,
+    summary: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this file")] = None,
 ) -> None:
     """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""
     console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "

@@ -11,12 +11,13 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
-from tqdm.auto import tqdm
 
 from diffqc.core.errors import DetectorError, ProductError
 from diffqc.data.images import ImageReadError, read_image
 from diffqc.data.mvtec import DatasetError
 from diffqc.detector.config import DetectorConfig, load_overrides
+from diffqc.extras import require_extra
+from diffqc.progress import progress_bar, track
 from diffqc.runtime.dependencies import DependencyUnavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -32,8 +33,10 @@ def _fail(problem: Exception | str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _threads(n: int | None) -> None:
-    import torch  # lazy: `diffqc --help` should not pay for importing torch
+def _start(command: str, n: int | None) -> None:
+    """Before a command runs: the detector extra (one clear line without it), then torch's threads."""
+    require_extra("detector", f"diffqc {command}")
+    import torch  # lazy: `diffqc --help` works without torch (the base install)
 
     if n is not None:
         if n < 1:
@@ -78,9 +81,9 @@ def train(
     threads: Threads = None,
 ) -> None:
     """Train a detector on the good images (train/good) of one or more products and calibrate it."""
+    _start("train", threads)
     from diffqc.detector.fit import product_name, train_detector
 
-    _threads(threads)
     try:
         if product and len(product) != len(data):
             raise DetectorError(f"--product given {len(product)} time(s) for {len(data)} --data folder(s)")
@@ -112,9 +115,9 @@ def distill(
     threads: Threads = None,
 ) -> None:
     """Distill a one-step consistency student from a trained detector and calibrate it."""
+    _start("distill", threads)
     from diffqc.detector.distill import distill_detector
 
-    _threads(threads)
     try:
         data = data or []
         if data and (not product or len(product) != len(data)):
@@ -151,9 +154,9 @@ def onboard(
     threads: Threads = None,
 ) -> None:
     """Onboard a new product type: fine-tune a base model on a few good images and calibrate it."""
+    _start("onboard", threads)
     from diffqc.detector.onboard import onboard_detector
 
-    _threads(threads)
     try:
         if database_url and repo is None:
             raise DetectorError("--database-url registers a staged model version: give --repo too")
@@ -200,17 +203,17 @@ def evaluate(
     threads: Threads = None,
 ) -> None:
     """Image AUROC, pixel AUROC, PRO, F1-max, recall at FPR 3%, FPR at recall 98% and latency."""
+    _start("evaluate", threads)
     from diffqc.data.mvtec import list_samples
     from diffqc.detector.artifact import update_thresholds
     from diffqc.detector.evaluation import evaluate_detector, f1_threshold
 
-    _threads(threads)
     try:
         detector = _load(model)
         prod = _data_product(detector, data, product)
         n = len(list_samples(data, "test"))
-        with tqdm(total=n, desc=f"evaluate {prod}", unit="img") as bar:
-            ev = evaluate_detector(detector, data, prod, steps=steps, progress=bar.update)
+        with progress_bar(f"evaluate {prod}", n, unit="img") as bar:
+            ev = evaluate_detector(detector, data, prod, steps=steps, progress=bar.advance)
     except USER_ERRORS as exc:
         raise _fail(exc) from None
     report = ev.report()
@@ -250,9 +253,9 @@ def detect(
     threads: Threads = None,
 ) -> None:
     """Score images: verdict, score, threshold, component scores, defect regions and a heatmap overlay."""
+    _start("detect", threads)
     from diffqc.core.regions import find_regions, overlay, save_png
 
-    _threads(threads)
     try:
         detector = _load(model)
         prod = detector.resolve_product(product)
@@ -261,7 +264,7 @@ def detect(
         out.mkdir(parents=True, exist_ok=True)
         used: set[str] = set()
         defects = 0
-        for path in tqdm(images, desc="detect", unit="img"):
+        for path in track(images, "detect", unit="img"):
             img = read_image(path)
             t0 = time.perf_counter()
             result = detector.predict(img.transpose(2, 0, 1)[None], prod, steps, names=[str(path)])

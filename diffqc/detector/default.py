@@ -60,16 +60,15 @@ def _measure(det, product: str, data, rebuild: str) -> dict:
 
 def recalibrate(det, product: str) -> None:
     """Map normalization and threshold from good parts the model was not trained on."""
-    from tqdm import tqdm
-
     from diffqc.data.synth import render_sample
     from diffqc.detector.fit import calibrate_product
+    from diffqc.progress import progress_bar
 
     n_norm, n_calib = CALIBRATION_PARTS
     parts = [render_sample(product, "train", TRAIN_PARTS + i, size=(256, 256), seed=0).image
              for i in range(n_norm + n_calib)]
-    with tqdm(total=len(parts), desc=f"recalibrate {product}") as bar:
-        cal = calibrate_product(det, product, parts[:n_norm], parts[n_norm:], bar.update)
+    with progress_bar(f"recalibrate {product}", len(parts)) as bar:
+        cal = calibrate_product(det, product, parts[:n_norm], parts[n_norm:], bar.advance)
     det.metadata["calibration"] = (f"{n_norm} + {n_calib} good parts of the train stream after the {TRAIN_PARTS} "
                                    f"training parts: threshold {cal.threshold:.3f}")
 

@@ -189,14 +189,14 @@ def calibrate_products(detector: Detector, images: Mapping[str, list[np.ndarray]
                        splits: Mapping[str, Split], progress: bool = True,
                        log: Callable[[str], None] = print) -> None:
     """Calibrate every product of ``detector`` on its held-out good images (parts A and B)."""
-    from tqdm.auto import tqdm
+    from diffqc.progress import progress_bar
 
     for p in detector.product_names:
         held = splits[p].held_out
         parts = split_calibration(held)
-        with tqdm(total=len(held), desc=f"calibrate {p}", disable=not progress, leave=False) as bar:
+        with progress_bar(f"calibrate {p}", len(held), enabled=progress, transient=True) as bar:
             cal = calibrate_product(detector, p, [images[p][i] for i in parts.normalization],
-                                    [images[p][i] for i in parts.calibration], bar.update)
+                                    [images[p][i] for i in parts.calibration], bar.advance)
         log(f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
             f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})")
 

@@ -12,11 +12,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from diffqc.detector.augment import CropSampler
 from diffqc.detector.config import DetectorConfig
 from diffqc.detector.unet import Denoiser, alphas_cumprod, build_denoiser, coordinate_grid
+from diffqc.progress import progress_bar
 
 
 class AdaStep(NamedTuple):
@@ -66,24 +66,22 @@ def run_budget(
     check_budget(steps, minutes)
     budget_s = minutes * 60 if minutes is not None else math.inf
     by_time = steps is None
-    bar = tqdm(total=round(budget_s) if by_time else steps, disable=not progress, desc=desc, leave=False,
-               unit="s" if by_time else "step",
-               bar_format="{l_bar}{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
     losses: list[float] = []
-    start = last = time.monotonic()
-    step = 0
-    while True:
-        done = max(step / steps if steps else 0.0, (time.monotonic() - start) / budget_s)
-        if done >= 1.0:
-            break
-        losses.append(step_fn(step, done))
-        step += 1
-        now = time.monotonic()
-        bar.update(1 if steps is not None else round(now - start) - bar.n)
-        if now - last > 1.0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", step=step)
-            last = now
-    bar.close()
+    with progress_bar(desc, round(budget_s) if by_time else steps, unit="s" if by_time else "steps",
+                      enabled=progress, transient=True) as bar:
+        start = last = time.monotonic()
+        step = 0
+        while True:
+            done = max(step / steps if steps else 0.0, (time.monotonic() - start) / budget_s)
+            if done >= 1.0:
+                break
+            losses.append(step_fn(step, done))
+            step += 1
+            now = time.monotonic()
+            bar.advance(1 if steps is not None else round(now - start) - bar.completed)
+            if now - last > 1.0:
+                bar.note(f"loss {np.mean(losses[-50:]):.4f}, step {step}")
+                last = now
     return step, time.monotonic() - start, losses
 
 

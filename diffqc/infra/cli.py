@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlparse
 
 import typer
@@ -30,7 +31,8 @@ def _ports(settings: Settings) -> tuple[int, int]:
 
 @app.command()
 def up(
-    repo: Path = typer.Option(Path("model-repository"), help="Triton model repository (started if it has models)"),
+    repo: Annotated[Path, typer.Option(
+        help="Triton model repository (started if it has models)")] = Path("model-repository"),
 ) -> None:
     """Start the Kafka broker, time-series store, schema registry and Triton (if not running); wait until ready."""
     settings = get_settings()
@@ -74,10 +76,10 @@ triton_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 @triton_app.command()
 def serve(
-    repo: Path = typer.Option(Path("model-repository"), help="Triton model repository"),
-    http_port: int = typer.Option(8000, help="HTTP port (/v2/health/ready)"),
-    grpc_port: int = typer.Option(8001, help="gRPC port (tritonclient)"),
-    metrics_port: int = typer.Option(8002, help="Prometheus metrics port"),
+    repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model-repository"),
+    http_port: Annotated[int, typer.Option(help="HTTP port (/v2/health/ready)")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (tritonclient)")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port")] = 8002,
 ) -> None:
     """Run tritonserver on 127.0.0.1 in the foreground until SIGINT/SIGTERM, then stop it and its stubs."""
     settings = get_settings()

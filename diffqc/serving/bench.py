@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffqc.data.synth import render_sample
-from diffqc.detector.detector import Detector
+from diffqc.extras import require_extra
 from diffqc.infra.ports import free_port
 from diffqc.infra.services import PROJECT_ROOT
 from diffqc.infra.triton import triton_server
@@ -59,10 +60,13 @@ def _measure(path: str, call: Callable[[np.ndarray], object], images: list[np.nd
 
 
 def triton(
-    repo: Path = typer.Option(PROJECT_ROOT / "model-repository", help="Model repository to serve"),
-    images: int = typer.Option(32, help="Images per measurement"),
+    repo: Annotated[Path, typer.Option(help="Model repository to serve")] = PROJECT_ROOT / "model-repository",
+    images: Annotated[int, typer.Option(help="Images per measurement")] = 32,
 ) -> None:
     """Throughput and p50/p95 latency, in-process vs Triton, at concurrency 1 and 8."""
+    require_extra("detector", "diffqc bench triton")
+    from diffqc.detector.detector import Detector
+
     version_dir = repo / MODEL_NAME / str(versions(repo / MODEL_NAME)[-1])
     artifact = sorted((version_dir / "artifacts").iterdir())[0]
     detector = Detector.load(artifact)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from diffqc.core.errors import DetectorError
-from diffqc.detector.detector import Detector
-from diffqc.serving.onnx_export import export_denoiser
+from diffqc.extras import require_extra
 from diffqc.serving.repository import stage_version
 
 console = Console()
@@ -22,15 +22,20 @@ class ExportFormat(StrEnum):
 
 
 def export(
-    model: Path = typer.Option(..., help="Detector artifact directory (from diffqc train)"),
-    repo: Path = typer.Option(Path("model-repository"), help="Triton model repository"),
-    format: ExportFormat = typer.Option(ExportFormat.python, help="onnx: also export the denoiser to ONNX"),
+    model: Annotated[Path, typer.Option(help="Detector artifact directory (from diffqc train)")],
+    repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model-repository"),
+    format: Annotated[ExportFormat, typer.Option(help="onnx: also export the denoiser to ONNX")] = ExportFormat.python,
 ) -> None:
     """Stage MODEL into REPO as the next version of the diffqc_detector model."""
+    if format is ExportFormat.onnx:  # python: staging copies files, no torch
+        require_extra("onnx", "diffqc export --format onnx")
     try:
         version_dir = stage_version(model, repo)
         console.print(f"staged {model} as {version_dir}")
         if format is ExportFormat.onnx:
+            from diffqc.detector.detector import Detector
+            from diffqc.serving.onnx_export import export_denoiser
+
             exported = export_denoiser(Detector.load(model), version_dir / "onnx")
             console.print(f"ONNX denoiser: {exported.path} "
                           f"(max abs difference to torch in onnxruntime: {exported.max_abs_diff:.1e})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from confluent_kafka import Message
@@ -47,7 +48,7 @@ GRPC_ERRORS: ErrorTable = {BadPageToken: grpc.StatusCode.INVALID_ARGUMENT,
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 
-def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, alerts: AvroTopic) -> ConsumeLoop:
+def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, alerts: AvroTopic) -> ConsumeLoop[bytes]:
     """``alerts.topic`` (quality.alert) -> outbox row, committed after the row; undecodable messages go to the
     topic's dead-letter topic (quality.alert.dlq) with the reason."""
     stopping = set(bridge.line_stop_severities) if bridge.line_stop_url else set()
@@ -99,14 +100,14 @@ class SpcFeed:
             if inspection_id in self._seen:
                 self._seen[inspection_id] = []
 
-    def rebuild(self, history: dict[tuple[str, str], list]) -> None:
+    def rebuild(self, history: dict[tuple[str, str], list[tuple[Any, ...]]]) -> None:
         """Charts from stored verdicts ((line, product) -> rows in order), before any live verdict: a
         restarted bridge carries on its charts instead of fixing new limits from whatever comes next."""
         with self.lock:
             for (line_id, product_type), rows in history.items():
                 self.monitor.rebuild(line_id, product_type, [Observation(*row) for row in rows])
                 for row in rows[-self.remember:]:
-                    self._remember(row[-1], [])
+                    self._remember(str(row[-1]), [])
 
     def state(self, line_id: str, product_type: str) -> list[bridge_pb2.SpcState]:
         with self.lock:
@@ -157,7 +158,8 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServiceServicer):
     def __init__(self, engine: Engine, spc: SpcFeed):
         self.engine, self.spc = engine, spc
 
-    def GetSpcState(self, request: bridge_pb2.GetSpcStateRequest, context: grpc.ServicerContext):
+    def GetSpcState(self, request: bridge_pb2.GetSpcStateRequest,
+                    context: grpc.ServicerContext) -> bridge_pb2.GetSpcStateResponse:
         if not request.line_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "line_id is required")
         return bridge_pb2.GetSpcStateResponse(states=self.spc.state(request.line_id, request.product_type))

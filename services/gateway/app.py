@@ -5,10 +5,11 @@ import hmac
 import io
 import json
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Response, Security, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
@@ -35,8 +36,9 @@ STATIC = Path(__file__).parent / "static"
 MAX_RECENT = 500
 WAIT_POLL_S = 0.1
 
-_ERRORS = {status: {"model": Problem} for status in (400, 404, 422, 503)}
-_WRITE_ERRORS = {status: {"model": Problem} for status in (401, 403, 413, 422, 502, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 422, 503)}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem} for status in (401, 403, 413, 422, 502, 503, 504)}
 
 
 def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: IngestionClient) -> FastAPI:
@@ -45,7 +47,7 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     store = Store(engine)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         ingestion.close()
 
@@ -208,6 +210,6 @@ def _blob(blobs: BlobStore, uri: str, what: str) -> bytes:
 def _media_type(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return Image.MIME.get(image.format, "application/octet-stream")
+            return Image.MIME.get(image.format or "", "application/octet-stream")
     except (UnidentifiedImageError, OSError):
         return "application/octet-stream"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Request
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,7 +20,7 @@ class ApiError(HTTPException):
     """An error answer whose ``detail`` is already the message for the client."""
 
 
-def _problem(error: dict) -> str:
+def _problem(error: Mapping[str, Any]) -> str:
     location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
     name = ".".join(location) or "request"
     if error.get("type") in _MISSING_FIELD_TYPES:
@@ -33,7 +36,8 @@ def too_large(max_upload_bytes: int) -> str:
 
 def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
     @app.middleware("http")
-    async def refuse_oversized(request: Request, call_next):
+    async def refuse_oversized(request: Request,
+                               call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """A declared Content-Length over the limit is refused before any of the body is read. (The
         upload route's own limit counts the bytes of a body that declares none, as they stream in.)"""
         length = request.headers.get("content-length", "")

@@ -48,7 +48,7 @@ class IngestionClient:
     def ingest(self, frame: Frame, image: bytes) -> ingestion_pb2.IngestResponse:
         """The ack of an ACCEPTED or DUPLICATE frame; ApiError for a rejected frame or a failed call."""
         try:
-            ack = self.stub.IngestOne(ingestion_pb2.IngestRequest(frame=frame, image_data=image),
+            ack: ingestion_pb2.IngestResponse = self.stub.IngestOne(ingestion_pb2.IngestRequest(frame=frame, image_data=image),
                                       timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise ApiError(http_status(exc.code()),
@@ -61,11 +61,11 @@ class IngestionClient:
 
     def serving(self) -> bool:
         try:
-            response = health_pb2_grpc.HealthStub(self.channel).Check(
+            response: health_pb2.HealthCheckResponse = health_pb2_grpc.HealthStub(self.channel).Check(
                 health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2)
         except grpc.RpcError:
             return False
-        return response.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def close(self) -> None:
         self.channel.close()

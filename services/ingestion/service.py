@@ -38,12 +38,14 @@ import io
 import logging
 import math
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 from PIL import Image, UnidentifiedImageError
 from prometheus_client import Counter
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import FRAMES
@@ -243,7 +245,10 @@ class Ingestion:
         self._ensure_equipment(frame)
         with db.session(self.engine, write=True) as session:
             if not record_frame(session, frame):  # a concurrent request with this id won
-                return self._duplicate(frame_from_row(get_frame(session, frame.frame_id)))
+                winner = get_frame(session, frame.frame_id)
+                if winner is None:  # recorded by the other request, then deleted before we read it
+                    raise RuntimeError(f"frame {frame.frame_id!r} vanished while it was being recorded")
+                return self._duplicate(frame_from_row(winner))
             self._publish(frame)  # raises before the commit: no row without its event
         FRAMES_INGESTED.labels(outcome="accepted", reason="").inc()
         log.info("frame accepted", extra={"line_id": frame.line_id, "product_type": frame.product_type,
@@ -255,7 +260,7 @@ class Ingestion:
         log.info("duplicate frame id: already ingested, nothing done")
         return IngestResponse(frame_id=stored.frame_id, status=INGEST_STATUS_DUPLICATE, image=stored.image)
 
-    def _check_product(self, session, product_type: str) -> None:
+    def _check_product(self, session: Session, product_type: str) -> None:
         if product_type in self._known_products:
             return
         if find_product_type(session, product_type) is None:
@@ -293,11 +298,12 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
     def __init__(self, ingestion: Ingestion):
         self.ingestion = ingestion
 
-    def Ingest(self, request_iterator, context: grpc.ServicerContext):
+    def Ingest(self, request_iterator: Iterator[IngestRequest],
+               context: grpc.ServicerContext) -> Iterator[IngestResponse]:
         for request in request_iterator:
             yield self._one(request, context)
 
-    def IngestOne(self, request: IngestRequest, context: grpc.ServicerContext):
+    def IngestOne(self, request: IngestRequest, context: grpc.ServicerContext) -> IngestResponse:
         return self._one(request, context)
 
     def _one(self, request: IngestRequest, context: grpc.ServicerContext) -> IngestResponse:
