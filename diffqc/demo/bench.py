@@ -68,7 +68,7 @@ def _stream(pipeline: LocalPipeline, requests) -> float:
     with ingestion_channel(pipeline.address("ingestion")) as channel:
         started = time.perf_counter()
         acks = list(ingestion_pb2_grpc.IngestionServiceStub(channel).Ingest(iter(requests), timeout=600))
-    rows = wait_for_inspections(pipeline.database_url, [a.frame_id for a in acks], 600, console, poll_s=0.05)
+    rows = wait_for_inspections(pipeline.db_url, [a.frame_id for a in acks], 600, console, poll_s=0.05)
     if len(rows) < len(requests):
         raise RuntimeError(f"only {len(rows)} of {len(requests)} frames were inspected")
     return time.perf_counter() - started
@@ -76,7 +76,7 @@ def _stream(pipeline: LocalPipeline, requests) -> float:
 
 def _one_at_a_time(pipeline: LocalPipeline, requests) -> dict[str, float]:
     """frame id -> the inspection's frame -> verdict latency (ms) with nothing queued ahead of it."""
-    engine = make_engine(pipeline.database_url)
+    engine = make_engine(pipeline.db_url)
     latencies = {}
     with ingestion_channel(pipeline.address("ingestion")) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
@@ -126,7 +126,7 @@ def pipeline(
     model_ms = 1000 * np.array([model_s[fid] for fid in latency_ms])
     total_ms = np.array(list(latency_ms.values()))
 
-    store = make_engine(line.database_url).dialect.name
+    store = make_engine(line.db_url).dialect.name
     table = Table(title=f"pipeline vs bare detector: {', '.join(products)}; {len(burst)} frames burst, "
                         f"{len(latency_ms)} one at a time; metadata in {store}")
     table.add_column("figure")

@@ -99,7 +99,7 @@ def _run(mes: MesReceiver, frames: int, defect_rate: float, fps: float, out: Pat
                                run_id=f"demo-{uuid.uuid4().hex[:6]}")
         accepted, parts = ingest_stream(pipeline.address("ingestion"), line, frames, console, fps)
         console.print(f"ingested {len(accepted)}/{frames} frames on {len(products)} lines")
-        inspections = wait_for_inspections(pipeline.database_url, accepted, 120 + 2 * frames, console)
+        inspections = wait_for_inspections(pipeline.db_url, accepted, 120 + 2 * frames, console)
         outcomes = sorted((Outcome(parts[fid], ins) for fid, ins in inspections.items()),
                           key=lambda o: o.part.frame_id)
         figures_ = {"frames_in": len(accepted), **figures(outcomes), "scores_to": pipeline.scores_to}
@@ -110,7 +110,7 @@ def _run(mes: MesReceiver, frames: int, defect_rate: float, fps: float, out: Pat
             _print_results(outcomes, figures_)
             out.mkdir(parents=True, exist_ok=True)
             score_chart(outcomes, out / "scores.png")
-            with Session(engine := make_engine(pipeline.database_url)) as session:
+            with Session(engine := make_engine(pipeline.db_url)) as session:
                 charts = spc_charts(score_history(session), out)
             engine.dispose()
             console.print("SPC signals per line: " + ", ".join(f"{line} {n}" for line, (_, n) in charts.items()))

@@ -100,7 +100,8 @@ def spc_charts(history: dict[tuple[str, str], list[tuple]], out: Path) -> dict[s
 
 def _showcase(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Every frame judged defective or missed, and a few good parts of each product."""
-    shown, good_seen = [], {}
+    shown: list[Outcome] = []
+    good_seen: dict[str, int] = {}
     for o in outcomes:
         if o.kind == "good":
             good_seen[o.part.product_type] = good_seen.get(o.part.product_type, 0) + 1

@@ -145,7 +145,8 @@ def load_pretrained(model: EfficientNetLite0) -> EfficientNetLite0:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for a damaged pickle/zip
-        raise ArtifactError(f"{path}: cannot read the backbone weights ({exc.__class__.__name__}: {exc}); "
+        first = (str(exc).splitlines() or [""])[0]
+        raise ArtifactError(f"{path}: cannot read the backbone weights ({exc.__class__.__name__}: {first}); "
                             f"reinstall {PACKAGE}") from None
     source = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
     target = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]

@@ -159,13 +159,15 @@ def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSet
             splits[product] = split_holdout(len(images[product]), tc.holdout_fraction, tc.min_holdout, rng)
         except ValueError as exc:
             raise TrainingDataError(f"training folder {Path(root) / 'train' / 'good'}: {exc}") from None
+    if reference is None:
+        raise TrainingDataError("no training folders given")
     return TrainingSets(paths, images, splits, reference[1])
 
 
 def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]]) -> CropSampler:
     """Random augmented crops of the training images, labelled by product index (config order)."""
     tc = cfg.train
-    aug = Augment(tc.crop_size, tc.hflip, tc.vflip, tc.rot90, tc.brightness, tc.contrast, cfg.model.coord_channels,
+    aug = Augment(tc.crop_size, bool(tc.hflip), bool(tc.vflip), bool(tc.rot90), tc.brightness, tc.contrast, cfg.model.coord_channels,
                   bool(tc.ada))
     return CropSampler({i: train_sets[p] for i, p in enumerate(train_sets)}, aug, np.random.default_rng(tc.seed + 1))
 
@@ -285,7 +287,8 @@ def train_detector(
     for p in data:
         pixel = cfg.map.normalization == "pixel"
         good = GoodStatistics.fit(train_sets[p], PIXEL if pixel else PATCH, cfg.map.std_smooth, tc.seed)
-        states[p] = ProductState(good, image_size=train_sets[p][0].shape[:2] if pixel else None)
+        h, w = train_sets[p][0].shape[:2]
+        states[p] = ProductState(good, image_size=(h, w) if pixel else None)
     detector = Detector(cfg, result.model, states)
     started = time.monotonic()
     calibrate_products(detector, images, splits, progress, log)

@@ -119,7 +119,10 @@ class OverfitProbe:
                  seed: int, n: int = 32):
         rng = np.random.default_rng(seed + 2)  # its own stream: probing does not change the training crops
         c, coords = sampler.aug.crop, sampler.aug.coords
-        xs, grids, labels = ([], []), ([], []), []  # (training, held-out) crops and their coordinates
+        # (training, held-out) crops and their coordinates
+        xs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        grids: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        labels = []
         for _ in range(n):
             label = sampler.labels[rng.integers(len(sampler.labels))]
             train = sampler.images[label][rng.integers(len(sampler.images[label]))]
@@ -197,7 +200,7 @@ def train_denoiser(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema_update(ema, model, warmup_decay(tc.ema_decay, step))
-        if adaptive and step and step % tc.ada_interval == 0:
+        if probe is not None and adaptive and step and step % tc.ada_interval == 0:
             gap = probe.gap(model)
             sampler.p = float(np.clip(sampler.p + tc.ada_speed * np.sign(gap - tc.ada_target), 0.0, 1.0))
             history.append(AdaStep(step, sampler.p, gap))

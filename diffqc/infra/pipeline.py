@@ -111,7 +111,7 @@ class LocalPipeline:
 
     def register_models(self) -> list[str]:
         """Register every product the newest model version serves, with its spec and threshold."""
-        from diffqc.serving.register import register_version  # loads the detector: the detector extra
+        from diffqc.serving.register import register_version
 
         engine = make_engine(self.db_url)
         try:

@@ -72,7 +72,7 @@ def triton(
     detector = Detector.load(artifact)
     product = detector.product_names[0]
     size = detector.products[product].image_size or (256, 256)
-    batch = [render_sample(product, "bench", i, size=tuple(size)).image.transpose(2, 0, 1)[None].astype(np.float32)
+    batch = [render_sample(product, "bench", i, size=(size[0], size[1])).image.transpose(2, 0, 1)[None].astype(np.float32)
              for i in range(images)]
     console.print(f"{images} images of {product!r} at {size[1]}x{size[0]}, one per request; model {artifact}")
     with tempfile.TemporaryDirectory() as work:
