@@ -122,8 +122,10 @@ def variants(args: argparse.Namespace) -> list[Variant]:
     if args.compile:
         out.append(Variant("torch.compile", wrap=compiled(), compiles=True))
     if args.more_compile:
-        out += [Variant("torch.compile max-autotune", wrap=compiled("max-autotune-no-cudagraphs"), compiles=True),
-                Variant("torch.compile + bf16 UNet", wrap=compiled(inner=Bf16UNet), compiles=True)]
+        out += [
+            Variant("torch.compile max-autotune", wrap=compiled("max-autotune-no-cudagraphs"), compiles=True),
+            Variant("torch.compile + bf16 UNet", wrap=compiled(inner=Bf16UNet), compiles=True),
+        ]
     return out
 
 
@@ -185,8 +187,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
     ap.add_argument("--images", type=int, default=10, help="good and as many defective images for accuracy")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variant")
-    ap.add_argument("--more-compile", action="store_true",
-                    help="add torch.compile max-autotune-no-cudagraphs and compile + bf16 UNet (minutes each)")
+    ap.add_argument(
+        "--more-compile",
+        action="store_true",
+        help="add torch.compile max-autotune-no-cudagraphs and compile + bf16 UNet (minutes each)",
+    )
     ap.add_argument("--compile-timeout", type=int, default=300, help="seconds before a compile variant is dropped")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
@@ -223,7 +228,8 @@ def run(args: argparse.Namespace) -> None:
                     base_map, base_score = ref.setdefault(k, (amap, score))
                     verdicts, base_verdicts = detector.verdicts(score), detector.verdicts(base_score)
                     acc[v.name, k] = (
-                        float(np.abs(score - base_score).max()), float(np.abs(amap - base_map).max()),
+                        float(np.abs(score - base_score).max()),
+                        float(np.abs(amap - base_map).max()),
                         sum(a != b for a, b in zip(verdicts, base_verdicts, strict=True)),
                         sum((a == "defect") == bool(y) for a, y in zip(verdicts, labels, strict=True)),
                     )
@@ -232,8 +238,13 @@ def run(args: argparse.Namespace) -> None:
     vs_ok = [v for v in vs if not v.failed]
 
     # Timing: interleaved repetitions of every case, in a new random order each time.
-    cases = [(v, stage, k, b) for v in vs_ok for stage in STAGES for k in (ks if stage == "predict" else [None])
-             for b in batches]
+    cases = [
+        (v, stage, k, b)
+        for v in vs_ok
+        for stage in STAGES
+        for k in (ks if stage == "predict" else [None])
+        for b in batches
+    ]
     times: dict[tuple, list[float]] = defaultdict(list)
     for rep in track(range(args.warmup + args.repeats), "timing (interleaved)", unit="reps"):
         random.shuffle(cases)
@@ -244,16 +255,20 @@ def run(args: argparse.Namespace) -> None:
                 times[v.name, stage, k, b].append(seconds * 1000 / b)
     med = {key: statistics.median(ts) for key, ts in times.items()}
     report(vs, med, acc, ks, batches, len(x))
-    print(f"\n{len(x)} test images, {args.repeats} timed repeats (median), torch {torch.__version__}, "
-          f"threshold {detector.threshold():.3f}; total run time {time.perf_counter() - start:.0f} s")
+    print(
+        f"\n{len(x)} test images, {args.repeats} timed repeats (median), torch {torch.__version__}, "
+        f"threshold {detector.threshold():.3f}; total run time {time.perf_counter() - start:.0f} s"
+    )
 
 
 def report(vs: list[Variant], med: dict, acc: dict, ks: list[int], batches: list[int], n: int) -> None:
     """One markdown table (speed-up against the fp32 default of the same stage and k at batch 1),
     then the first-call overhead of every variant and the failures."""
     base = vs[0].name
-    print("\n| variant | stage | k | batch | threads | ms/image (median) | images/s | speed-up vs fp32 b=1 "
-          "| score max-abs-diff | map max-abs-diff | verdict changes | verdicts correct |")
+    print(
+        "\n| variant | stage | k | batch | threads | ms/image (median) | images/s | speed-up vs fp32 b=1 "
+        "| score max-abs-diff | map max-abs-diff | verdict changes | verdicts correct |"
+    )
     print("|" + " --- |" * 12)
     for v in vs:
         if v.failed:
@@ -262,8 +277,16 @@ def report(vs: list[Variant], med: dict, acc: dict, ks: list[int], batches: list
             for k in ks if stage == "predict" else [None]:
                 for b in batches:
                     ms = med[v.name, stage, k, b]
-                    row = [v.name, stage, k or "—", b, v.threads, f"{ms:.1f}", f"{1000 / ms:.1f}",
-                           f"{med[base, stage, k, 1] / ms:.2f}x"]
+                    row = [
+                        v.name,
+                        stage,
+                        k or "—",
+                        b,
+                        v.threads,
+                        f"{ms:.1f}",
+                        f"{1000 / ms:.1f}",
+                        f"{med[base, stage, k, 1] / ms:.2f}x",
+                    ]
                     if stage == "predict":  # accuracy was measured in batches of 8, once per k
                         ds, dm, flips, correct = acc[v.name, k]
                         row += [f"{ds:.2g}", f"{dm:.2g}", f"{flips}/{n}", f"{correct}/{n}"]

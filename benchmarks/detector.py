@@ -62,8 +62,9 @@ def _metrics(scores, labels, maps, masks) -> dict:
     from diffqc.metrics import evaluate_scores
 
     m = evaluate_scores(np.asarray(scores), labels, maps, masks)
-    return {k: m[k] for k in ("image_auroc", "pixel_auroc", "pro", "recall_at_fpr_3pct", "f1_max",
-                              "fpr_at_recall_98pct")}
+    return {
+        k: m[k] for k in ("image_auroc", "pixel_auroc", "pro", "recall_at_fpr_3pct", "f1_max", "fpr_at_recall_98pct")
+    }
 
 
 def _latency(det, product: str, image: np.ndarray, steps: int, repeats: int = 5) -> float:
@@ -91,8 +92,14 @@ def run_one(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     root = build(name, args.data_dir)
     t0 = time.monotonic()
-    det = train_detector(root, DetectorConfig(), minutes=args.minutes, seed=args.seed, progress=not args.quiet,
-                         log=lambda m: eprint(f"[{name}] {m}"))
+    det = train_detector(
+        root,
+        DetectorConfig(),
+        minutes=args.minutes,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=lambda m: eprint(f"[{name}] {m}"),
+    )
     train_s = time.monotonic() - t0
     det.save(args.out / "models" / name)
     product = det.product_names[0]
@@ -131,8 +138,7 @@ def run_one(name: str, args) -> dict:
         rows[key] = _metrics(abl_scores[key], labels, abl_maps[key] if pixel else None, masks)
 
     # The one-step fast path: same model, k = 1.
-    k1 = [float(det.predict(read_image(s.path).transpose(2, 0, 1)[None], product, steps=1).score[0])
-          for s in samples]
+    k1 = [float(det.predict(read_image(s.path).transpose(2, 0, 1)[None], product, steps=1).score[0]) for s in samples]
     rows["diffqc detector"]["image_auroc_k1"] = _metrics(k1, labels, None, None)["image_auroc"]
 
     goods = load_good_images(root).images
@@ -151,11 +157,20 @@ def run_one(name: str, args) -> dict:
         size_note = f"{img.shape[1]}x{img.shape[0]}"
     latency = {f"k{k}": _latency(det, product, img, k) for k in (1, 5)}
     return {
-        "dataset": name, "group": "procedural" if name in PROCEDURAL else "texture" if name in TEXTURES else "elpv",
-        "rows": rows, "latency_ms": latency, "latency_size": size_note, "steps_default": det.cfg.recon.steps,
-        "train_steps": det.metadata["training"]["steps"], "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
-        "aligned": det.cfg.train.aligned, "normalization": det.cfg.map.normalization,
-        "n_test": len(samples), "n_defect": int(labels.sum()), "pixel_masks": pixel,
+        "dataset": name,
+        "group": "procedural" if name in PROCEDURAL else "texture" if name in TEXTURES else "elpv",
+        "rows": rows,
+        "latency_ms": latency,
+        "latency_size": size_note,
+        "steps_default": det.cfg.recon.steps,
+        "train_steps": det.metadata["training"]["steps"],
+        "train_s": round(train_s, 1),
+        "eval_s": round(eval_s, 1),
+        "aligned": det.cfg.train.aligned,
+        "normalization": det.cfg.map.normalization,
+        "n_test": len(samples),
+        "n_defect": int(labels.sum()),
+        "pixel_masks": pixel,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": args.threads,
     }
@@ -171,8 +186,14 @@ def run_tiling(args) -> dict:
     from diffqc.detector import Detector
 
     torch.set_num_threads(args.threads)
-    model = next((args.out / "models" / n for n in ("woven_fabric", "brushed_metal", *TEXTURES)
-                  if (args.out / "models" / n / "metadata.json").is_file()), None)
+    model = next(
+        (
+            args.out / "models" / n
+            for n in ("woven_fabric", "brushed_metal", *TEXTURES)
+            if (args.out / "models" / n / "metadata.json").is_file()
+        ),
+        None,
+    )
     if model is None:
         return {"skipped": "no non-aligned model trained in this run (woven_fabric, brushed_metal or a texture)"}
     det = Detector.load(model)
@@ -185,10 +206,19 @@ def run_tiling(args) -> dict:
     amap = det.predict(x, product, steps=1).anomaly_map
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"model": model.name, "frame": f"4096x3000x{frame.shape[2]}", "tile": det.cfg.tile.size,
-            "overlap": det.cfg.tile.overlap, "steps": 1, "seconds": round(seconds, 1),
-            "frame_mb": round(frame.nbytes / 2**20, 1), "rss_before_mb": round(rss_before, 1),
-            "peak_rss_mb": round(peak, 1), "map_shape": list(amap.shape), "threads": args.threads}
+    return {
+        "model": model.name,
+        "frame": f"4096x3000x{frame.shape[2]}",
+        "tile": det.cfg.tile.size,
+        "overlap": det.cfg.tile.overlap,
+        "steps": 1,
+        "seconds": round(seconds, 1),
+        "frame_mb": round(frame.nbytes / 2**20, 1),
+        "rss_before_mb": round(rss_before, 1),
+        "peak_rss_mb": round(peak, 1),
+        "map_shape": list(amap.shape),
+        "threads": args.threads,
+    }
 
 
 # -- the parent: one child process per data set, then the table and the chart ---------------------
@@ -207,8 +237,10 @@ def fmt(v, digits=3) -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| data set | method | image AUROC | pixel AUROC | PRO | recall@FPR3% | image AUROC k=1 "
-            "| ms/img k=1 | ms/img k=5 | peak RSS MB |")
+    head = (
+        "| data set | method | image AUROC | pixel AUROC | PRO | recall@FPR3% | image AUROC k=1 "
+        "| ms/img k=1 | ms/img k=5 | peak RSS MB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         for i, (method, m) in enumerate(r["rows"].items()):
@@ -237,18 +269,27 @@ def targets(results: list[dict]) -> list[str]:
     if n:
         pix, _ = mean(PROCEDURAL, "pixel_auroc")
         rec = sum(det[p]["recall_at_fpr_3pct"] >= 0.98 for p in PROCEDURAL if p in det)
-        out.append(f"procedural ({n}/5): mean image AUROC {fmt(img)} (target >= 0.98), mean pixel AUROC "
-                   f"{fmt(pix)} (>= 0.95), recall >= 98% at FPR 3% on {rec} of {n} (target: 4 of 5)")
+        out.append(
+            f"procedural ({n}/5): mean image AUROC {fmt(img)} (target >= 0.98), mean pixel AUROC "
+            f"{fmt(pix)} (>= 0.95), recall >= 98% at FPR 3% on {rec} of {n} (target: 4 of 5)"
+        )
     img, n = mean(TEXTURES, "image_auroc")
     if n:
         out.append(f"textures ({n}/3): mean image AUROC {fmt(img)} (target >= 0.92)")
     if "elpv" in det:
         out.append(f"ELPV mono: image AUROC {fmt(det['elpv']['image_auroc'])} (target >= 0.80)")
-    beaten = [n for n, r in by.items()
-              if all(det[n]["image_auroc"] > r["rows"][ref]["image_auroc"]
-                     for ref in ("median-filter residual", "per-pixel Gaussian"))]
-    out.append(f"beats both references (image AUROC) on {len(beaten)} of {len(by)} data sets"
-               + (f"; not on {sorted(set(by) - set(beaten))}" if len(beaten) < len(by) else ""))
+    beaten = [
+        n
+        for n, r in by.items()
+        if all(
+            det[n]["image_auroc"] > r["rows"][ref]["image_auroc"]
+            for ref in ("median-filter residual", "per-pixel Gaussian")
+        )
+    ]
+    out.append(
+        f"beats both references (image AUROC) on {len(beaten)} of {len(by)} data sets"
+        + (f"; not on {sorted(set(by) - set(beaten))}" if len(beaten) < len(by) else "")
+    )
     return out
 
 
@@ -258,8 +299,13 @@ def chart(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = ["diffqc detector", "diffusion evidence only", "good-image statistics only",
-               "per-pixel Gaussian", "median-filter residual"]
+    methods = [
+        "diffqc detector",
+        "diffusion evidence only",
+        "good-image statistics only",
+        "per-pixel Gaussian",
+        "median-filter residual",
+    ]
     colours = ["#c0392b", "#e67e22", "#7f8c8d", "#2980b9", "#95a5a6"]
     names = [r["dataset"] for r in results]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
@@ -283,8 +329,9 @@ def chart(results: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per data set (default 5)")
     p.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated subset of {','.join(DATASETS)}")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -310,40 +357,70 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown data set(s) {unknown}; choose from {','.join(DATASETS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    common = ["--minutes", str(args.minutes), "--threads", str(args.threads), "--seed", str(args.seed),
-              "--out", str(args.out), "--data-dir", str(args.data_dir)] + (["--quiet"] if args.quiet else [])
+    common = [
+        "--minutes",
+        str(args.minutes),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(args.out),
+        "--data-dir",
+        str(args.data_dir),
+    ] + (["--quiet"] if args.quiet else [])
     results, failed = [], []
     started = time.monotonic()
     for name in names:
-        eprint(f"== {name}: training {args.minutes:g} min on {args.threads} thread(s) "
-               f"({time.monotonic() - started:.0f} s elapsed)")
+        eprint(
+            f"== {name}: training {args.minutes:g} min on {args.threads} thread(s) "
+            f"({time.monotonic() - started:.0f} s elapsed)"
+        )
         r = _child(["--one", name, *common])
         if r is None:
             failed.append(name)
             continue
         results.append(r)
         det = r["rows"]["diffqc detector"]
-        eprint(f"== {name}: image AUROC {fmt(det['image_auroc'])}, pixel AUROC {fmt(det['pixel_auroc'])} "
-               f"({r['train_steps']} steps, eval {r['eval_s']:.0f} s)")
+        eprint(
+            f"== {name}: image AUROC {fmt(det['image_auroc'])}, pixel AUROC {fmt(det['pixel_auroc'])} "
+            f"({r['train_steps']} steps, eval {r['eval_s']:.0f} s)"
+        )
     tiling = None if args.no_tiling else _child(["--tiling-only", *common])
     total_s = time.monotonic() - started
 
-    summary = {"minutes_per_dataset": args.minutes, "threads": args.threads, "seed": args.seed,
-               "total_seconds": round(total_s), "results": results, "tiling": tiling, "failed": failed,
-               "cpu": os.cpu_count()}
+    summary = {
+        "minutes_per_dataset": args.minutes,
+        "threads": args.threads,
+        "seed": args.seed,
+        "total_seconds": round(total_s),
+        "results": results,
+        "tiling": tiling,
+        "failed": failed,
+        "cpu": os.cpu_count(),
+    }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = table(results) if results else "(no results)"
     goals = targets(results) if results else []
     tile_line = ""
     if tiling and "skipped" not in tiling:
-        tile_line = (f"tiled {tiling['frame']} frame ({tiling['frame_mb']} MB as float32) with the {tiling['model']} "
-                     f"model, tile {tiling['tile']}, overlap {tiling['overlap']}, k=1: {tiling['seconds']} s, "
-                     f"peak RSS {tiling['peak_rss_mb']:.0f} MB (before the call: {tiling['rss_before_mb']:.0f} MB)")
+        tile_line = (
+            f"tiled {tiling['frame']} frame ({tiling['frame_mb']} MB as float32) with the {tiling['model']} "
+            f"model, tile {tiling['tile']}, overlap {tiling['overlap']}, k=1: {tiling['seconds']} s, "
+            f"peak RSS {tiling['peak_rss_mb']:.0f} MB (before the call: {tiling['rss_before_mb']:.0f} MB)"
+        )
     elif tiling:
         tile_line = f"tiling check skipped: {tiling['skipped']}"
-    report = "\n".join([text, "", *goals, *([tile_line] if tile_line else []),
-                        f"total {total_s / 60:.1f} min, {args.minutes:g} min training per data set, "
-                        f"{args.threads} threads" + (f"; FAILED: {failed}" if failed else "")])
+    report = "\n".join(
+        [
+            text,
+            "",
+            *goals,
+            *([tile_line] if tile_line else []),
+            f"total {total_s / 60:.1f} min, {args.minutes:g} min training per data set, "
+            f"{args.threads} threads" + (f"; FAILED: {failed}" if failed else ""),
+        ]
+    )
     (args.out / "table.md").write_text(report + "\n")
     if results:
         chart(results, args.out / "detector_benchmark.png")

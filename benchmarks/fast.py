@@ -64,8 +64,7 @@ def _evaluate(det, root: Path) -> dict:
     from diffqc.detector.evaluation import evaluate_detector
 
     ev = evaluate_detector(det, root)
-    return {k: ev.metrics.get(k) for k in ("image_auroc", "pixel_auroc", "pro", "recall_at_fpr_3pct",
-                                           "latency_ms_p50")}
+    return {k: ev.metrics.get(k) for k in ("image_auroc", "pixel_auroc", "pro", "recall_at_fpr_3pct", "latency_ms_p50")}
 
 
 def _with_steps(det, k: int):
@@ -107,27 +106,42 @@ def run_distill(name: str, args) -> dict:
     if (shipped / "metadata.json").is_file() and not args.train_teachers:
         teacher, source = Detector.load(shipped), "shipped default model"
     else:
-        teacher = train_detector(root, DetectorConfig(), minutes=args.teacher_minutes, seed=args.seed,
-                                 progress=not args.quiet, log=log)
+        teacher = train_detector(
+            root, DetectorConfig(), minutes=args.teacher_minutes, seed=args.seed, progress=not args.quiet, log=log
+        )
         source = f"trained {args.teacher_minutes:g} min"
     product = teacher.product_names[0]
     sets = load_training_sets({product: root}, teacher.cfg.train)
-    variants = {f"teacher k={TEACHER_STEPS}": _with_steps(teacher, TEACHER_STEPS),
-                "teacher k=1": _with_steps(teacher, 1)}
+    variants = {
+        f"teacher k={TEACHER_STEPS}": _with_steps(teacher, TEACHER_STEPS),
+        "teacher k=1": _with_steps(teacher, 1),
+    }
     for det in variants.values():
         calibrate_products(det, sets.images, sets.splits, progress=False, log=log)
     t0 = time.monotonic()
-    variants["student (1 step)"] = distill_detector(teacher, {product: root}, minutes=args.distill_minutes,
-                                                    intervals=TEACHER_STEPS, progress=not args.quiet, log=log)
+    variants["student (1 step)"] = distill_detector(
+        teacher,
+        {product: root},
+        minutes=args.distill_minutes,
+        intervals=TEACHER_STEPS,
+        progress=not args.quiet,
+        log=log,
+    )
     distill_s = time.monotonic() - t0
     rows = {k: _evaluate(d, root) for k, d in variants.items()}
     image = read_image(list_samples(root, "test")[0].path)
     side = _interleaved_ms(variants, image, product)
     for k in rows:
         rows[k]["interleaved_ms"] = side[k]
-    return {"part": "distill", "dataset": name, "teacher": source, "rows": rows,
-            "distill_steps": variants["student (1 step)"].metadata["training"]["steps"],
-            "distill_s": round(distill_s, 1), "image": "x".join(map(str, image.shape[1::-1]))}
+    return {
+        "part": "distill",
+        "dataset": name,
+        "teacher": source,
+        "rows": rows,
+        "distill_steps": variants["student (1 step)"].metadata["training"]["steps"],
+        "distill_s": round(distill_s, 1),
+        "image": "x".join(map(str, image.shape[1::-1])),
+    }
 
 
 def run_ada(name: str, args) -> dict:
@@ -138,15 +152,28 @@ def run_ada(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     root = subset(build(name, args.data_dir), ADA_IMAGES, args.data_dir / "subsets")
     rows = {}
-    arms = {"without ADA": {"ada": False}, "with ADA": {"ada": True},
-            FORCED: {"ada": True, "ada_target": -1.0}}  # the gap is always above -1: p climbs to 1 and stays
+    arms = {
+        "without ADA": {"ada": False},
+        "with ADA": {"ada": True},
+        FORCED: {"ada": True, "ada_target": -1.0},
+    }  # the gap is always above -1: p climbs to 1 and stays
     for label, train in arms.items():
         cfg = DetectorConfig().with_overrides({"train": train})
-        det = train_detector(root, cfg, minutes=args.ada_minutes, seed=args.seed, progress=not args.quiet,
-                             log=lambda m, label=label: eprint(f"[ada {name}, {label}] {m}"))
+        det = train_detector(
+            root,
+            cfg,
+            minutes=args.ada_minutes,
+            seed=args.seed,
+            progress=not args.quiet,
+            log=lambda m, label=label: eprint(f"[ada {name}, {label}] {m}"),
+        )
         training = det.metadata["training"]
-        rows[label] = {**_evaluate(det, root), "steps": training["steps"], "gap": training["overfitting_gap"],
-                       "ada": training.get("ada")}
+        rows[label] = {
+            **_evaluate(det, root),
+            "steps": training["steps"],
+            "gap": training["overfitting_gap"],
+            "ada": training.get("ada"),
+        }
     return {"part": "ada", "dataset": name, "images": ADA_IMAGES, "rows": rows}
 
 
@@ -163,22 +190,49 @@ def run_onboard(name: str, args) -> dict:
     channels = {p: read_image(list_samples(r, "test")[0].path).shape[2] for p, r in roots.items()}
     others = [p for p in PROCEDURAL if p != name and channels[p] == channels[name]]  # one network, one channel count
     t0 = time.monotonic()
-    base = train_detector({p: roots[p] for p in others}, DetectorConfig(), minutes=args.base_minutes,
-                          seed=args.seed, progress=not args.quiet, log=lambda m: eprint(f"[base for {name}] {m}"))
+    base = train_detector(
+        {p: roots[p] for p in others},
+        DetectorConfig(),
+        minutes=args.base_minutes,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=lambda m: eprint(f"[base for {name}] {m}"),
+    )
     base_s = time.monotonic() - t0
     root = subset(roots[name], ONBOARD_IMAGES, args.data_dir / "subsets")
     t0 = time.monotonic()
-    onboarded = onboard_detector(base, root, minutes=args.onboard_minutes, seed=args.seed, progress=not args.quiet,
-                                 log=lambda m: eprint(f"[onboard {name}] {m}"))
+    onboarded = onboard_detector(
+        base,
+        root,
+        minutes=args.onboard_minutes,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=lambda m: eprint(f"[onboard {name}] {m}"),
+    )
     onboard_s = time.monotonic() - t0
     t0 = time.monotonic()
-    scratch = train_detector(root, DetectorConfig(), minutes=args.onboard_minutes, seed=args.seed,
-                             progress=not args.quiet, log=lambda m: eprint(f"[scratch {name}] {m}"))
+    scratch = train_detector(
+        root,
+        DetectorConfig(),
+        minutes=args.onboard_minutes,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=lambda m: eprint(f"[scratch {name}] {m}"),
+    )
     scratch_s = time.monotonic() - t0
-    rows = {"onboarded from the base": {**_evaluate(onboarded, root), "minutes": round(onboard_s / 60, 2)},
-            "from scratch, same budget": {**_evaluate(scratch, root), "minutes": round(scratch_s / 60, 2)}}
-    return {"part": "onboard", "dataset": name, "images": ONBOARD_IMAGES, "base_products": others,
-            "base_minutes": round(base_s / 60, 2), "base_steps": base.metadata["training"]["steps"], "rows": rows}
+    rows = {
+        "onboarded from the base": {**_evaluate(onboarded, root), "minutes": round(onboard_s / 60, 2)},
+        "from scratch, same budget": {**_evaluate(scratch, root), "minutes": round(scratch_s / 60, 2)},
+    }
+    return {
+        "part": "onboard",
+        "dataset": name,
+        "images": ONBOARD_IMAGES,
+        "base_products": others,
+        "base_minutes": round(base_s / 60, 2),
+        "base_steps": base.metadata["training"]["steps"],
+        "rows": rows,
+    }
 
 
 PARTS = {"distill": run_distill, "ada": run_ada, "onboard": run_onboard}
@@ -196,39 +250,52 @@ def _child(part: str, name: str, common: list[str]) -> dict | None:
 
 
 def distill_table(results: list[dict]) -> list[str]:
-    lines = ["| data set | model | image AUROC | pixel AUROC | PRO | recall@FPR3% | ms/img (evaluate p50) "
-             "| ms/img (interleaved) | speed-up vs k=5 | AUROC loss vs k=5 |", "|" + "---|" * 10]
+    lines = [
+        "| data set | model | image AUROC | pixel AUROC | PRO | recall@FPR3% | ms/img (evaluate p50) "
+        "| ms/img (interleaved) | speed-up vs k=5 | AUROC loss vs k=5 |",
+        "|" + "---|" * 10,
+    ]
     for r in results:
         ref = r["rows"][f"teacher k={TEACHER_STEPS}"]
         for i, (model, m) in enumerate(r["rows"].items()):
             speed = ref["interleaved_ms"] / m["interleaved_ms"]
             loss = ref["image_auroc"] - m["image_auroc"]
-            lines.append(f"| {r['dataset'] if i == 0 else ''} | {model} | {fmt(m['image_auroc'])} "
-                         f"| {fmt(m['pixel_auroc'])} | {fmt(m['pro'])} | {fmt(m['recall_at_fpr_3pct'])} "
-                         f"| {fmt(m['latency_ms_p50'], 0)} | {fmt(m['interleaved_ms'], 0)} | {speed:.2f}x "
-                         f"| {loss:+.3f} |")
+            lines.append(
+                f"| {r['dataset'] if i == 0 else ''} | {model} | {fmt(m['image_auroc'])} "
+                f"| {fmt(m['pixel_auroc'])} | {fmt(m['pro'])} | {fmt(m['recall_at_fpr_3pct'])} "
+                f"| {fmt(m['latency_ms_p50'], 0)} | {fmt(m['interleaved_ms'], 0)} | {speed:.2f}x "
+                f"| {loss:+.3f} |"
+            )
     return lines
 
 
 def ada_table(results: list[dict]) -> list[str]:
-    lines = ["| data set | training | image AUROC | pixel AUROC | steps | overfitting gap (end) | mean p | final p |",
-             "|" + "---|" * 8]
+    lines = [
+        "| data set | training | image AUROC | pixel AUROC | steps | overfitting gap (end) | mean p | final p |",
+        "|" + "---|" * 8,
+    ]
     for r in results:
         for i, (label, m) in enumerate(r["rows"].items()):
             ada = m.get("ada") or {}
-            lines.append(f"| {r['dataset'] if i == 0 else ''} | {label} | {fmt(m['image_auroc'])} "
-                         f"| {fmt(m['pixel_auroc'])} | {m['steps']} | {fmt(m['gap'])} | {fmt(ada.get('mean_p'), 2)} "
-                         f"| {fmt(ada.get('final_p'), 2)} |")
+            lines.append(
+                f"| {r['dataset'] if i == 0 else ''} | {label} | {fmt(m['image_auroc'])} "
+                f"| {fmt(m['pixel_auroc'])} | {m['steps']} | {fmt(m['gap'])} | {fmt(ada.get('mean_p'), 2)} "
+                f"| {fmt(ada.get('final_p'), 2)} |"
+            )
     return lines
 
 
 def onboard_table(results: list[dict]) -> list[str]:
-    lines = ["| product (10 good images) | model | image AUROC | pixel AUROC | recall@FPR3% | minutes |",
-             "|" + "---|" * 6]
+    lines = [
+        "| product (10 good images) | model | image AUROC | pixel AUROC | recall@FPR3% | minutes |",
+        "|" + "---|" * 6,
+    ]
     for r in results:
         for i, (label, m) in enumerate(r["rows"].items()):
-            lines.append(f"| {r['dataset'] if i == 0 else ''} | {label} | {fmt(m['image_auroc'])} "
-                         f"| {fmt(m['pixel_auroc'])} | {fmt(m['recall_at_fpr_3pct'])} | {m['minutes']:.1f} |")
+            lines.append(
+                f"| {r['dataset'] if i == 0 else ''} | {label} | {fmt(m['image_auroc'])} "
+                f"| {fmt(m['pixel_auroc'])} | {fmt(m['recall_at_fpr_3pct'])} | {m['minutes']:.1f} |"
+            )
     return lines
 
 
@@ -239,19 +306,25 @@ def summary(by_part: dict[str, list[dict]]) -> list[str]:
         speed = ref["interleaved_ms"] / st["interleaved_ms"]
         loss = ref["image_auroc"] - st["image_auroc"]
         ok = speed >= 4 and loss <= 0.01
-        out.append(f"distill {r['dataset']}: student {speed:.1f}x faster than k={TEACHER_STEPS}, image AUROC loss "
-                   f"{loss:+.3f} ({'meets' if ok else 'misses'} >= 4x at <= 0.01); {r['distill_steps']} "
-                   f"distillation steps in {r['distill_s'] / 60:.1f} min; teacher: {r['teacher']}")
+        out.append(
+            f"distill {r['dataset']}: student {speed:.1f}x faster than k={TEACHER_STEPS}, image AUROC loss "
+            f"{loss:+.3f} ({'meets' if ok else 'misses'} >= 4x at <= 0.01); {r['distill_steps']} "
+            f"distillation steps in {r['distill_s'] / 60:.1f} min; teacher: {r['teacher']}"
+        )
     for r in by_part["ada"]:
         off, on = r["rows"]["without ADA"], r["rows"]["with ADA"]
         gain = on["image_auroc"] - off["image_auroc"]
-        out.append(f"ada {r['dataset']} ({r['images']} images): image AUROC gain {gain:+.3f} (target >= 0.03); "
-                   f"overfitting gap at the end {fmt(off['gap'])} without, {fmt(on['gap'])} with")
+        out.append(
+            f"ada {r['dataset']} ({r['images']} images): image AUROC gain {gain:+.3f} (target >= 0.03); "
+            f"overfitting gap at the end {fmt(off['gap'])} without, {fmt(on['gap'])} with"
+        )
     for r in by_part["onboard"]:
         ob, sc = r["rows"]["onboarded from the base"], r["rows"]["from scratch, same budget"]
-        out.append(f"onboard {r['dataset']} ({r['images']} images, base: {', '.join(r['base_products'])}, "
-                   f"{r['base_minutes']:.1f} min): image AUROC {fmt(ob['image_auroc'])} in {ob['minutes']:.1f} min "
-                   f"(target >= 0.95 in <= 10 min); from scratch {fmt(sc['image_auroc'])}")
+        out.append(
+            f"onboard {r['dataset']} ({r['images']} images, base: {', '.join(r['base_products'])}, "
+            f"{r['base_minutes']:.1f} min): image AUROC {fmt(ob['image_auroc'])} in {ob['minutes']:.1f} min "
+            f"(target >= 0.95 in <= 10 min); from scratch {fmt(sc['image_auroc'])}"
+        )
     return out
 
 
@@ -267,8 +340,13 @@ def chart(by_part: dict[str, list[dict]], path: Path) -> None:
         for model, m in r["rows"].items():
             marker = {"student (1 step)": "*", "teacher k=1": "o"}.get(model, "s")
             ax.scatter(m["interleaved_ms"], m["image_auroc"], marker=marker, s=120 if marker == "*" else 50)
-            ax.annotate(f"{r['dataset']}\n{model}", (m["interleaved_ms"], m["image_auroc"]), fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")
+            ax.annotate(
+                f"{r['dataset']}\n{model}",
+                (m["interleaved_ms"], m["image_auroc"]),
+                fontsize=7,
+                xytext=(4, 2),
+                textcoords="offset points",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("ms per image (interleaved, log)")
     ax.set_ylabel("image AUROC")
@@ -303,8 +381,9 @@ def chart(by_part: dict[str, list[dict]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--distill", default=",".join(DATASETS), help="data sets of the distillation part ('' = none)")
     p.add_argument("--ada", default=",".join(DATASETS), help="data sets of the adaptive augmentation part")
     p.add_argument("--onboard", default=",".join(PROCEDURAL), help="procedural product types to onboard")
@@ -334,11 +413,28 @@ def main(argv: list[str] | None = None) -> int:
         if name not in allowed:
             p.error(f"--{part}: unknown data set {name!r}; choose from {','.join(allowed)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    common = ["--threads", str(args.threads), "--seed", str(args.seed), "--out", str(args.out),
-              "--data-dir", str(args.data_dir), "--teacher-minutes", str(args.teacher_minutes),
-              "--distill-minutes", str(args.distill_minutes), "--ada-minutes", str(args.ada_minutes),
-              "--base-minutes", str(args.base_minutes), "--onboard-minutes", str(args.onboard_minutes),
-              *(["--quiet"] if args.quiet else []), *(["--train-teachers"] if args.train_teachers else [])]
+    common = [
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(args.out),
+        "--data-dir",
+        str(args.data_dir),
+        "--teacher-minutes",
+        str(args.teacher_minutes),
+        "--distill-minutes",
+        str(args.distill_minutes),
+        "--ada-minutes",
+        str(args.ada_minutes),
+        "--base-minutes",
+        str(args.base_minutes),
+        "--onboard-minutes",
+        str(args.onboard_minutes),
+        *(["--quiet"] if args.quiet else []),
+        *(["--train-teachers"] if args.train_teachers else []),
+    ]
     by_part: dict[str, list[dict]] = {part: [] for part in PARTS}
     failed = []
     started = time.monotonic()
@@ -350,9 +446,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             by_part[part].append(r)
     total_s = time.monotonic() - started
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "total_seconds": round(total_s), "failed": failed,
-                                                       **by_part}, indent=2) + "\n")
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "total_seconds": round(total_s),
+                "failed": failed,
+                **by_part,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     sections = []
     for part, fn in (("distill", distill_table), ("ada", ada_table), ("onboard", onboard_table)):
         if by_part[part]:

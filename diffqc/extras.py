@@ -31,6 +31,10 @@ def missing_module(extra: str) -> str | None:
 def require_extra(extra: str, command: str) -> None:
     """Exit 1 with one line naming the extra when ``command`` cannot run without it."""
     if missing_module(extra) is not None:
-        Console(stderr=True).print(f"{command} needs the {extra} extra: pip install 'diffqc[{extra}]'",
-                                   highlight=False, soft_wrap=True, markup=False)
+        Console(stderr=True).print(
+            f"{command} needs the {extra} extra: pip install 'diffqc[{extra}]'",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
         raise typer.Exit(1)

@@ -48,8 +48,9 @@ class Bar:
 
 
 @contextmanager
-def progress_bar(description: str, total: float | None = None, *, unit: str = "", enabled: bool = True,
-                 transient: bool = False) -> Iterator[Bar]:
+def progress_bar(
+    description: str, total: float | None = None, *, unit: str = "", enabled: bool = True, transient: bool = False
+) -> Iterator[Bar]:
     """A bar of ``total`` steps (None: unknown) while the block runs. ``enabled=False`` shows nothing;
     ``transient`` removes the bar when the block ends."""
     columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
@@ -60,8 +61,15 @@ def progress_bar(description: str, total: float | None = None, *, unit: str = ""
         yield Bar(progress, progress.add_task(description, total=total, note=""))
 
 
-def track(items: Iterable[T], description: str, total: float | None = None, *, unit: str = "",
-          enabled: bool = True, transient: bool = False) -> Iterator[T]:
+def track(
+    items: Iterable[T],
+    description: str,
+    total: float | None = None,
+    *,
+    unit: str = "",
+    enabled: bool = True,
+    transient: bool = False,
+) -> Iterator[T]:
     """Iterate ``items`` with a bar (``total``: default ``len(items)`` where it has one)."""
     if total is None and isinstance(items, Sized):
         total = len(items)

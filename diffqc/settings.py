@@ -58,9 +58,12 @@ class KafkaSettings(_Group):
     retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles per retry")
     retry_backoff_max_s: float = Field(5.0, gt=0, description="Upper bound of one retry delay")
     fetch_wait_max_ms: int = Field(
-        20, ge=1, le=500, description="Longest a consumer's fetch waits for new messages (librdkafka "
+        20,
+        ge=1,
+        le=500,
+        description="Longest a consumer's fetch waits for new messages (librdkafka "
         "fetch.wait.max.ms): a low value keeps each hop's latency low where the broker holds a fetch for the "
-        "whole wait (tansu: 200 ms per hop at the 500 ms default, 3 ms at 10 ms)"
+        "whole wait (tansu: 200 ms per hop at the 500 ms default, 3 ms at 10 ms)",
     )
 
 
@@ -90,58 +93,68 @@ class ServiceSettings(_Group):
     grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the service's gRPC server (0 = any)")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint")
     grpc_workers: int = Field(8, ge=1, description="Threads serving gRPC calls")
-    shutdown_grace_s: float = Field(
-        20.0, ge=0, description="On SIGTERM, how long in-flight work may take to finish"
-    )
+    shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long in-flight work may take to finish")
     stream_workers: int = Field(
         2, ge=1, description="Consumers per process in the service's Kafka consumer group (frames in flight)"
     )
-    startup_timeout_s: float = Field(
-        30.0, gt=0, description="How long to retry a dependency at start before failing"
-    )
+    startup_timeout_s: float = Field(30.0, gt=0, description="How long to retry a dependency at start before failing")
 
 
 class IngestionSettings(_Group):
     max_image_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, description="Largest encoded image accepted (bytes); the gRPC message limit "
-        "follows it (plus 4 MiB for the metadata)"
+        64 * 1024 * 1024,
+        ge=1,
+        description="Largest encoded image accepted (bytes); the gRPC message limit "
+        "follows it (plus 4 MiB for the metadata)",
     )
     max_pixels: int = Field(
-        64_000_000, ge=1, description="Largest image accepted (width x height, read from the header before "
-        "decoding: the decompression-bomb guard)"
+        64_000_000,
+        ge=1,
+        description="Largest image accepted (width x height, read from the header before "
+        "decoding: the decompression-bomb guard)",
     )
     require_frame_id: bool = Field(
-        False, description="Reject frames without a frame_id instead of assigning a UUID (a re-sent frame "
-        "without one cannot be recognised as a duplicate)"
+        False,
+        description="Reject frames without a frame_id instead of assigning a UUID (a re-sent frame "
+        "without one cannot be recognised as a duplicate)",
     )
     produce_timeout_s: float = Field(
         10.0, gt=0, description="How long a frame's qc.frames.v1 event may take to be acknowledged by the broker"
     )
     topic_partitions: int = Field(
-        4, ge=1, description="Partitions of qc.frames.v1 when ingestion creates it at start (an existing topic "
-        "is left as it is)"
+        4,
+        ge=1,
+        description="Partitions of qc.frames.v1 when ingestion creates it at start (an existing topic "
+        "is left as it is)",
     )
 
 
 class ScoringSettings(_Group):
     process_weight: float = Field(
-        0.1, ge=0, lt=1, description="Weight of the process-context deviation in the fused score "
-        "(the image components share the rest: pixel 0.4, structural 0.3, concentration 0.2)"
+        0.1,
+        ge=0,
+        lt=1,
+        description="Weight of the process-context deviation in the fused score "
+        "(the image components share the rest: pixel 0.4, structural 0.3, concentration 0.2)",
     )
     region_level: float = Field(
-        3.0, gt=0, description="Anomaly-map level outlining a defect region when the model version's "
-        "metrics carry no region_level"
+        3.0,
+        gt=0,
+        description="Anomaly-map level outlining a defect region when the model version's "
+        "metrics carry no region_level",
     )
     line_protocol_file: Path | None = Field(
-        None, description="When set, score points are appended to this file as InfluxDB line protocol "
-        "instead of written to InfluxDB"
+        None,
+        description="When set, score points are appended to this file as InfluxDB line protocol "
+        "instead of written to InfluxDB",
     )
 
 
 class RegistrySettings(_Group):
     url: HttpUrlStr = Field(
-        "http://127.0.0.1:8081", description="Confluent-compatible Schema Registry of the Avro topics (quality.alert); "
-        "`diffqc infra up` runs a small one locally"
+        "http://127.0.0.1:8081",
+        description="Confluent-compatible Schema Registry of the Avro topics (quality.alert); "
+        "`diffqc infra up` runs a small one locally",
     )
     timeout_s: float = Field(10.0, gt=0, description="Timeout of one Schema Registry request")
 
@@ -172,17 +185,17 @@ SpcRuleId = Literal["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nels
 
 class SpcSettings(_Group):
     baseline_size: int = Field(
-        30, ge=2, description="Scores of a line and product type that fix the individuals-chart limits before "
-        "the Nelson rules run (extended while the scores are all equal)"
+        30,
+        ge=2,
+        description="Scores of a line and product type that fix the individuals-chart limits before "
+        "the Nelson rules run (extended while the scores are all equal)",
     )
     rules: list[SpcRuleId] = Field(
         ["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8", "pchart"],
         description="Rules that raise SPC signals, as a JSON list (nelson1..nelson8 on the scores, pchart on the "
-        "defect rate per lot)"
+        "defect rate per lot)",
     )
-    p_baseline_lots: int = Field(
-        5, ge=1, description="Closed lots whose pooled defect rate is the p-chart centre line"
-    )
+    p_baseline_lots: int = Field(5, ge=1, description="Closed lots whose pooled defect rate is the p-chart centre line")
     history_size: int = Field(
         500, ge=15, description="Recent points, signals and lots kept per chart (for the state and the picture)"
     )
@@ -194,13 +207,14 @@ class GatewaySettings(_Group):
     )
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the gateway's HTTP server (REST API, dashboard)")
     api_keys: list[SecretStr] = Field(
-        [], description="API keys accepted on the write endpoints, as a JSON list; with none, every upload is "
-        "refused"
+        [], description="API keys accepted on the write endpoints, as a JSON list; with none, every upload is refused"
     )
     api_key_header: NonEmptyStr = Field("X-API-Key", description="Request header that carries the API key")
     max_upload_bytes: int = Field(
-        65 * 1024 * 1024, ge=1, description="Largest upload request body (image, metadata, multipart framing); "
-        "refused with 413 from its Content-Length before it is read, or once the stream passes it"
+        65 * 1024 * 1024,
+        ge=1,
+        description="Largest upload request body (image, metadata, multipart framing); "
+        "refused with 413 from its Content-Length before it is read, or once the stream passes it",
     )
     ingestion_url: NonEmptyStr = Field(
         "127.0.0.1:50051", description="gRPC address (host:port) of the ingestion service that uploads go to"

@@ -23,13 +23,32 @@ for args in json.loads(sys.argv[1]):
     results.append({"code": r.exit_code, "output": r.output, "exception": type(r.exception).__name__})
 print(json.dumps(results))
 """
-HELP = [[], ["train"], ["distill"], ["onboard"], ["evaluate"], ["detect"], ["export"], ["demo"], ["data", "synth"],
-        ["data", "elpv"], ["infra", "up"], ["triton", "serve"], ["bench", "triton"], ["bench", "pipeline"]]
+HELP = [
+    [],
+    ["train"],
+    ["distill"],
+    ["onboard"],
+    ["evaluate"],
+    ["detect"],
+    ["export"],
+    ["demo"],
+    ["data", "synth"],
+    ["data", "elpv"],
+    ["infra", "up"],
+    ["triton", "serve"],
+    ["bench", "triton"],
+    ["bench", "pipeline"],
+]
 
 
 def _without_torch(*invocations: list[str]) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, json.dumps(invocations)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, json.dumps(invocations)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

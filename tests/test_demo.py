@@ -15,9 +15,24 @@ import pytest
 def test_the_demo_inspects_every_frame_of_a_three_product_line_with_the_shipped_models(local_stack, tmp_path):
     before = {p.pid for p in psutil.process_iter()}
     proc = subprocess.run(
-        [sys.executable, "-m", "diffqc.cli", "demo", "--frames", "12", "--defect-rate", "0.25", "--out", str(tmp_path),
-         "--summary", str(tmp_path / "summary.json")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+        [
+            sys.executable,
+            "-m",
+            "diffqc.cli",
+            "demo",
+            "--frames",
+            "12",
+            "--defect-rate",
+            "0.25",
+            "--out",
+            str(tmp_path),
+            "--summary",
+            str(tmp_path / "summary.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
     )
     out = " ".join(proc.stdout.split())
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -37,7 +52,12 @@ def test_the_demo_inspects_every_frame_of_a_three_product_line_with_the_shipped_
     report = (tmp_path / "report.html").read_text()
     shown = [p.name for p in (tmp_path / "heatmaps").iterdir()]
     assert len(shown) == 3 + 2 * 3 and all(f'src="heatmaps/{name}"' in report for name in shown)
-    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                 if p.pid not in before and any(s in " ".join(p.info["cmdline"] or []) for s in
-                                                ("tansu", "victoria-metrics", "tritonserver", "services."))]
+    leftovers = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if p.pid not in before
+        and any(
+            s in " ".join(p.info["cmdline"] or []) for s in ("tansu", "victoria-metrics", "tritonserver", "services.")
+        )
+    ]
     assert leftovers == []

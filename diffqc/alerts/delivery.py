@@ -38,8 +38,11 @@ from diffqc.store.models import Alert, DeliveryState, LineStop
 
 log = logging.getLogger(__name__)
 
-DELIVERIES = Counter("diffqc_alert_deliveries", "Alert POSTs, by target (mes|line_stop) and outcome "
-                     "(delivered|retry|failed)", ["target", "outcome"])
+DELIVERIES = Counter(
+    "diffqc_alert_deliveries",
+    "Alert POSTs, by target (mes|line_stop) and outcome (delivered|retry|failed)",
+    ["target", "outcome"],
+)
 UNDELIVERED = Gauge("diffqc_alerts_undelivered", "Alerts in the outbox that the MES has not acknowledged")
 RETRIABLE_STATUS = frozenset({408, 429})
 
@@ -77,10 +80,14 @@ class WebhookClient:
 
 def line_stop_body(alert: dict) -> dict:
     return {
-        "alert_id": alert["alert_id"], "plant_id": alert["plant_id"], "line_id": alert["line_id"],
-        "station_id": alert["station_id"], "severity": alert["severity"], "inspection_id": alert["inspection_id"],
+        "alert_id": alert["alert_id"],
+        "plant_id": alert["plant_id"],
+        "line_id": alert["line_id"],
+        "station_id": alert["station_id"],
+        "severity": alert["severity"],
+        "inspection_id": alert["inspection_id"],
         "reason": f"{alert['severity']} defect on {alert['product_type']}: score {alert['score']:.4g} > "
-                  f"threshold {alert['threshold']:.4g}",
+        f"threshold {alert['threshold']:.4g}",
     }
 
 

@@ -29,10 +29,16 @@ class AlertPublisher:
         if verdict.verdict != VERDICT_DEFECT:
             return None
         record = alert_record(verdict)
-        self.publisher.publish(QUALITY_ALERT, record["line_id"].encode(), self.topic.encode(record),
-                               [("frame_id", record["frame_id"].encode()),
-                                ("inspection_id", record["inspection_id"].encode()),
-                                ("alert_id", record["alert_id"].encode())])
+        self.publisher.publish(
+            QUALITY_ALERT,
+            record["line_id"].encode(),
+            self.topic.encode(record),
+            [
+                ("frame_id", record["frame_id"].encode()),
+                ("inspection_id", record["inspection_id"].encode()),
+                ("alert_id", record["alert_id"].encode()),
+            ],
+        )
         return record["alert_id"]
 
     def close(self) -> None:

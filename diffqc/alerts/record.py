@@ -28,18 +28,40 @@ def alert_record(verdict: InspectionVerdict) -> dict:
     if not verdict.inspection_id:
         raise ValueError("the verdict has no inspection_id; an alert needs one for its id")
     frame = verdict.frame
-    regions = [{"bbox": {"x": r.bbox.x, "y": r.bbox.y, "width": r.bbox.width, "height": r.bbox.height},
-                "area_px": r.area_px, "peak_score": r.peak_score} for r in verdict.regions]
+    regions = [
+        {
+            "bbox": {"x": r.bbox.x, "y": r.bbox.y, "width": r.bbox.width, "height": r.bbox.height},
+            "area_px": r.area_px,
+            "peak_score": r.peak_score,
+        }
+        for r in verdict.regions
+    ]
     return {
-        "alert_id": alert_id(verdict.inspection_id), "inspection_id": verdict.inspection_id,
-        "frame_id": frame.frame_id, "plant_id": frame.plant_id, "line_id": frame.line_id,
-        "station_id": frame.station_id, "camera_id": frame.camera_id, "product_type": frame.product_type,
-        "work_order": frame.work_order or None, "lot": frame.lot or None,
+        "alert_id": alert_id(verdict.inspection_id),
+        "inspection_id": verdict.inspection_id,
+        "frame_id": frame.frame_id,
+        "plant_id": frame.plant_id,
+        "line_id": frame.line_id,
+        "station_id": frame.station_id,
+        "camera_id": frame.camera_id,
+        "product_type": frame.product_type,
+        "work_order": frame.work_order or None,
+        "lot": frame.lot or None,
         "detected_at": clock.from_timestamp(verdict.decided_at) or clock.now(),
-        "severity": str(severity(verdict.score, verdict.threshold, sum(r.area_px for r in verdict.regions),
-                                 frame.shape.height * frame.shape.width)),
-        "score": verdict.score, "threshold": verdict.threshold, "model_version": verdict.model.version,
-        "regions": regions, "heatmap_uri": verdict.heatmap.uri or None, "image_uri": frame.image.uri,
+        "severity": str(
+            severity(
+                verdict.score,
+                verdict.threshold,
+                sum(r.area_px for r in verdict.regions),
+                frame.shape.height * frame.shape.width,
+            )
+        ),
+        "score": verdict.score,
+        "threshold": verdict.threshold,
+        "model_version": verdict.model.version,
+        "regions": regions,
+        "heatmap_uri": verdict.heatmap.uri or None,
+        "image_uri": frame.image.uri,
     }
 
 

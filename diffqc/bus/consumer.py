@@ -114,8 +114,9 @@ class ConsumeLoop(Generic[T]):
                         return
                     delay = backoff_delay(attempt, self.kafka.retry_backoff_s, self.kafka.retry_backoff_max_s)
                     MESSAGES.labels(topic=self.topic, outcome="retried").inc()
-                    log.warning("attempt %d failed (%s: %s); retrying in %.2f s", attempt,
-                                exc.__class__.__name__, exc, delay)
+                    log.warning(
+                        "attempt %d failed (%s: %s); retrying in %.2f s", attempt, exc.__class__.__name__, exc, delay
+                    )
                     if stop.wait(delay):
                         raise _Interrupted from exc
                     continue

@@ -37,7 +37,8 @@ class Publisher:
         self.producer.flush(self.timeout_s + 5)  # serves our callback, or another thread's flush does
         if not delivered.wait(5):
             raise DependencyUnavailable(
-                f"the broker did not acknowledge the event on {topic} within {self.timeout_s:g} s")
+                f"the broker did not acknowledge the event on {topic} within {self.timeout_s:g} s"
+            )
         if outcome[0] is not None:
             raise DependencyUnavailable(f"the broker refused the event on {topic}: {outcome[0]}")
 

@@ -82,10 +82,13 @@ def registry_errors(url: str) -> Iterator[None]:
         raise DependencyUnavailable(f"schema registry at {url} unreachable: {exc.__class__.__name__}: {exc}") from None
     except SchemaRegistryError as exc:
         if exc.http_status_code in (408, 429) or exc.http_status_code >= 500:
-            raise DependencyUnavailable(f"schema registry at {url}: HTTP {exc.http_status_code} "
-                                        f"{exc.error_message}") from None
-        raise SchemaRejected(f"schema registry at {url} refused the request (HTTP {exc.http_status_code}, "
-                             f"error {exc.error_code}): {exc.error_message}") from None
+            raise DependencyUnavailable(
+                f"schema registry at {url}: HTTP {exc.http_status_code} {exc.error_message}"
+            ) from None
+        raise SchemaRejected(
+            f"schema registry at {url} refused the request (HTTP {exc.http_status_code}, "
+            f"error {exc.error_code}): {exc.error_message}"
+        ) from None
 
 
 class AvroTopic:

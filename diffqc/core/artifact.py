@@ -14,8 +14,14 @@ from typing import Any
 from diffqc.core.errors import ArtifactError
 
 FORMAT_VERSION = "1.0"
-FILES = ("config.json", "weights.safetensors", "stats.safetensors", "calibration.json", "thresholds.json",
-         "metadata.json")
+FILES = (
+    "config.json",
+    "weights.safetensors",
+    "stats.safetensors",
+    "calibration.json",
+    "thresholds.json",
+    "metadata.json",
+)
 # What the network inside is: a DDIM denoiser, or a one-step consistency student distilled from one.
 KINDS = ("ddim", "consistency")
 
@@ -55,8 +61,11 @@ def artifact_registration(artifact_dir: str | Path, product: str) -> dict[str, A
         thresholds = json.loads((root / "thresholds.json").read_text())[product]
         calibration = json.loads((root / "calibration.json").read_text())[product]
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{root}: no calibration of product {product!r} ({exc.__class__.__name__}: {exc})"
-                         ) from None
-    metrics = {"region_level": float(calibration["region_level"]), "threshold_method": thresholds.get("method"),
-               "target_fpr": thresholds.get("target_fpr"), "calibration_fpr": thresholds.get("calibration_fpr")}
+        raise ValueError(f"{root}: no calibration of product {product!r} ({exc.__class__.__name__}: {exc})") from None
+    metrics = {
+        "region_level": float(calibration["region_level"]),
+        "threshold_method": thresholds.get("method"),
+        "target_fpr": thresholds.get("target_fpr"),
+        "calibration_fpr": thresholds.get("calibration_fpr"),
+    }
     return {"threshold": float(thresholds["threshold"]), "metrics": metrics}

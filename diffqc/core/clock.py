@@ -49,4 +49,3 @@ def duration_from_ms(ms: float) -> Duration:
     d = Duration()
     d.FromNanoseconds(int(round(ms * 1e6)))
     return d
-

@@ -46,13 +46,24 @@ def _concentration(evidence: ImageEvidence) -> float:
 
 
 SCORE_COMPONENTS: tuple[ScoreComponent, ...] = (
-    ScoreComponent("pixel", 0.4, "peak of the fused anomaly map (pixel, gradient and statistics evidence)",
-                   lambda e: float(e.anomaly_map.max())),
+    ScoreComponent(
+        "pixel",
+        0.4,
+        "peak of the fused anomaly map (pixel, gradient and statistics evidence)",
+        lambda e: float(e.anomaly_map.max()),
+    ),
     ScoreComponent("structural", 0.3, "peak of the normalized 1-SSIM map", lambda e: float(e.structural.max())),
-    ScoreComponent("concentration", 0.2,
-                   "log(1 + excess mass) of the largest connected region above the region level", _concentration),
-    ScoreComponent("process", 0.1, "largest deviation of a process parameter from its nominal range, in range "
-                   "widths (diffqc.core.process)"),
+    ScoreComponent(
+        "concentration",
+        0.2,
+        "log(1 + excess mass) of the largest connected region above the region level",
+        _concentration,
+    ),
+    ScoreComponent(
+        "process",
+        0.1,
+        "largest deviation of a process parameter from its nominal range, in range widths (diffqc.core.process)",
+    ),
 )
 COMPONENTS: tuple[str, ...] = tuple(c.name for c in SCORE_COMPONENTS)
 IMAGE_COMPONENTS: tuple[str, ...] = tuple(c.name for c in SCORE_COMPONENTS if c.measure is not None)
@@ -72,8 +83,9 @@ def measure_components(evidence: Sequence[ImageEvidence]) -> NDArray[np.float64]
     return out
 
 
-def fuse_components(raw: NDArray[np.float64], mean: NDArray[np.float64], std: NDArray[np.float64],
-                    weights: Mapping[str, float]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def fuse_components(
+    raw: NDArray[np.float64], mean: NDArray[np.float64], std: NDArray[np.float64], weights: Mapping[str, float]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(z-scores (N, K), fused score (N,)): the weighted mean of the image components' z-scores.
 
     The platform's components are 0 here and carry no weight; scoring adds them on the scale the

@@ -70,8 +70,9 @@ def parameter_deviation(value: float, lo: float, hi: float) -> float:
     return 0.0
 
 
-def process_deviation(parameters: Mapping[str, float], nominal_ranges: Mapping[str, Any] | None,
-                      product: str = "") -> ProcessDeviation:
+def process_deviation(
+    parameters: Mapping[str, float], nominal_ranges: Mapping[str, Any] | None, product: str = ""
+) -> ProcessDeviation:
     """The frame's process deviation against ``nominal_ranges`` ({name: [lo, hi]}); see the module doc."""
     ranges = nominal_ranges or {}
     per: dict[str, float] = {}
@@ -81,9 +82,13 @@ def process_deviation(parameters: Mapping[str, float], nominal_ranges: Mapping[s
         value = float(raw)
         if bounds is None or not math.isfinite(value):
             ignored.append(name)
-            why = ("a non-finite value" if bounds is not None else
-                   "a malformed nominal range (expected [lo, hi] with lo < hi)" if name in ranges else
-                   "no nominal range")
+            why = (
+                "a non-finite value"
+                if bounds is not None
+                else "a malformed nominal range (expected [lo, hi] with lo < hi)"
+                if name in ranges
+                else "no nominal range"
+            )
             _warn_once(product, name, f"process parameter {name!r} of product {product!r} has {why}; ignored")
             continue
         per[name] = parameter_deviation(value, *bounds)

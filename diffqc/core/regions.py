@@ -40,8 +40,12 @@ def find_regions(amap: NDArray[np.floating[Any]], level: float, limit: int = MAX
     centroids = ndimage.center_of_mass(above, labels, idx)
     boxes = ndimage.find_objects(labels)
     regions: list[dict[str, Any]] = [
-        {"bbox": [int(sl[1].start), int(sl[0].start), int(sl[1].stop), int(sl[0].stop)], "area_px": int(a),
-         "peak": round(float(p), 4), "centroid": [round(float(c[1]), 1), round(float(c[0]), 1)]}
+        {
+            "bbox": [int(sl[1].start), int(sl[0].start), int(sl[1].stop), int(sl[0].stop)],
+            "area_px": int(a),
+            "peak": round(float(p), 4),
+            "centroid": [round(float(c[1]), 1), round(float(c[0]), 1)],
+        }
         for sl, a, p, c in zip(boxes, areas, peaks, centroids, strict=True)
         if a >= MIN_AREA_PX or p >= 2 * level
     ]
@@ -66,8 +70,13 @@ def _inferno() -> NDArray[np.float64]:
     return np.array(json.loads(resources.files(__package__).joinpath("inferno.json").read_text()))
 
 
-def overlay(image: NDArray[np.floating[Any]], amap: NDArray[np.floating[Any]], level: float, regions: list[dict[str, Any]],
-            defect: bool) -> NDArray[np.uint8]:
+def overlay(
+    image: NDArray[np.floating[Any]],
+    amap: NDArray[np.floating[Any]],
+    level: float,
+    regions: list[dict[str, Any]],
+    defect: bool,
+) -> NDArray[np.uint8]:
     """uint8 RGB: the image in gray, the map in colour where it rises above half the region level,
     and the regions boxed (red for a defect verdict, yellow otherwise)."""
     gray = image.mean(axis=2) if image.shape[2] > 1 else image[:, :, 0]

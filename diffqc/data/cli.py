@@ -30,18 +30,22 @@ def _names(csv: str, known, what: str) -> list[str]:
     names = [n.strip() for n in csv.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise typer.BadParameter(f"unknown {what} {', '.join(unknown) or '(none given)'}; choose from "
-                                 f"{', '.join(known)}")
+        raise typer.BadParameter(
+            f"unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}"
+        )
     return names
 
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+
         def task(name: str, total: int | None) -> Callable[[int], None]:
             tid = bar.add_task(name, total=total)
             return lambda n: bar.advance(tid, n)
+
         yield task
 
 
@@ -62,12 +66,25 @@ def _finish(paths: list[Path], out: Path, preview: Path | None) -> None:
     console.print(f"preview: {sheet}")
 
 
-def _build_all(build: Builder, names: list[str], out: Path, n_train: int, n_test_good: int, n_test_defect: int,
-               size: int, seed: int, preview: Path | None) -> None:
+def _build_all(
+    build: Builder,
+    names: list[str],
+    out: Path,
+    n_train: int,
+    n_test_good: int,
+    n_test_defect: int,
+    size: int,
+    seed: int,
+    preview: Path | None,
+) -> None:
     """One data set per name, each with its progress bar, then the contact sheet of them all."""
     with _clear_errors(), _progress() as task:
-        paths = [build(n, out, n_train, n_test_good, n_test_defect, size, seed,
-                       task(n, n_train + n_test_good + n_test_defect)) for n in names]
+        paths = [
+            build(
+                n, out, n_train, n_test_good, n_test_defect, size, seed, task(n, n_train + n_test_good + n_test_defect)
+            )
+            for n in names
+        ]
         _finish(paths, out, preview)
 
 
@@ -77,15 +94,28 @@ def synth(
     products: Annotated[str, typer.Option("--products", help="Comma-separated product names.")] = ",".join(PRODUCTS),
     n_train: Annotated[int, typer.Option("--n-train", min=1, help="Good training images per product.")] = 100,
     n_test_good: Annotated[int, typer.Option("--n-test-good", min=0, help="Good test images per product.")] = 30,
-    n_test_defect: Annotated[int, typer.Option(
-        "--n-test-defect", min=0, help="Defective test images per product (cycling through defect types).")] = 40,
+    n_test_defect: Annotated[
+        int,
+        typer.Option(
+            "--n-test-defect", min=0, help="Defective test images per product (cycling through defect types)."
+        ),
+    ] = 40,
     size: Annotated[int, typer.Option("--size", min=64, help="Image size in pixels (square).")] = 256,
     seed: Seed = 0,
     preview: Preview = None,
 ) -> None:
     """Procedural product surfaces with defect masks."""
-    _build_all(generate_product, _names(products, list(PRODUCTS), "product"), out, n_train, n_test_good,
-               n_test_defect, size, seed, preview)
+    _build_all(
+        generate_product,
+        _names(products, list(PRODUCTS), "product"),
+        out,
+        n_train,
+        n_test_good,
+        n_test_defect,
+        size,
+        seed,
+        preview,
+    )
 
 
 @app.command()
@@ -94,24 +124,36 @@ def textures(
     names: Annotated[str, typer.Option("--textures", help="Comma-separated photographs.")] = ",".join(TEXTURES),
     n_train: Annotated[int, typer.Option("--n-train", min=1, help="Training crops per texture.")] = 200,
     n_test_good: Annotated[int, typer.Option("--n-test-good", min=0, help="Good test crops per texture.")] = 40,
-    n_test_defect: Annotated[int, typer.Option(
-        "--n-test-defect", min=0, help="Defective test crops per texture.")] = 60,
+    n_test_defect: Annotated[
+        int, typer.Option("--n-test-defect", min=0, help="Defective test crops per texture.")
+    ] = 60,
     crop: Annotated[int, typer.Option("--crop", min=32, max=256, help="Crop size in pixels.")] = 128,
     seed: Seed = 0,
     preview: Preview = None,
 ) -> None:
     """Real texture photographs (scikit-image brick, grass, gravel) with injected defects."""
-    _build_all(build_texture_benchmark, _names(names, list(TEXTURES), "texture"), out, n_train, n_test_good,
-               n_test_defect, crop, seed, preview)
+    _build_all(
+        build_texture_benchmark,
+        _names(names, list(TEXTURES), "texture"),
+        out,
+        n_train,
+        n_test_good,
+        n_test_defect,
+        crop,
+        seed,
+        preview,
+    )
 
 
 @app.command()
 def elpv(
     out: OutDir,
-    n_train: Annotated[int | None, typer.Option(
-        "--n-train", min=1, help="Good training cells (default: all not held out).")] = None,
-    test_good_fraction: Annotated[float, typer.Option(
-        "--test-good-fraction", help="Good cells held out for test.")] = 0.25,
+    n_train: Annotated[
+        int | None, typer.Option("--n-train", min=1, help="Good training cells (default: all not held out).")
+    ] = None,
+    test_good_fraction: Annotated[
+        float, typer.Option("--test-good-fraction", help="Good cells held out for test.")
+    ] = 0.25,
     seed: Seed = 0,
     preview: Preview = None,
 ) -> None:

@@ -78,15 +78,21 @@ def build_elpv_benchmark(
         bad = np.sort(rng.permutation(bad)[:n_test_defect])
 
     manifest = {
-        "generator": "diffqc.data.elpv", "source": "elpv-dataset (PyPI)", "license": "CC BY-NC-SA 4.0",
-        "note": "never commit this data", "cell_type": "mono", "seed": seed,
-        "n_train": int(train.size), "n_test_good": int(test_good.size), "n_test_defect": int(bad.size),
-        "defect_rule": "probability == 1.0", "masks": False,
+        "generator": "diffqc.data.elpv",
+        "source": "elpv-dataset (PyPI)",
+        "license": "CC BY-NC-SA 4.0",
+        "note": "never commit this data",
+        "cell_type": "mono",
+        "seed": seed,
+        "n_train": int(train.size),
+        "n_test_good": int(test_good.size),
+        "n_test_defect": int(bad.size),
+        "defect_rule": "probability == 1.0",
+        "masks": False,
     }
     tick = progress or (lambda _n: None)
     with building(Path(root) / "elpv", manifest) as out:
-        for split, folder, indices in (("train", "good", train), ("test", "good", test_good),
-                                       ("test", "defect", bad)):
+        for split, folder, indices in (("train", "good", train), ("test", "good", test_good), ("test", "defect", bad)):
             dest = out / split / folder
             dest.mkdir(parents=True, exist_ok=True)
             for i in indices:

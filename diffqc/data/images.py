@@ -123,9 +123,7 @@ def write_image(path: str | Path, array: np.ndarray, bit_depth: int = 8) -> Path
             raise ValueError(f"image for {path} contains NaN or infinite values")
         # Tolerate rounding noise from arithmetic, but a wrong scale (0-255 floats) is a bug.
         if values.min() < -1e-3 or values.max() > 1 + 1e-3:
-            raise ValueError(
-                f"image for {path} must be in [0, 1]; got range [{values.min():.4g}, {values.max():.4g}]"
-            )
+            raise ValueError(f"image for {path} must be in [0, 1]; got range [{values.min():.4g}, {values.max():.4g}]")
         values = np.clip(values, 0.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     if values.shape[2] == 1 and bit_depth == 16:

@@ -1,9 +1,9 @@
 """The MVTec AD folder layout, which anomaly-detection tools share.
 
-    <root>/train/good/*.png
-    <root>/test/good/*.png
-    <root>/test/<defect>/*.png
-    <root>/ground_truth/<defect>/<name>_mask.png   (optional: image-level data sets have none)
+<root>/train/good/*.png
+<root>/test/good/*.png
+<root>/test/<defect>/*.png
+<root>/ground_truth/<defect>/<name>_mask.png   (optional: image-level data sets have none)
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def _natural_key(path: Path) -> list[object]:
 
 def _images_in(folder: Path) -> list[Path]:
     files = [
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     ]
     if not files:
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
@@ -79,8 +78,10 @@ def list_samples(root: str | Path, split: Split) -> list[Sample]:
         _require_dir(good, "training")
         return [Sample(p, 0, GOOD, None) for p in _images_in(good)]
 
-    classes = sorted((d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                     key=lambda d: (d.name != GOOD, d.name))
+    classes = sorted(
+        (d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
+        key=lambda d: (d.name != GOOD, d.name),
+    )
     if not classes:
         raise DatasetError(f"test folder {split_dir} has no class folders (expected good/ and <defect>/)")
     samples = []

@@ -44,8 +44,16 @@ def disk(size: Size, cy: float, cx: float, r: float) -> np.ndarray:
     return out
 
 
-def blob(rng: np.random.Generator, size: Size, cy: float, cx: float, radius: float,
-         irregularity: float = 0.35, stretch: float = 1.0, angle: float = 0.0) -> np.ndarray:
+def blob(
+    rng: np.random.Generator,
+    size: Size,
+    cy: float,
+    cx: float,
+    radius: float,
+    irregularity: float = 0.35,
+    stretch: float = 1.0,
+    angle: float = 0.0,
+) -> np.ndarray:
     """An irregular filled blob (radius modulated by a few random harmonics), anti-aliased."""
     yy, xx = grid(size)
     dy, dx = yy - cy, xx - cx
@@ -58,8 +66,9 @@ def blob(rng: np.random.Generator, size: Size, cy: float, cx: float, radius: flo
     return np.clip(radius * np.maximum(rad, 0.3) - r + 0.5, 0, 1)
 
 
-def wander(rng: np.random.Generator, start: np.ndarray, angle: float, length: float,
-           bend: float = 0.15, step: float = 4.0) -> np.ndarray:
+def wander(
+    rng: np.random.Generator, start: np.ndarray, angle: float, length: float, bend: float = 0.15, step: float = 4.0
+) -> np.ndarray:
     """Points (y, x) of a gently curving path from ``start`` (an array (y, x)): a scratch or a crack."""
     n = max(2, int(length / step) + 1)
     turns = np.cumsum(rng.normal(0, bend, n - 1))

@@ -108,20 +108,29 @@ def generate_product(
     design = product.design(_rng(seed, name, "design"), size)
     types = list(product.defects)
     manifest = {
-        "generator": "diffqc.data.synth", "product": name, "description": product.description,
-        "aligned": product.aligned, "channels": product.channels, "size": list(size), "seed": seed,
-        "n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect,
+        "generator": "diffqc.data.synth",
+        "product": name,
+        "description": product.description,
+        "aligned": product.aligned,
+        "channels": product.channels,
+        "size": list(size),
+        "seed": seed,
+        "n_train": n_train,
+        "n_test_good": n_test_good,
+        "n_test_defect": n_test_defect,
         "defect_types": types,
     }
     tick = progress or (lambda _n: None)
     with building(Path(root) / name, manifest) as out:
         for i in range(n_train):
-            write_sample(out, "train", "good", f"{i:03d}",
-                         render_sample(name, "train", i, None, size, seed, design).image)
+            write_sample(
+                out, "train", "good", f"{i:03d}", render_sample(name, "train", i, None, size, seed, design).image
+            )
             tick(1)
         for i in range(n_test_good):
-            write_sample(out, "test", "good", f"{i:03d}",
-                         render_sample(name, "test_good", i, None, size, seed, design).image)
+            write_sample(
+                out, "test", "good", f"{i:03d}", render_sample(name, "test_good", i, None, size, seed, design).image
+            )
             tick(1)
         for i in range(n_test_defect):
             defect = types[i % len(types)]

@@ -47,7 +47,7 @@ def _crop(photo: np.ndarray, region: Region, crop: int, rng: np.random.Generator
     y0, x0, y1, x1 = region
     y = int(rng.integers(y0, y1 - crop + 1))
     x = int(rng.integers(x0, x1 - crop + 1))
-    patch = photo[y: y + crop, x: x + crop]
+    patch = photo[y : y + crop, x : x + crop]
     if rng.uniform() < 0.5:
         patch = patch[:, ::-1]
     if rng.uniform() < 0.5:
@@ -64,8 +64,13 @@ def _place(rng: np.random.Generator, size: tuple[int, int], frac: tuple[float, f
 
 def scratch(img, rng, _foreign):
     size, u = img.shape, rng.uniform()
-    pts = sh.wander(rng, np.array(sh.inside(rng, size, 0.15 * min(size))), rng.uniform(-np.pi, np.pi),
-                    (0.2 + 0.4 * u) * min(size), bend=0.06)
+    pts = sh.wander(
+        rng,
+        np.array(sh.inside(rng, size, 0.15 * min(size))),
+        rng.uniform(-np.pi, np.pi),
+        (0.2 + 0.4 * u) * min(size),
+        bend=0.06,
+    )
     alpha = sh.line(size, pts, rng.uniform(1.0, 1.0 + 2 * u))
     contrast = (0.15 + 0.25 * u) * rng.choice([-1, 1])
     return img + contrast * alpha, alpha > 0.25
@@ -104,8 +109,13 @@ def intensity(img, rng, _foreign):
     return img * (1 - alpha) + changed * alpha, alpha > 0.25
 
 
-DEFECTS: dict[str, Callable] = {"scratch": scratch, "foreign": foreign, "hole": hole, "blur": blur,
-                                "intensity": intensity}
+DEFECTS: dict[str, Callable] = {
+    "scratch": scratch,
+    "foreign": foreign,
+    "hole": hole,
+    "blur": blur,
+    "intensity": intensity,
+}
 VISIBLE = 0.015  # mean absolute change inside the mask
 
 
@@ -147,10 +157,19 @@ def build_texture_benchmark(
     others = [load_photo(t) for t in TEXTURES if t != name]
     types = list(DEFECTS)
     tick = progress or (lambda _n: None)
-    manifest = {"generator": "diffqc.data.textures", "texture": name, "crop": crop, "seed": seed,
-                "n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect,
-                "defect_types": types, "train_regions": parts["train"], "test_regions": parts["test"],
-                "source": f"skimage.data.{name}()"}
+    manifest = {
+        "generator": "diffqc.data.textures",
+        "texture": name,
+        "crop": crop,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test_good": n_test_good,
+        "n_test_defect": n_test_defect,
+        "defect_types": types,
+        "train_regions": parts["train"],
+        "test_regions": parts["test"],
+        "source": f"skimage.data.{name}()",
+    }
 
     def pick(split: str) -> np.ndarray:
         region = parts[split][int(rng.integers(len(parts[split])))]

@@ -48,6 +48,7 @@ def _bare_detector(pipeline: LocalPipeline, requests) -> dict[str, float]:
     for artifact in sorted(artifacts.iterdir()):
         detector = Detector.load(artifact)
         detectors.update(dict.fromkeys(detector.product_names, detector))
+
     def run(request) -> None:
         product = request.frame.product_type
         image = decode_image(request.image_data, request.frame.frame_id)
@@ -99,8 +100,9 @@ def pipeline(
     single: Annotated[int, typer.Option(min=5, help="Frames sent one at a time for the added latency")] = 30,
     repo: Annotated[Path, typer.Option(help="Triton model repository to serve")] = PROJECT_ROOT / "model-repository",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic line")] = 1,
-    database_url: Annotated[str | None, typer.Option(
-        help="Metadata database (default: a SQLite file, as make run)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Metadata database (default: a SQLite file, as make run)")
+    ] = None,
 ) -> None:
     """Sustained frames/s of the whole pipeline vs the bare detector, and the latency the platform adds."""
     require_extra("detector", "diffqc bench pipeline")  # the bare detector runs in this process
@@ -127,8 +129,10 @@ def pipeline(
     total_ms = np.array(list(latency_ms.values()))
 
     store = make_engine(line.db_url).dialect.name
-    table = Table(title=f"pipeline vs bare detector: {', '.join(products)}; {len(burst)} frames burst, "
-                        f"{len(latency_ms)} one at a time; metadata in {store}")
+    table = Table(
+        title=f"pipeline vs bare detector: {', '.join(products)}; {len(burst)} frames burst, "
+        f"{len(latency_ms)} one at a time; metadata in {store}"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
@@ -136,6 +140,9 @@ def pipeline(
     table.add_row("pipeline frames/s (sustained burst)", f"{pipeline_fps:.2f}", "")
     table.add_row("pipeline / bare detector", f"{pipeline_fps / bare_fps:.2f}", ">= 0.85")
     for name, values in (("model time", model_ms), ("frame -> verdict", total_ms), ("added by the platform", added)):
-        table.add_row(f"{name} p50 / p95 ms", f"{np.percentile(values, 50):.0f} / {np.percentile(values, 95):.0f}",
-                      "<= 100 (p95)" if name.startswith("added") else "")
+        table.add_row(
+            f"{name} p50 / p95 ms",
+            f"{np.percentile(values, 50):.0f} / {np.percentile(values, 95):.0f}",
+            "<= 100 (p95)" if name.startswith("added") else "",
+        )
     console.print(table)

@@ -36,6 +36,7 @@ from diffqc.store.inspections import score_history
 
 console = Console()
 
+
 def _wait_for_alerts(mes: MesReceiver, expected: int, timeout_s: float) -> None:
     """Until the bridge has delivered ``expected`` alerts to the MES (or the time is up)."""
     deadline = time.monotonic() + timeout_s
@@ -48,64 +49,93 @@ def _print_results(outcomes: list[Outcome], summary: dict) -> None:
     table = Table("product", "frames", "defective", "caught", "false alarms", "recall", "FPR", "p50 ms")
     for product, f in per_product(outcomes).items():
         mine = [o for o in outcomes if o.part.product_type == product]
-        table.add_row(product, str(f["frames_scored"]), str(f["defective_parts"]),
-                      str(sum(o.kind == "caught" for o in mine)), str(sum(o.kind == "false alarm" for o in mine)),
-                      "n/a" if f["recall"] is None else f"{f['recall']:.1%}",
-                      "n/a" if f["fpr"] is None else f"{f['fpr']:.1%}", f"{f['latency_ms_p50']:.0f}")
+        table.add_row(
+            product,
+            str(f["frames_scored"]),
+            str(f["defective_parts"]),
+            str(sum(o.kind == "caught" for o in mine)),
+            str(sum(o.kind == "false alarm" for o in mine)),
+            "n/a" if f["recall"] is None else f"{f['recall']:.1%}",
+            "n/a" if f["fpr"] is None else f"{f['fpr']:.1%}",
+            f"{f['latency_ms_p50']:.0f}",
+        )
     console.print(table)
     for o in outcomes:
         if o.kind in ("missed", "false alarm"):
-            console.print(f"  {o.kind}: {o.part.frame_id} ({o.part.product_type}, {o.part.truth}) "
-                          f"score {o.inspection.score:.2f} vs threshold {o.inspection.threshold:.2f}")
+            console.print(
+                f"  {o.kind}: {o.part.frame_id} ({o.part.product_type}, {o.part.truth}) "
+                f"score {o.inspection.score:.2f} vs threshold {o.inspection.threshold:.2f}"
+            )
     caught = sum(o.kind == "caught" for o in outcomes)
     alarms = sum(o.kind == "false alarm" for o in outcomes)
-    console.print(f"defective parts caught: {caught}/{summary['defective_parts']}; "
-                  f"false alarms: {alarms}/{summary['frames_scored'] - summary['defective_parts']}")
-    console.print(f"alerts delivered to the MES: {summary['alerts_delivered']} in {summary['alert_deliveries']} "
-                  f"deliveries; line stops requested: {summary['line_stops']}")
-    console.print(f"frame -> verdict latency: p50 {summary['latency_ms_p50']:.0f} ms, "
-                  f"p95 {summary['latency_ms_p95']:.0f} ms (includes queueing behind earlier frames)")
+    console.print(
+        f"defective parts caught: {caught}/{summary['defective_parts']}; "
+        f"false alarms: {alarms}/{summary['frames_scored'] - summary['defective_parts']}"
+    )
+    console.print(
+        f"alerts delivered to the MES: {summary['alerts_delivered']} in {summary['alert_deliveries']} "
+        f"deliveries; line stops requested: {summary['line_stops']}"
+    )
+    console.print(
+        f"frame -> verdict latency: p50 {summary['latency_ms_p50']:.0f} ms, "
+        f"p95 {summary['latency_ms_p95']:.0f} ms (includes queueing behind earlier frames)"
+    )
 
 
 def demo(
     frames: Annotated[int, typer.Option(min=1, help="Camera frames to stream through the pipeline")] = 200,
     defect_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of defective parts")] = 0.1,
-    fps: Annotated[float, typer.Option(
-        min=0.0, help="Camera frame rate of the whole line (0: send as fast as possible)")] = 2.0,
+    fps: Annotated[
+        float, typer.Option(min=0.0, help="Camera frame rate of the whole line (0: send as fast as possible)")
+    ] = 2.0,
     out: Annotated[Path, typer.Option(help="Where the report, heatmaps and the score chart go")] = Path("var/demo"),
     repo: Annotated[Path, typer.Option(help="Triton model repository to serve")] = PROJECT_ROOT / "model-repository",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic line")] = 0,
     summary: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this file")] = None,
 ) -> None:
     """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""
-    console.print("[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
-                  "as separate processes over Kafka, on this machine")
+    console.print(
+        "[bold]diffqc demo[/bold]: ingestion -> preprocessing -> inference (Triton) -> scoring, "
+        "as separate processes over Kafka, on this machine"
+    )
     with MesReceiver() as mes:  # the stand-in MES the bridge delivers the alerts to
         _run(mes, frames, defect_rate, fps, out, repo, seed, summary)
 
 
-def _run(mes: MesReceiver, frames: int, defect_rate: float, fps: float, out: Path, repo: Path, seed: int,
-         summary: Path | None) -> None:
+def _run(
+    mes: MesReceiver,
+    frames: int,
+    defect_rate: float,
+    fps: float,
+    out: Path,
+    repo: Path,
+    seed: int,
+    summary: Path | None,
+) -> None:
     root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
-    pipeline = LocalPipeline(root, repo, line_protocol_file=out / "scores.lp", mes_webhook_url=mes.url,
-                             line_stop_url=mes.line_stop_url)
+    pipeline = LocalPipeline(
+        root, repo, line_protocol_file=out / "scores.lp", mes_webhook_url=mes.url, line_stop_url=mes.line_stop_url
+    )
     try:
         with console.status("starting the broker, the time-series store, Triton and the five services"):
             started = time.monotonic()
             products = pipeline.start()
-        console.print(f"pipeline up in {time.monotonic() - started:.0f} s; product types {', '.join(products)} "
-                      f"(shipped models, {repo}); scores go to {pipeline.scores_to}")
-        line = production_line(products, pipeline.image_sizes, frames, defect_rate, seed,
-                               run_id=f"demo-{uuid.uuid4().hex[:6]}")
+        console.print(
+            f"pipeline up in {time.monotonic() - started:.0f} s; product types {', '.join(products)} "
+            f"(shipped models, {repo}); scores go to {pipeline.scores_to}"
+        )
+        line = production_line(
+            products, pipeline.image_sizes, frames, defect_rate, seed, run_id=f"demo-{uuid.uuid4().hex[:6]}"
+        )
         accepted, parts = ingest_stream(pipeline.address("ingestion"), line, frames, console, fps)
         console.print(f"ingested {len(accepted)}/{frames} frames on {len(products)} lines")
         inspections = wait_for_inspections(pipeline.db_url, accepted, 120 + 2 * frames, console)
-        outcomes = sorted((Outcome(parts[fid], ins) for fid, ins in inspections.items()),
-                          key=lambda o: o.part.frame_id)
+        outcomes = sorted((Outcome(parts[fid], ins) for fid, ins in inspections.items()), key=lambda o: o.part.frame_id)
         figures_ = {"frames_in": len(accepted), **figures(outcomes), "scores_to": pipeline.scores_to}
         _wait_for_alerts(mes, figures_["defects_found"], timeout_s=60)
-        figures_.update(alerts_delivered=mes.received(), alert_deliveries=mes.deliveries,
-                        line_stops=len(mes.line_stops))
+        figures_.update(
+            alerts_delivered=mes.received(), alert_deliveries=mes.deliveries, line_stops=len(mes.line_stops)
+        )
         if outcomes:
             _print_results(outcomes, figures_)
             out.mkdir(parents=True, exist_ok=True)

@@ -69,18 +69,28 @@ def plan_parts(products: Sequence[str], frames: int, defect_rate: float, seed: i
     return plan
 
 
-def production_line(products: Sequence[str], sizes: dict[str, tuple[int, int]], frames: int,
-                    defect_rate: float, seed: int, run_id: str) -> Iterator[tuple[ingestion_pb2.IngestRequest, Part]]:
+def production_line(
+    products: Sequence[str], sizes: dict[str, tuple[int, int]], frames: int, defect_rate: float, seed: int, run_id: str
+) -> Iterator[tuple[ingestion_pb2.IngestRequest, Part]]:
     """The camera frames of the line, rendered lazily (one at a time) with their ground truth."""
     start = clock.now()
     for i, (product, truth) in enumerate(plan_parts(products, frames, defect_rate, seed)):
-        rendered = render_sample(product, "demo", i, None if truth == "good" else truth, size=sizes[product],
-                                 seed=seed)
+        rendered = render_sample(product, "demo", i, None if truth == "good" else truth, size=sizes[product], seed=seed)
         line, lot = line_of(product), f"LOT-{i // PARTS_PER_LOT + 1:03d}"
         capture = clock.to_timestamp(start + timedelta(milliseconds=i))  # distinct: a score point's time is its key
-        frame = Frame(frame_id=f"{run_id}-{i:05d}", plant_id=PLANT, line_id=line, station_id="station-1",
-                      camera_id=f"{line}-cam-1", product_type=product, work_order="WO-1001",
-                      lot=lot, capture_time=capture,
-                      process_parameters={"line_speed_m_min": 12.0})
-        yield (ingestion_pb2.IngestRequest(frame=frame, image_data=png_bytes(rendered.image)),
-               Part(frame.frame_id, line, product, truth, lot))
+        frame = Frame(
+            frame_id=f"{run_id}-{i:05d}",
+            plant_id=PLANT,
+            line_id=line,
+            station_id="station-1",
+            camera_id=f"{line}-cam-1",
+            product_type=product,
+            work_order="WO-1001",
+            lot=lot,
+            capture_time=capture,
+            process_parameters={"line_speed_m_min": 12.0},
+        )
+        yield (
+            ingestion_pb2.IngestRequest(frame=frame, image_data=png_bytes(rendered.image)),
+            Part(frame.frame_id, line, product, truth, lot),
+        )

@@ -115,8 +115,9 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def html_report(outcomes: Sequence[Outcome], summary: dict, blobs: BlobStore, out: Path,
-                charts: dict[str, tuple[str, int]]) -> Path:
+def html_report(
+    outcomes: Sequence[Outcome], summary: dict, blobs: BlobStore, out: Path, charts: dict[str, tuple[str, int]]
+) -> Path:
     """``out/report.html``: the figures, the score and control charts and heatmap overlays (PNG files beside it)."""
     heatmaps = out / "heatmaps"
     heatmaps.mkdir(parents=True, exist_ok=True)
@@ -150,21 +151,26 @@ figure img {{ width: 100%; }} .caught {{ border-color: #2a7; }} .missed {{ borde
 .false-alarm {{ border-color: #e90; }} .good {{ border-color: #999; }}
 </style></head><body>
 <h1>diffqc demo</h1>
-<p>{summary['frames_in']} frames in, {summary['frames_scored']} scored; recall {_pct(summary['recall'])},
-false-positive rate {_pct(summary['fpr'])}; frame &rarr; verdict latency p50 {summary['latency_ms_p50']:.0f} ms,
-p95 {summary['latency_ms_p95']:.0f} ms. Scores went to {html.escape(summary['scores_to'])}.</p>
+<p>{summary["frames_in"]} frames in, {summary["frames_scored"]} scored; recall {_pct(summary["recall"])},
+false-positive rate {_pct(summary["fpr"])}; frame &rarr; verdict latency p50 {summary["latency_ms_p50"]:.0f} ms,
+p95 {summary["latency_ms_p95"]:.0f} ms. Scores went to {html.escape(summary["scores_to"])}.</p>
 <table><tr><th>product</th><th>frames</th><th>defective</th><th>recall</th><th>FPR</th><th>p50 ms</th></tr>
 {rows}</table>
 <h2>Scores</h2><img src="scores.png" alt="anomaly score per frame and product" style="max-width: 100%">
-<p>Alerts delivered to the MES by the bridge: {summary['alerts_delivered']} in {summary['alert_deliveries']}
-deliveries (one alert per defect verdict); line stops requested: {summary['line_stops']}.</p>
+<p>Alerts delivered to the MES by the bridge: {summary["alerts_delivered"]} in {summary["alert_deliveries"]}
+deliveries (one alert per defect verdict); line stops requested: {summary["line_stops"]}.</p>
 <h2>SPC</h2>
-{''.join(f'<h3>{html.escape(line)}: {n} signal(s)</h3><img src="{name}" alt="control chart of {html.escape(line)}" '
-         f'style="max-width: 100%">' for line, (name, n) in charts.items())}
+{
+        "".join(
+            f'<h3>{html.escape(line)}: {n} signal(s)</h3><img src="{name}" alt="control chart of {html.escape(line)}" '
+            f'style="max-width: 100%">'
+            for line, (name, n) in charts.items()
+        )
+    }
 <h2>Heatmaps</h2>
 <p>Every part judged defective or missed, and a few good parts per product. Border: green caught,
 red missed, orange false alarm, grey good.</p>
-<div class="gallery">{''.join(cards)}</div>
+<div class="gallery">{"".join(cards)}</div>
 </body></html>
 """
     path = out / "report.html"

@@ -23,8 +23,13 @@ def ingestion_channel(address: str) -> grpc.Channel:
     return grpc.insecure_channel(address, options=[("grpc.max_send_message_length", MAX_MESSAGE)])
 
 
-def ingest_stream(address: str, line: Iterable[tuple[ingestion_pb2.IngestRequest, Part]], total: int,
-                  console: Console, fps: float = 0.0) -> tuple[list[str], dict[str, Part]]:
+def ingest_stream(
+    address: str,
+    line: Iterable[tuple[ingestion_pb2.IngestRequest, Part]],
+    total: int,
+    console: Console,
+    fps: float = 0.0,
+) -> tuple[list[str], dict[str, Part]]:
     """Stream the line through ``Ingest`` (one ack per frame), at ``fps`` frames per second like a
     camera at takt time (0: as fast as possible): the accepted frame ids and every part."""
     parts: dict[str, Part] = {}
@@ -49,8 +54,9 @@ def ingest_stream(address: str, line: Iterable[tuple[ingestion_pb2.IngestRequest
     return accepted, parts
 
 
-def wait_for_inspections(url: str, frame_ids: list[str], timeout_s: float, console: Console,
-                         poll_s: float = 0.2) -> dict[str, Inspection]:
+def wait_for_inspections(
+    url: str, frame_ids: list[str], timeout_s: float, console: Console, poll_s: float = 0.2
+) -> dict[str, Inspection]:
     """The inspection rows of ``frame_ids`` once all exist, or those that exist after ``timeout_s``."""
     engine = make_engine(url)
     deadline = time.monotonic() + timeout_s
@@ -59,8 +65,10 @@ def wait_for_inspections(url: str, frame_ids: list[str], timeout_s: float, conso
             task = progress.add_task("waiting for the verdicts", total=len(frame_ids))
             while True:
                 with Session(engine) as session:
-                    rows = {r.frame_id: r for r in session.scalars(
-                        select(Inspection).where(Inspection.frame_id.in_(frame_ids)))}
+                    rows = {
+                        r.frame_id: r
+                        for r in session.scalars(select(Inspection).where(Inspection.frame_id.in_(frame_ids)))
+                    }
                 progress.update(task, completed=len(rows))
                 if len(rows) == len(frame_ids) or time.monotonic() > deadline:
                     return rows

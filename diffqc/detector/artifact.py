@@ -45,9 +45,14 @@ def library_versions() -> dict[str, str]:
 
     import diffqc
 
-    return {"diffqc": diffqc.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "numpy": numpy.__version__, "safetensors": safetensors.__version__,
-            "python": platform.python_version()}
+    return {
+        "diffqc": diffqc.__version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "numpy": numpy.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -64,8 +69,10 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
     with atomic_directory(path, "metadata.json", _not_an_artifact) as tmp:
         cfg = detector.cfg
         _write_json(tmp / "config.json", cfg.to_dict())
-        save_file({k: v.detach().contiguous() for k, v in detector.model.state_dict().items()},
-                  str(tmp / "weights.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in detector.model.state_dict().items()},
+            str(tmp / "weights.safetensors"),
+        )
         tensors, calibration, thresholds = {}, {}, {}
         for i, name in enumerate(cfg.model.products):
             state = detector.products[name]
@@ -77,21 +84,26 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
             tensors[f"{i}.norm.std"] = state.normalizer.std.contiguous()
             cal = state.calibration.to_dict()
             thresholds[name] = {k: cal.pop(k) for k in ("threshold", "method", "target_fpr", "calibration_fpr")}
-            calibration[name] = {"good_kind": state.good.kind,
-                                 "image_size": list(state.image_size) if state.image_size else None, **cal}
+            calibration[name] = {
+                "good_kind": state.good.kind,
+                "image_size": list(state.image_size) if state.image_size else None,
+                **cal,
+            }
         save_file(tensors, str(tmp / "stats.safetensors"))
         _write_json(tmp / "calibration.json", calibration)
         _write_json(tmp / "thresholds.json", thresholds)
         meta = dict(detector.metadata)
-        meta.update({
-            "format_version": FORMAT_VERSION,
-            "kind": detector.kind,
-            "products": list(cfg.model.products),
-            "components": list(COMPONENTS),
-            "map_components": list(MAP_COMPONENTS),
-            "versions": library_versions(),
-            "saved_at": clock.now().isoformat(timespec="seconds"),
-        })
+        meta.update(
+            {
+                "format_version": FORMAT_VERSION,
+                "kind": detector.kind,
+                "products": list(cfg.model.products),
+                "components": list(COMPONENTS),
+                "map_components": list(MAP_COMPONENTS),
+                "versions": library_versions(),
+                "saved_at": clock.now().isoformat(timespec="seconds"),
+            }
+        )
         _write_json(tmp / "metadata.json", meta)
     detector.metadata = meta
     return path
@@ -103,8 +115,7 @@ def check_versions(path: Path, meta: dict[str, Any]) -> None:
     current = library_versions()
     for lib in ("torch", "diffusers"):
         if saved.get(lib, "").split(".")[:1] != current[lib].split(".")[:1]:
-            warnings.warn(f"model {path} was saved with {lib} {saved.get(lib)}; running {current[lib]}",
-                          stacklevel=3)
+            warnings.warn(f"model {path} was saved with {lib} {saved.get(lib)}; running {current[lib]}", stacklevel=3)
 
 
 def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
@@ -115,8 +126,10 @@ def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"model {path}: cannot read tensors ({exc}); the artifact is damaged") from None
     if meta["kind"] != ("consistency" if cfg.model.consistency else "ddim"):
-        raise ArtifactError(f"model {path}: metadata.json says kind {meta['kind']!r} but config.json's "
-                            f"model.consistency is {cfg.model.consistency}; the artifact is damaged")
+        raise ArtifactError(
+            f"model {path}: metadata.json says kind {meta['kind']!r} but config.json's "
+            f"model.consistency is {cfg.model.consistency}; the artifact is damaged"
+        )
     model = build_denoiser(cfg.model)
     try:
         model.load_state_dict(weights, strict=True)
@@ -132,13 +145,14 @@ def _load_denoiser_artifact(path: Path, meta: dict[str, Any]) -> Detector:
         cal = dict(calibration[name])
         kind, size = cal.pop("good_kind"), cal.pop("image_size")
         prefix = f"{i}.good."
-        good = GoodStatistics(kind, {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)})
+        good = GoodStatistics(kind, {k[len(prefix) :]: v for k, v in stats.items() if k.startswith(prefix)})
         try:
             norm = Normalizer(stats[f"{i}.norm.mean"], stats[f"{i}.norm.std"])
         except KeyError as exc:
             raise ArtifactError(f"model {path}: stats.safetensors lacks {exc} for product {name!r}") from None
-        products[name] = ProductState(good, norm, Calibration.from_dict({**cal, **thresholds[name]}),
-                                      tuple(size) if size else None)
+        products[name] = ProductState(
+            good, norm, Calibration.from_dict({**cal, **thresholds[name]}), tuple(size) if size else None
+        )
     return Detector(cfg, model, products, meta)
 
 
@@ -157,6 +171,10 @@ def update_thresholds(path: str | Path, product: str, calibration: Calibration) 
     """Rewrite one product's threshold entry in place (e.g. after F1-max calibration)."""
     path = Path(path)
     thresholds = read_json(path / "thresholds.json")
-    thresholds[product] = {"threshold": calibration.threshold, "method": calibration.method,
-                           "target_fpr": calibration.target_fpr, "calibration_fpr": calibration.calibration_fpr}
+    thresholds[product] = {
+        "threshold": calibration.threshold,
+        "method": calibration.method,
+        "target_fpr": calibration.target_fpr,
+        "calibration_fpr": calibration.calibration_fpr,
+    }
     _write_json(path / "thresholds.json", thresholds)

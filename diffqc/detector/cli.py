@@ -68,16 +68,20 @@ def _data_product(detector, data: Path, product: str | None) -> str:
 
 @app.command()
 def train(
-    data: Annotated[list[Path], typer.Option(
-        "--data", help="MVTec-layout folder of one product (repeat for several).")],
+    data: Annotated[
+        list[Path], typer.Option("--data", help="MVTec-layout folder of one product (repeat for several).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
     minutes: Annotated[float | None, typer.Option(help="Training budget in minutes (default 10).")] = None,
     steps: Annotated[int | None, typer.Option(help="Training budget in optimizer steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (crops, noise, holdout split).")] = 0,
-    product: Annotated[list[str] | None, typer.Option(
-        "--product", help="Product name per --data (default: dataset.json's product or the folder name).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config overrides, e.g. {recon: {steps: 5}}.")
-                      ] = None,
+    product: Annotated[
+        list[str] | None,
+        typer.Option("--product", help="Product name per --data (default: dataset.json's product or the folder name)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of config overrides, e.g. {recon: {steps: 5}}.")
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Train a detector on the good images (train/good) of one or more products and calibrate it."""
@@ -93,8 +97,14 @@ def train(
         cfg = DetectorConfig()
         if config is not None:
             cfg = cfg.with_overrides(load_overrides(config))
-        detector = train_detector(dict(zip(names, data, strict=True)), cfg, steps=steps, minutes=minutes, seed=seed,
-                                  log=lambda m: console.print(m, highlight=False))
+        detector = train_detector(
+            dict(zip(names, data, strict=True)),
+            cfg,
+            steps=steps,
+            minutes=minutes,
+            seed=seed,
+            log=lambda m: console.print(m, highlight=False),
+        )
         path = detector.save(out)
     except USER_ERRORS as exc:
         raise _fail(exc) from None
@@ -107,10 +117,13 @@ def distill(
     out: Annotated[Path, typer.Option("--out", help="Student artifact directory to write.")],
     minutes: Annotated[float | None, typer.Option(help="Distillation budget in minutes (default 5).")] = None,
     steps: Annotated[int | None, typer.Option(help="Distillation budget in optimizer steps.")] = None,
-    intervals: Annotated[int, typer.Option(help="Teacher DDIM steps over [0, t*] the student is made consistent on."
-                                           )] = 5,
-    data: Annotated[list[Path] | None, typer.Option(
-        "--data", help="Training folder per --product (default: the folders recorded in the teacher).")] = None,
+    intervals: Annotated[
+        int, typer.Option(help="Teacher DDIM steps over [0, t*] the student is made consistent on.")
+    ] = 5,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Training folder per --product (default: the folders recorded in the teacher)."),
+    ] = None,
     product: Annotated[list[str] | None, typer.Option("--product", help="Product of each --data.")] = None,
     threads: Threads = None,
 ) -> None:
@@ -123,9 +136,14 @@ def distill(
         if data and (not product or len(product) != len(data)):
             raise DetectorError("give one --product per --data folder")
         teacher = _load(model)
-        student = distill_detector(teacher, dict(zip(product or [], data, strict=True)) or None, steps=steps,
-                                   minutes=minutes, intervals=intervals,
-                                   log=lambda m: console.print(m, highlight=False))
+        student = distill_detector(
+            teacher,
+            dict(zip(product or [], data, strict=True)) or None,
+            steps=steps,
+            minutes=minutes,
+            intervals=intervals,
+            log=lambda m: console.print(m, highlight=False),
+        )
         path = student.save(out)
     except USER_ERRORS as exc:
         raise _fail(exc) from None
@@ -141,16 +159,23 @@ def onboard(
     base: Annotated[Path, typer.Option("--base", help="Base artifact (ideally multi-product) to fine-tune.")],
     data: Annotated[Path, typer.Option("--data", help="MVTec-layout folder of the new product (5-10 good images).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
-    product: Annotated[str | None, typer.Option(
-        help="New product's name (default: dataset.json's product or the folder name).")] = None,
+    product: Annotated[
+        str | None, typer.Option(help="New product's name (default: dataset.json's product or the folder name).")
+    ] = None,
     minutes: Annotated[float | None, typer.Option(help="Fine-tuning budget in minutes (default 3).")] = None,
     steps: Annotated[int | None, typer.Option(help="Fine-tuning budget in optimizer steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (crops, noise, holdout split).")] = 0,
-    repo: Annotated[Path | None, typer.Option(
-        help="Also stage the result into this Triton model repository as a new model version.")] = None,
-    database_url: Annotated[str | None, typer.Option(
-        help="With --repo: register the new version in this metadata database (the platform's "
-             "DIFFQC_DATABASE_URL), active for the new product.")] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option(help="Also stage the result into this Triton model repository as a new model version."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With --repo: register the new version in this metadata database (the platform's "
+            "DIFFQC_DATABASE_URL), active for the new product."
+        ),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Onboard a new product type: fine-tune a base model on a few good images and calibrate it."""
@@ -160,8 +185,15 @@ def onboard(
     try:
         if database_url and repo is None:
             raise DetectorError("--database-url registers a staged model version: give --repo too")
-        detector = onboard_detector(_load(base), data, product=product, steps=steps, minutes=minutes, seed=seed,
-                                    log=lambda m: console.print(m, highlight=False))
+        detector = onboard_detector(
+            _load(base),
+            data,
+            product=product,
+            steps=steps,
+            minutes=minutes,
+            seed=seed,
+            log=lambda m: console.print(m, highlight=False),
+        )
         path = detector.save(out)
     except USER_ERRORS as exc:
         raise _fail(exc) from None
@@ -198,8 +230,9 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     product: Annotated[str | None, typer.Option(help="Product type of the data (default: the data set's).")] = None,
     steps: Annotated[int | None, typer.Option(help="Override the number of DDIM steps k.")] = None,
-    calibrate_f1: Annotated[bool, typer.Option(
-        "--calibrate-f1", help="Store the F1-max threshold from these labelled images in the model.")] = False,
+    calibrate_f1: Annotated[
+        bool, typer.Option("--calibrate-f1", help="Store the F1-max threshold from these labelled images in the model.")
+    ] = False,
     threads: Threads = None,
 ) -> None:
     """Image AUROC, pixel AUROC, PRO, F1-max, recall at FPR 3%, FPR at recall 98% and latency."""
@@ -236,8 +269,15 @@ def evaluate(
         update_thresholds(model, prod, cal)
         console.print(f"threshold for {prod!r} set to {thr:.4f} (F1-max {f1:.3f} on {len(labels)} labelled images)")
     if json_out is not None:
-        payload = {**report, "product": prod, "data": str(data), "model": str(model), "n_images": len(labels),
-                   "n_defective": int(labels.sum()), "notes": ev.notes}
+        payload = {
+            **report,
+            "product": prod,
+            "data": str(data),
+            "model": str(model),
+            "n_images": len(labels),
+            "n_defective": int(labels.sum()),
+            "notes": ev.notes,
+        }
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2) + "\n")
         console.print(f"wrote {json_out}")
@@ -277,13 +317,22 @@ def detect(
             while stem in used:  # same file name from different folders
                 stem += "_"
             used.add(stem)
-            heatmap = save_png(out / f"{stem}_heatmap.png", overlay(img, amap[0, 0], level, regions,
-                                                                   verdict == "defect"))
+            heatmap = save_png(
+                out / f"{stem}_heatmap.png", overlay(img, amap[0, 0], level, regions, verdict == "defect")
+            )
             record = {
-                "image": str(path), "product": prod, "score": float(score[0]), "threshold": threshold,
-                "verdict": verdict, "components": result.component_dict(0),
-                "regions": regions, "region_level": level, "heatmap": str(heatmap), "model": str(model),
-                "steps": steps or detector.cfg.recon.steps, "latency_ms": round(ms, 1),
+                "image": str(path),
+                "product": prod,
+                "score": float(score[0]),
+                "threshold": threshold,
+                "verdict": verdict,
+                "components": result.component_dict(0),
+                "regions": regions,
+                "region_level": level,
+                "heatmap": str(heatmap),
+                "model": str(model),
+                "steps": steps or detector.cfg.recon.steps,
+                "latency_ms": round(ms, 1),
             }
             (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     except USER_ERRORS as exc:

@@ -44,8 +44,9 @@ def default_model_path(product: str = "pcb") -> Path:
 def _test_data(product: str, root: str):
     from diffqc.data.synth import generate_product
 
-    return generate_product(product, root, n_train=TRAIN_PARTS, n_test_good=40, n_test_defect=60,
-                            size=(256, 256), seed=0)
+    return generate_product(
+        product, root, n_train=TRAIN_PARTS, n_test_good=40, n_test_defect=60, size=(256, 256), seed=0
+    )
 
 
 def _measure(det, product: str, data, rebuild: str) -> dict:
@@ -65,16 +66,18 @@ def recalibrate(det, product: str) -> None:
     from diffqc.progress import progress_bar
 
     n_norm, n_calib = CALIBRATION_PARTS
-    parts = [render_sample(product, "train", TRAIN_PARTS + i, size=(256, 256), seed=0).image
-             for i in range(n_norm + n_calib)]
+    parts = [
+        render_sample(product, "train", TRAIN_PARTS + i, size=(256, 256), seed=0).image for i in range(n_norm + n_calib)
+    ]
     with progress_bar(f"recalibrate {product}", len(parts)) as bar:
         cal = calibrate_product(det, product, parts[:n_norm], parts[n_norm:], bar.advance)
-    det.metadata["calibration"] = (f"{n_norm} + {n_calib} good parts of the train stream after the {TRAIN_PARTS} "
-                                   f"training parts: threshold {cal.threshold:.3f}")
+    det.metadata["calibration"] = (
+        f"{n_norm} + {n_calib} good parts of the train stream after the {TRAIN_PARTS} "
+        f"training parts: threshold {cal.threshold:.3f}"
+    )
 
 
-def build_default_model(product: str, minutes: float, threads: int, out: Path | None = None,
-                        seed: int = 0) -> dict:
+def build_default_model(product: str, minutes: float, threads: int, out: Path | None = None, seed: int = 0) -> dict:
     import torch
 
     from diffqc.detector.artifact import save_detector
@@ -86,8 +89,12 @@ def build_default_model(product: str, minutes: float, threads: int, out: Path | 
         data = _test_data(product, tmp)
         det = train_detector(data, DetectorConfig().with_overrides(SMALL), minutes=minutes, seed=seed)
         recalibrate(det, product)
-        metrics = _measure(det, product, data, f"python -m diffqc.detector.default --product {product} "
-                                                f"--minutes {minutes:g} --threads {threads}")
+        metrics = _measure(
+            det,
+            product,
+            data,
+            f"python -m diffqc.detector.default --product {product} --minutes {minutes:g} --threads {threads}",
+        )
         save_detector(det, out or DEFAULT_MODELS_DIR / product)
     return metrics
 

@@ -104,8 +104,9 @@ class Detector:
     def min_size(self) -> int:
         return max(self.cfg.train.crop_size, self.cfg.model.multiple)
 
-    def check_batch(self, batch: np.ndarray | torch.Tensor, product: str, names: Sequence[str] | None = None
-                    ) -> torch.Tensor:
+    def check_batch(
+        self, batch: np.ndarray | torch.Tensor, product: str, names: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """Validate (N, C, H, W) input in [0, 1]; errors name the image (``names``) and parameter."""
         x = torch.as_tensor(batch)
         label = (lambda i: f"image {names[i]}") if names else (lambda i: f"batch item {i}")
@@ -123,9 +124,7 @@ class Detector:
             )
         m = self.min_size()
         if h < m or w < m:
-            raise InputError(
-                f"{label(0)} is {w}x{h} px, smaller than the model's tile of {m}x{m} px (train.crop_size)"
-            )
+            raise InputError(f"{label(0)} is {w}x{h} px, smaller than the model's tile of {m}x{m} px (train.crop_size)")
         size = self.products[product].image_size
         if size is not None and (h, w) != tuple(size):
             raise InputError(
@@ -144,8 +143,9 @@ class Detector:
         return x.clamp(0, 1) if clamp else x  # no copy of a large frame unless rounding needs it
 
     # -- maps ----------------------------------------------------------------------------------
-    def _window_fn(self, product: str, stage: str, full: tuple[int, int], steps: int | None,
-                   reconstruction: bool = False):
+    def _window_fn(
+        self, product: str, stage: str, full: tuple[int, int], steps: int | None, reconstruction: bool = False
+    ):
         cfg, state = self.cfg, self.products[product]
         label = self.product_names.index(product)
 
@@ -157,10 +157,15 @@ class Detector:
                 coords = torch.stack([coordinate_grid(y0, x0, h, w, *full) for y0, x0, h, w in windows])
             labels = torch.full((b,), label, dtype=torch.long)
             with torch.inference_mode():
-                recon = reconstruct(self.model, tiles, self.acp, cfg.recon, noise, steps=steps,
-                                    coords=coords, class_labels=labels)
-                raws = torch.cat([raw_components(tiles[i : i + 1], recon[i : i + 1], state.good, cfg.map, win)
-                                  for i, win in enumerate(windows)])
+                recon = reconstruct(
+                    self.model, tiles, self.acp, cfg.recon, noise, steps=steps, coords=coords, class_labels=labels
+                )
+                raws = torch.cat(
+                    [
+                        raw_components(tiles[i : i + 1], recon[i : i + 1], state.good, cfg.map, win)
+                        for i, win in enumerate(windows)
+                    ]
+                )
                 if stage == RAW:
                     out = raws
                 else:
@@ -180,8 +185,9 @@ class Detector:
         amap, structural = fuse(state.normalizer(raws, window), self.cfg.map)
         return torch.cat([amap, structural], dim=1)
 
-    def maps(self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None,
-             reconstruction: bool = False) -> torch.Tensor:
+    def maps(
+        self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None, reconstruction: bool = False
+    ) -> torch.Tensor:
         """(N, K, H, W) maps of a checked batch: K = 4 raw components (``raw``) or the anomaly map
         and the structural map (``final``). Large images are tiled, small ones run whole.
 
@@ -191,8 +197,10 @@ class Detector:
         fn = self._window_fn(product, stage, (h, w), steps, reconstruction)
         tile = self.cfg.tile
         if h <= tile.size and w <= tile.size:
-            outs = [fn(x[i : i + IMAGE_BATCH], [(0, 0, h, w)] * len(x[i : i + IMAGE_BATCH]))
-                    for i in range(0, n, IMAGE_BATCH)]
+            outs = [
+                fn(x[i : i + IMAGE_BATCH], [(0, 0, h, w)] * len(x[i : i + IMAGE_BATCH]))
+                for i in range(0, n, IMAGE_BATCH)
+            ]
             return torch.cat(outs)
         return torch.stack([run_tiled(x[i], fn, tile.size, tile.overlap, tile.batch) for i in range(n)])
 
@@ -238,8 +246,9 @@ class Detector:
 
 def image_components(amap: torch.Tensor, structural: torch.Tensor, region_level: float) -> np.ndarray:
     """(N, K) raw score components of maps (N, 1, H, W), in ``COMPONENTS`` order."""
-    return measure_components([ImageEvidence(a[0].numpy(), s[0].numpy(), region_level)
-                               for a, s in zip(amap, structural, strict=True)])
+    return measure_components(
+        [ImageEvidence(a[0].numpy(), s[0].numpy(), region_level) for a, s in zip(amap, structural, strict=True)]
+    )
 
 
 def image_batches(images: Sequence[np.ndarray], size: int = IMAGE_BATCH) -> Iterator[tuple[int, torch.Tensor]]:

@@ -127,7 +127,8 @@ def teacher_data(teacher: Detector, data: Mapping[str, Path] | None) -> dict[str
         if not folder or not Path(folder).is_dir():
             raise TrainingDataError(
                 f"the teacher's training data for product {p!r} ({folder or 'not recorded'}) is not available; "
-                f"pass --data FOLDER --product {p}")
+                f"pass --data FOLDER --product {p}"
+            )
         out[p] = Path(folder)
     return out
 
@@ -156,27 +157,45 @@ def distill_detector(
     for p in folders:
         recorded = teacher.metadata.get("training_data", {}).get(p, {}).get("fingerprint")
         if recorded and recorded != fingerprint(sets.paths[p]):
-            warnings.warn(f"{folders[p]} is not the data the teacher was trained on: its held-out images may "
-                          f"have been training images, and the student's threshold would then be too low",
-                          stacklevel=2)
-    result = distill_denoiser(teacher.model, cfg, training_sampler(cfg, sets.train_images()), steps=steps,
-                              minutes=minutes, intervals=intervals, lr=lr, progress=progress)
+            warnings.warn(
+                f"{folders[p]} is not the data the teacher was trained on: its held-out images may "
+                f"have been training images, and the student's threshold would then be too low",
+                stacklevel=2,
+            )
+    result = distill_denoiser(
+        teacher.model,
+        cfg,
+        training_sampler(cfg, sets.train_images()),
+        steps=steps,
+        minutes=minutes,
+        intervals=intervals,
+        lr=lr,
+        progress=progress,
+    )
     log(f"distilled {result.steps} steps in {result.seconds:.0f} s (final consistency loss {result.loss:.4f})")
-    states = {p: ProductState(s.good, image_size=s.image_size)
-              for p, s in teacher.products.items()}
+    states = {p: ProductState(s.good, image_size=s.image_size) for p, s in teacher.products.items()}
     student = Detector(cfg, result.model, states)
     started = time.monotonic()
     calibrate_products(student, sets.images, sets.splits, progress, log)
     student.metadata = {
         **{k: v for k, v in teacher.metadata.items() if k in ("products", "training_data", "decisions")},
-        "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.loss,
-                     "calibration_seconds": round(time.monotonic() - started, 1),
-                     "budget": {"steps": steps, "minutes": minutes}, "seed": cfg.train.seed,
-                     "torch_threads": torch.get_num_threads()},
-        "distillation": {"teacher_steps": teacher.cfg.recon.steps, "intervals": intervals, "lr": lr,
-                         "target_decay": TARGET_DECAY, "teacher_training": teacher.metadata.get("training", {}),
-                         "teacher_saved_at": teacher.metadata.get("saved_at")},
+        "training": {
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "final_loss": result.loss,
+            "calibration_seconds": round(time.monotonic() - started, 1),
+            "budget": {"steps": steps, "minutes": minutes},
+            "seed": cfg.train.seed,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "distillation": {
+            "teacher_steps": teacher.cfg.recon.steps,
+            "intervals": intervals,
+            "lr": lr,
+            "target_decay": TARGET_DECAY,
+            "teacher_training": teacher.metadata.get("training", {}),
+            "teacher_saved_at": teacher.metadata.get("saved_at"),
+        },
         "metrics": {},
     }
     return student
-

@@ -14,8 +14,15 @@ from diffqc.data.mvtec import Sample, has_masks, list_samples, sample_mask
 from diffqc.detector.detector import Detector
 from diffqc.metrics import F1Max, evaluate_scores, f1_max
 
-REPORT_KEYS = ("image_auroc", "pixel_auroc", "pro", "f1_max", "recall_at_fpr_3pct", "fpr_at_recall_98pct",
-               "latency_ms_p50")
+REPORT_KEYS = (
+    "image_auroc",
+    "pixel_auroc",
+    "pro",
+    "f1_max",
+    "recall_at_fpr_3pct",
+    "fpr_at_recall_98pct",
+    "latency_ms_p50",
+)
 
 
 @dataclass

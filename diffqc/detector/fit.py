@@ -68,8 +68,9 @@ def load_good_images(root: Path) -> GoodImages:
     return GoodImages(paths, [read_image(p) for p in paths])
 
 
-def check_images(paths: list[Path], images: list[np.ndarray], crop: int,
-                 reference: tuple[Path, int] | None = None) -> tuple[Path, int]:
+def check_images(
+    paths: list[Path], images: list[np.ndarray], crop: int, reference: tuple[Path, int] | None = None
+) -> tuple[Path, int]:
     """All images have the channel count of ``reference`` (an image and its channel count; default:
     the first of ``images``) and are at least one training crop in size. Returns the reference."""
     ref, first = reference or (paths[0], images[0].shape[2])
@@ -80,8 +81,7 @@ def check_images(paths: list[Path], images: list[np.ndarray], crop: int,
             )
         if min(im.shape[:2]) < crop:
             raise TrainingDataError(
-                f"image {p} is {im.shape[1]}x{im.shape[0]} px, smaller than the training tile "
-                f"train.crop_size={crop}"
+                f"image {p} is {im.shape[1]}x{im.shape[0]} px, smaller than the training tile train.crop_size={crop}"
             )
     return ref, first
 
@@ -96,7 +96,10 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def calibrate_product(
-    detector: Detector, product: str, norm_images: list[np.ndarray], calib_images: list[np.ndarray],
+    detector: Detector,
+    product: str,
+    norm_images: list[np.ndarray],
+    calib_images: list[np.ndarray],
     progress: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Measure map normalization on ``norm_images`` and the score scale and threshold on
@@ -120,8 +123,7 @@ def calibrate_product(
     values = np.concatenate([_sample(a.numpy().ravel(), 200_000, rng) for a in amaps])
     cal = state.calibration
     cal.region_level = float(np.quantile(values, cfg.score.region_quantile))
-    raw = np.concatenate([image_components(a, s, cal.region_level) for a, s in
-                          zip(amaps, structs, strict=True)])
+    raw = np.concatenate([image_components(a, s, cal.region_level) for a, s in zip(amaps, structs, strict=True)])
     stats = component_stats(raw)
     cal.comp_mean, cal.comp_std = stats.mean, stats.std
     scores = np.concatenate([detector.score_maps(a, s, product).score for a, s in zip(amaps, structs, strict=True)])
@@ -167,13 +169,20 @@ def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSet
 def training_sampler(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]]) -> CropSampler:
     """Random augmented crops of the training images, labelled by product index (config order)."""
     tc = cfg.train
-    aug = Augment(tc.crop_size, bool(tc.hflip), bool(tc.vflip), bool(tc.rot90), tc.brightness, tc.contrast, cfg.model.coord_channels,
-                  bool(tc.ada))
+    aug = Augment(
+        tc.crop_size,
+        bool(tc.hflip),
+        bool(tc.vflip),
+        bool(tc.rot90),
+        tc.brightness,
+        tc.contrast,
+        cfg.model.coord_channels,
+        bool(tc.ada),
+    )
     return CropSampler({i: train_sets[p] for i, p in enumerate(train_sets)}, aug, np.random.default_rng(tc.seed + 1))
 
 
-def held_out_sets(images: Mapping[str, list[np.ndarray]], splits: Mapping[str, Split]
-                  ) -> dict[int, list[np.ndarray]]:
+def held_out_sets(images: Mapping[str, list[np.ndarray]], splits: Mapping[str, Split]) -> dict[int, list[np.ndarray]]:
     """The held-out good images per product label (config order), for the overfitting probe."""
     return {i: [images[p][j] for j in splits[p].held_out] for i, p in enumerate(splits)}
 
@@ -183,13 +192,19 @@ def ada_summary(result: TrainResult) -> dict:
     ps = [a.p for a in result.ada]
     every = max(1, len(result.ada) // 50)  # at most ~50 points of the course
     course = [[a.step, round(a.p, 3), round(a.gap, 4)] for a in result.ada[::every]]
-    return {"overfitting_gap": None if result.gap is None else round(result.gap, 4),
-            "ada": {"final_p": ps[-1], "mean_p": round(float(np.mean(ps)), 3), "course": course} if ps else None}
+    return {
+        "overfitting_gap": None if result.gap is None else round(result.gap, 4),
+        "ada": {"final_p": ps[-1], "mean_p": round(float(np.mean(ps)), 3), "course": course} if ps else None,
+    }
 
 
-def calibrate_products(detector: Detector, images: Mapping[str, list[np.ndarray]],
-                       splits: Mapping[str, Split], progress: bool = True,
-                       log: Callable[[str], None] = print) -> None:
+def calibrate_products(
+    detector: Detector,
+    images: Mapping[str, list[np.ndarray]],
+    splits: Mapping[str, Split],
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> None:
     """Calibrate every product of ``detector`` on its held-out good images (parts A and B)."""
     from diffqc.progress import progress_bar
 
@@ -197,18 +212,26 @@ def calibrate_products(detector: Detector, images: Mapping[str, list[np.ndarray]
         held = splits[p].held_out
         parts = split_calibration(held)
         with progress_bar(f"calibrate {p}", len(held), enabled=progress, transient=True) as bar:
-            cal = calibrate_product(detector, p, [images[p][i] for i in parts.normalization],
-                                    [images[p][i] for i in parts.calibration], bar.advance)
-        log(f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
-            f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})")
+            cal = calibrate_product(
+                detector,
+                p,
+                [images[p][i] for i in parts.normalization],
+                [images[p][i] for i in parts.calibration],
+                bar.advance,
+            )
+        log(
+            f"calibrated {p!r} on {len(held)} held-out good images: threshold {cal.threshold:.3f} "
+            f"(FPR {cal.calibration_fpr:.1%} on {cal.n_calibration})"
+        )
 
 
 def _sample(v: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return v if v.size <= k else rng.choice(v, size=k, replace=False)
 
 
-def resolve_config(cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]], channels: int,
-                   keep_architecture: bool = False) -> dict:
+def resolve_config(
+    cfg: DetectorConfig, train_sets: Mapping[str, list[np.ndarray]], channels: int, keep_architecture: bool = False
+) -> dict:
     """Fill the data-dependent choices left open (``None``/``auto``) in ``cfg``; returns the measurements.
 
     ``keep_architecture``: the network's inputs (channels, coordinate channels, class embedding) are
@@ -267,21 +290,28 @@ def train_detector(
     sets = load_training_sets(data, tc)
     paths, images, splits = sets.paths, sets.images, sets.splits
     if init is not None and sets.channels != cfg.model.channels:
-        raise TrainingDataError(f"the images in {list(map(str, data.values()))} have {sets.channels} channel(s); "
-                                f"the model to fine-tune was trained on {cfg.model.channels} (model.channels)")
+        raise TrainingDataError(
+            f"the images in {list(map(str, data.values()))} have {sets.channels} channel(s); "
+            f"the model to fine-tune was trained on {cfg.model.channels} (model.channels)"
+        )
     train_sets = sets.train_images()
     measured = resolve_config(cfg, train_sets, sets.channels, keep_architecture=init is not None)
-    log(f"products {list(data)}: {sum(map(len, train_sets.values()))} training images, aligned={tc.aligned} "
+    log(
+        f"products {list(data)}: {sum(map(len, train_sets.values()))} training images, aligned={tc.aligned} "
         f"(position explains {max(measured['alignment_ratio'].values()):.2f}), flips={tc.hflip}, "
-        f"rot90={tc.rot90}, adaptive augmentation={tc.ada}, normalization={cfg.map.normalization}")
+        f"rot90={tc.rot90}, adaptive augmentation={tc.ada}, normalization={cfg.map.normalization}"
+    )
 
     sampler = training_sampler(cfg, train_sets)
     if steps is None and minutes is None:
         minutes = 10.0
-    result = train_denoiser(cfg, sampler, holdout=held_out_sets(images, splits), init=init, steps=steps,
-                            minutes=minutes, progress=progress)
-    log(f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.loss:.4f}, "
-        f"overfitting gap {result.gap:+.3f}" + (f", augmentation p {sampler.p:.2f})" if tc.ada else ")"))
+    result = train_denoiser(
+        cfg, sampler, holdout=held_out_sets(images, splits), init=init, steps=steps, minutes=minutes, progress=progress
+    )
+    log(
+        f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.loss:.4f}, "
+        f"overfitting gap {result.gap:+.3f}" + (f", augmentation p {sampler.p:.2f})" if tc.ada else ")")
+    )
 
     states = {}
     for p in data:
@@ -295,17 +325,26 @@ def train_detector(
     detector.metadata = {
         "products": list(data),
         "training_data": {
-            p: {"folder": str(Path(data[p]).resolve()), "images": len(paths[p]),
-                "train_images": len(splits[p].train), "held_out": len(splits[p].held_out),
-                "fingerprint": fingerprint(paths[p])}
+            p: {
+                "folder": str(Path(data[p]).resolve()),
+                "images": len(paths[p]),
+                "train_images": len(splits[p].train),
+                "held_out": len(splits[p].held_out),
+                "fingerprint": fingerprint(paths[p]),
+            }
             for p in data
         },
-        "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.loss,
-                     "calibration_seconds": round(time.monotonic() - started, 1),
-                     "budget": {"steps": steps, "minutes": minutes}, "seed": tc.seed,
-                     "torch_threads": torch.get_num_threads(), **ada_summary(result)},
-        "decisions": {k: v if not isinstance(v, float) or math.isfinite(v) else None
-                      for k, v in measured.items()},
+        "training": {
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "final_loss": result.loss,
+            "calibration_seconds": round(time.monotonic() - started, 1),
+            "budget": {"steps": steps, "minutes": minutes},
+            "seed": tc.seed,
+            "torch_threads": torch.get_num_threads(),
+            **ada_summary(result),
+        },
+        "decisions": {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in measured.items()},
         "metrics": {},
     }
     return detector

@@ -76,9 +76,16 @@ class GoodStatistics:
         gmm.fit((data - loc) / scale)
         chol = torch.from_numpy(gmm.precisions_cholesky_)  # precision = L @ L.T per component
         logw = torch.from_numpy(np.log(gmm.weights_)) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
-        return cls(PATCH, {"loc": torch.from_numpy(loc).float(), "scale": torch.from_numpy(scale).float(),
-                           "means": torch.from_numpy(gmm.means_).float(), "prec_chol": chol.float(),
-                           "log_norm": logw.float()})
+        return cls(
+            PATCH,
+            {
+                "loc": torch.from_numpy(loc).float(),
+                "scale": torch.from_numpy(scale).float(),
+                "means": torch.from_numpy(gmm.means_).float(),
+                "prec_chol": chol.float(),
+                "log_norm": logw.float(),
+            },
+        )
 
     def raw_map(self, x: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """(N, 1, h, w) deviation of ``x`` from good images; ``window`` = (y0, x0, h, w) in the full image."""

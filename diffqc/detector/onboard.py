@@ -70,16 +70,28 @@ def onboard_detector(
     data = Path(data)
     product = product or product_name(data)
     if product in base.product_names:
-        raise TrainingDataError(f"the base model already serves product {product!r} (products "
-                                f"{base.product_names}); onboarding adds a new product type")
+        raise TrainingDataError(
+            f"the base model already serves product {product!r} (products "
+            f"{base.product_names}); onboarding adds a new product type"
+        )
     if steps is None and minutes is None:
         minutes = DEFAULT_MINUTES
     cfg = onboarding_config(base.cfg, product, lr)
     log(f"onboarding {product!r} on a base trained for {base.product_names}")
-    detector = train_detector({product: data}, cfg, steps=steps, minutes=minutes, seed=seed,
-                              init=initial_weights(base, cfg), progress=progress, log=log)
+    detector = train_detector(
+        {product: data},
+        cfg,
+        steps=steps,
+        minutes=minutes,
+        seed=seed,
+        init=initial_weights(base, cfg),
+        progress=progress,
+        log=log,
+    )
     detector.metadata["onboarding"] = {
-        "base_products": base.product_names, "lr": lr,
-        "base_training": base.metadata.get("training", {}), "base_saved_at": base.metadata.get("saved_at"),
+        "base_products": base.product_names,
+        "lr": lr,
+        "base_training": base.metadata.get("training", {}),
+        "base_saved_at": base.metadata.get("saved_at"),
     }
     return detector

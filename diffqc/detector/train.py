@@ -67,8 +67,9 @@ def run_budget(
     budget_s = minutes * 60 if minutes is not None else math.inf
     by_time = steps is None
     losses: list[float] = []
-    with progress_bar(desc, round(budget_s) if by_time else steps, unit="s" if by_time else "steps",
-                      enabled=progress, transient=True) as bar:
+    with progress_bar(
+        desc, round(budget_s) if by_time else steps, unit="s" if by_time else "steps", enabled=progress, transient=True
+    ) as bar:
         start = last = time.monotonic()
         step = 0
         while True:
@@ -102,7 +103,7 @@ def warmup_decay(target: float, step: int) -> float:
 
 
 def tail_loss(losses: list[float]) -> float:
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     return float(np.mean(tail)) if tail else math.nan
 
 
@@ -115,8 +116,15 @@ class OverfitProbe:
     memorizes. It steers adaptive augmentation and is reported at the end of training.
     """
 
-    def __init__(self, sampler: CropSampler, holdout: dict[int, list[np.ndarray]], acp: torch.Tensor, t_max: int,
-                 seed: int, n: int = 32):
+    def __init__(
+        self,
+        sampler: CropSampler,
+        holdout: dict[int, list[np.ndarray]],
+        acp: torch.Tensor,
+        t_max: int,
+        seed: int,
+        n: int = 32,
+    ):
         rng = np.random.default_rng(seed + 2)  # its own stream: probing does not change the training crops
         c, coords = sampler.aug.crop, sampler.aug.coords
         # (training, held-out) crops and their coordinates
@@ -134,8 +142,10 @@ class OverfitProbe:
                 xs[i].append(img[y0 : y0 + c, x0 : x0 + c].transpose(2, 0, 1))
                 grids[i].append(coordinate_grid(y0, x0, c, c, *img.shape[:2]))
         y = torch.tensor(labels, dtype=torch.long)
-        self.batches = [(torch.from_numpy(np.stack(x).astype(np.float32)), torch.stack(g) if coords else None, y)
-                        for x, g in zip(xs, grids, strict=True)]
+        self.batches = [
+            (torch.from_numpy(np.stack(x).astype(np.float32)), torch.stack(g) if coords else None, y)
+            for x, g in zip(xs, grids, strict=True)
+        ]
         gen = torch.Generator().manual_seed(seed + 2)
         self.t = torch.randint(0, t_max, (n,), generator=gen)
         self.noise = torch.randn(self.batches[0][0].shape, generator=gen)

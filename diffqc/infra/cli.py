@@ -31,17 +31,22 @@ def _ports(settings: Settings) -> tuple[int, int]:
 
 @app.command()
 def up(
-    repo: Annotated[Path, typer.Option(
-        help="Triton model repository (started if it has models)")] = Path("model-repository"),
+    repo: Annotated[Path, typer.Option(help="Triton model repository (started if it has models)")] = Path(
+        "model-repository"
+    ),
 ) -> None:
     """Start the Kafka broker, time-series store, schema registry and Triton (if not running); wait until ready."""
     settings = get_settings()
     kafka_port, timeseries_port = _ports(settings)
     triton_repo = repo if any(p.is_dir() for p in repo.glob("*/[0-9]*")) else None
     try:
-        servers = _stack(settings).up(kafka_port, timeseries_port, triton_repo,
-                                      int(settings.triton.grpc_url.rsplit(":", 1)[1]),
-                                      registry_port=urlparse(settings.registry.url).port or 8081)
+        servers = _stack(settings).up(
+            kafka_port,
+            timeseries_port,
+            triton_repo,
+            int(settings.triton.grpc_url.rsplit(":", 1)[1]),
+            registry_port=urlparse(settings.registry.url).port or 8081,
+        )
     except InfraError as exc:
         console.print(f"[red]infra up failed:[/red] {exc}")
         raise typer.Exit(1) from None

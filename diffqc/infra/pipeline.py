@@ -74,9 +74,12 @@ class LocalPipeline:
         """The settings every service of this pipeline runs with (for in-process clients)."""
         influx = {"url": self.env["DIFFQC_INFLUX_URL"]} if "DIFFQC_INFLUX_URL" in self.env else {}
         return Settings(
-            data_dir=self.root, blob_root=self.root / "blobs", database={"url": self.database_url},
+            data_dir=self.root,
+            blob_root=self.root / "blobs",
+            database={"url": self.database_url},
             kafka={"bootstrap_servers": self.env["DIFFQC_KAFKA_BOOTSTRAP_SERVERS"], "session_timeout_ms": 6000},
-            influx=influx, triton={"grpc_url": self.env["DIFFQC_TRITON_GRPC_URL"]},
+            influx=influx,
+            triton={"grpc_url": self.env["DIFFQC_TRITON_GRPC_URL"]},
         )
 
     def address(self, service: str) -> str:
@@ -85,8 +88,7 @@ class LocalPipeline:
     def start_servers(self) -> None:
         external_influx = os.environ.get("DIFFQC_INFLUX_URL")
         embedded_store = not external_influx and shutil.which("victoria-metrics") is not None
-        servers = self.stack.up(free_port(), free_port() if embedded_store else None,
-                                triton_repo=self.model_repository)
+        servers = self.stack.up(free_port(), free_port() if embedded_store else None, triton_repo=self.model_repository)
         self.env = {
             "DIFFQC_DATA_DIR": str(self.root),
             "DIFFQC_BLOB_ROOT": str(self.root / "blobs"),
@@ -115,8 +117,9 @@ class LocalPipeline:
 
         engine = make_engine(self.db_url)
         try:
-            self.image_sizes.update(register_version(self.model_repository / MODEL_NAME / self.newest_version(),
-                                                     engine))
+            self.image_sizes.update(
+                register_version(self.model_repository / MODEL_NAME / self.newest_version(), engine)
+            )
         finally:
             engine.dispose()
         return list(self.image_sizes)
@@ -124,14 +127,17 @@ class LocalPipeline:
     def newest_version(self) -> str:
         found = versions(self.model_repository / MODEL_NAME)
         if not found:
-            raise InfraError(f"{self.model_repository / MODEL_NAME} holds no model version: stage one with "
-                             f"diffqc export --model MODEL --repo {self.model_repository}")
+            raise InfraError(
+                f"{self.model_repository / MODEL_NAME} holds no model version: stage one with "
+                f"diffqc export --model MODEL --repo {self.model_repository}"
+            )
         return str(found[-1])
 
     def start_service(self, name: str) -> None:
         self.ports.setdefault(name, free_port())
-        self.processes[name] = service_process(name, self.ports[name], self.env,
-                                               self.root / "logs" / f"{name}.log").start()
+        self.processes[name] = service_process(
+            name, self.ports[name], self.env, self.root / "logs" / f"{name}.log"
+        ).start()
 
     def stop_service(self, name: str) -> None:
         self.processes.pop(name).stop()

@@ -71,8 +71,7 @@ class ServerProcess:
             delay = min(delay * 1.5, 0.5)
         self.stop()
         raise InfraError(
-            f"{self.name} was not ready after {self.ready_timeout_s:.0f} s; "
-            f"log {self.log_path}:\n{self.log_tail()}"
+            f"{self.name} was not ready after {self.ready_timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}"
         )
 
     def stop(self, timeout_s: float = 15.0) -> None:

@@ -36,8 +36,15 @@ if TYPE_CHECKING:
     import avro.schema
 
 DEFAULT_COMPATIBILITY = "BACKWARD"
-COMPATIBILITY_LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
-                        "FULL_TRANSITIVE")
+COMPATIBILITY_LEVELS = (
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+)
 
 
 class RegistryError(Exception):
@@ -121,8 +128,12 @@ class SchemaStore:
             if level.startswith(("FORWARD", "FULL")):  # the old schema reads what the new one writes
                 problems += _incompatibilities(existing, candidate)
         if problems:
-            raise RegistryError(409, 409, f"Schema being registered is incompatible with an earlier schema for "
-                                          f"subject \"{subject}\" (compatibility {level}), details: {problems}")
+            raise RegistryError(
+                409,
+                409,
+                f"Schema being registered is incompatible with an earlier schema for "
+                f'subject "{subject}" (compatibility {level}), details: {problems}',
+            )
 
     def register(self, subject: str, body: dict) -> dict:
         text, parsed, key = self._parse(body)
@@ -164,8 +175,11 @@ class SchemaStore:
     def set_level(self, subject: str | None, body: dict) -> dict:
         level = str(body.get("compatibility", "")).upper()
         if level not in COMPATIBILITY_LEVELS:
-            raise RegistryError(422, 42203, f"Invalid compatibility level {body.get('compatibility')!r}; one of "
-                                            f"{', '.join(COMPATIBILITY_LEVELS)}")
+            raise RegistryError(
+                422,
+                42203,
+                f"Invalid compatibility level {body.get('compatibility')!r}; one of {', '.join(COMPATIBILITY_LEVELS)}",
+            )
         with self.lock:
             if subject is None:
                 self.global_level = level
@@ -193,8 +207,11 @@ _ROUTES = [
     ("GET", r"/schemas/ids/(\d+)", lambda st, g, q, b: st.schema(int(g[0]))),
     ("GET", r"/config", lambda st, g, q, b: st.get_level(None, True)),
     ("PUT", r"/config", lambda st, g, q, b: st.set_level(None, b)),
-    ("GET", r"/config/([^/]+)",
-     lambda st, g, q, b: st.get_level(g[0], q.get("defaultToGlobal", ["false"])[0].lower() == "true")),
+    (
+        "GET",
+        r"/config/([^/]+)",
+        lambda st, g, q, b: st.get_level(g[0], q.get("defaultToGlobal", ["false"])[0].lower() == "true"),
+    ),
     ("PUT", r"/config/([^/]+)", lambda st, g, q, b: st.set_level(g[0], b)),
 ]
 _COMPILED = [(method, re.compile(pattern + r"/?\Z"), handler) for method, pattern, handler in _ROUTES]

@@ -24,12 +24,17 @@ def grpc_is_serving(address: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def service_process(name: str, grpc_port: int, env: dict[str, str], log_path: Path,
-                    ready_timeout_s: float = 120.0) -> ServerProcess:
+def service_process(
+    name: str, grpc_port: int, env: dict[str, str], log_path: Path, ready_timeout_s: float = 120.0
+) -> ServerProcess:
     """A service process configured by ``env`` (DIFFQC_* variables) on ``grpc_port``."""
-    environment = {**os.environ, **env, "DIFFQC_SERVICE_GRPC_PORT": str(grpc_port),
-                   "DIFFQC_SERVICE_METRICS_PORT": "0",
-                   "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    environment = {
+        **os.environ,
+        **env,
+        "DIFFQC_SERVICE_GRPC_PORT": str(grpc_port),
+        "DIFFQC_SERVICE_METRICS_PORT": "0",
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     return ServerProcess(
         name=f"service {name}",
         argv=[sys.executable, "-m", f"services.{name}"],

@@ -44,8 +44,12 @@ class ServerStatus:
     detail: str
 
 
-_HEALTH: dict[str, Callable[[str], bool]] = {KAFKA: broker_is_ready, TIMESERIES: store_is_ready,
-                                              TRITON: server_is_ready, REGISTRY: registry_is_ready}
+_HEALTH: dict[str, Callable[[str], bool]] = {
+    KAFKA: broker_is_ready,
+    TIMESERIES: store_is_ready,
+    TRITON: server_is_ready,
+    REGISTRY: registry_is_ready,
+}
 
 
 class LocalStack:
@@ -65,8 +69,14 @@ class LocalStack:
     def running(self) -> dict[str, RunningServer]:
         return {n: s for n, s in self._load().items() if pid_alive(s.pid, s.binary)}
 
-    def up(self, kafka_port: int, timeseries_port: int | None, triton_repo: Path | None = None,
-           triton_grpc_port: int | None = None, registry_port: int | None = None) -> dict[str, RunningServer]:
+    def up(
+        self,
+        kafka_port: int,
+        timeseries_port: int | None,
+        triton_repo: Path | None = None,
+        triton_grpc_port: int | None = None,
+        registry_port: int | None = None,
+    ) -> dict[str, RunningServer]:
         """Start what is not running yet (idempotent); on failure stop what this call started.
 
         The time-series store starts only with a ``timeseries_port``, Triton only when ``triton_repo``
@@ -81,15 +91,18 @@ class LocalStack:
         if timeseries_port is not None and TIMESERIES not in servers:
             url = f"http://127.0.0.1:{timeseries_port}"
             wanted[TIMESERIES] = (
-                timeseries_store(timeseries_port, self.root / "timeseries-data", self.root / "timeseries.log"), url, url
+                timeseries_store(timeseries_port, self.root / "timeseries-data", self.root / "timeseries.log"),
+                url,
+                url,
             )
         if REGISTRY not in servers:
             url = f"http://127.0.0.1:{registry_port or free_port()}"
             wanted[REGISTRY] = (schema_registry(int(url.rsplit(":", 1)[1]), self.root / "registry.log"), url, url)
         if triton_repo is not None and TRITON not in servers:
             grpc_port, http_port = triton_grpc_port or free_port(), free_port()
-            server = triton_server(triton_repo, http_port, grpc_port, free_port(), self.root / "triton",
-                                   self.root / "triton.log")
+            server = triton_server(
+                triton_repo, http_port, grpc_port, free_port(), self.root / "triton", self.root / "triton.log"
+            )
             wanted[TRITON] = (server, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}")
         started: list[ServerProcess] = []
         try:
@@ -98,8 +111,14 @@ class LocalStack:
                 started.append(server)
                 if server.pid is None:  # start() sets it
                     raise InfraError(f"{server.name} started but has no PID")
-                servers[name] = RunningServer(name=name, pid=server.pid, address=address, log=str(server.log_path),
-                                              binary=server.argv[0], probe=probe)
+                servers[name] = RunningServer(
+                    name=name,
+                    pid=server.pid,
+                    address=address,
+                    log=str(server.log_path),
+                    binary=server.argv[0],
+                    probe=probe,
+                )
         except BaseException:
             for server in started:
                 server.stop()

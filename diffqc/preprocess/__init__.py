@@ -15,6 +15,17 @@ from diffqc.preprocess.prepare import Preprocessor, UnknownProduct, load_frame_i
 from diffqc.preprocess.spec import AlignSpec, PreprocessSpec, SpecError
 
 __all__ = [
-    "AlignSpec", "FrameImageError", "Letterbox", "PreprocessSpec", "Preprocessor", "SpecError", "UnknownProduct",
-    "decode_image", "load_frame_image", "normalize", "prepare_frame", "product_spec", "to_channels",
+    "AlignSpec",
+    "FrameImageError",
+    "Letterbox",
+    "PreprocessSpec",
+    "Preprocessor",
+    "SpecError",
+    "UnknownProduct",
+    "decode_image",
+    "load_frame_image",
+    "normalize",
+    "prepare_frame",
+    "product_spec",
+    "to_channels",
 ]

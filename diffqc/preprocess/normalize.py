@@ -55,8 +55,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = _images.MAX_PIXELS) -
     except Image.DecompressionBombError as exc:
         raise FrameImageError(f"cannot read image {name}: decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
-        raise FrameImageError(f"cannot read image {name}: not a recognised image format (corrupt or not an image)"
-                              ) from None
+        raise FrameImageError(
+            f"cannot read image {name}: not a recognised image format (corrupt or not an image)"
+        ) from None
     except _images._DECODE_ERRORS as exc:
         raise FrameImageError(f"cannot read image {name}: corrupt or truncated image data ({exc})") from None
 
@@ -85,13 +86,20 @@ def letterbox(image: np.ndarray, box: Letterbox) -> np.ndarray:
         # PIL resamples float32 ("F") planes with a support scaled by the factor: no aliasing when
         # shrinking a 4096x3000 frame, no overshoot outside [0, 1] (the triangle filter is positive).
         planes = [
-            np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, c])).resize(
-                (box.new_w, box.new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(image[:, :, c])).resize(
+                    (box.new_w, box.new_h), Image.Resampling.BILINEAR
+                ),
+                dtype=np.float32,
+            )
             for c in range(image.shape[2])
         ]
         image = np.clip(np.stack(planes, axis=2), 0.0, 1.0)
-    pads = ((box.pad_top, box.dst_h - box.new_h - box.pad_top),
-            (box.pad_left, box.dst_w - box.new_w - box.pad_left), (0, 0))
+    pads = (
+        (box.pad_top, box.dst_h - box.new_h - box.pad_top),
+        (box.pad_left, box.dst_w - box.new_w - box.pad_left),
+        (0, 0),
+    )
     if any(p for pair in pads for p in pair):
         image = np.pad(image, pads, mode="edge")
     return np.ascontiguousarray(image, dtype=np.float32)
@@ -138,8 +146,9 @@ def align(image: np.ndarray, reference: np.ndarray, spec: AlignSpec) -> tuple[np
     return image, Alignment((dy, dx), True, float(error))
 
 
-def normalize(image: np.ndarray, spec: PreprocessSpec, reference: np.ndarray | None = None
-              ) -> tuple[np.ndarray, Letterbox, Alignment | None]:
+def normalize(
+    image: np.ndarray, spec: PreprocessSpec, reference: np.ndarray | None = None
+) -> tuple[np.ndarray, Letterbox, Alignment | None]:
     """Colour, letterbox and (when the spec asks and a reference is given) align one HxWxC image."""
     box = Letterbox.fit(image.shape[0], image.shape[1], spec.height, spec.width)
     # Colour conversion on the smaller side of the resize: fewer planes to resample.

@@ -48,13 +48,20 @@ def load_frame_image(frame: Frame, blobs: BlobStore) -> np.ndarray:
     image = decode_image(blobs.get(frame.image), frame.image.uri)
     shape = frame.shape
     if shape.height and (shape.height, shape.width) != image.shape[:2]:
-        raise FrameImageError(f"image {frame.image.uri} is {image.shape[1]}x{image.shape[0]} px but the frame "
-                              f"says {shape.width}x{shape.height}")
+        raise FrameImageError(
+            f"image {frame.image.uri} is {image.shape[1]}x{image.shape[0]} px but the frame "
+            f"says {shape.width}x{shape.height}"
+        )
     return image
 
 
-def prepare_frame(frame: Frame, spec: PreprocessSpec, blobs: BlobStore, image: np.ndarray | None = None,
-                  reference: np.ndarray | None = None) -> PreparedFrame:
+def prepare_frame(
+    frame: Frame,
+    spec: PreprocessSpec,
+    blobs: BlobStore,
+    image: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+) -> PreparedFrame:
     """Normalize ``frame``'s image (or ``image``, already read) to ``spec`` and cut it into tiles.
 
     ``reference``: the product's alignment reference (HxW grayscale in normalized geometry), used
@@ -66,9 +73,15 @@ def prepare_frame(frame: Frame, spec: PreprocessSpec, blobs: BlobStore, image: n
     if spec.align is not None and reference is None:
         raise SpecError(f"product type {frame.product_type!r}: alignment asked but no reference image given")
     normalized, box, alignment = normalize(image, spec, reference)
-    out = PreparedFrame(frame=frame, scale=box.scale, pad_left=box.pad_left, pad_top=box.pad_top,
-                        normalized_shape=Shape(height=spec.height, width=spec.width, channels=spec.channels),
-                        aligned=bool(alignment and alignment.applied), tile_overlap=spec.overlap if spec.tile else 0)
+    out = PreparedFrame(
+        frame=frame,
+        scale=box.scale,
+        pad_left=box.pad_left,
+        pad_top=box.pad_top,
+        normalized_shape=Shape(height=spec.height, width=spec.width, channels=spec.channels),
+        aligned=bool(alignment and alignment.applied),
+        tile_overlap=spec.overlap if spec.tile else 0,
+    )
     if not frame.shape.height:
         out.frame.shape.CopyFrom(Shape(height=image.shape[0], width=image.shape[1], channels=image.shape[2]))
     tile = spec.tile or max(spec.height, spec.width)

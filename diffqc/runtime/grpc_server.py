@@ -91,8 +91,9 @@ class GrpcServer:
         for name in ["", *self.service_names]:
             self.health.set(name, SERVING)
         self.server.start()
-        log.info("gRPC serving on %s", self.address,
-                 extra={"grpc_port": self.port, "grpc_services": self.service_names})
+        log.info(
+            "gRPC serving on %s", self.address, extra={"grpc_port": self.port, "grpc_services": self.service_names}
+        )
 
     def stop(self, grace: float | None) -> None:
         """Drain and stop; returns when every call has finished or ``grace`` seconds have passed.

@@ -16,19 +16,24 @@ from prometheus_client import Counter, Histogram, start_http_server
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 MESSAGES = Counter(
-    "diffqc_messages", "Kafka messages handled, by input topic and outcome (ok|retried|dead_lettered)",
+    "diffqc_messages",
+    "Kafka messages handled, by input topic and outcome (ok|retried|dead_lettered)",
     ["topic", "outcome"],
 )
 HANDLE_SECONDS = Histogram(
-    "diffqc_message_handle_seconds", "Time to handle one Kafka message successfully, by input topic",
-    ["topic"], buckets=LATENCY_BUCKETS,
+    "diffqc_message_handle_seconds",
+    "Time to handle one Kafka message successfully, by input topic",
+    ["topic"],
+    buckets=LATENCY_BUCKETS,
 )
 GRPC_CALLS = Counter(
     "diffqc_grpc_server_calls", "gRPC calls served, by full method name and status code", ["method", "code"]
 )
 GRPC_SECONDS = Histogram(
-    "diffqc_grpc_server_call_seconds", "Duration of gRPC calls served, by full method name",
-    ["method"], buckets=LATENCY_BUCKETS,
+    "diffqc_grpc_server_call_seconds",
+    "Duration of gRPC calls served, by full method name",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

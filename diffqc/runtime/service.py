@@ -62,8 +62,15 @@ def _run(name, settings, register_grpc, service_names, loops, grpc_options, shut
     try:
         metrics_port = start_metrics_server(cfg.metrics_port, host)
         log.info("metrics on http://%s:%d/metrics", host, metrics_port, extra={"metrics_port": metrics_port})
-        server = GrpcServer(name, register_grpc, service_names, port=cfg.grpc_port, workers=cfg.grpc_workers,
-                            host=host, options=grpc_options)
+        server = GrpcServer(
+            name,
+            register_grpc,
+            service_names,
+            port=cfg.grpc_port,
+            workers=cfg.grpc_workers,
+            host=host,
+            options=grpc_options,
+        )
     except (GrpcBindError, OSError) as exc:
         log.critical("cannot start %s: %s", name, exc)
         return 1
@@ -73,8 +80,12 @@ def _run(name, settings, register_grpc, service_names, loops, grpc_options, shut
     failed: list[str] = []
     # Daemon threads: a loop stuck past the grace period cannot keep the process alive.
     threads = [
-        threading.Thread(target=_run_loop, args=(loop, stop_loops, shutdown.event, failed),
-                         name=f"loop-{_loop_name(loop)}", daemon=True)
+        threading.Thread(
+            target=_run_loop,
+            args=(loop, stop_loops, shutdown.event, failed),
+            name=f"loop-{_loop_name(loop)}",
+            daemon=True,
+        )
         for loop in loops
     ]
     for thread in threads:

@@ -46,8 +46,9 @@ def poison_errors(errors: ErrorTable) -> tuple[type[Exception], ...]:
     return tuple(cls for cls, status in errors.items() if status is not grpc.StatusCode.UNAVAILABLE)
 
 
-def grpc_errors(errors: ErrorTable, frame: Callable[[Any], Frame] | None = None
-                ) -> Callable[[Method[Request, Response]], Method[Request, Response]]:
+def grpc_errors(
+    errors: ErrorTable, frame: Callable[[Any], Frame] | None = None
+) -> Callable[[Method[Request, Response]], Method[Request, Response]]:
     """Decorate a servicer method: log lines inside carry the request's frame id (``frame``), and a
     listed exception aborts the call with its status and message."""
     listed = tuple(errors)

@@ -41,6 +41,10 @@ def migrated_database(settings: Settings) -> Engine:
     on the race.
     """
     engine = make_engine(settings.database.url)
-    wait_for("database", engine.url.render_as_string(hide_password=True), lambda: upgrade(engine),
-             settings.service.startup_timeout_s)
+    wait_for(
+        "database",
+        engine.url.render_as_string(hide_password=True),
+        lambda: upgrade(engine),
+        settings.service.startup_timeout_s,
+    )
     return engine

@@ -21,7 +21,19 @@ from diffqc.scoring.scorer import (
 from diffqc.scoring.sink import InfluxScoreSink, LineProtocolFileSink, ScoreSink, make_sink, score_point
 
 __all__ = [
-    "InfluxScoreSink", "LineProtocolFileSink", "ModelThreshold", "ScoreSink", "Scorer", "ScoringError",
-    "content_regions", "heatmap_png", "inspection_id", "make_sink", "map_geometry", "point_for", "score_point",
-    "to_original", "verdict_message",
+    "InfluxScoreSink",
+    "LineProtocolFileSink",
+    "ModelThreshold",
+    "ScoreSink",
+    "Scorer",
+    "ScoringError",
+    "content_regions",
+    "heatmap_png",
+    "inspection_id",
+    "make_sink",
+    "map_geometry",
+    "point_for",
+    "score_point",
+    "to_original",
+    "verdict_message",
 ]

@@ -40,13 +40,22 @@ def to_original(regions: list[dict], box: Letterbox) -> list[dict]:
     for region in regions:
         x0, y0, x1, y1 = region["bbox"]
         x, y, w, h = box.box_to_original(x0 + box.pad_left, y0 + box.pad_top, x1 + box.pad_left, y1 + box.pad_top)
-        out.append({"x": x, "y": y, "width": w, "height": h, "area_px": box.area_to_original(region["area_px"]),
-                    "peak_score": float(region["peak"])})
+        out.append(
+            {
+                "x": x,
+                "y": y,
+                "width": w,
+                "height": h,
+                "area_px": box.area_to_original(region["area_px"]),
+                "peak_score": float(region["peak"]),
+            }
+        )
     return out
 
 
-def heatmap_png(amap: np.ndarray, box: Letterbox, level: float, regions: list[dict], defect: bool,
-                image: np.ndarray | None = None) -> bytes:
+def heatmap_png(
+    amap: np.ndarray, box: Letterbox, level: float, regions: list[dict], defect: bool, image: np.ndarray | None = None
+) -> bytes:
     """PNG of the map over the frame (or over mid-gray when the image is not at hand), at the map's
     content resolution, with ``regions`` (content coordinates) boxed."""
     content = np.asarray(amap, dtype=np.float32)[box.content]

@@ -84,18 +84,23 @@ class Scorer:
         if row is None:
             row = active_model_version(session, product)
             if row is None:
-                raise ScoringError(f"no model version is registered for product type {product!r} "
-                                   f"(register_model_version); cannot threshold the score")
+                raise ScoringError(
+                    f"no model version is registered for product type {product!r} "
+                    f"(register_model_version); cannot threshold the score"
+                )
             if version:
-                log.warning("model version %r of %r is not registered; using the active version %r",
-                            version, product, row.version)
+                log.warning(
+                    "model version %r of %r is not registered; using the active version %r",
+                    version,
+                    product,
+                    row.version,
+                )
         level = (row.metrics or {}).get("region_level")
         if level is None:
             level = self.settings.region_level
             if (product, row.version) not in self._level_warned:
                 self._level_warned.add((product, row.version))
-                log.warning("model version %r of %r has no metrics.region_level; using %g", row.version, product,
-                            level)
+                log.warning("model version %r of %r has no metrics.region_level; using %g", row.version, product, level)
         return ModelThreshold(row.version, float(row.threshold), float(level))
 
     # -- the decision -------------------------------------------------------------------------
@@ -122,8 +127,9 @@ class Scorer:
             log.warning("heatmap drawn without the frame image: %s", exc)
             return None
 
-    def decide(self, result: InferenceResult, nominal_ranges: dict, model: ModelThreshold,
-               decided_at: datetime | None = None) -> tuple[dict[str, Any], BlobRef]:
+    def decide(
+        self, result: InferenceResult, nominal_ranges: dict, model: ModelThreshold, decided_at: datetime | None = None
+    ) -> tuple[dict[str, Any], BlobRef]:
         """The inspection row's values (``record_inspection`` keywords) and the heatmap blob; no database."""
         frame = result.frame
         if not math.isfinite(result.score):  # NaN > threshold is False: it would pass silently
@@ -147,10 +153,16 @@ class Scorer:
         else:  # no ingestion (a direct Score call): the detector's own time
             latency_ms = result.latency.ToNanoseconds() / 1e6
         values = {
-            "id": inspection_id(frame.frame_id, model.version), "frame_id": frame.frame_id,
-            "model_version": model.version, "component_scores": components, "score": score,
-            "threshold": model.threshold, "verdict": Verdict.DEFECT if defect else Verdict.PASS,
-            "latency_ms": round(latency_ms, 3), "heatmap_uri": heatmap.uri, "regions": to_original(regions, box),
+            "id": inspection_id(frame.frame_id, model.version),
+            "frame_id": frame.frame_id,
+            "model_version": model.version,
+            "component_scores": components,
+            "score": score,
+            "threshold": model.threshold,
+            "verdict": Verdict.DEFECT if defect else Verdict.PASS,
+            "latency_ms": round(latency_ms, 3),
+            "heatmap_uri": heatmap.uri,
+            "regions": to_original(regions, box),
             "inspected_at": decided_at,
         }
         return values, heatmap
@@ -203,21 +215,44 @@ class Scorer:
 def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef | None = None) -> InspectionVerdict:
     """The InspectionVerdict of a stored inspection row (``heatmap``: the full reference of its heatmap)."""
     return InspectionVerdict(
-        inspection_id=row.id, frame=result.frame,
+        inspection_id=row.id,
+        frame=result.frame,
         verdict=VERDICT_DEFECT if Verdict(row.verdict) is Verdict.DEFECT else VERDICT_PASS,
-        score=row.score, threshold=row.threshold, component_scores=dict(row.component_scores),
-        regions=[DefectRegion(bbox=BoundingBox(x=r["x"], y=r["y"], width=r["width"], height=r["height"]),
-                              area_px=r["area_px"], peak_score=r["peak_score"]) for r in row.regions or []],
+        score=row.score,
+        threshold=row.threshold,
+        component_scores=dict(row.component_scores),
+        regions=[
+            DefectRegion(
+                bbox=BoundingBox(x=r["x"], y=r["y"], width=r["width"], height=r["height"]),
+                area_px=r["area_px"],
+                peak_score=r["peak_score"],
+            )
+            for r in row.regions or []
+        ],
         heatmap=heatmap or BlobRef(uri=row.heatmap_uri or ""),
         model=ModelRef(name=result.model.name, version=row.model_version),
-        latency=clock.duration_from_ms(row.latency_ms), decided_at=clock.to_timestamp(row.inspected_at),
+        latency=clock.duration_from_ms(row.latency_ms),
+        decided_at=clock.to_timestamp(row.inspected_at),
     )
 
 
 def point_for(row: Inspection, frame):
     """The score point of a stored inspection; timestamp = capture time (else ingestion, else decision)."""
-    tags = {"plant": frame.plant_id, "line": frame.line_id, "station": frame.station_id, "camera": frame.camera_id,
-            "product_type": frame.product_type, "model_version": row.model_version}
+    tags = {
+        "plant": frame.plant_id,
+        "line": frame.line_id,
+        "station": frame.station_id,
+        "camera": frame.camera_id,
+        "product_type": frame.product_type,
+        "model_version": row.model_version,
+    }
     when = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or row.inspected_at
-    return score_point(tags, dict(row.component_scores), row.score, row.threshold,
-                       Verdict(row.verdict) is Verdict.DEFECT, row.latency_ms, when)
+    return score_point(
+        tags,
+        dict(row.component_scores),
+        row.score,
+        row.threshold,
+        Verdict(row.verdict) is Verdict.DEFECT,
+        row.latency_ms,
+        when,
+    )

@@ -32,8 +32,15 @@ class ScoreSink(Protocol):
     def close(self) -> None: ...
 
 
-def score_point(tags: dict[str, str], components: dict[str, float], score: float, threshold: float, defect: bool,
-                latency_ms: float, time: datetime) -> Point:
+def score_point(
+    tags: dict[str, str],
+    components: dict[str, float],
+    score: float,
+    threshold: float,
+    defect: bool,
+    latency_ms: float,
+    time: datetime,
+) -> Point:
     point = Point(MEASUREMENT)
     for name in TAGS:
         if tags.get(name):  # InfluxDB refuses empty tag values
@@ -57,15 +64,18 @@ class InfluxScoreSink:
     def write(self, point: Point) -> None:
         try:
             # influxdb-client annotates write_precision as WritePrecision, but its values (NS) are str.
-            self.api.write(bucket=self.settings.bucket, org=self.settings.org, record=point,
-                           write_precision=WritePrecision.NS)  # type: ignore[arg-type]
+            precision: WritePrecision = WritePrecision.NS  # type: ignore[assignment]
+            self.api.write(bucket=self.settings.bucket, org=self.settings.org, record=point, write_precision=precision)
         except ApiException as exc:
             if exc.status in (401, 403, 408, 429) or (exc.status or 500) >= 500:
-                raise DependencyUnavailable(f"InfluxDB at {self.settings.url}: HTTP {exc.status} {exc.reason}"
-                                            ) from None
+                raise DependencyUnavailable(
+                    f"InfluxDB at {self.settings.url}: HTTP {exc.status} {exc.reason}"
+                ) from None
             # 400/404/422: the point or the bucket is wrong; bounded retries, then the dead-letter topic.
-            raise RuntimeError(f"InfluxDB at {self.settings.url} refused the point: HTTP {exc.status} "
-                               f"{(exc.body or exc.reason or '')!s:.300}") from None
+            raise RuntimeError(
+                f"InfluxDB at {self.settings.url} refused the point: HTTP {exc.status} "
+                f"{(exc.body or exc.reason or '')!s:.300}"
+            ) from None
         except (TransportError, OSError) as exc:  # connection refused, reset, timed out
             raise DependencyUnavailable(f"InfluxDB at {self.settings.url} unreachable: {exc}") from None
 

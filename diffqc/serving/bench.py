@@ -72,8 +72,10 @@ def triton(
     detector = Detector.load(artifact)
     product = detector.product_names[0]
     size = detector.products[product].image_size or (256, 256)
-    batch = [render_sample(product, "bench", i, size=(size[0], size[1])).image.transpose(2, 0, 1)[None].astype(np.float32)
-             for i in range(images)]
+    batch = [
+        render_sample(product, "bench", i, size=(size[0], size[1])).image.transpose(2, 0, 1)[None].astype(np.float32)
+        for i in range(images)
+    ]
     console.print(f"{images} images of {product!r} at {size[1]}x{size[0]}, one per request; model {artifact}")
     with tempfile.TemporaryDirectory() as work:
         grpc_port = free_port()
@@ -90,6 +92,12 @@ def triton(
     table = Table("path", "concurrency", "images/s", "p50 ms", "p95 ms", "throughput vs in-process")
     for run in runs:
         base = next(r for r in runs if r.path == "in-process" and r.concurrency == run.concurrency)
-        table.add_row(run.path, str(run.concurrency), f"{run.images_per_s:.2f}", f"{run.p50_ms:.0f}",
-                      f"{run.p95_ms:.0f}", f"{run.images_per_s / base.images_per_s:.2f}")
+        table.add_row(
+            run.path,
+            str(run.concurrency),
+            f"{run.images_per_s:.2f}",
+            f"{run.p50_ms:.0f}",
+            f"{run.p95_ms:.0f}",
+            f"{run.images_per_s / base.images_per_s:.2f}",
+        )
     console.print(table)

@@ -37,8 +37,10 @@ def export(
             from diffqc.serving.onnx_export import export_denoiser
 
             exported = export_denoiser(Detector.load(model), version_dir / "onnx")
-            console.print(f"ONNX denoiser: {exported.path} "
-                          f"(max abs difference to torch in onnxruntime: {exported.max_abs_diff:.1e})")
+            console.print(
+                f"ONNX denoiser: {exported.path} "
+                f"(max abs difference to torch in onnxruntime: {exported.max_abs_diff:.1e})"
+            )
     except DetectorError as exc:
         console.print(f"[red]export failed:[/red] {exc}")
         raise typer.Exit(1) from None

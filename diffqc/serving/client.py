@@ -40,8 +40,9 @@ class Detection:
 
 
 class TritonDetector:
-    def __init__(self, settings: TritonSettings, max_attempts: int = 6, backoff_s: float = 0.5,
-                 backoff_max_s: float = 8.0):
+    def __init__(
+        self, settings: TritonSettings, max_attempts: int = 6, backoff_s: float = 0.5, backoff_max_s: float = 8.0
+    ):
         self.settings = settings
         self.client = grpcclient.InferenceServerClient(settings.grpc_url)
         self.max_attempts, self.backoff_s, self.backoff_max_s = max_attempts, backoff_s, backoff_max_s
@@ -64,10 +65,18 @@ class TritonDetector:
         outputs = [grpcclient.InferRequestedOutput(n) for n in ("ANOMALY_MAP", "SCORES", "SCORE")]
         for attempt in range(1, self.max_attempts + 1):
             try:
-                result = self.client.infer(self.settings.model_name, [image_input, product_input], outputs=outputs,
-                                           client_timeout=self.settings.timeout_s)
-                return Detection(result.as_numpy("ANOMALY_MAP"), result.as_numpy("SCORES"),
-                                 result.as_numpy("SCORE").reshape(-1), result.get_response().model_version)
+                result = self.client.infer(
+                    self.settings.model_name,
+                    [image_input, product_input],
+                    outputs=outputs,
+                    client_timeout=self.settings.timeout_s,
+                )
+                return Detection(
+                    result.as_numpy("ANOMALY_MAP"),
+                    result.as_numpy("SCORES"),
+                    result.as_numpy("SCORE").reshape(-1),
+                    result.get_response().model_version,
+                )
             except InferenceServerException as exc:
                 if str(exc.status()) not in TRANSIENT:
                     raise InferenceRejected(f"Triton rejected the request: {exc.message()}") from None

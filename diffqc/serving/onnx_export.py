@@ -45,8 +45,10 @@ class _Traceable(torch.nn.Module):
 def _example(detector: Detector, n: int, size: int, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     cfg = detector.cfg.model
-    inputs = {"x_t": torch.rand(n, cfg.channels, size, size, generator=g) * 2 - 1,
-              "t": torch.randint(1, cfg.num_train_timesteps, (n,), generator=g)}
+    inputs = {
+        "x_t": torch.rand(n, cfg.channels, size, size, generator=g) * 2 - 1,
+        "t": torch.randint(1, cfg.num_train_timesteps, (n,), generator=g),
+    }
     if cfg.coord_channels:
         inputs["coords"] = torch.rand(n, 2, size, size, generator=g) * 2 - 1
     if cfg.class_embedding:
@@ -60,8 +62,9 @@ def _onnxruntime() -> ModuleType:
         import onnx  # noqa: F401
         import onnxruntime
     except ImportError as exc:
-        raise DetectorError(f"diffqc export --format onnx needs the onnx extra ({exc.name} is missing): "
-                            "pip install 'diffqc[onnx]'") from None
+        raise DetectorError(
+            f"diffqc export --format onnx needs the onnx extra ({exc.name} is missing): pip install 'diffqc[onnx]'"
+        ) from None
     return onnxruntime
 
 
@@ -78,8 +81,16 @@ def export_denoiser(detector: Detector, out_dir: Path, size: int | None = None) 
     example = _example(detector, 2, size, seed=0)
     names = list(example)
     with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(module, tuple(example.values()), str(path), input_names=names, output_names=["eps"],
-                          dynamic_axes={n: {0: "batch"} for n in [*names, "eps"]}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module,
+            tuple(example.values()),
+            str(path),
+            input_names=names,
+            output_names=["eps"],
+            dynamic_axes={n: {0: "batch"} for n in [*names, "eps"]},
+            opset_version=17,
+            dynamo=False,
+        )
     check = _example(detector, 3, size, seed=1)  # another batch size than the traced one
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_eps = session.run(None, {k: v.numpy() for k, v in check.items()})[0]
@@ -89,8 +100,18 @@ def export_denoiser(detector: Detector, out_dir: Path, size: int | None = None) 
     if diff > PARITY_TOLERANCE:
         path.unlink()
         raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (> {PARITY_TOLERANCE:g}); not written")
-    (out_dir / "denoiser.json").write_text(json.dumps({
-        "inputs": {k: list(v.shape[1:]) for k, v in example.items()}, "output": "eps", "tile_size": size,
-        "opset": 17, "parity_max_abs_diff": diff, "products": detector.product_names,
-    }, indent=2) + "\n")
+    (out_dir / "denoiser.json").write_text(
+        json.dumps(
+            {
+                "inputs": {k: list(v.shape[1:]) for k, v in example.items()},
+                "output": "eps",
+                "tile_size": size,
+                "opset": 17,
+                "parity_max_abs_diff": diff,
+                "products": detector.product_names,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return OnnxExport(path, diff)

@@ -50,8 +50,9 @@ def _stitch(prepared: PreparedFrame, detections: list[Detection]) -> np.ndarray:
     return total / np.maximum(weight, np.float32(1e-12))
 
 
-def infer_prepared(prepared: PreparedFrame, detector: TritonDetector, blobs: BlobStore,
-                   pool: ThreadPoolExecutor) -> InferenceResult:
+def infer_prepared(
+    prepared: PreparedFrame, detector: TritonDetector, blobs: BlobStore, pool: ThreadPoolExecutor
+) -> InferenceResult:
     started = time.perf_counter()
     if not prepared.tiles:
         raise PreparedFrameError(f"prepared frame {prepared.frame.frame_id!r} has no tiles")

@@ -34,8 +34,10 @@ def product_specs(artifact: Path) -> dict[str, dict[str, int]]:
             h, w = calibration[product]["image_size"] or (DEFAULT_IMAGE_SIZE,) * 2
             specs[product] = {"height": int(h), "width": int(w), "channels": channels}
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"model {artifact}: no image spec for every product ({exc.__class__.__name__}: "
-                            f"{exc}); the artifact is damaged") from None
+        raise ArtifactError(
+            f"model {artifact}: no image spec for every product ({exc.__class__.__name__}: "
+            f"{exc}); the artifact is damaged"
+        ) from None
     return specs
 
 
@@ -52,6 +54,7 @@ def register_version(version_dir: Path, engine: Engine) -> dict[str, tuple[int, 
             for product, spec in product_specs(artifact).items():
                 sizes[product] = (spec["height"], spec["width"])
                 register_product(session, product, spec)
-                register_model_version(session, product, version_dir.name, artifact.as_uri(),
-                                       **artifact_registration(artifact, product))
+                register_model_version(
+                    session, product, version_dir.name, artifact.as_uri(), **artifact_registration(artifact, product)
+                )
     return sizes

@@ -35,8 +35,10 @@ class TritonPythonModel:
         import torch
 
         # One Triton instance per CPU core would oversubscribe: let torch use the instance's share.
-        threads = int(json.loads(args["model_config"]).get("parameters", {})
-                      .get("torch_threads", {}).get("string_value", "0") or 0)
+        threads = int(
+            json.loads(args["model_config"]).get("parameters", {}).get("torch_threads", {}).get("string_value", "0")
+            or 0
+        )
         if threads > 0:
             torch.set_num_threads(threads)
         version_dir = Path(args["model_repository"]) / args["model_version"]
@@ -45,7 +47,8 @@ class TritonPythonModel:
             # Said loudly rather than discovered in the throughput: the detector computes in torch on the CPU.
             logging.getLogger(__name__).warning(
                 "diffqc_detector instance on GPU %s: the detector does not run on CUDA yet, it computes on the CPU",
-                args.get("model_instance_device_id"))
+                args.get("model_instance_device_id"),
+            )
 
     def _loaded_catalog(self) -> ProductCatalog:
         if self.catalog is None:
@@ -87,11 +90,13 @@ class TritonPythonModel:
         start = 0
         for index, images in members:
             stop = start + len(images)
-            responses[index] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("ANOMALY_MAP", result.anomaly_map[start:stop]),
-                pb_utils.Tensor("SCORES", result.components[start:stop]),
-                pb_utils.Tensor("SCORE", result.score[start:stop].reshape(-1, 1)),
-            ])
+            responses[index] = pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("ANOMALY_MAP", result.anomaly_map[start:stop]),
+                    pb_utils.Tensor("SCORES", result.components[start:stop]),
+                    pb_utils.Tensor("SCORE", result.score[start:stop].reshape(-1, 1)),
+                ]
+            )
             start = stop
 
     def finalize(self) -> None:

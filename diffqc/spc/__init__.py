@@ -28,7 +28,23 @@ from diffqc.spc.rules import NELSON_RULES, Rule, evaluate
 from diffqc.spc.sink import spc_signal_point
 
 __all__ = [
-    "NELSON_RULES", "P_CHART_RULE", "SPC_SCHEMA", "ChartError", "IndividualsChart", "Observation", "PChart", "Rule",
-    "SpcChart", "SpcMonitor", "SpcSignal", "chart_from_history", "evaluate", "individuals_chart", "is_defect",
-    "moving_ranges", "p_chart", "signal_record", "spc_signal_point",
+    "NELSON_RULES",
+    "P_CHART_RULE",
+    "SPC_SCHEMA",
+    "ChartError",
+    "IndividualsChart",
+    "Observation",
+    "PChart",
+    "Rule",
+    "SpcChart",
+    "SpcMonitor",
+    "SpcSignal",
+    "chart_from_history",
+    "evaluate",
+    "individuals_chart",
+    "is_defect",
+    "moving_ranges",
+    "p_chart",
+    "signal_record",
+    "spc_signal_point",
 ]

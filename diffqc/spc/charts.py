@@ -72,8 +72,9 @@ def individuals_chart(baseline: Sequence[float]) -> IndividualsChart:
     mr_bar = float(moving_ranges(scores).mean())
     if mr_bar <= 0:
         raise ChartError(f"the {scores.size} baseline scores are all equal ({scores[0]}): sigma would be 0")
-    return IndividualsChart(center_line=float(scores.mean()), sigma=mr_bar / D2, moving_range_mean=mr_bar,
-                            baseline_size=int(scores.size))
+    return IndividualsChart(
+        center_line=float(scores.mean()), sigma=mr_bar / D2, moving_range_mean=mr_bar, baseline_size=int(scores.size)
+    )
 
 
 @dataclass(frozen=True)

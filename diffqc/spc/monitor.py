@@ -177,9 +177,22 @@ class SpcChart:
             fired_at[rule.id] = set((fired[fired >= offset] - offset).tolist())
             for position in sorted(fired_at[rule.id]):
                 index, row = monitored[position]
-                signals.append(SpcSignal(self.line_id, self.product_type, rule.id, rule.description, row.score,
-                                         limits.center_line, limits.ucl, limits.lcl, row.time, index, row.lot,
-                                         row.inspection_id))
+                signals.append(
+                    SpcSignal(
+                        self.line_id,
+                        self.product_type,
+                        rule.id,
+                        rule.description,
+                        row.score,
+                        limits.center_line,
+                        limits.ucl,
+                        limits.lcl,
+                        row.time,
+                        index,
+                        row.lot,
+                        row.inspection_id,
+                    )
+                )
         last = len(monitored) - 1
         for rule_id, positions in fired_at.items():  # a rule is active while it fires on every new point
             if last not in positions:
@@ -191,7 +204,7 @@ class SpcChart:
             if start > 0 or rule_id not in self._active:  # else the streak goes on from an earlier batch
                 index, row = monitored[start]
                 self._active[rule_id] = (row.time, index)
-        self._tail_z = z[-(MAX_WINDOW - 1):]
+        self._tail_z = z[-(MAX_WINDOW - 1) :]
         return signals
 
     def _count_lot(self, index: int, row: Observation) -> list[SpcSignal]:
@@ -227,8 +240,21 @@ class SpcChart:
         if lcl <= rate <= ucl:
             return []
         detail = f"{P_CHART_DESCRIPTION}: lot {lot.lot} {lot.defective}/{lot.inspected} defective"
-        return [SpcSignal(self.line_id, self.product_type, P_CHART_RULE, detail, rate, self.p_bar, float(ucl),
-                          float(lcl), lot.last_time, lot.last_index, lot.lot)]
+        return [
+            SpcSignal(
+                self.line_id,
+                self.product_type,
+                P_CHART_RULE,
+                detail,
+                rate,
+                self.p_bar,
+                float(ucl),
+                float(lcl),
+                lot.last_time,
+                lot.last_index,
+                lot.lot,
+            )
+        ]
 
     def lot_rates(self) -> list[LotDefectRate]:
         rates = []
@@ -236,19 +262,35 @@ class SpcChart:
             ucl = lcl = 0.0
             if self.p_bar is not None:
                 [ucl], [lcl] = p_limits(self.p_bar, [lot.inspected])
-            rates.append(LotDefectRate(lot=lot.lot, inspected=lot.inspected, defective=lot.defective,
-                                       defect_rate=lot.defective / lot.inspected, upper_control_limit=float(ucl),
-                                       lower_control_limit=float(lcl), closed=lot.closed))
+            rates.append(
+                LotDefectRate(
+                    lot=lot.lot,
+                    inspected=lot.inspected,
+                    defective=lot.defective,
+                    defect_rate=lot.defective / lot.inspected,
+                    upper_control_limit=float(ucl),
+                    lower_control_limit=float(lcl),
+                    closed=lot.closed,
+                )
+            )
         return rates
 
     def state(self) -> SpcState:
-        message = SpcState(line_id=self.line_id, product_type=self.product_type, sample_count=self.sample_count,
-                           limits_fixed=self.limits is not None, lots=self.lot_rates(),
-                           defect_rate_center_line=self.p_bar or 0.0)
+        message = SpcState(
+            line_id=self.line_id,
+            product_type=self.product_type,
+            sample_count=self.sample_count,
+            limits_fixed=self.limits is not None,
+            lots=self.lot_rates(),
+            defect_rate_center_line=self.p_bar or 0.0,
+        )
         if self.limits is not None:
             limits = self.limits
             message.center_line, message.upper_control_limit, message.lower_control_limit = (
-                limits.center_line, limits.ucl, limits.lcl)
+                limits.center_line,
+                limits.ucl,
+                limits.lcl,
+            )
             message.baseline_size, message.sigma = limits.baseline_size, limits.sigma
             message.moving_range_mean, message.moving_range_ucl = limits.moving_range_mean, limits.moving_range_ucl
         if self.last_point is not None:
@@ -263,8 +305,9 @@ class SpcChart:
         return message
 
 
-def chart_from_history(line_id: str, product_type: str, history: Iterable,
-                       settings: SpcSettings | None = None) -> SpcChart:
+def chart_from_history(
+    line_id: str, product_type: str, history: Iterable, settings: SpcSettings | None = None
+) -> SpcChart:
     """The chart of stored rows (time, score, verdict, lot[, inspection_id]) in time order, from the first one."""
     chart = SpcChart(line_id, product_type, settings or SpcSettings())
     chart.extend(history)
@@ -294,9 +337,13 @@ class SpcMonitor:
             raise ValueError(f"inspection {verdict.inspection_id!r} has no verdict (VERDICT_UNSPECIFIED)")
         if not frame.HasField("capture_time"):
             raise ValueError(f"inspection {verdict.inspection_id!r}: its frame has no capture_time")
-        row = Observation(clock.to_datetime(frame.capture_time), verdict.score,
-                          verdict.verdict == Verdict.VERDICT_DEFECT, frame.lot or frame.work_order or None,
-                          verdict.inspection_id)
+        row = Observation(
+            clock.to_datetime(frame.capture_time),
+            verdict.score,
+            verdict.verdict == Verdict.VERDICT_DEFECT,
+            frame.lot or frame.work_order or None,
+            verdict.inspection_id,
+        )
         return self.observe(frame.line_id, frame.product_type, row)
 
     def rebuild(self, line_id: str, product_type: str, history: Iterable) -> SpcChart:
@@ -307,5 +354,8 @@ class SpcMonitor:
 
     def state(self, line_id: str, product_type: str | None = None) -> list[SpcState]:
         """SpcState of each product type on the line (or of the one asked for), sorted by product type."""
-        return [chart.state() for (line, product), chart in sorted(self.charts.items())
-                if line == line_id and product_type in (None, "", product)]
+        return [
+            chart.state()
+            for (line, product), chart in sorted(self.charts.items())
+            if line == line_id and product_type in (None, "", product)
+        ]

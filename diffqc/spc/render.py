@@ -34,13 +34,22 @@ def render_chart(chart: SpcChart, path: str | Path, title: str | None = None) ->
         limits = chart.limits
         if limits is not None:
             for k in (1, 2):
-                top.axhspan(limits.center_line - k * limits.sigma, limits.center_line + k * limits.sigma,
-                            color="#2ca02c", alpha=0.06, zorder=0)
+                top.axhspan(
+                    limits.center_line - k * limits.sigma,
+                    limits.center_line + k * limits.sigma,
+                    color="#2ca02c",
+                    alpha=0.06,
+                    zorder=0,
+                )
             top.axhline(limits.center_line, color="#2ca02c", linewidth=1, label=f"CL {limits.center_line:.4g}")
             top.axhline(limits.ucl, color=LIMIT_COLOR, linestyle="--", linewidth=1, label=f"UCL {limits.ucl:.4g}")
             top.axhline(limits.lcl, color=LIMIT_COLOR, linestyle="--", linewidth=1, label=f"LCL {limits.lcl:.4g}")
-            top.axvline(index[0] + limits.baseline_size - 0.5 if not monitored.all() else index[0],
-                        color="#555555", linestyle=":", linewidth=1)
+            top.axvline(
+                index[0] + limits.baseline_size - 0.5 if not monitored.all() else index[0],
+                color="#555555",
+                linestyle=":",
+                linewidth=1,
+            )
             bottom.axhline(limits.moving_range_mean, color="#2ca02c", linewidth=1)
             bottom.axhline(limits.moving_range_ucl, color=LIMIT_COLOR, linestyle="--", linewidth=1)
         _mark_signals(top, chart, index[0])
@@ -66,8 +75,23 @@ def _mark_signals(axes, chart: SpcChart, first_index: int) -> None:
     if not rules_at:
         return
     at = sorted(rules_at)
-    axes.scatter(at, [score_at[i] for i in at], s=60, facecolors="none", edgecolors=SIGNAL_COLOR, linewidths=1.5,
-                 label="signal", zorder=3)
+    axes.scatter(
+        at,
+        [score_at[i] for i in at],
+        s=60,
+        facecolors="none",
+        edgecolors=SIGNAL_COLOR,
+        linewidths=1.5,
+        label="signal",
+        zorder=3,
+    )
     for i in at:
-        axes.annotate(",".join(sorted(set(rules_at[i]))), (i, score_at[i]), textcoords="offset points",
-                      xytext=(0, 7), ha="center", fontsize=7, color=SIGNAL_COLOR)
+        axes.annotate(
+            ",".join(sorted(set(rules_at[i]))),
+            (i, score_at[i]),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=7,
+            color=SIGNAL_COLOR,
+        )

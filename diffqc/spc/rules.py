@@ -86,17 +86,24 @@ class Rule:
         return self.detect(standardized(z))
 
 
-NELSON_RULES: dict[str, Rule] = {rule.id: rule for rule in (
-    Rule("nelson1", "1 point beyond 3 sigma of the centre line", 1, beyond_3_sigma),
-    Rule("nelson2", "9 points in a row on the same side of the centre line", 9, nine_on_one_side),
-    Rule("nelson3", "6 points in a row steadily increasing or decreasing", 6, six_trending),
-    Rule("nelson4", "14 points in a row alternating up and down", 14, fourteen_alternating),
-    Rule("nelson5", "2 of 3 points in a row beyond 2 sigma on the same side", 3, two_of_three_beyond_2_sigma),
-    Rule("nelson6", "4 of 5 points in a row beyond 1 sigma on the same side", 5, four_of_five_beyond_1_sigma),
-    Rule("nelson7", "15 points in a row within 1 sigma of the centre line", 15, fifteen_within_1_sigma),
-    Rule("nelson8", "8 points in a row beyond 1 sigma, on both sides of the centre line", 8,
-         eight_outside_1_sigma_both_sides),
-)}
+NELSON_RULES: dict[str, Rule] = {
+    rule.id: rule
+    for rule in (
+        Rule("nelson1", "1 point beyond 3 sigma of the centre line", 1, beyond_3_sigma),
+        Rule("nelson2", "9 points in a row on the same side of the centre line", 9, nine_on_one_side),
+        Rule("nelson3", "6 points in a row steadily increasing or decreasing", 6, six_trending),
+        Rule("nelson4", "14 points in a row alternating up and down", 14, fourteen_alternating),
+        Rule("nelson5", "2 of 3 points in a row beyond 2 sigma on the same side", 3, two_of_three_beyond_2_sigma),
+        Rule("nelson6", "4 of 5 points in a row beyond 1 sigma on the same side", 5, four_of_five_beyond_1_sigma),
+        Rule("nelson7", "15 points in a row within 1 sigma of the centre line", 15, fifteen_within_1_sigma),
+        Rule(
+            "nelson8",
+            "8 points in a row beyond 1 sigma, on both sides of the centre line",
+            8,
+            eight_outside_1_sigma_both_sides,
+        ),
+    )
+}
 MAX_WINDOW = max(rule.window for rule in NELSON_RULES.values())
 
 

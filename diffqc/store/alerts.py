@@ -24,11 +24,21 @@ def record_alert(session: Session, body: dict, line_stop: bool) -> bool:
 
     ``line_stop``: the alert's severity asks for a line stop (the request is then pending). The caller commits.
     """
-    stmt = dialect_insert(session, Alert).values(
-        id=body["alert_id"], inspection_id=body.get("inspection_id"), line_id=body["line_id"],
-        severity=body["severity"], payload=body, delivery_state=DeliveryState.PENDING, attempts=0,
-        line_stop_state=LineStop.PENDING.value if line_stop else None,
-    ).on_conflict_do_nothing().returning(Alert.__table__.c.id)
+    stmt = (
+        dialect_insert(session, Alert)
+        .values(
+            id=body["alert_id"],
+            inspection_id=body.get("inspection_id"),
+            line_id=body["line_id"],
+            severity=body["severity"],
+            payload=body,
+            delivery_state=DeliveryState.PENDING,
+            attempts=0,
+            line_stop_state=LineStop.PENDING.value if line_stop else None,
+        )
+        .on_conflict_do_nothing()
+        .returning(Alert.__table__.c.id)
+    )
     return session.execute(stmt).first() is not None
 
 
@@ -41,14 +51,15 @@ def claim_next_due(session: Session, now: datetime) -> Alert | None:
     """The oldest alert with a delivery or line stop still to do whose attempt is due, locked for this
     transaction (rows another replica holds are skipped)."""
     return session.scalars(
-        select(Alert).where(*_due(now)).order_by(Alert.created_at, Alert.id).limit(1)
-        .with_for_update(skip_locked=True)
+        select(Alert).where(*_due(now)).order_by(Alert.created_at, Alert.id).limit(1).with_for_update(skip_locked=True)
     ).first()
 
 
 def count_undelivered(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Alert).where(
-        Alert.delivery_state == DeliveryState.PENDING)) or 0
+    return (
+        session.scalar(select(func.count()).select_from(Alert).where(Alert.delivery_state == DeliveryState.PENDING))
+        or 0
+    )
 
 
 class BadPageToken(ValueError):
@@ -67,8 +78,9 @@ def _after(token: str) -> tuple[datetime, str]:
         raise BadPageToken(f"invalid page token {token!r}") from exc
 
 
-def undelivered_alerts(session: Session, line_id: str = "", page_size: int = 100,
-                       page_token: str = "") -> tuple[list[Alert], str]:
+def undelivered_alerts(
+    session: Session, line_id: str = "", page_size: int = 100, page_token: str = ""
+) -> tuple[list[Alert], str]:
     """Alerts the MES has not acknowledged yet, oldest first, one page; returns (rows, next page token)."""
     query = select(Alert).where(Alert.delivery_state == DeliveryState.PENDING)
     if line_id:

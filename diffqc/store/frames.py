@@ -40,14 +40,30 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
     if not image.uri or not image.sha256:
         raise ValueError(f"record_frame: frame {frame.frame_id!r} has no stored image (uri and sha256)")
     received = clock.to_datetime(frame.ingest_time) if frame.HasField("ingest_time") else clock.now()
-    stmt = dialect_insert(session, FrameRow).values(
-        id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
-        camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
-        lot=frame.lot or None, captured_at=clock.to_datetime(frame.capture_time),
-        process_parameters=dict(frame.process_parameters), image_uri=image.uri, image_sha256=image.sha256,
-        height=frame.shape.height, width=frame.shape.width, channels=frame.shape.channels,
-        priority=int(frame.priority), received_at=received,
-    ).on_conflict_do_nothing(index_elements=["id"]).returning(FrameRow.id)
+    stmt = (
+        dialect_insert(session, FrameRow)
+        .values(
+            id=frame.frame_id,
+            plant_id=frame.plant_id,
+            line_id=frame.line_id,
+            station_id=frame.station_id,
+            camera_id=frame.camera_id,
+            product_type=frame.product_type,
+            work_order=frame.work_order or None,
+            lot=frame.lot or None,
+            captured_at=clock.to_datetime(frame.capture_time),
+            process_parameters=dict(frame.process_parameters),
+            image_uri=image.uri,
+            image_sha256=image.sha256,
+            height=frame.shape.height,
+            width=frame.shape.width,
+            channels=frame.shape.channels,
+            priority=int(frame.priority),
+            received_at=received,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(FrameRow.id)
+    )
     return session.execute(stmt).first() is not None
 
 
@@ -63,13 +79,20 @@ def frame_from_row(row: FrameRow) -> Frame:
     carries only those two fields.
     """
     return Frame(
-        frame_id=row.id, plant_id=row.plant_id, line_id=row.line_id, station_id=row.station_id,
-        camera_id=row.camera_id, product_type=row.product_type, work_order=row.work_order or "",
-        lot=row.lot or "", process_parameters={k: float(v) for k, v in (row.process_parameters or {}).items()},
+        frame_id=row.id,
+        plant_id=row.plant_id,
+        line_id=row.line_id,
+        station_id=row.station_id,
+        camera_id=row.camera_id,
+        product_type=row.product_type,
+        work_order=row.work_order or "",
+        lot=row.lot or "",
+        process_parameters={k: float(v) for k, v in (row.process_parameters or {}).items()},
         image=BlobRef(uri=row.image_uri, sha256=row.image_sha256),
         shape=Shape(height=row.height, width=row.width, channels=row.channels),
         priority=Priority.Name(row.priority),
-        capture_time=clock.to_timestamp(row.captured_at), ingest_time=clock.to_timestamp(row.received_at),
+        capture_time=clock.to_timestamp(row.captured_at),
+        ingest_time=clock.to_timestamp(row.received_at),
     )
 
 

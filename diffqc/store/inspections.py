@@ -20,8 +20,16 @@ from diffqc.v1 import frame_pb2
 
 # -- products and model versions ----------------------------------------------------------------
 
-def register_model_version(session: Session, product: str, version: str, artifact_uri: str, threshold: float,
-                           metrics: dict[str, Any] | None = None, activate: bool = True) -> ModelVersion:
+
+def register_model_version(
+    session: Session,
+    product: str,
+    version: str,
+    artifact_uri: str,
+    threshold: float,
+    metrics: dict[str, Any] | None = None,
+    activate: bool = True,
+) -> ModelVersion:
     """Add (or update) ``version`` of ``product``'s model; with ``activate`` it becomes the only active one.
 
     ``metrics`` may carry ``region_level`` (the anomaly-map level that outlines a defect region; see
@@ -30,34 +38,46 @@ def register_model_version(session: Session, product: str, version: str, artifac
     """
     row = model_version(session, product, version)
     if row is None:
-        row = ModelVersion(product_type=product, version=version, artifact_uri=artifact_uri, threshold=threshold,
-                           metrics=dict(metrics or {}), active=False)
+        row = ModelVersion(
+            product_type=product,
+            version=version,
+            artifact_uri=artifact_uri,
+            threshold=threshold,
+            metrics=dict(metrics or {}),
+            active=False,
+        )
         session.add(row)
     else:
         row.artifact_uri, row.threshold, row.metrics = artifact_uri, float(threshold), dict(metrics or {})
     session.flush()
     if activate:
-        session.execute(update(ModelVersion).where(ModelVersion.product_type == product, ModelVersion.id != row.id)
-                        .values(active=False))
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.product_type == product, ModelVersion.id != row.id)
+            .values(active=False)
+        )
         row.active = True
         session.flush()
     return row
 
 
 def model_version(session: Session, product: str, version: str) -> ModelVersion | None:
-    return session.scalars(select(ModelVersion).where(ModelVersion.product_type == product,
-                                                      ModelVersion.version == version)).first()
+    return session.scalars(
+        select(ModelVersion).where(ModelVersion.product_type == product, ModelVersion.version == version)
+    ).first()
 
 
 def active_model_version(session: Session, product: str) -> ModelVersion | None:
     """The active model version of ``product`` (the newest, should several be marked active), or None."""
     return session.scalars(
-        select(ModelVersion).where(ModelVersion.product_type == product, ModelVersion.active.is_(True))
+        select(ModelVersion)
+        .where(ModelVersion.product_type == product, ModelVersion.active.is_(True))
         .order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
     ).first()
 
 
 # -- frames and inspections ---------------------------------------------------------------------
+
 
 def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
     """Insert the frame row from the message unless it exists (ingestion normally wrote it); True if inserted.
@@ -66,14 +86,30 @@ def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
     call), without ever overwriting what ingestion recorded.
     """
     captured = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or clock.now()
-    stmt = dialect_insert(session, Frame).values(
-        id=frame.frame_id, plant_id=frame.plant_id, line_id=frame.line_id, station_id=frame.station_id,
-        camera_id=frame.camera_id, product_type=frame.product_type, work_order=frame.work_order or None,
-        lot=frame.lot or None, captured_at=captured, process_parameters=dict(frame.process_parameters),
-        image_uri=frame.image.uri, image_sha256=frame.image.sha256, height=frame.shape.height,
-        width=frame.shape.width, channels=frame.shape.channels, priority=int(frame.priority),
-        received_at=clock.from_timestamp(frame.ingest_time) or clock.now(),
-    ).on_conflict_do_nothing().returning(Frame.__table__.c.id)
+    stmt = (
+        dialect_insert(session, Frame)
+        .values(
+            id=frame.frame_id,
+            plant_id=frame.plant_id,
+            line_id=frame.line_id,
+            station_id=frame.station_id,
+            camera_id=frame.camera_id,
+            product_type=frame.product_type,
+            work_order=frame.work_order or None,
+            lot=frame.lot or None,
+            captured_at=captured,
+            process_parameters=dict(frame.process_parameters),
+            image_uri=frame.image.uri,
+            image_sha256=frame.image.sha256,
+            height=frame.shape.height,
+            width=frame.shape.width,
+            channels=frame.shape.channels,
+            priority=int(frame.priority),
+            received_at=clock.from_timestamp(frame.ingest_time) or clock.now(),
+        )
+        .on_conflict_do_nothing()
+        .returning(Frame.__table__.c.id)
+    )
     return session.execute(stmt).first() is not None
 
 
@@ -81,21 +117,45 @@ def get_inspection(session: Session, frame_id: str) -> Inspection | None:
     return session.scalars(select(Inspection).where(Inspection.frame_id == frame_id)).first()
 
 
-def record_inspection(session: Session, *, id: str, frame_id: str, model_version: str,
-                      component_scores: dict[str, float], score: float, threshold: float, verdict: Verdict,
-                      latency_ms: float, heatmap_uri: str | None = None, regions: list[dict] | None = None,
-                      inspected_at: datetime | None = None) -> tuple[Inspection, bool]:
+def record_inspection(
+    session: Session,
+    *,
+    id: str,
+    frame_id: str,
+    model_version: str,
+    component_scores: dict[str, float],
+    score: float,
+    threshold: float,
+    verdict: Verdict,
+    latency_ms: float,
+    heatmap_uri: str | None = None,
+    regions: list[dict] | None = None,
+    inspected_at: datetime | None = None,
+) -> tuple[Inspection, bool]:
     """Write the inspection of ``frame_id`` unless one exists; return (the stored row, whether this call wrote it).
 
     One row per frame id whatever happens: the insert does nothing on a conflict (same inspection
     id or same frame id), and the row returned is the one in the database, so a caller that lost
     a race reports what the winner stored. The caller commits.
     """
-    stmt = dialect_insert(session, Inspection).values(
-        id=id, frame_id=frame_id, model_version=model_version, component_scores=dict(component_scores),
-        score=float(score), threshold=float(threshold), verdict=verdict, heatmap_uri=heatmap_uri,
-        regions=list(regions or []), latency_ms=float(latency_ms), inspected_at=inspected_at or clock.now(),
-    ).on_conflict_do_nothing().returning(Inspection.__table__.c.id)
+    stmt = (
+        dialect_insert(session, Inspection)
+        .values(
+            id=id,
+            frame_id=frame_id,
+            model_version=model_version,
+            component_scores=dict(component_scores),
+            score=float(score),
+            threshold=float(threshold),
+            verdict=verdict,
+            heatmap_uri=heatmap_uri,
+            regions=list(regions or []),
+            latency_ms=float(latency_ms),
+            inspected_at=inspected_at or clock.now(),
+        )
+        .on_conflict_do_nothing()
+        .returning(Inspection.__table__.c.id)
+    )
     created = session.execute(stmt).first() is not None
     row = get_inspection(session, frame_id)
     if row is None:  # a conflict on the id alone: the same id was used for another frame
@@ -103,13 +163,25 @@ def record_inspection(session: Session, *, id: str, frame_id: str, model_version
     return row, created
 
 
-def score_history(session: Session, line_id: str | None = None,
-                  product_type: str | None = None) -> dict[tuple[str, str], list[tuple]]:
+def score_history(
+    session: Session, line_id: str | None = None, product_type: str | None = None
+) -> dict[tuple[str, str], list[tuple]]:
     """Stored verdicts as control charts read them: (line, product) -> rows (capture time, score, verdict,
     lot, inspection id) in capture order. The lot a part counts in is its lot, else its work order."""
-    query = (select(Frame.line_id, Frame.product_type, Frame.captured_at, Inspection.score, Inspection.verdict,
-                    Frame.lot, Frame.work_order, Inspection.id)
-             .join(Frame, Frame.id == Inspection.frame_id).order_by(Frame.captured_at, Frame.id))
+    query = (
+        select(
+            Frame.line_id,
+            Frame.product_type,
+            Frame.captured_at,
+            Inspection.score,
+            Inspection.verdict,
+            Frame.lot,
+            Frame.work_order,
+            Inspection.id,
+        )
+        .join(Frame, Frame.id == Inspection.frame_id)
+        .order_by(Frame.captured_at, Frame.id)
+    )
     if line_id:
         query = query.where(Frame.line_id == line_id)
     if product_type:
@@ -117,5 +189,6 @@ def score_history(session: Session, line_id: str | None = None,
     history: dict[tuple[str, str], list[tuple]] = {}
     for line, product, captured, score, verdict, lot, work_order, inspection in session.execute(query):
         history.setdefault((line, product), []).append(
-            (captured, score, Verdict(verdict).value, lot or work_order or None, inspection))
+            (captured, score, Verdict(verdict).value, lot or work_order or None, inspection)
+        )
     return history

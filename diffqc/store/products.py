@@ -54,9 +54,9 @@ def register_product(
     spec = _check_preprocessing(name, preprocessing)
     ranges = _check_ranges(name, nominal_ranges or {})
     insert = dialect_insert(session, ProductType).values(name=name, preprocessing=spec, nominal_ranges=ranges)
-    session.execute(insert.on_conflict_do_update(
-        index_elements=["name"], set_={"preprocessing": spec, "nominal_ranges": ranges}
-    ))
+    session.execute(
+        insert.on_conflict_do_update(index_elements=["name"], set_={"preprocessing": spec, "nominal_ranges": ranges})
+    )
     row = session.get(ProductType, name, populate_existing=True)
     if row is None:  # the upsert above wrote it in this transaction
         raise RuntimeError(f"product type {name!r} is missing right after it was registered")
@@ -84,8 +84,11 @@ def _printable(name: str) -> str:
 def _bounds(bounds: Any) -> Any:
     if isinstance(bounds, Mapping):  # {"min": lo, "max": hi} is accepted, as scoring reads it
         bounds = [bounds.get("min"), bounds.get("max")]
-    if (not isinstance(bounds, list | tuple) or len(bounds) != 2
-            or any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds)):
+    if (
+        not isinstance(bounds, list | tuple)
+        or len(bounds) != 2
+        or any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds)
+    ):
         raise ValueError(f"must be [lo, hi] (two numbers), got {bounds!r}")
     return bounds
 

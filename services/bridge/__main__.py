@@ -54,12 +54,15 @@ def start(settings: Settings) -> int:
     servicer = BridgeServicer(engine, spc)
     try:
         return run_service(
-            NAME, settings,
+            NAME,
+            settings,
             lambda server: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server),
             [SERVICE_NAME],
-            loops=[alert_worker(engine, settings.kafka, settings.bridge, alerts),
-                   DeliveryLoop(engine, settings.bridge),
-                   spc_stage(spc, SignalPublisher(spc, settings.kafka, sink, signals)).worker(settings.kafka)],
+            loops=[
+                alert_worker(engine, settings.kafka, settings.bridge, alerts),
+                DeliveryLoop(engine, settings.bridge),
+                spc_stage(spc, SignalPublisher(spc, settings.kafka, sink, signals)).worker(settings.kafka),
+            ],
         )
     finally:
         sink.close()

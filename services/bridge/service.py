@@ -43,8 +43,10 @@ SPC_GROUP = "bridge-spc"
 SERVICE_NAME = "diffqc.v1.BridgeService"
 # A verdict without a verdict or capture time cannot be placed on a chart (ValueError): poison.
 SPC_ERRORS: ErrorTable = {ValueError: grpc.StatusCode.INVALID_ARGUMENT}
-GRPC_ERRORS: ErrorTable = {BadPageToken: grpc.StatusCode.INVALID_ARGUMENT,
-                           DependencyUnavailable: grpc.StatusCode.UNAVAILABLE}
+GRPC_ERRORS: ErrorTable = {
+    BadPageToken: grpc.StatusCode.INVALID_ARGUMENT,
+    DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 
@@ -62,8 +64,10 @@ def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, a
             with db.session(engine, write=True) as session:
                 record_alert(session, alert_json(record), line_stop=record["severity"] in stopping)
         except IntegrityError as exc:  # scoring stores the inspection before it alerts: this one is unknown
-            raise PoisonMessage(f"alert {record['alert_id']} names inspection {record['inspection_id']!r}, "
-                                f"which is not in the metadata database") from exc
+            raise PoisonMessage(
+                f"alert {record['alert_id']} names inspection {record['inspection_id']!r}, "
+                f"which is not in the metadata database"
+            ) from exc
 
     # Values are decoded in the handler: a registry outage is then retried, not mistaken for a bad message.
     return ConsumeLoop(kafka, alerts.topic, GROUP, lambda value: value, handle)
@@ -106,7 +110,7 @@ class SpcFeed:
         with self.lock:
             for (line_id, product_type), rows in history.items():
                 self.monitor.rebuild(line_id, product_type, [Observation(*row) for row in rows])
-                for row in rows[-self.remember:]:
+                for row in rows[-self.remember :]:
                     self._remember(str(row[-1]), [])
 
     def state(self, line_id: str, product_type: str) -> list[bridge_pb2.SpcState]:
@@ -134,22 +138,35 @@ class SignalPublisher:
         plant = observed.verdict.frame.plant_id
         for signal in observed.signals:
             self.sink.write(spc_signal_point(signal, {"plant": plant}))
-            self.publisher.publish(self.signals.topic, signal.line_id.encode(),
-                                   self.signals.encode(signal_record(signal, plant)),
-                                   [("signal_id", signal.signal_id.encode())])
+            self.publisher.publish(
+                self.signals.topic,
+                signal.line_id.encode(),
+                self.signals.encode(signal_record(signal, plant)),
+                [("signal_id", signal.signal_id.encode())],
+            )
         self.feed.delivered(observed.verdict.inspection_id)
 
 
 def spc_stage(feed: SpcFeed, publisher: SignalPublisher) -> StreamStage[InspectionVerdict, Observed]:
     """qc.inspections.v1 -> SPC monitor -> spc_signal points + quality.spc, committed after both."""
-    return StreamStage(SPC_GROUP, INSPECTIONS, lambda verdict: Observed(verdict, feed.observe(verdict)), SPC_ERRORS,
-                       emit=publisher.publish)
+    return StreamStage(
+        SPC_GROUP,
+        INSPECTIONS,
+        lambda verdict: Observed(verdict, feed.observe(verdict)),
+        SPC_ERRORS,
+        emit=publisher.publish,
+    )
 
 
 def pending_alert(row: Alert) -> bridge_pb2.PendingAlert:
     return bridge_pb2.PendingAlert(
-        alert_id=row.id, kind=bridge_pb2.ALERT_KIND_DEFECT, line_id=row.line_id, inspection_id=row.inspection_id or "",
-        created_at=clock.to_timestamp(row.created_at), attempts=row.attempts, last_error=row.last_error or "",
+        alert_id=row.id,
+        kind=bridge_pb2.ALERT_KIND_DEFECT,
+        line_id=row.line_id,
+        inspection_id=row.inspection_id or "",
+        created_at=clock.to_timestamp(row.created_at),
+        attempts=row.attempts,
+        last_error=row.last_error or "",
         next_attempt_at=clock.to_timestamp(row.next_attempt_at or row.created_at),
     )
 
@@ -158,17 +175,18 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServiceServicer):
     def __init__(self, engine: Engine, spc: SpcFeed):
         self.engine, self.spc = engine, spc
 
-    def GetSpcState(self, request: bridge_pb2.GetSpcStateRequest,
-                    context: grpc.ServicerContext) -> bridge_pb2.GetSpcStateResponse:
+    def GetSpcState(
+        self, request: bridge_pb2.GetSpcStateRequest, context: grpc.ServicerContext
+    ) -> bridge_pb2.GetSpcStateResponse:
         if not request.line_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "line_id is required")
         return bridge_pb2.GetSpcStateResponse(states=self.spc.state(request.line_id, request.product_type))
 
     @grpc_errors(GRPC_ERRORS)
-    def ListPendingAlerts(self, request: bridge_pb2.ListPendingAlertsRequest,
-                          context: grpc.ServicerContext) -> bridge_pb2.ListPendingAlertsResponse:
+    def ListPendingAlerts(
+        self, request: bridge_pb2.ListPendingAlertsRequest, context: grpc.ServicerContext
+    ) -> bridge_pb2.ListPendingAlertsResponse:
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         with db.session(self.engine) as session:
             rows, token = undelivered_alerts(session, request.line_id, size, request.page_token)
-            return bridge_pb2.ListPendingAlertsResponse(alerts=[pending_alert(r) for r in rows],
-                                                        next_page_token=token)
+            return bridge_pb2.ListPendingAlertsResponse(alerts=[pending_alert(r) for r in rows], next_page_token=token)

@@ -28,11 +28,19 @@ def start(settings: Settings) -> int:
     engine = migrated_database(settings)
     if not cfg.api_keys:
         log.warning("no API keys configured (DIFFQC_GATEWAY_API_KEYS): every upload will be refused")
-    app = create_app(settings, engine, FileBlobStore(settings.blob_root),
-                     IngestionClient(cfg.ingestion_url, cfg.ingest_timeout_s))
+    app = create_app(
+        settings, engine, FileBlobStore(settings.blob_root), IngestionClient(cfg.ingestion_url, cfg.ingest_timeout_s)
+    )
     # log_config=None keeps diffqc's JSON logging; uvicorn drains in-flight requests on SIGTERM.
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port, log_config=None,
-                                           timeout_graceful_shutdown=int(settings.service.shutdown_grace_s)))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=cfg.http_host,
+            port=cfg.http_port,
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.service.shutdown_grace_s),
+        )
+    )
     try:
         server.run()
     finally:

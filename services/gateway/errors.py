@@ -36,8 +36,7 @@ def too_large(max_upload_bytes: int) -> str:
 
 def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
     @app.middleware("http")
-    async def refuse_oversized(request: Request,
-                               call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def refuse_oversized(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """A declared Content-Length over the limit is refused before any of the body is read. (The
         upload route's own limit counts the bytes of a body that declares none, as they stream in.)"""
         length = request.headers.get("content-length", "")

@@ -24,8 +24,11 @@ _HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                     ("grpc.max_reconnect_backoff_ms", 2000)]
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 STATUS_NAMES = {
     ingestion_pb2.INGEST_STATUS_ACCEPTED: "accepted",
     ingestion_pb2.INGEST_STATUS_DUPLICATE: "duplicate",
@@ -48,11 +51,13 @@ class IngestionClient:
     def ingest(self, frame: Frame, image: bytes) -> ingestion_pb2.IngestResponse:
         """The ack of an ACCEPTED or DUPLICATE frame; ApiError for a rejected frame or a failed call."""
         try:
-            ack: ingestion_pb2.IngestResponse = self.stub.IngestOne(ingestion_pb2.IngestRequest(frame=frame, image_data=image),
-                                      timeout=self.timeout_s)
+            ack: ingestion_pb2.IngestResponse = self.stub.IngestOne(
+                ingestion_pb2.IngestRequest(frame=frame, image_data=image), timeout=self.timeout_s
+            )
         except grpc.RpcError as exc:
-            raise ApiError(http_status(exc.code()),
-                           f"ingestion at {self.address} failed: {exc.code().name}: {exc.details()}") from None
+            raise ApiError(
+                http_status(exc.code()), f"ingestion at {self.address} failed: {exc.code().name}: {exc.details()}"
+            ) from None
         if ack.status == ingestion_pb2.INGEST_STATUS_REJECTED:
             raise ApiError(422, ack.detail)
         if ack.status not in STATUS_NAMES:
@@ -62,7 +67,8 @@ class IngestionClient:
     def serving(self) -> bool:
         try:
             response: health_pb2.HealthCheckResponse = health_pb2_grpc.HealthStub(self.channel).Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2)
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2
+            )
         except grpc.RpcError:
             return False
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

@@ -15,12 +15,24 @@ def inspection_url(inspection_id: str) -> str:
 
 def result_of(row: Inspection, frame: Frame) -> InspectionResult:
     return InspectionResult(
-        inspection_id=row.id, frame_id=row.frame_id, plant_id=frame.plant_id, line_id=frame.line_id,
-        station_id=frame.station_id, camera_id=frame.camera_id, product_type=frame.product_type,
-        work_order=frame.work_order, lot=frame.lot, captured_at=frame.captured_at,
-        inspected_at=row.inspected_at, model_version=row.model_version, verdict=Verdict(row.verdict).value,
-        score=row.score, threshold=row.threshold, components=dict(row.component_scores),
-        regions=[Region(**region) for region in row.regions or []], latency_ms=row.latency_ms,
+        inspection_id=row.id,
+        frame_id=row.frame_id,
+        plant_id=frame.plant_id,
+        line_id=frame.line_id,
+        station_id=frame.station_id,
+        camera_id=frame.camera_id,
+        product_type=frame.product_type,
+        work_order=frame.work_order,
+        lot=frame.lot,
+        captured_at=frame.captured_at,
+        inspected_at=row.inspected_at,
+        model_version=row.model_version,
+        verdict=Verdict(row.verdict).value,
+        score=row.score,
+        threshold=row.threshold,
+        components=dict(row.component_scores),
+        regions=[Region(**region) for region in row.regions or []],
+        latency_ms=row.latency_ms,
         heatmap_url=f"/api/inspection/{row.id}/heatmap.png" if row.heatmap_uri else None,
         image_url=f"/api/inspection/{row.id}/image",
     )
@@ -36,7 +48,8 @@ class Store:
         """The inspection with this inspection id, or of the frame with this frame id."""
         with db.session(self.engine) as session:
             found = session.execute(
-                select(Inspection, Frame).join(Frame, Frame.id == Inspection.frame_id)
+                select(Inspection, Frame)
+                .join(Frame, Frame.id == Inspection.frame_id)
                 .where(or_(Inspection.id == id_or_frame_id, Inspection.frame_id == id_or_frame_id))
             ).first()
             return (found[0], found[1]) if found else None
@@ -60,8 +73,14 @@ class Store:
 
     def lines(self) -> list[LineSummary]:
         defects = func.count().filter(Inspection.verdict == Verdict.DEFECT)
-        query = (select(Frame.line_id, func.count(), defects, func.max(Inspection.inspected_at))
-                 .join(Frame, Frame.id == Inspection.frame_id).group_by(Frame.line_id).order_by(Frame.line_id))
+        query = (
+            select(Frame.line_id, func.count(), defects, func.max(Inspection.inspected_at))
+            .join(Frame, Frame.id == Inspection.frame_id)
+            .group_by(Frame.line_id)
+            .order_by(Frame.line_id)
+        )
         with db.session(self.engine) as session:
-            return [LineSummary(line_id=line, inspections=n, defects=int(d or 0), last_inspected_at=last)
-                    for line, n, d, last in session.execute(query)]
+            return [
+                LineSummary(line_id=line, inspections=n, defects=int(d or 0), last_inspected_at=last)
+                for line, n, d, last in session.execute(query)
+            ]

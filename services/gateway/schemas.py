@@ -47,10 +47,12 @@ class InspectionResult(BaseModel):
 class UploadResult(BaseModel):
     frame_id: str = Field(description="The frame's id (assigned by ingestion when the upload had none)")
     status: Literal["accepted", "duplicate"] = Field(
-        description="accepted: stored and queued for inspection; duplicate: this frame id was ingested before")
+        description="accepted: stored and queued for inspection; duplicate: this frame id was ingested before"
+    )
     result_url: str = Field(description="Where the inspection result appears (GET)")
     inspection: InspectionResult | None = Field(
-        None, description="The verdict, with wait=true once it exists within the wait timeout")
+        None, description="The verdict, with wait=true once it exists within the wait timeout"
+    )
 
 
 class LineSummary(BaseModel):

@@ -86,23 +86,53 @@ def observations(engine: Engine, line: str, product_type: str | None) -> dict[st
 def chart_out(chart: SpcChart) -> SpcChartOut:
     state = chart.state()
     return SpcChartOut(
-        line_id=chart.line_id, product_type=chart.product_type, sample_count=state.sample_count,
-        limits_fixed=state.limits_fixed, center_line=state.center_line,
-        upper_control_limit=state.upper_control_limit, lower_control_limit=state.lower_control_limit,
-        sigma=state.sigma, baseline_size=state.baseline_size,
+        line_id=chart.line_id,
+        product_type=chart.product_type,
+        sample_count=state.sample_count,
+        limits_fixed=state.limits_fixed,
+        center_line=state.center_line,
+        upper_control_limit=state.upper_control_limit,
+        lower_control_limit=state.lower_control_limit,
+        sigma=state.sigma,
+        baseline_size=state.baseline_size,
         points=[ChartPointOut(**p._asdict()) for p in chart.points],
-        signals=[SignalOut(rule=s.rule, detail=s.detail, value=s.value, time=s.time, sample_index=s.sample_index,
-                           lot=s.lot, inspection_id=s.inspection_id) for s in chart.signals],
-        violations=[ViolationOut(rule=v.rule, detail=v.detail, since=clock.to_datetime(v.detected_at),
-                                 sample_index=v.sample_index) for v in state.violations],
-        lots=[LotOut(lot=r.lot, inspected=r.inspected, defective=r.defective, defect_rate=r.defect_rate,
-                     upper_control_limit=r.upper_control_limit, lower_control_limit=r.lower_control_limit,
-                     closed=r.closed) for r in state.lots],
+        signals=[
+            SignalOut(
+                rule=s.rule,
+                detail=s.detail,
+                value=s.value,
+                time=s.time,
+                sample_index=s.sample_index,
+                lot=s.lot,
+                inspection_id=s.inspection_id,
+            )
+            for s in chart.signals
+        ],
+        violations=[
+            ViolationOut(
+                rule=v.rule, detail=v.detail, since=clock.to_datetime(v.detected_at), sample_index=v.sample_index
+            )
+            for v in state.violations
+        ],
+        lots=[
+            LotOut(
+                lot=r.lot,
+                inspected=r.inspected,
+                defective=r.defective,
+                defect_rate=r.defect_rate,
+                upper_control_limit=r.upper_control_limit,
+                lower_control_limit=r.lower_control_limit,
+                closed=r.closed,
+            )
+            for r in state.lots
+        ],
         defect_rate_center_line=state.defect_rate_center_line,
     )
 
 
 def line_spc(engine: Engine, settings: SpcSettings, line: str, product_type: str | None = None) -> LineSpc:
-    charts = [chart_out(chart_from_history(line, product, rows, settings))
-              for product, rows in sorted(observations(engine, line, product_type).items())]
+    charts = [
+        chart_out(chart_from_history(line, product, rows, settings))
+        for product, rows in sorted(observations(engine, line, product_type).items())
+    ]
     return LineSpc(line_id=line, charts=charts)

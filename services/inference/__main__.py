@@ -23,7 +23,8 @@ def start(settings: Settings) -> int:
     inference = Inference(settings, detector, FileBlobStore(settings.blob_root))
     servicer = InferenceServicer(inference)
     return run_service(
-        NAME, settings,
+        NAME,
+        settings,
         lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server),
         ["diffqc.v1.InferenceService"],
         loops=stream_stage(inference).workers(settings.kafka, settings.service.stream_workers),

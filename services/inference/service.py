@@ -45,8 +45,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.inference = inference
 
     @grpc_errors(ERRORS, frame=lambda request: request.prepared.frame)
-    def Detect(self, request: inference_pb2.DetectRequest,
-               context: grpc.ServicerContext) -> inference_pb2.DetectResponse:
+    def Detect(
+        self, request: inference_pb2.DetectRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.DetectResponse:
         return inference_pb2.DetectResponse(result=self.inference.infer(request.prepared))
 
 

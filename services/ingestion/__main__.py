@@ -29,14 +29,19 @@ def start(settings: Settings) -> int:
     timeout = settings.service.startup_timeout_s
     wait_for_broker(settings.kafka, timeout)
     engine = migrated_database(settings)
-    wait_for(f"Kafka topic {FRAMES}", settings.kafka.bootstrap_servers,
-             lambda: ensure_topics(settings.kafka, [FRAMES], settings.ingestion.topic_partitions), timeout)
+    wait_for(
+        f"Kafka topic {FRAMES}",
+        settings.kafka.bootstrap_servers,
+        lambda: ensure_topics(settings.kafka, [FRAMES], settings.ingestion.topic_partitions),
+        timeout,
+    )
     wait_for("blob store", str(settings.blob_root), lambda: _check_writable(settings.blob_root), timeout)
     ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
     servicer = IngestionServicer(ingestion)
     try:
         return run_service(
-            NAME, settings,
+            NAME,
+            settings,
             lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server),
             [SERVICE_NAME],
             grpc_options=grpc_options(settings),

@@ -75,8 +75,9 @@ SERVICE_NAME = "diffqc.v1.IngestionService"
 GRPC_HEADROOM_BYTES = 4 * 1024 * 1024  # the gRPC message limit is the image limit plus this, for the metadata
 
 FRAMES_INGESTED = Counter(
-    "diffqc_ingested_frames", "Frames answered by ingestion, by outcome (accepted|duplicate|rejected) and "
-    "rejection reason", ["outcome", "reason"],
+    "diffqc_ingested_frames",
+    "Frames answered by ingestion, by outcome (accepted|duplicate|rejected) and rejection reason",
+    ["outcome", "reason"],
 )
 
 # Magic bytes of the accepted formats (PIL format name, IANA media type).
@@ -89,8 +90,14 @@ _FORMATS = (
 )
 # Formats recognised only to name them in the rejection.
 _OTHER_FORMATS = (
-    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
-    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"8BPS", "Photoshop"), (b"%PDF", "PDF"), (b"\x93NUMPY", "NumPy array"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II+\x00", "BigTIFF"),
+    (b"MM\x00+", "BigTIFF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"8BPS", "Photoshop"),
+    (b"%PDF", "PDF"),
+    (b"\x93NUMPY", "NumPy array"),
 )
 # Pixel modes as diffqc.data.images reads them: these become RGB, the rest of the accepted ones grayscale.
 _RGB_MODES = {"RGB", *_images._TO_RGB}
@@ -142,8 +149,10 @@ def check_metadata(frame: Frame) -> None:
         raise FrameRejected("metadata", f"capture_time is not a valid timestamp ({exc})") from None
     for name, value in frame.process_parameters.items():
         if not name.strip() or len(name) > MAX_PARAMETER_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
-            raise FrameRejected("metadata", f"process parameter name {name!r} must be 1-{MAX_PARAMETER_NAME_LENGTH} "
-                                "printable characters")
+            raise FrameRejected(
+                "metadata",
+                f"process parameter name {name!r} must be 1-{MAX_PARAMETER_NAME_LENGTH} printable characters",
+            )
         if not math.isfinite(value):
             raise FrameRejected("metadata", f"process parameter {name!r} is {value}, not a finite number")
 
@@ -169,8 +178,11 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> CheckedImage:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
             width, height = im.size  # from the header: nothing is decoded yet
             if width * height > max_pixels:
-                raise FrameRejected("too_many_pixels", f"{fmt} image is {width}x{height} = {width * height} pixels, "
-                                    f"over the limit of {max_pixels} pixels (decompression-bomb guard)")
+                raise FrameRejected(
+                    "too_many_pixels",
+                    f"{fmt} image is {width}x{height} = {width * height} pixels, "
+                    f"over the limit of {max_pixels} pixels (decompression-bomb guard)",
+                )
             if width == 0 or height == 0:
                 raise FrameRejected("corrupt", f"{fmt} image has no pixels ({width}x{height})")
             if im.mode in _RGB_MODES:
@@ -178,14 +190,18 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> CheckedImage:
             elif im.mode in _GRAY_MODES:
                 channels = 1
             else:
-                raise FrameRejected("unsupported_mode", f"{fmt} image has unsupported pixel mode {im.mode!r} "
-                                    f"({len(im.getbands())} channels); expected grayscale, RGB or RGBA")
+                raise FrameRejected(
+                    "unsupported_mode",
+                    f"{fmt} image has unsupported pixel mode {im.mode!r} "
+                    f"({len(im.getbands())} channels); expected grayscale, RGB or RGBA",
+                )
             im.load()  # decodes everything: a truncated or corrupt stream fails here
     except FrameRejected:
         raise
     except Image.DecompressionBombError as exc:
-        raise FrameRejected("too_many_pixels", f"{fmt} image refused as a decompression bomb ({exc}); the limit is "
-                            f"{max_pixels} pixels") from None
+        raise FrameRejected(
+            "too_many_pixels", f"{fmt} image refused as a decompression bomb ({exc}); the limit is {max_pixels} pixels"
+        ) from None
     except UnidentifiedImageError:
         raise FrameRejected("corrupt", f"corrupt {fmt} image: its header cannot be read") from None
     except _images._DECODE_ERRORS as exc:
@@ -233,8 +249,9 @@ class Ingestion:
         data = image_data if image_data else self._referenced_image(frame.image)
         checked = check_image(data, self.limits.max_image_bytes, self.limits.max_pixels)
         if frame.image.sha256 and frame.image.sha256.lower() != (digest := hashlib.sha256(data).hexdigest()):
-            raise FrameRejected("image_mismatch", f"frame.image.sha256 {frame.image.sha256} does not match the "
-                                f"image's SHA-256 {digest}")
+            raise FrameRejected(
+                "image_mismatch", f"frame.image.sha256 {frame.image.sha256} does not match the image's SHA-256 {digest}"
+            )
         try:
             ref = self.blobs.put(data, checked.media_type)
         except OSError as exc:
@@ -251,8 +268,15 @@ class Ingestion:
                 return self._duplicate(frame_from_row(winner))
             self._publish(frame)  # raises before the commit: no row without its event
         FRAMES_INGESTED.labels(outcome="accepted", reason="").inc()
-        log.info("frame accepted", extra={"line_id": frame.line_id, "product_type": frame.product_type,
-                                          "bytes": ref.size_bytes, "sha256": ref.sha256})
+        log.info(
+            "frame accepted",
+            extra={
+                "line_id": frame.line_id,
+                "product_type": frame.product_type,
+                "bytes": ref.size_bytes,
+                "sha256": ref.sha256,
+            },
+        )
         return IngestResponse(frame_id=frame.frame_id, status=INGEST_STATUS_ACCEPTED, image=ref)
 
     def _duplicate(self, stored: Frame) -> IngestResponse:
@@ -272,8 +296,10 @@ class Ingestion:
         if not ref.uri:
             return b""
         if ref.size_bytes > self.limits.max_image_bytes:
-            raise FrameRejected("too_many_bytes", f"image is {ref.size_bytes} bytes, over the limit of "
-                                f"{self.limits.max_image_bytes} bytes")
+            raise FrameRejected(
+                "too_many_bytes",
+                f"image is {ref.size_bytes} bytes, over the limit of {self.limits.max_image_bytes} bytes",
+            )
         try:
             return self.blobs.get(ref)
         except BlobNotFound as exc:
@@ -298,8 +324,9 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
     def __init__(self, ingestion: Ingestion):
         self.ingestion = ingestion
 
-    def Ingest(self, request_iterator: Iterator[IngestRequest],
-               context: grpc.ServicerContext) -> Iterator[IngestResponse]:
+    def Ingest(
+        self, request_iterator: Iterator[IngestRequest], context: grpc.ServicerContext
+    ) -> Iterator[IngestResponse]:
         for request in request_iterator:
             yield self._one(request, context)
 
@@ -311,10 +338,15 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             return self.ingestion.ingest(request)
         except DependencyUnavailable as exc:
             log.error("ingestion unavailable: %s", exc, extra={"frame_id": request.frame.frame_id or None})
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          f"{exc}; frame {request.frame.frame_id!r} was not acknowledged: re-send it and every frame "
-                          "sent after it")
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{exc}; frame {request.frame.frame_id!r} was not acknowledged: re-send it and every frame "
+                "sent after it",
+            )
         except Exception as exc:
             log.exception("ingestion failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"ingestion failed on frame {request.frame.frame_id!r}: "
-                          f"{exc.__class__.__name__}: {exc}; re-send the frames without an ack")
+            context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"ingestion failed on frame {request.frame.frame_id!r}: "
+                f"{exc.__class__.__name__}: {exc}; re-send the frames without an ack",
+            )

@@ -21,7 +21,8 @@ def start(settings: Settings) -> int:
     preprocessor = Preprocessor(migrated_database(settings), FileBlobStore(settings.blob_root))
     servicer = PreprocessingServicer(preprocessor)
     return run_service(
-        NAME, settings,
+        NAME,
+        settings,
         lambda server: preprocessing_pb2_grpc.add_PreprocessingServiceServicer_to_server(servicer, server),
         ["diffqc.v1.PreprocessingService"],
         loops=stream_stage(preprocessor).workers(settings.kafka, settings.service.stream_workers),

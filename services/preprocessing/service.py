@@ -33,8 +33,9 @@ class PreprocessingServicer(preprocessing_pb2_grpc.PreprocessingServiceServicer)
         self.preprocessor = preprocessor
 
     @grpc_errors(ERRORS, frame=lambda request: request.frame)
-    def Prepare(self, request: preprocessing_pb2.PrepareRequest,
-                context: grpc.ServicerContext) -> preprocessing_pb2.PrepareResponse:
+    def Prepare(
+        self, request: preprocessing_pb2.PrepareRequest, context: grpc.ServicerContext
+    ) -> preprocessing_pb2.PrepareResponse:
         return preprocessing_pb2.PrepareResponse(prepared=self.preprocessor.prepare(request.frame))
 
 

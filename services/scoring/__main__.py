@@ -35,7 +35,8 @@ def start(settings: Settings) -> int:
     servicer = ScoringServicer(scorer, publisher)
     try:
         return run_service(
-            NAME, settings,
+            NAME,
+            settings,
             lambda server: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, server),
             ["diffqc.v1.ScoringService"],
             loops=stream_stage(scorer, publisher).workers(settings.kafka, settings.service.stream_workers),

@@ -8,16 +8,19 @@ from diffqc.alerts import Severity, alert_id, alert_json, alert_record, severity
 from tests.helpers.verdicts import verdict
 
 
-@pytest.mark.parametrize(("score", "threshold", "area", "frame_area", "expected"), [
-    (1.1, 1.0, 10, 10_000, Severity.MINOR),      # just past the threshold, tiny defect
-    (1.25, 1.0, 10, 10_000, Severity.MAJOR),     # 1.25 x threshold
-    (1.1, 1.0, 100, 10_000, Severity.MAJOR),     # covers 1 % of the frame
-    (2.0, 1.0, 10, 10_000, Severity.CRITICAL),   # 2 x threshold
-    (1.1, 1.0, 500, 10_000, Severity.CRITICAL),  # covers 5 % of the frame
-    (0.3, 0.0, 10, 10_000, Severity.MINOR),      # no ratio without a positive threshold: area decides
-    (0.3, -1.0, 600, 10_000, Severity.CRITICAL),
-    (1.1, 1.0, 10**6, 0, Severity.MINOR),        # unknown frame size: the ratio decides
-])
+@pytest.mark.parametrize(
+    ("score", "threshold", "area", "frame_area", "expected"),
+    [
+        (1.1, 1.0, 10, 10_000, Severity.MINOR),  # just past the threshold, tiny defect
+        (1.25, 1.0, 10, 10_000, Severity.MAJOR),  # 1.25 x threshold
+        (1.1, 1.0, 100, 10_000, Severity.MAJOR),  # covers 1 % of the frame
+        (2.0, 1.0, 10, 10_000, Severity.CRITICAL),  # 2 x threshold
+        (1.1, 1.0, 500, 10_000, Severity.CRITICAL),  # covers 5 % of the frame
+        (0.3, 0.0, 10, 10_000, Severity.MINOR),  # no ratio without a positive threshold: area decides
+        (0.3, -1.0, 600, 10_000, Severity.CRITICAL),
+        (1.1, 1.0, 10**6, 0, Severity.MINOR),  # unknown frame size: the ratio decides
+    ],
+)
 def test_severity_rule(score, threshold, area, frame_area, expected):
     assert severity(score, threshold, area, frame_area) is expected
 
@@ -27,10 +30,13 @@ def test_alert_record_carries_the_verdict_and_a_deterministic_id():
     record = alert_record(v)
     assert record["alert_id"] == alert_id(v.inspection_id) == alert_record(v)["alert_id"]
     assert alert_id(v.inspection_id) != alert_id(v.inspection_id + "x")
-    assert (record["inspection_id"], record["frame_id"], record["line_id"]) == (
-        v.inspection_id, v.frame.frame_id, "L1")
+    assert (record["inspection_id"], record["frame_id"], record["line_id"]) == (v.inspection_id, v.frame.frame_id, "L1")
     assert (record["plant_id"], record["station_id"], record["camera_id"], record["product_type"]) == (
-        "P1", "S1", "C1", "pcb")
+        "P1",
+        "S1",
+        "C1",
+        "pcb",
+    )
     assert (record["work_order"], record["lot"], record["severity"]) == ("WO-42", "LOT-7", "CRITICAL")
     assert (record["score"], record["threshold"], record["model_version"]) == (2.4, 1.0, "1")
     assert record["image_uri"] == v.frame.image.uri and record["heatmap_uri"] == v.heatmap.uri

@@ -73,7 +73,7 @@ def test_every_field_has_a_doc_and_the_schema_has_a_namespace():
     def fields(record):
         for f in record["fields"]:
             yield f
-            for t in (f["type"] if isinstance(f["type"], list) else [f["type"]]):
+            for t in f["type"] if isinstance(f["type"], list) else [f["type"]]:
                 inner = t.get("items", t) if isinstance(t, dict) else None
                 if isinstance(inner, dict) and inner.get("type") == "record":
                     yield from fields(inner)
@@ -97,8 +97,9 @@ def test_alert_round_trip_through_the_broker(kafka_settings, client, topic):
     assert decoded == {r["line_id"].encode(): r for r in records}
     first = decoded[b"L0"]
     assert first["detected_at"] == DECIDED and first["severity"] == "MINOR" and first["lot"] == "LOT-7"
-    assert first["regions"] == [{"bbox": {"x": 30, "y": 10, "width": 10, "height": 10}, "area_px": 20,
-                                 "peak_score": 4.5}]
+    assert first["regions"] == [
+        {"bbox": {"x": 30, "y": 10, "width": 10, "height": 10}, "area_px": 20, "peak_score": 4.5}
+    ]
     assert client.get_compatibility(alerts.subject) == "BACKWARD"
 
 
@@ -140,8 +141,11 @@ def test_bad_values_and_a_missing_registry(client, topic):
         alerts.decode(b"\x00" + (10**6).to_bytes(4, "big") + b"\x02ab")
     with pytest.raises(UndecodableValue, match="empty"):
         alerts.decode(b"")
-    down = AvroTopic(registry_client(RegistrySettings(url=f"http://127.0.0.1:{free_port()}", timeout_s=1)), topic,
-                     load_schema(ALERT_SCHEMA))
+    down = AvroTopic(
+        registry_client(RegistrySettings(url=f"http://127.0.0.1:{free_port()}", timeout_s=1)),
+        topic,
+        load_schema(ALERT_SCHEMA),
+    )
     with pytest.raises(DependencyUnavailable, match="schema registry at http://127.0.0.1:.* unreachable"):
         down.encode(alert_record(verdict()))
     with pytest.raises(ValueError, match="not a valid Avro schema"):

@@ -24,7 +24,8 @@ def test_the_command_line_writes_where_it_is_told(tmp_path, capsys):
 def _undocumented(file) -> list[str]:
     """Every message, field, enum, enum value, service and rpc of ``file`` that has no comment."""
     documented = {
-        tuple(location.path) for location in file.source_code_info.location
+        tuple(location.path)
+        for location in file.source_code_info.location
         if location.leading_comments.strip() or location.trailing_comments.strip()
     }
     missing: list[str] = []
@@ -72,8 +73,10 @@ def test_every_message_field_enum_and_rpc_has_a_comment():
 def test_enums_follow_the_buf_style():
     """Zero value <ENUM>_UNSPECIFIED, every value prefixed by the enum name (buf STANDARD lint)."""
     files = [file for file in descriptor_set().file if file.package == "diffqc.v1"]
-    enums = [*(e for file in files for e in file.enum_type),
-             *(e for file in files for message in file.message_type for e in message.enum_type)]
+    enums = [
+        *(e for file in files for e in file.enum_type),
+        *(e for file in files for message in file.message_type for e in message.enum_type),
+    ]
     assert enums
     problems = []
     for enum in enums:

@@ -58,7 +58,9 @@ def test_the_clock_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = ("import sys; import diffqc.core.clock; "
-            "print(sorted(m for m in ('torch', 'diffusers', 'timm', 'sqlalchemy') if m in sys.modules))")
+    code = (
+        "import sys; import diffqc.core.clock; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'timm', 'sqlalchemy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -36,8 +36,9 @@ def test_components_are_measured_from_the_maps_and_process_is_left_to_the_platfo
 
 def test_fusion_standardizes_and_weights_only_the_image_components():
     raw = np.array([[3.0, 2.0, 1.0, 9.0]])
-    z, score = fuse_components(raw, np.array([1.0, 0.0, 0.0, 0.0]), np.array([2.0, 1.0, 1.0, 1.0]),
-                               DEFAULT_SCORE_WEIGHTS)
+    z, score = fuse_components(
+        raw, np.array([1.0, 0.0, 0.0, 0.0]), np.array([2.0, 1.0, 1.0, 1.0]), DEFAULT_SCORE_WEIGHTS
+    )
     assert z[0].tolist() == [1.0, 2.0, 1.0, 0.0]
     assert score[0] == pytest.approx((0.4 * 1 + 0.3 * 2 + 0.2 * 1) / 0.9)
     with pytest.raises(ValueError, match="image component"):

@@ -36,7 +36,7 @@ def test_stitching_weights_sum_to_a_constant_map_without_seams():
     for win in tile_windows(h, w, tile, overlap):
         y0, x0, th, tw = win
         wgt = window_weight(win, (h, w), overlap)
-        acc[y0:y0 + th, x0:x0 + tw] += 7.0 * wgt
-        weight[y0:y0 + th, x0:x0 + tw] += wgt
+        acc[y0 : y0 + th, x0 : x0 + tw] += 7.0 * wgt
+        weight[y0 : y0 + th, x0 : x0 + tw] += wgt
     assert weight.min() > 0
     np.testing.assert_allclose(acc / weight, 7.0, rtol=1e-6)

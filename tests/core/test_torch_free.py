@@ -13,8 +13,10 @@ SERVICES = ("ingestion", "preprocessing", "inference", "scoring", "bridge", "gat
 
 
 def loaded_after_import(module: str) -> list[str]:
-    code = (f"import importlib, sys; importlib.import_module({module!r}); "
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        f"import importlib, sys; importlib.import_module({module!r}); "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return [m for m in out.strip().split(",") if m]
 
@@ -25,8 +27,10 @@ def test_a_service_process_loads_no_torch(service):
 
 
 def test_the_core_loads_no_torch():
-    modules = ["diffqc.core." + m for m in ("artifact", "backoff", "clock", "components", "errors", "process",
-                                            "regions", "tiles", "validation")]
+    modules = [
+        "diffqc.core." + m
+        for m in ("artifact", "backoff", "clock", "components", "errors", "process", "regions", "tiles", "validation")
+    ]
     assert loaded_after_import("diffqc.core") == []
     for module in modules:
         assert loaded_after_import(module) == [], module

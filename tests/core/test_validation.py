@@ -70,12 +70,15 @@ def test_the_shipped_artifacts_configs_load_unchanged():
             assert {k: loaded[section][k] for k in values} == values, path
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"recon": {"step": 5}}, "config override: recon.step: Extra inputs are not permitted"),
-    ({"model": {"block_out_channels": [16, "wide"]}}, "config override: model.block_out_channels[1]: Input should"),
-    ({"recon": {"steps": "many"}}, "config override: recon.steps: Input should be a valid integer"),
-    ({"reconstruction": {"steps": 5}}, "config override: unknown section 'reconstruction'"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"recon": {"step": 5}}, "config override: recon.step: Extra inputs are not permitted"),
+        ({"model": {"block_out_channels": [16, "wide"]}}, "config override: model.block_out_channels[1]: Input should"),
+        ({"recon": {"steps": "many"}}, "config override: recon.steps: Input should be a valid integer"),
+        ({"reconstruction": {"steps": 5}}, "config override: unknown section 'reconstruction'"),
+    ],
+)
 def test_a_bad_config_names_its_section_and_key(overrides, message):
     with pytest.raises(ArtifactError) as err:
         DetectorConfig().with_overrides(overrides)

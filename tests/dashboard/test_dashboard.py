@@ -21,8 +21,15 @@ pytestmark = pytest.mark.timeout(300)
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
 # closed network refuses (/work/.library/env/machines/python-svc.md).
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 BASELINE = 5
 
 
@@ -37,8 +44,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def stack(tiny_artifact, tmp_path_factory):
-    with gateway_stack(tmp_path_factory.mktemp("dashboard"), tiny_artifact[0],
-                       gateway_env={"DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)}) as stack:
+    with gateway_stack(
+        tmp_path_factory.mktemp("dashboard"), tiny_artifact[0], gateway_env={"DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)}
+    ) as stack:
         yield stack
 
 

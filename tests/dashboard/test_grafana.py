@@ -31,8 +31,9 @@ def _schema(point) -> tuple[str, set[str], set[str]]:
 def _written() -> dict[str, tuple[set[str], set[str]]]:
     now = datetime.now(UTC)
     score = score_point(dict.fromkeys(TAGS, "x"), dict.fromkeys(COMPONENTS, 0.5), 1.0, 2.0, False, 3.0, now)
-    signal = spc_signal_point(SpcSignal("L1", "pcb", "nelson1", "d", 1.0, 0.0, 3.0, -3.0, now, 7, "LOT"),
-                              {"plant": "P1"})
+    signal = spc_signal_point(
+        SpcSignal("L1", "pcb", "nelson1", "d", 1.0, 0.0, 3.0, -3.0, now, 7, "LOT"), {"plant": "P1"}
+    )
     return {m: (tags, fields) for m, tags, fields in map(_schema, (score, signal))}
 
 
@@ -54,8 +55,12 @@ def test_the_datasource_file_provisions_the_flux_datasource_the_panels_use(dashb
     (source,) = config["datasources"]
     assert source["type"] == "influxdb" and source["jsonData"]["version"] == "Flux"
     # Connection details come from Grafana's environment (docker-compose.yml sets them).
-    assert (source["url"], source["jsonData"]["organization"], source["jsonData"]["defaultBucket"],
-            source["secureJsonData"]["token"]) == ("$INFLUX_URL", "$INFLUX_ORG", "$INFLUX_BUCKET", "$INFLUX_TOKEN")
+    assert (
+        source["url"],
+        source["jsonData"]["organization"],
+        source["jsonData"]["defaultBucket"],
+        source["secureJsonData"]["token"],
+    ) == ("$INFLUX_URL", "$INFLUX_ORG", "$INFLUX_BUCKET", "$INFLUX_TOKEN")
     used = {p["datasource"]["uid"] for p in dashboard["panels"]}
     used |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
     assert used == {source["uid"]}
@@ -77,7 +82,7 @@ def test_every_query_reads_only_measurements_fields_and_tags_the_platform_writes
             named_fields |= set(re.findall(r'"([^"]+)"', group))
         assert named_fields <= fields, f"{where} reads fields {named_fields - fields} not written to {measurement}"
         columns = set(re.findall(r"\br\.(\w+)", query)) | set(re.findall(r'tag: "(\w+)"', query))
-        for listed in re.findall(r'(?:columns|rowKey|columnKey): \[([^\]]*)\]', query):
+        for listed in re.findall(r"(?:columns|rowKey|columnKey): \[([^\]]*)\]", query):
             columns |= set(re.findall(r'"([^"]+)"', listed))
         columns -= FLUX_COLUMNS | fields  # after a pivot, fields are columns
         assert columns <= tags, f"{where} uses tags {columns - tags} that {measurement} points do not carry"

@@ -60,6 +60,7 @@ def test_mask_round_trip_is_exact_and_stored_as_0_255(tmp_path):
 
 # --- bad files: every error is an ImageReadError (a ValueError) naming the file -----------------
 
+
 def _png_bytes() -> bytes:
     import io
 

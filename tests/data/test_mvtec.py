@@ -38,8 +38,9 @@ def test_round_trip_paths_labels_and_masks(tmp_path):
         write_sample(tmp_path, "test", "scratch", "000", _img(), _mask()),
         write_sample(tmp_path, "test", "crack", "000", _img(), _mask()),
     ]
-    assert written[2] == Sample(tmp_path / "test/scratch/000.png", 1, "scratch",
-                                tmp_path / "ground_truth/scratch/000_mask.png")
+    assert written[2] == Sample(
+        tmp_path / "test/scratch/000.png", 1, "scratch", tmp_path / "ground_truth/scratch/000_mask.png"
+    )
     assert list_samples(tmp_path, "train") == [written[0]]
     test = list_samples(tmp_path, "test")
     # good first, then defect types alphabetically

@@ -66,8 +66,7 @@ def test_splits_use_different_parts():
 
 
 def test_generate_product_writes_the_mvtec_layout(tmp_path):
-    path = generate_product("battery_electrode", tmp_path, n_train=3, n_test_good=2, n_test_defect=5, size=64,
-                            seed=1)
+    path = generate_product("battery_electrode", tmp_path, n_train=3, n_test_good=2, n_test_defect=5, size=64, seed=1)
     assert path == tmp_path / "battery_electrode"
     train, test = list_samples(path, "train"), list_samples(path, "test")
     assert len(train) == 3 and len(test) == 7

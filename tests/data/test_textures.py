@@ -32,7 +32,7 @@ def test_each_defect_is_visible_and_only_inside_its_mask(defect):
     rng = np.random.default_rng(0)
     brick = load_photo("brick")  # flat brick faces are where a blur could go unseen
     for i in range(6):
-        img = brick[64 * i: 64 * i + 64, 100:164].copy()
+        img = brick[64 * i : 64 * i + 64, 100:164].copy()
         final, mask = inject(defect, img, rng, load_photo("gravel")[:64, :64])
         assert mask.any() and mask.mean() < 0.25
         assert np.array_equal(final[~mask], img[~mask])
@@ -42,8 +42,7 @@ def test_each_defect_is_visible_and_only_inside_its_mask(defect):
 def test_builder_writes_layout_deterministically(tmp_path):
     a = build_texture_benchmark("brick", tmp_path / "a", n_train=4, n_test_good=2, n_test_defect=5, crop=64)
     b = build_texture_benchmark("brick", tmp_path / "b", n_train=4, n_test_good=2, n_test_defect=5, crop=64)
-    c = build_texture_benchmark("brick", tmp_path / "c", n_train=4, n_test_good=2, n_test_defect=5, crop=64,
-                                seed=1)
+    c = build_texture_benchmark("brick", tmp_path / "c", n_train=4, n_test_good=2, n_test_defect=5, crop=64, seed=1)
     train, test = list_samples(a, "train"), list_samples(a, "test")
     assert len(train) == 4 and len(test) == 7 and has_masks(test)
     assert sorted({s.defect_type for s in test if s.label}) == sorted(DEFECTS)
@@ -53,8 +52,10 @@ def test_builder_writes_layout_deterministically(tmp_path):
             assert read_mask(s.mask_path).any()
     for sa, sb in zip(list_samples(a, "test"), list_samples(b, "test"), strict=True):
         assert np.array_equal(read_image(sa.path), read_image(sb.path))
-    assert any(not np.array_equal(read_image(sa.path), read_image(sc.path))
-               for sa, sc in zip(train, list_samples(c, "train"), strict=True))
+    assert any(
+        not np.array_equal(read_image(sa.path), read_image(sc.path))
+        for sa, sc in zip(train, list_samples(c, "train"), strict=True)
+    )
 
 
 def test_train_crops_come_from_train_regions_only(tmp_path):
@@ -68,7 +69,7 @@ def test_train_crops_come_from_train_regions_only(tmp_path):
         for variant in (crop, crop[:, ::-1], crop[::-1], crop[::-1, ::-1]):
             # Candidates share the top-left pixel; then compare the whole window.
             for y, x in np.argwhere(photo[: 512 - 31, : 512 - 31] == variant[0, 0]):
-                if np.array_equal(photo[y: y + 32, x: x + 32], variant):
+                if np.array_equal(photo[y : y + 32, x : x + 32], variant):
                     return y, x
         raise AssertionError(f"{sample.path} not found in the photo")
 

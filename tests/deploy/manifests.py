@@ -32,8 +32,13 @@ def render(values: dict) -> dict[str, str]:
 
 
 def documents(rendered: dict[str, str]) -> list[dict]:
-    return [doc for path, text in rendered.items() if not path.endswith("NOTES.txt")
-            for doc in yaml.safe_load_all(text) if doc]
+    return [
+        doc
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:

@@ -15,8 +15,12 @@ from .manifests import CHART, CI_VALUES, by_kind, component, documents, load_val
 
 KUBE_VERSION = "1.30.0"
 SERVICES = ["ingestion", "preprocessing", "inference", "scoring", "bridge", "gateway"]
-CONSUMED = {"preprocessing": FRAMES, "inference": PREPARED_FRAMES, "scoring": INFERENCE_RESULTS,
-            "bridge": QUALITY_ALERT}
+CONSUMED = {
+    "preprocessing": FRAMES,
+    "inference": PREPARED_FRAMES,
+    "scoring": INFERENCE_RESULTS,
+    "bridge": QUALITY_ALERT,
+}
 SINGLE = CHART / "ci" / "single-line-cpu-values.yaml"
 PLANT = CHART / "ci" / "plant-gpu-values.yaml"
 
@@ -136,7 +140,12 @@ def test_without_keda_autoscaled_consumers_get_hpas():
     docs = documents(render(values))
     assert by_kind(docs, "ScaledObject") == {}
     assert {component(d) for d in by_kind(docs, "HorizontalPodAutoscaler").values()} == {
-        "ingestion", "preprocessing", "inference", "scoring", "bridge"}
+        "ingestion",
+        "preprocessing",
+        "inference",
+        "scoring",
+        "bridge",
+    }
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
@@ -168,8 +177,7 @@ def test_every_workload_has_a_pdb_and_a_network_policy(values_file):
     docs = documents(render(load_values(values_file)))
     deployments = by_kind(docs, "Deployment").values()
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deployments]
-    assert [p["spec"]["selector"]["matchLabels"] for p in by_kind(docs, "PodDisruptionBudget").values()] \
-        == selectors
+    assert [p["spec"]["selector"]["matchLabels"] for p in by_kind(docs, "PodDisruptionBudget").values()] == selectors
     policies = [p["spec"]["podSelector"]["matchLabels"] for p in by_kind(docs, "NetworkPolicy").values()]
     assert sorted(map(str, policies)) == sorted(map(str, selectors))
 
@@ -177,8 +185,9 @@ def test_every_workload_has_a_pdb_and_a_network_policy(values_file):
 def test_network_policies_let_only_inference_reach_triton_and_line_pcs_reach_ingestion(plant_docs):
     values = load_values(PLANT)
     policies = by_kind(plant_docs, "NetworkPolicy")
-    triton_from = [peer for rule in policies["diffqc-triton"]["spec"]["ingress"] for peer in rule["from"]
-                   if "podSelector" in peer]
+    triton_from = [
+        peer for rule in policies["diffqc-triton"]["spec"]["ingress"] for peer in rule["from"] if "podSelector" in peer
+    ]
     assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in triton_from] == ["inference"]
     ingestion_peers = [peer for rule in policies["diffqc-ingestion"]["spec"]["ingress"] for peer in rule["from"]]
     assert values["networkPolicy"]["ingestionFrom"][0] in ingestion_peers

@@ -50,13 +50,16 @@ def test_the_full_stack_is_there(config):
     assert images["postgres"] == "postgres:16" and images["influxdb"] == "influxdb:2.7"
     influx = config["services"]["influxdb"]["environment"]
     assert influx["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
-    assert {"DOCKER_INFLUXDB_INIT_ORG", "DOCKER_INFLUXDB_INIT_BUCKET", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"} \
-        <= set(influx)
+    assert {"DOCKER_INFLUXDB_INIT_ORG", "DOCKER_INFLUXDB_INIT_BUCKET", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"} <= set(
+        influx
+    )
     # The services use the token InfluxDB was initialised with, and its org and bucket.
     scoring = config["services"]["scoring"]["environment"]
     assert scoring["DIFFQC_INFLUX_TOKEN"] == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
     assert (scoring["DIFFQC_INFLUX_ORG"], scoring["DIFFQC_INFLUX_BUCKET"]) == (
-        influx["DOCKER_INFLUXDB_INIT_ORG"], influx["DOCKER_INFLUXDB_INIT_BUCKET"])
+        influx["DOCKER_INFLUXDB_INIT_ORG"],
+        influx["DOCKER_INFLUXDB_INIT_BUCKET"],
+    )
 
 
 def test_every_long_running_service_has_a_healthcheck_and_waits_for_healthy_dependencies(config):
@@ -110,8 +113,10 @@ def test_grafana_is_provisioned_from_the_repository(config):
 
 def _mounts(service: dict) -> list[tuple[str, str]]:
     """(source, target) of each volume; compose 1.29 prints them as source:target:mode."""
-    return [tuple(m.split(":")[:2]) if isinstance(m, str) else (m["source"], m["target"])
-            for m in service.get("volumes", [])]
+    return [
+        tuple(m.split(":")[:2]) if isinstance(m, str) else (m["source"], m["target"])
+        for m in service.get("volumes", [])
+    ]
 
 
 def test_grafana_dashboard_provider_reads_the_mounted_dashboards(config):

@@ -43,8 +43,10 @@ SERVICE_GROUPS = {
 # Settings whose default cannot work in a container although it looks harmless.
 UNSAFE_IN_CONTAINER = {"DIFFQC_INFLUX_TOKEN", "DIFFQC_BLOB_ROOT"}  # a dev token; a path off the shared volume
 # Values for variables a Secret provides, so the environment can be loaded as the pod would.
-SECRET_STAND_INS = {"DIFFQC_DATABASE_URL": "postgresql+psycopg://diffqc:secret@db:5432/diffqc",
-                    "DIFFQC_GATEWAY_API_KEYS": '["from-a-secret"]'}
+SECRET_STAND_INS = {
+    "DIFFQC_DATABASE_URL": "postgresql+psycopg://diffqc:secret@db:5432/diffqc",
+    "DIFFQC_GATEWAY_API_KEYS": '["from-a-secret"]',
+}
 
 
 def known_variables() -> dict[str, object]:
@@ -63,7 +65,7 @@ def required_variables(service: str) -> set[str]:
     """Settings of the service's groups whose default only works on a developer's machine."""
     needed = set()
     for variable, field in known_variables().items():
-        group = variable[len(ENV_PREFIX):].lower()
+        group = variable[len(ENV_PREFIX) :].lower()
         if not any(group == g or group.startswith(f"{g}_") for g in SERVICE_GROUPS[service]):
             continue
         default = str(field.default)
@@ -80,23 +82,30 @@ def compose_envs() -> list[tuple[str, ContainerEnv]]:
     result = compose_config(binary, {**os.environ, **COMPOSE_ENV})
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    return [(name, ContainerEnv(f"compose {name}", {k: str(v) for k, v in svc.get("environment", {}).items()}))
-            for name, svc in services.items() if name in SERVICE_GROUPS]
+    return [
+        (name, ContainerEnv(f"compose {name}", {k: str(v) for k, v in svc.get("environment", {}).items()}))
+        for name, svc in services.items()
+        if name in SERVICE_GROUPS
+    ]
 
 
 def chart_envs(values_file: Path) -> list[tuple[str, ContainerEnv]]:
     docs = documents(render(load_values(values_file)))
-    return [(component(deployment), chart_env(docs, container, f"{values_file.name} {deployment['metadata']['name']}"))
-            for deployment in by_kind(docs, "Deployment").values() if component(deployment) in SERVICE_GROUPS
-            for container in deployment["spec"]["template"]["spec"]["containers"]]
+    return [
+        (component(deployment), chart_env(docs, container, f"{values_file.name} {deployment['metadata']['name']}"))
+        for deployment in by_kind(docs, "Deployment").values()
+        if component(deployment) in SERVICE_GROUPS
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+    ]
 
 
 def all_envs() -> list[tuple[str, ContainerEnv]]:
     return compose_envs() + [pair for values in CI_VALUES for pair in chart_envs(values)]
 
 
-IMAGE_ENV = {k: v for k, v in dockerfile_env(ROOT / "deploy" / "docker" / "Dockerfile").items()
-             if k.startswith(ENV_PREFIX)}
+IMAGE_ENV = {
+    k: v for k, v in dockerfile_env(ROOT / "deploy" / "docker" / "Dockerfile").items() if k.startswith(ENV_PREFIX)
+}
 
 
 def test_the_contract_covers_both_deployments():
@@ -108,7 +117,8 @@ def test_the_contract_covers_both_deployments():
 def test_every_variable_set_is_a_setting():
     known = known_variables()
     sources = [("the services image", IMAGE_ENV)] + [
-        (env.where, {**env.values, **env.from_secrets}) for _, env in all_envs()]
+        (env.where, {**env.values, **env.from_secrets}) for _, env in all_envs()
+    ]
     for where, variables in sources:
         unknown = sorted(v for v in variables if v.startswith(ENV_PREFIX) and v not in known)
         assert unknown == [], f"{where} sets variables diffqc/settings.py does not know: {unknown}"
@@ -129,8 +139,11 @@ def test_every_service_gets_every_setting_it_needs_and_they_load(source, monkeyp
     envs = compose_envs() if source == "compose" else chart_envs(ROOT / "charts" / "diffqc" / "ci" / source)
     for service, env in envs:
         # What the container sees: the image's ENV, then the deployment's.
-        variables = {**IMAGE_ENV, **env.values,
-                     **{name: SECRET_STAND_INS.get(name, "from-a-secret") for name in env.from_secrets}}
+        variables = {
+            **IMAGE_ENV,
+            **env.values,
+            **{name: SECRET_STAND_INS.get(name, "from-a-secret") for name in env.from_secrets},
+        }
         missing = sorted(required_variables(service) - set(variables))
         assert missing == [], f"{env.where}: {service} needs {missing}"
         for name in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
@@ -145,8 +158,12 @@ def test_every_service_gets_every_setting_it_needs_and_they_load(source, monkeyp
 
 def test_required_settings_follow_the_settings_model():
     # The rule finds the endpoints a container must be given, without a list to keep up to date.
-    assert {"DIFFQC_KAFKA_BOOTSTRAP_SERVERS", "DIFFQC_TRITON_GRPC_URL", "DIFFQC_SERVICE_HOST",
-            "DIFFQC_BLOB_ROOT"} <= required_variables("inference")
+    assert {
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS",
+        "DIFFQC_TRITON_GRPC_URL",
+        "DIFFQC_SERVICE_HOST",
+        "DIFFQC_BLOB_ROOT",
+    } <= required_variables("inference")
     assert {"DIFFQC_DATABASE_URL", "DIFFQC_INFLUX_URL", "DIFFQC_INFLUX_TOKEN"} <= required_variables("scoring")
     assert {"DIFFQC_BRIDGE_MES_WEBHOOK_URL", "DIFFQC_REGISTRY_URL"} <= required_variables("bridge")
     assert {"DIFFQC_GATEWAY_HTTP_HOST", "DIFFQC_GATEWAY_INGESTION_URL"} <= required_variables("gateway")

@@ -17,8 +17,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_carries_the_schemas_the_shipped_models_and_the_dashboard(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
-                    "-w", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("diffqc-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     needed = [ALERT_SCHEMA, SPC_SCHEMA, *ROOT.joinpath("services/gateway/static").iterdir()]
@@ -31,9 +45,11 @@ def test_the_triton_image_replaces_the_artifact_symlinks_with_the_artifacts():
     artifacts = ROOT / "model-repository/diffqc_detector/1/artifacts"
     links = sorted(p.name for p in artifacts.iterdir())
     assert links == sorted(DEFAULT_PRODUCT_TYPES)
-    assert all((artifacts / name).is_symlink() and (artifacts / name).resolve() == DEFAULT_MODELS_DIR / name
-               for name in links)
+    assert all(
+        (artifacts / name).is_symlink() and (artifacts / name).resolve() == DEFAULT_MODELS_DIR / name for name in links
+    )
     dockerfile = (ROOT / "deploy/triton/Dockerfile").read_text()
     assert "COPY diffqc/detector/default_models/ /models/diffqc_detector/1/artifacts/" in dockerfile
     assert dockerfile.index("rm -r /models/diffqc_detector/1/artifacts") < dockerfile.index(
-        "COPY diffqc/detector/default_models/")
+        "COPY diffqc/detector/default_models/"
+    )

@@ -43,10 +43,15 @@ def _serve(tmp_path, model_config: str, **env_extra: str) -> list[str]:
     fake = tmp_path / "tritonserver"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
     fake.chmod(0o755)
-    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "MODEL_REPOSITORY": "/models",
-           "TRITON_MODEL_CONFIG": model_config, **env_extra}
-    result = subprocess.run([str(TRITON / "serve.sh"), "--log-verbose=1"], env=env, capture_output=True,
-                            text=True, timeout=30)
+    env = {
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "MODEL_REPOSITORY": "/models",
+        "TRITON_MODEL_CONFIG": model_config,
+        **env_extra,
+    }
+    result = subprocess.run(
+        [str(TRITON / "serve.sh"), "--log-verbose=1"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 

@@ -39,8 +39,12 @@ def test_aligned_parts_are_only_shifted_within_the_jig_tolerance_never_zoomed():
     shifts = set()
     for _ in range(40):
         crop = sampler._adaptive_crop(image, 16, 16)
-        matches = [(dy, dx) for dy in range(-ADA_SHIFT_PX, ADA_SHIFT_PX + 1) for dx in range(-ADA_SHIFT_PX,
-                   ADA_SHIFT_PX + 1) if np.array_equal(crop, image[16 + dy : 48 + dy, 16 + dx : 48 + dx])]
+        matches = [
+            (dy, dx)
+            for dy in range(-ADA_SHIFT_PX, ADA_SHIFT_PX + 1)
+            for dx in range(-ADA_SHIFT_PX, ADA_SHIFT_PX + 1)
+            if np.array_equal(crop, image[16 + dy : 48 + dy, 16 + dx : 48 + dx])
+        ]
         assert matches, "an aligned crop must be a window of the image near its nominal position"
         shifts.add(matches[0])
     assert len(shifts) > 5  # it does move
@@ -89,8 +93,7 @@ def test_p_rises_while_the_gap_exceeds_the_target_and_stays_at_zero_otherwise(me
     for target in (-1.0, 10.0):  # a gap is always above -1 and never above 10
         cfg.train.ada_target, cfg.train.ada_interval, cfg.train.ada_speed = target, 2, 0.1
         sampler = training_sampler(cfg, train_sets)
-        result = train_denoiser(cfg, sampler, holdout=held_out_sets(sets.images, sets.splits), steps=13,
-                                progress=False)
+        result = train_denoiser(cfg, sampler, holdout=held_out_sets(sets.images, sets.splits), steps=13, progress=False)
         courses[target] = [a.p for a in result.ada]
         assert result.gap is not None
     assert courses[-1.0] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
@@ -98,8 +101,13 @@ def test_p_rises_while_the_gap_exceeds_the_target_and_stays_at_zero_otherwise(me
 
 
 def test_the_artifact_records_the_overfitting_gap_and_the_augmentation_course(metal_data, tmp_path):
-    detector = train_detector(metal_data, tiny_config().with_overrides({"train": {"ada_interval": 4}}), steps=20,
-                              progress=False, log=lambda _m: None)
+    detector = train_detector(
+        metal_data,
+        tiny_config().with_overrides({"train": {"ada_interval": 4}}),
+        steps=20,
+        progress=False,
+        log=lambda _m: None,
+    )
     meta = json.loads((detector.save(tmp_path / "m") / "metadata.json").read_text())
     training = meta["training"]
     assert isinstance(training["overfitting_gap"], float)

@@ -50,8 +50,7 @@ def test_values_outside_the_unit_range(metal_model):
 
 def test_empty_training_folder(tmp_path):
     (tmp_path / "empty" / "train" / "good").mkdir(parents=True)
-    res = runner.invoke(app, ["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "m"),
-                              "--steps", "1"])
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "m"), "--steps", "1"])
     assert res.exit_code == 2
     assert "no images" in res.output and "train/good" in res.output.replace("\n", "")
     with pytest.raises(DatasetError, match="missing"):
@@ -72,8 +71,19 @@ def test_model_trained_for_another_product(metal_model, pcb_data, tmp_path):
     res = runner.invoke(app, ["evaluate", "--data", str(pcb_data), "--model", str(metal_model)])
     assert res.exit_code == 2
     assert "'pcb'" in res.output and "brushed_metal" in res.output
-    res = runner.invoke(app, ["detect", "--model", str(metal_model), "--out", str(tmp_path / "o"),
-                              "--product", "pcb", str(tmp_path / "x.png")])
+    res = runner.invoke(
+        app,
+        [
+            "detect",
+            "--model",
+            str(metal_model),
+            "--out",
+            str(tmp_path / "o"),
+            "--product",
+            "pcb",
+            str(tmp_path / "x.png"),
+        ],
+    )
     assert res.exit_code == 2 and "trained for product type(s) ['brushed_metal']" in res.output
     with pytest.raises(ProductError):
         Detector.load(metal_model).predict(np.zeros((1, 1, 64, 64), np.float32), "pcb")

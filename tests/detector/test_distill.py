@@ -80,8 +80,22 @@ def test_distill_refuses_a_student_and_missing_training_data(metal_model, metal_
 def test_distill_command_writes_a_student_that_evaluate_reports_latency_for(metal_model, metal_data, tmp_path):
     runner = CliRunner()
     out = tmp_path / "student"
-    result = runner.invoke(app, ["distill", "--model", str(metal_model), "--out", str(out), "--steps", "5",
-                                 "--data", str(metal_data), "--product", Detector.load(metal_model).product_names[0]])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--model",
+            str(metal_model),
+            "--out",
+            str(out),
+            "--steps",
+            "5",
+            "--data",
+            str(metal_data),
+            "--product",
+            Detector.load(metal_model).product_names[0],
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = tmp_path / "m.json"
     result = runner.invoke(app, ["evaluate", "--data", str(metal_data), "--model", str(out), "--json", str(report)])

@@ -21,8 +21,24 @@ def test_train_evaluate_detect(pcb_data, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     model = tmp_path / "model"
-    res = runner.invoke(app, ["train", "--data", str(pcb_data), "--out", str(model), "--steps", "40",
-                              "--seed", "3", "--config", str(config), "--threads", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(pcb_data),
+            "--out",
+            str(model),
+            "--steps",
+            "40",
+            "--seed",
+            "3",
+            "--config",
+            str(config),
+            "--threads",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     det = Detector.load(model)
     assert det.product_names == ["pcb"] and det.cfg.train.aligned and det.cfg.model.coord_channels
@@ -31,8 +47,15 @@ def test_train_evaluate_detect(pcb_data, tmp_path):
     res = runner.invoke(app, ["evaluate", "--data", str(pcb_data), "--model", str(model), "--json", str(report)])
     assert res.exit_code == 0, res.output
     metrics = json.loads(report.read_text())
-    assert {"image_auroc", "pixel_auroc", "pro", "f1_max", "recall_at_fpr_3pct", "fpr_at_recall_98pct",
-            "latency_ms_p50"} <= set(metrics)
+    assert {
+        "image_auroc",
+        "pixel_auroc",
+        "pro",
+        "f1_max",
+        "recall_at_fpr_3pct",
+        "fpr_at_recall_98pct",
+        "latency_ms_p50",
+    } <= set(metrics)
     assert metrics["latency_ms_p50"] > 0
 
     goods = [s.path for s in list_samples(pcb_data, "test") if s.label == 0]

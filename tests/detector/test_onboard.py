@@ -32,11 +32,11 @@ def fabric_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_model(pcb_data, tmp_path_factory):
     """A two-product RGB base (PCB and moulded plastic share one network through the class embedding)."""
-    plastic = generate_product("moulded_plastic", tmp_path_factory.mktemp("plastic"), 16, 2, 2, size=(64, 64),
-                               seed=1)
+    plastic = generate_product("moulded_plastic", tmp_path_factory.mktemp("plastic"), 16, 2, 2, size=(64, 64), seed=1)
     torch.set_num_threads(1)
-    base = train_detector({"pcb": pcb_data, "moulded_plastic": plastic}, tiny_config(), steps=40, progress=False,
-                          log=lambda _m: None)
+    base = train_detector(
+        {"pcb": pcb_data, "moulded_plastic": plastic}, tiny_config(), steps=40, progress=False, log=lambda _m: None
+    )
     return base.save(tmp_path_factory.mktemp("base") / "base")
 
 
@@ -54,7 +54,8 @@ def test_the_new_product_starts_from_the_base_weights_with_the_mean_product_embe
 
 
 def test_onboarded_model_is_a_calibrated_artifact_for_the_new_product_that_finds_a_defect(
-        base_model, fabric_data, tmp_path):
+    base_model, fabric_data, tmp_path
+):
     base = Detector.load(base_model)
     detector = onboard_detector(base, fabric_data, steps=30, progress=False, log=lambda _m: None)
     loaded = Detector.load(detector.save(tmp_path / "fabric"))
@@ -69,8 +70,9 @@ def test_onboarded_model_is_a_calibrated_artifact_for_the_new_product_that_finds
     assert score[-1] > loaded.threshold() and score[-1] > score[:-1].max() + 1.0
 
 
-def test_onboarding_refuses_a_known_product_a_student_base_and_other_channels(base_model, pcb_data, metal_data,
-                                                                                fabric_data):
+def test_onboarding_refuses_a_known_product_a_student_base_and_other_channels(
+    base_model, pcb_data, metal_data, fabric_data
+):
     base = Detector.load(base_model)
     with pytest.raises(TrainingDataError, match="already serves product 'pcb'"):
         onboard_detector(base, pcb_data, steps=1, progress=False)
@@ -82,13 +84,29 @@ def test_onboarding_refuses_a_known_product_a_student_base_and_other_channels(ba
         onboard_detector(student, pcb_data, product="new", steps=1, progress=False)
 
 
-def test_onboard_command_registers_a_new_model_version_for_the_platform(base_model, fabric_data, tmp_path,
-                                                                        postgres_url):
+def test_onboard_command_registers_a_new_model_version_for_the_platform(
+    base_model, fabric_data, tmp_path, postgres_url
+):
     repo = tmp_path / "repo"
     runner = CliRunner()
-    result = runner.invoke(app, ["onboard", "--base", str(base_model), "--data", str(fabric_data), "--out",
-                                 str(tmp_path / "fabric"), "--steps", "3", "--repo", str(repo),
-                                 "--database-url", postgres_url])
+    result = runner.invoke(
+        app,
+        [
+            "onboard",
+            "--base",
+            str(base_model),
+            "--data",
+            str(fabric_data),
+            "--out",
+            str(tmp_path / "fabric"),
+            "--steps",
+            "3",
+            "--repo",
+            str(repo),
+            "--database-url",
+            postgres_url,
+        ],
+    )
     assert result.exit_code == 0, result.output
     version = repo / MODEL_NAME / "1"
     served = json.loads((version / "artifacts" / "woven_fabric" / "metadata.json").read_text())
@@ -100,15 +118,42 @@ def test_onboard_command_registers_a_new_model_version_for_the_platform(base_mod
         assert row.threshold == pytest.approx(Detector.load(tmp_path / "fabric").threshold())
         assert find_product_type(session, "woven_fabric").preprocessing["channels"] == 3
     engine.dispose()
-    refused = runner.invoke(app, ["onboard", "--base", str(base_model), "--data", str(fabric_data), "--out",
-                                  str(tmp_path / "again"), "--database-url", postgres_url])
+    refused = runner.invoke(
+        app,
+        [
+            "onboard",
+            "--base",
+            str(base_model),
+            "--data",
+            str(fabric_data),
+            "--out",
+            str(tmp_path / "again"),
+            "--database-url",
+            postgres_url,
+        ],
+    )
     assert refused.exit_code == 2 and "give --repo too" in refused.output
 
 
 def test_onboard_with_a_dead_database_keeps_the_artifact_and_says_what_failed(base_model, fabric_data, tmp_path):
-    result = CliRunner().invoke(app, ["onboard", "--base", str(base_model), "--data", str(fabric_data), "--out",
-                                      str(tmp_path / "fabric"), "--steps", "2", "--repo", str(tmp_path / "repo"),
-                                      "--database-url", "postgresql+psycopg://diffqc@127.0.0.1:1/diffqc"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "onboard",
+            "--base",
+            str(base_model),
+            "--data",
+            str(fabric_data),
+            "--out",
+            str(tmp_path / "fabric"),
+            "--steps",
+            "2",
+            "--repo",
+            str(tmp_path / "repo"),
+            "--database-url",
+            "postgresql+psycopg://diffqc@127.0.0.1:1/diffqc",
+        ],
+    )
     assert result.exit_code == 1
     assert "publishing it failed: database unavailable" in result.output
     assert Detector.load(tmp_path / "fabric").product_names == ["woven_fabric"]

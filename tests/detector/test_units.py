@@ -81,8 +81,10 @@ def test_concentration_picks_the_largest_region():
 
 def test_alignment_and_isotropy_measures():
     rng = np.random.default_rng(0)
-    aligned = [np.clip(np.tile(np.linspace(0, 1, 64), (64, 1))[:, :, None] + rng.normal(0, 0.02, (64, 64, 1)), 0, 1)
-               for _ in range(8)]
+    aligned = [
+        np.clip(np.tile(np.linspace(0, 1, 64), (64, 1))[:, :, None] + rng.normal(0, 0.02, (64, 64, 1)), 0, 1)
+        for _ in range(8)
+    ]
     texture = [rng.random((64, 64, 1)) for _ in range(8)]
     assert alignment_ratio(aligned) > 1 and alignment_ratio(texture) < 0.3
     stripes = [np.tile((np.arange(64) % 4 < 2).astype(float)[:, None], (1, 64))[:, :, None]] * 2

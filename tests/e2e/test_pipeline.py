@@ -55,9 +55,17 @@ def _requests(data, n: int, lines=("L1", "L2")):
         sample = samples[i % len(samples)]
         capture = Timestamp()
         capture.FromDatetime(start + timedelta(milliseconds=i))
-        frame = Frame(frame_id=f"f-{uuid.uuid4().hex[:10]}", plant_id="P1", line_id=lines[i % len(lines)],
-                      station_id="S1", camera_id="C1", product_type=TINY_PRODUCT, work_order="WO-1", lot="LOT-1",
-                      capture_time=capture)
+        frame = Frame(
+            frame_id=f"f-{uuid.uuid4().hex[:10]}",
+            plant_id="P1",
+            line_id=lines[i % len(lines)],
+            station_id="S1",
+            camera_id="C1",
+            product_type=TINY_PRODUCT,
+            work_order="WO-1",
+            lot="LOT-1",
+            capture_time=capture,
+        )
         yield ingestion_pb2.IngestRequest(frame=frame, image_data=sample.path.read_bytes())
 
 
@@ -90,8 +98,15 @@ def _plant_corrupt_frames(pipeline, data) -> dict[str, str]:
     }
     publisher, planted = Publisher(pipeline.settings.kafka), {}
     for name, (image, product, reason) in cases.items():
-        frame = Frame(frame_id=f"corrupt-{name}-{uuid.uuid4().hex[:6]}", plant_id="P1", line_id="L1",
-                      station_id="S1", camera_id="C1", product_type=product, image=image)
+        frame = Frame(
+            frame_id=f"corrupt-{name}-{uuid.uuid4().hex[:6]}",
+            plant_id="P1",
+            line_id="L1",
+            station_id="S1",
+            camera_id="C1",
+            product_type=product,
+            image=image,
+        )
         publisher.send(FRAMES, frame)
         planted[frame.frame_id] = reason
     publisher.close()
@@ -104,8 +119,11 @@ def _inspection_counts(url: str, frame_ids: list[str], timeout_s: float = 240) -
     try:
         while True:
             with Session(engine) as session:
-                rows = session.execute(select(Inspection.frame_id, func.count()).where(
-                    Inspection.frame_id.in_(frame_ids)).group_by(Inspection.frame_id)).all()
+                rows = session.execute(
+                    select(Inspection.frame_id, func.count())
+                    .where(Inspection.frame_id.in_(frame_ids))
+                    .group_by(Inspection.frame_id)
+                ).all()
             counts = dict(rows)
             if len(counts) == len(frame_ids) or time.monotonic() > deadline:
                 return counts
@@ -147,16 +165,21 @@ def test_a_hundred_frames_give_a_hundred_inspections_with_the_detectors_verdicts
     samples = list_samples(data, "test")
     images = np.stack([read_image(samples[i % len(samples)].path) for i in range(100)]).transpose(0, 3, 1, 2)
     scores = detector.predict(images, TINY_PRODUCT).score
-    expected = {r.frame.frame_id: ("defect" if v == "defect" else "pass")
-                for r, v in zip(requests, detector.verdicts(scores, TINY_PRODUCT), strict=True)}
+    expected = {
+        r.frame.frame_id: ("defect" if v == "defect" else "pass")
+        for r, v in zip(requests, detector.verdicts(scores, TINY_PRODUCT), strict=True)
+    }
     rows = _inspections(pipeline.database_url, frame_ids)
     assert {fid: row.verdict.value for fid, row in rows.items()} == expected
     assert {"pass", "defect"} <= set(expected.values())  # the comparison covers both verdicts
     np.testing.assert_allclose([rows[r.frame.frame_id].score for r in requests], scores, rtol=1e-4, atol=1e-5)
 
     # One score point per frame in the time-series store.
-    series = [s for s in export_series(pipeline.env["DIFFQC_INFLUX_URL"], "anomaly_score", "score")
-              if s["metric"].get("line") in lines]
+    series = [
+        s
+        for s in export_series(pipeline.env["DIFFQC_INFLUX_URL"], "anomaly_score", "score")
+        if s["metric"].get("line") in lines
+    ]
     assert sum(len(s["values"]) for s in series) == 100
     assert sorted(v for s in series for v in s["values"]) == pytest.approx(sorted(scores), rel=1e-4, abs=1e-5)
 

@@ -33,8 +33,12 @@ UPLOAD = "/api/inspection/upload"
 
 def gateway_process(port: int, env: dict[str, str], log_path: Path) -> ServerProcess:
     """``python -m services.gateway`` on ``port``, ready when its HTTP server answers."""
-    environment = {**os.environ, **env, "DIFFQC_GATEWAY_HTTP_PORT": str(port),
-                   "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    environment = {
+        **os.environ,
+        **env,
+        "DIFFQC_GATEWAY_HTTP_PORT": str(port),
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def ready() -> bool:
         try:
@@ -42,8 +46,14 @@ def gateway_process(port: int, env: dict[str, str], log_path: Path) -> ServerPro
         except httpx.HTTPError:
             return False
 
-    return ServerProcess(name="gateway", argv=[sys.executable, "-m", "services.gateway"], log_path=log_path,
-                         env=environment, ready=ready, ready_timeout_s=60)
+    return ServerProcess(
+        name="gateway",
+        argv=[sys.executable, "-m", "services.gateway"],
+        log_path=log_path,
+        env=environment,
+        ready=ready,
+        ready_timeout_s=60,
+    )
 
 
 @dataclass
@@ -60,21 +70,27 @@ class GatewayStack:
 
 
 @contextmanager
-def gateway_stack(root: Path, artifact: Path, service_env: dict[str, str] | None = None,
-                  gateway_env: dict[str, str] | None = None) -> Iterator[GatewayStack]:
+def gateway_stack(
+    root: Path, artifact: Path, service_env: dict[str, str] | None = None, gateway_env: dict[str, str] | None = None
+) -> Iterator[GatewayStack]:
     """The pipeline (services configured with ``service_env`` too) and the gateway in front of it."""
     require(shutil.which("victoria-metrics") is not None, "needs victoria-metrics: apt-get install victoria-metrics")
     try:
         with throwaway_database() as database_url:
             stage_version(artifact, root / "repo")
-            pipeline = LocalPipeline(root / "run", root / "repo", database_url=database_url,
-                                     service_env=service_env or {})
+            pipeline = LocalPipeline(
+                root / "run", root / "repo", database_url=database_url, service_env=service_env or {}
+            )
             gateway = None
             try:
                 pipeline.start()
                 port = free_port()
-                env = {**pipeline.env, "DIFFQC_GATEWAY_INGESTION_URL": pipeline.address("ingestion"),
-                       "DIFFQC_GATEWAY_API_KEYS": f'["{API_KEY}"]', **(gateway_env or {})}
+                env = {
+                    **pipeline.env,
+                    "DIFFQC_GATEWAY_INGESTION_URL": pipeline.address("ingestion"),
+                    "DIFFQC_GATEWAY_API_KEYS": f'["{API_KEY}"]',
+                    **(gateway_env or {}),
+                }
                 gateway = gateway_process(port, env, root / "run" / "logs" / "gateway.log").start()
                 yield GatewayStack(pipeline, gateway, f"http://127.0.0.1:{port}")
             finally:
@@ -89,18 +105,32 @@ def gateway_stack(root: Path, artifact: Path, service_env: dict[str, str] | None
 
 def form(line: str, frame_id: str | None = None, capture_time: datetime | None = None, **fields) -> dict[str, str]:
     """Upload metadata of one frame of the tiny product (every required field set)."""
-    values = {"plant_id": "P1", "line_id": line, "station_id": "S1", "camera_id": "C1", "product_type": TINY_PRODUCT,
-              "frame_id": frame_id or f"gw-{uuid.uuid4().hex[:12]}", "lot": "LOT-1", "work_order": "WO-1",
-              "capture_time": (capture_time or datetime.now(UTC)).isoformat()}
+    values = {
+        "plant_id": "P1",
+        "line_id": line,
+        "station_id": "S1",
+        "camera_id": "C1",
+        "product_type": TINY_PRODUCT,
+        "frame_id": frame_id or f"gw-{uuid.uuid4().hex[:12]}",
+        "lot": "LOT-1",
+        "work_order": "WO-1",
+        "capture_time": (capture_time or datetime.now(UTC)).isoformat(),
+    }
     values.update(fields)
     return {name: value for name, value in values.items() if value is not None}
 
 
-def upload(client: httpx.Client, image: bytes, line: str, wait: bool = False, api_key: str | None = API_KEY,
-           **fields) -> httpx.Response:
+def upload(
+    client: httpx.Client, image: bytes, line: str, wait: bool = False, api_key: str | None = API_KEY, **fields
+) -> httpx.Response:
     headers = {"X-API-Key": api_key} if api_key is not None else {}
-    return client.post(UPLOAD, params={"wait": str(wait).lower()}, headers=headers,
-                       files={"image": ("frame.png", image, "image/png")}, data=form(line, **fields))
+    return client.post(
+        UPLOAD,
+        params={"wait": str(wait).lower()},
+        headers=headers,
+        files={"image": ("frame.png", image, "image/png")},
+        data=form(line, **fields),
+    )
 
 
 def capture_times(n: int, start: datetime | None = None) -> list[datetime]:

@@ -26,8 +26,7 @@ def tiny_config() -> DetectorConfig:
 
 def train_tiny(product: str, root: Path) -> tuple[Path, Path]:
     """A detector trained for seconds on 64x64 synthetic images of ``product``: (artifact dir, its data set)."""
-    data = generate_product(product, root / "data", n_train=14, n_test_good=2, n_test_defect=2,
-                            size=(64, 64), seed=1)
+    data = generate_product(product, root / "data", n_train=14, n_test_good=2, n_test_defect=2, size=(64, 64), seed=1)
     cfg = DetectorConfig()
     cfg.model.block_out_channels = (16, 32)
     cfg.train.crop_size, cfg.train.batch_size = 32, 8

@@ -42,9 +42,15 @@ class SlowScoring(scoring_pb2_grpc.ScoringServiceServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "negative score")
             verdict = scoring_pb2.VERDICT_DEFECT if score >= THRESHOLD else scoring_pb2.VERDICT_PASS
             log.info("scored")
-            return scoring_pb2.ScoreResponse(verdict=scoring_pb2.InspectionVerdict(
-                frame=frame, verdict=verdict, score=score, threshold=THRESHOLD,
-                component_scores=request.result.component_scores))
+            return scoring_pb2.ScoreResponse(
+                verdict=scoring_pb2.InspectionVerdict(
+                    frame=frame,
+                    verdict=verdict,
+                    score=score,
+                    threshold=THRESHOLD,
+                    component_scores=request.result.component_scores,
+                )
+            )
 
 
 class TickLoop:

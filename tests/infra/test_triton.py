@@ -45,8 +45,21 @@ def test_triton_serve_runs_in_the_foreground_until_sigterm(tmp_path):
 
     http_port = free_port()
     env = {**os.environ, "DIFFQC_DATA_DIR": str(tmp_path)}
-    command = [sys.executable, "-m", "diffqc.cli", "triton", "serve", "--repo", str(REPO),
-               "--http-port", str(http_port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    command = [
+        sys.executable,
+        "-m",
+        "diffqc.cli",
+        "triton",
+        "serve",
+        "--repo",
+        str(REPO),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -11,14 +11,10 @@ from sklearn.metrics import roc_auc_score
 
 from diffqc.metrics import pixel_auroc, pro_curve, pro_score
 
-MASK = np.array([[1, 1, 0, 0],
-                 [0, 0, 0, 0],
-                 [0, 0, 0, 1],
-                 [0, 0, 0, 0]], dtype=bool)  # region A: 2 pixels, region B: 1 pixel; 13 good pixels
-MAP = np.array([[0.9, 0.5, 0.1, 0.1],
-                [0.1, 0.1, 0.1, 0.1],
-                [0.1, 0.1, 0.1, 0.8],
-                [0.1, 0.1, 0.1, 0.6]])
+MASK = np.array(
+    [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=bool
+)  # region A: 2 pixels, region B: 1 pixel; 13 good pixels
+MAP = np.array([[0.9, 0.5, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.8], [0.1, 0.1, 0.1, 0.6]])
 
 
 def test_pro_by_hand():

@@ -42,8 +42,9 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _frame(blobs, array: np.ndarray, product="pcb", **fields) -> Frame:
-    return Frame(frame_id="f-1", line_id="L1", product_type=product, image=blobs.put(_png(array), "image/png"),
-                 **fields)
+    return Frame(
+        frame_id="f-1", line_id="L1", product_type=product, image=blobs.put(_png(array), "image/png"), **fields
+    )
 
 
 def _stitch(prepared, blobs) -> np.ndarray:
@@ -75,8 +76,11 @@ def test_a_frame_is_resized_padded_converted_and_tiled_into_the_blob_store(blobs
 
     assert prepared.scale == pytest.approx(128 / 300)
     assert (prepared.pad_left, prepared.pad_top) == (0, 21)  # content 128x85, centred: (128 - 85) // 2
-    assert (prepared.normalized_shape.height, prepared.normalized_shape.width,
-            prepared.normalized_shape.channels) == (128, 128, 1)
+    assert (prepared.normalized_shape.height, prepared.normalized_shape.width, prepared.normalized_shape.channels) == (
+        128,
+        128,
+        1,
+    )
     assert prepared.tile_overlap == 16 and not prepared.aligned
     windows = tile_windows(128, 128, 64, 16)
     assert len(prepared.tiles) == len(windows) == 9
@@ -122,8 +126,15 @@ def test_alignment_registers_a_shifted_part_onto_its_reference(blobs):
     texture = skdata.brick().astype(np.float32) / 255.0
     reference = texture[100:228, 100:228]
     moved = texture[103:231, 98:226]  # the same part, 3 px up and 2 px right in the camera's view
-    spec = PreprocessSpec.from_dict({"height": 128, "width": 128, "channels": 1,
-                                     "align": {"reference": put_array(blobs, reference).uri, "max_shift": 8}}, "pcb")
+    spec = PreprocessSpec.from_dict(
+        {
+            "height": 128,
+            "width": 128,
+            "channels": 1,
+            "align": {"reference": put_array(blobs, reference).uri, "max_shift": 8},
+        },
+        "pcb",
+    )
     frame = _frame(blobs, np.round(moved * 255).astype(np.uint8))
     prepared = prepare_frame(frame, spec, blobs, reference=reference)
     assert prepared.aligned
@@ -132,17 +143,21 @@ def test_alignment_registers_a_shifted_part_onto_its_reference(blobs):
     assert np.abs(aligned[inner] - reference[inner]).max() < 0.01  # 8-bit rounding only
     assert np.abs(moved[inner] - reference[inner]).mean() > 0.05  # unaligned, they differ a lot
 
-    too_far = PreprocessSpec.from_dict({**{"height": 128, "width": 128, "channels": 1},
-                                        "align": {"reference": "unused", "max_shift": 1}}, "pcb")
+    too_far = PreprocessSpec.from_dict(
+        {**{"height": 128, "width": 128, "channels": 1}, "align": {"reference": "unused", "max_shift": 1}}, "pcb"
+    )
     unaligned = prepare_frame(frame, too_far, blobs, reference=reference)
     assert not unaligned.aligned
     np.testing.assert_allclose(get_array(blobs, unaligned.tiles[0].tensor)[0], np.round(moved * 255) / 255, atol=1e-6)
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"this is not an image", "not a recognised image format"),
-    (_png(np.zeros((32, 32, 3), dtype=np.uint8))[:60], "corrupt or truncated"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"this is not an image", "not a recognised image format"),
+        (_png(np.zeros((32, 32, 3), dtype=np.uint8))[:60], "corrupt or truncated"),
+    ],
+)
 def test_an_unreadable_image_names_the_blob_and_the_problem(blobs, data, reason):
     frame = Frame(frame_id="f-3", product_type="pcb", image=blobs.put(data, "image/png"))
     spec = PreprocessSpec.from_dict({"height": 32, "width": 32, "channels": 3}, "pcb")
@@ -167,17 +182,23 @@ def test_a_missing_blob_and_a_shape_mismatch_are_errors(blobs):
         prepare_frame(frame, spec, blobs)
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ({}, "preprocessing spec: empty"),
-    ({"height": 64, "width": 64}, "channels: Field required"),
-    ({"height": 64, "width": 64, "channels": 2}, "channels: must be 1"),
-    ({"height": 64, "width": 0, "channels": 3}, "width: Input should be greater than or equal to 1"),
-    ({"height": 64, "width": 64, "channels": 3.5}, "channels: Input should be a valid integer"),
-    ({"height": 64, "width": 64, "channels": 3, "tile": 32, "overlap": 32}, "overlap (32) must be smaller"),
-    ({"height": 64, "width": 64, "channels": 3, "align": True}, "align: needs a reference"),
-    ({"height": 64, "width": 64, "channels": 3, "align": {"reference": "r", "upsample": 0}}, "align.upsample: Input"),
-    ({"height": 64, "width": 64, "channels": 3, "size": 3}, "size: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({}, "preprocessing spec: empty"),
+        ({"height": 64, "width": 64}, "channels: Field required"),
+        ({"height": 64, "width": 64, "channels": 2}, "channels: must be 1"),
+        ({"height": 64, "width": 0, "channels": 3}, "width: Input should be greater than or equal to 1"),
+        ({"height": 64, "width": 64, "channels": 3.5}, "channels: Input should be a valid integer"),
+        ({"height": 64, "width": 64, "channels": 3, "tile": 32, "overlap": 32}, "overlap (32) must be smaller"),
+        ({"height": 64, "width": 64, "channels": 3, "align": True}, "align: needs a reference"),
+        (
+            {"height": 64, "width": 64, "channels": 3, "align": {"reference": "r", "upsample": 0}},
+            "align.upsample: Input",
+        ),
+        ({"height": 64, "width": 64, "channels": 3, "size": 3}, "size: Extra inputs are not permitted"),
+    ],
+)
 def test_a_malformed_spec_says_what_is_wrong(spec, message):
     with pytest.raises(SpecError) as err:
         PreprocessSpec.from_dict(spec, "pcb")
@@ -189,8 +210,12 @@ def test_the_preprocessor_reads_the_spec_from_postgres_and_refuses_unknown_produ
     upgrade(engine)
     reference = np.full((48, 48), 0.5, dtype=np.float32)
     with Session(engine) as session, session.begin():
-        session.add(ProductType(name="pcb", preprocessing={"height": 48, "width": 48, "channels": 1,
-                                                           "align": put_array(blobs, reference).uri}))
+        session.add(
+            ProductType(
+                name="pcb",
+                preprocessing={"height": 48, "width": 48, "channels": 1, "align": put_array(blobs, reference).uri},
+            )
+        )
         session.add(ProductType(name="bare", preprocessing={}))
     preprocessor = Preprocessor(engine, blobs)
     prepared = preprocessor.prepare(_frame(blobs, np.full((96, 96, 3), 128, dtype=np.uint8)))

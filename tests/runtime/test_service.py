@@ -36,8 +36,9 @@ class ServiceProcess:
             "DIFFQC_LOG_LEVEL": "INFO",
         }
         env.pop("DIFFQC_CONFIG", None)
-        self.proc = subprocess.Popen([sys.executable, str(SCRIPT), mode], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[dict] = []
         self._eof = False
         self._changed = threading.Condition()
@@ -104,7 +105,8 @@ def test_sigterm_finishes_the_in_flight_call_refuses_new_ones_and_exits_0(servic
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         in_flight = scoring_pb2_grpc.ScoringServiceStub(channel).Score.future(
-            score_request("frame-in-flight", 0.8), timeout=30)
+            score_request("frame-in-flight", 0.8), timeout=30
+        )
         service.wait_for(lambda line: line["message"] == "scoring" and line["frame_id"] == "frame-in-flight")
 
         signalled = time.monotonic()

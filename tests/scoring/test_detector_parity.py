@@ -38,9 +38,13 @@ def test_pipeline_verdicts_equal_the_detector_run_in_process(tiny_artifact, tmp_
     frames, tensors = [], []
     spec = PreprocessSpec.from_dict({"height": 64, "width": 64, "channels": 3}, TINY_PRODUCT)
     for i, sample in enumerate(samples):
-        frame = Frame(frame_id=f"f-{threshold_shift}-{i}", line_id="L1", product_type=TINY_PRODUCT,
-                      image=blobs.put(sample.path.read_bytes(), "image/png"),
-                      process_parameters={"oven_temp_c": 240.0})
+        frame = Frame(
+            frame_id=f"f-{threshold_shift}-{i}",
+            line_id="L1",
+            product_type=TINY_PRODUCT,
+            image=blobs.put(sample.path.read_bytes(), "image/png"),
+            process_parameters={"oven_temp_c": 240.0},
+        )
         prepared = prepare_frame(frame, spec, blobs)
         frames.append(prepared.frame)
         tensors.append(get_array(blobs, prepared.tiles[0].tensor))
@@ -55,19 +59,27 @@ def test_pipeline_verdicts_equal_the_detector_run_in_process(tiny_artifact, tmp_
     scorer = Scorer(ScoringSettings(), engine, blobs, LineProtocolFileSink(tmp_path / "points.lp"))
     level = registration["metrics"]["region_level"]
 
-    expected = detector.verdicts(scores, TINY_PRODUCT) if threshold_shift == 0.0 else [
-        "defect" if s > registration["threshold"] else "good" for s in scores]
+    expected = (
+        detector.verdicts(scores, TINY_PRODUCT)
+        if threshold_shift == 0.0
+        else ["defect" if s > registration["threshold"] else "good" for s in scores]
+    )
     for frame, amap, comps, score, want in zip(frames, amaps, components, scores, expected, strict=True):
-        result = InferenceResult(frame=frame, score=float(score), anomaly_map=put_array(blobs, amap[0]),
-                                 component_scores=dict(zip(COMPONENTS, map(float, comps), strict=True)),
-                                 model=ModelRef(name="diffqc_detector", version="1"))
+        result = InferenceResult(
+            frame=frame,
+            score=float(score),
+            anomaly_map=put_array(blobs, amap[0]),
+            component_scores=dict(zip(COMPONENTS, map(float, comps), strict=True)),
+            model=ModelRef(name="diffqc_detector", version="1"),
+        )
         verdict = scorer.score(result)
         assert (verdict.verdict == VERDICT_DEFECT) == (want == "defect")
         assert verdict.score == pytest.approx(float(score), abs=1e-6)
         if want == "defect":
             regions = find_regions(amap[0], level)
-            assert [(r.bbox.x, r.bbox.y, r.bbox.x + r.bbox.width, r.bbox.y + r.bbox.height) for r in verdict.regions
-                    ] == [tuple(r["bbox"]) for r in regions]
+            assert [
+                (r.bbox.x, r.bbox.y, r.bbox.x + r.bbox.width, r.bbox.y + r.bbox.height) for r in verdict.regions
+            ] == [tuple(r["bbox"]) for r in regions]
     if threshold_shift is None:
         assert {"defect", "good"} <= set(expected)
     engine.dispose()

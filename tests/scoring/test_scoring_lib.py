@@ -46,14 +46,18 @@ RANGES = {"oven_temp_c": [230.0, 250.0], "line_speed_m_min": [1.0, 2.0]}
 
 # -- process deviation and fusion ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"oven_temp_c": 240.0}, 0.0),  # inside
-    ({"oven_temp_c": 250.0, "line_speed_m_min": 1.0}, 0.0),  # on the bounds
-    ({"oven_temp_c": 260.0}, 0.5),  # 10 above a 20-wide range
-    ({"oven_temp_c": 200.0}, 1.5),  # 30 below
-    ({"oven_temp_c": 255.0, "line_speed_m_min": 4.0}, 2.0),  # the largest: 2 widths above
-    ({"oven_temp_c": 240.0, "humidity_pct": 99.0}, 0.0),  # unknown parameter ignored
-])
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"oven_temp_c": 240.0}, 0.0),  # inside
+        ({"oven_temp_c": 250.0, "line_speed_m_min": 1.0}, 0.0),  # on the bounds
+        ({"oven_temp_c": 260.0}, 0.5),  # 10 above a 20-wide range
+        ({"oven_temp_c": 200.0}, 1.5),  # 30 below
+        ({"oven_temp_c": 255.0, "line_speed_m_min": 4.0}, 2.0),  # the largest: 2 widths above
+        ({"oven_temp_c": 240.0, "humidity_pct": 99.0}, 0.0),  # unknown parameter ignored
+    ],
+)
 def test_process_deviation_in_range_widths(params, expected):
     deviation = process_deviation(params, RANGES, "pcb")
     assert deviation.value == pytest.approx(expected)
@@ -78,6 +82,7 @@ def test_fusion_is_the_detectors_weighted_mean_on_the_scale_its_threshold_was_ca
 
 
 # -- regions ----------------------------------------------------------------------------------
+
 
 def test_regions_are_found_in_the_content_area_and_reported_in_original_pixels():
     # A 300x200 frame normalized to 128x128: scale 128/300, content 128x85 from row 21.
@@ -105,6 +110,7 @@ def test_a_map_of_unknown_frame_shape_is_taken_as_the_frame():
 
 # -- the inspection row and model versions -------------------------------------------------------
 
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 def engine(request, tmp_path):
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else f"sqlite:///{tmp_path}/qc.db"
@@ -116,32 +122,61 @@ def engine(request, tmp_path):
 
 def _seed(engine, nominal=RANGES, threshold=0.5, metrics=None):
     with Session(engine) as session, session.begin():
-        session.add(ProductType(name="pcb", preprocessing={"height": 128, "width": 128, "channels": 3},
-                                nominal_ranges=nominal))
+        session.add(
+            ProductType(name="pcb", preprocessing={"height": 128, "width": 128, "channels": 3}, nominal_ranges=nominal)
+        )
         session.flush()
-        register_model_version(session, "pcb", "1", "file:///models/pcb/1", threshold,
-                               metrics if metrics is not None else {"region_level": 3.0})
+        register_model_version(
+            session,
+            "pcb",
+            "1",
+            "file:///models/pcb/1",
+            threshold,
+            metrics if metrics is not None else {"region_level": 3.0},
+        )
 
 
 def _add_frame(engine, frame_id):
     with Session(engine) as session, session.begin():
-        session.add(Frame(id=frame_id, plant_id="P", line_id="L1", station_id="S", camera_id="C", product_type="pcb",
-                          captured_at=datetime.now(UTC), image_uri="file:///x", image_sha256="0" * 64, height=8,
-                          width=8, channels=3))
+        session.add(
+            Frame(
+                id=frame_id,
+                plant_id="P",
+                line_id="L1",
+                station_id="S",
+                camera_id="C",
+                product_type="pcb",
+                captured_at=datetime.now(UTC),
+                image_uri="file:///x",
+                image_sha256="0" * 64,
+                height=8,
+                width=8,
+                channels=3,
+            )
+        )
 
 
 def test_the_same_frame_recorded_twice_leaves_one_row_and_reports_the_first(engine):
     _seed(engine)
     _add_frame(engine, "f-1")
-    values = dict(id="i-1", frame_id="f-1", model_version="1", component_scores={"pixel": 1.0}, score=0.9,
-                  threshold=0.5, verdict=Verdict.DEFECT, latency_ms=12.0,
-                  regions=[{"x": 1, "y": 2, "width": 3, "height": 4, "area_px": 9, "peak_score": 4.5}])
+    values = dict(
+        id="i-1",
+        frame_id="f-1",
+        model_version="1",
+        component_scores={"pixel": 1.0},
+        score=0.9,
+        threshold=0.5,
+        verdict=Verdict.DEFECT,
+        latency_ms=12.0,
+        regions=[{"x": 1, "y": 2, "width": 3, "height": 4, "area_px": 9, "peak_score": 4.5}],
+    )
     with Session(engine) as session, session.begin():
         first, created = record_inspection(session, **values)
     assert created
     with Session(engine) as session, session.begin():  # a redelivery, scored differently meanwhile
-        again, created_again = record_inspection(session, **{**values, "id": "i-2", "score": 0.1,
-                                                               "verdict": Verdict.PASS})
+        again, created_again = record_inspection(
+            session, **{**values, "id": "i-2", "score": 0.1, "verdict": Verdict.PASS}
+        )
         assert not created_again
         assert (again.id, again.score, again.verdict) == ("i-1", 0.9, Verdict.DEFECT)
     with Session(engine) as session:
@@ -180,6 +215,7 @@ def test_an_artifacts_threshold_and_region_level_register_directly(tiny_artifact
 
 # -- the whole scoring path ---------------------------------------------------------------------
 
+
 def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -192,15 +228,28 @@ def _result(blobs, line, params, score, amap=None, product="pcb") -> InferenceRe
     ingest = Timestamp()
     ingest.FromDatetime(datetime.now(UTC) - timedelta(milliseconds=40))
     image = np.full((200, 300, 3), 90, dtype=np.uint8)
-    frame = FrameMessage(frame_id=f"f-{uuid.uuid4().hex[:8]}", plant_id="P1", line_id=line, station_id="S1",
-                         camera_id="C1", product_type=product, capture_time=capture, ingest_time=ingest,
-                         process_parameters=params, image=blobs.put(_png(image), "image/png"),
-                         shape=Shape(height=200, width=300, channels=3))
+    frame = FrameMessage(
+        frame_id=f"f-{uuid.uuid4().hex[:8]}",
+        plant_id="P1",
+        line_id=line,
+        station_id="S1",
+        camera_id="C1",
+        product_type=product,
+        capture_time=capture,
+        ingest_time=ingest,
+        process_parameters=params,
+        image=blobs.put(_png(image), "image/png"),
+        shape=Shape(height=200, width=300, channels=3),
+    )
     if amap is None:
         amap = np.zeros((128, 128), dtype=np.float32)
-    result = InferenceResult(frame=frame, score=score, anomaly_map=put_array(blobs, amap),
-                             component_scores={"pixel": 1.5, "structural": 0.5, "concentration": 0.25, "process": 0},
-                             model=ModelRef(name="diffqc_detector", version="1"))
+    result = InferenceResult(
+        frame=frame,
+        score=score,
+        anomaly_map=put_array(blobs, amap),
+        component_scores={"pixel": 1.5, "structural": 0.5, "concentration": 0.25, "process": 0},
+        model=ModelRef(name="diffqc_detector", version="1"),
+    )
     result.latency.FromMilliseconds(20)
     return result
 
@@ -236,8 +285,9 @@ def test_a_defect_is_recorded_once_with_regions_heatmap_and_a_score_point(scorer
     assert verdict.verdict == VERDICT_DEFECT  # 0.48 + 0.5 / 9 = 0.536 > 0.5: the oven tipped it
     assert verdict.score == pytest.approx(0.48 + 0.5 / 9)
     assert verdict.threshold == 0.5 and verdict.model.version == "1"
-    assert dict(verdict.component_scores) == pytest.approx({"pixel": 1.5, "structural": 0.5, "concentration": 0.25,
-                                                            "process": 0.5})
+    assert dict(verdict.component_scores) == pytest.approx(
+        {"pixel": 1.5, "structural": 0.5, "concentration": 0.25, "process": 0.5}
+    )
     [region] = verdict.regions
     assert (region.bbox.x, region.bbox.y, region.bbox.width, region.bbox.height) == (93, 23, 48, 25)
     assert region.peak_score == 5.0
@@ -254,13 +304,23 @@ def test_a_defect_is_recorded_once_with_regions_heatmap_and_a_score_point(scorer
 
     capture_ms = result.frame.capture_time.ToMilliseconds()
     [score] = _series(timeseries_url, "score", line)
-    assert {k: score["metric"][k] for k in ("plant", "line", "station", "camera", "product_type",
-                                             "model_version")} == {
-        "plant": "P1", "line": line, "station": "S1", "camera": "C1", "product_type": "pcb", "model_version": "1"}
+    assert {k: score["metric"][k] for k in ("plant", "line", "station", "camera", "product_type", "model_version")} == {
+        "plant": "P1",
+        "line": line,
+        "station": "S1",
+        "camera": "C1",
+        "product_type": "pcb",
+        "model_version": "1",
+    }
     assert set(score["timestamps"]) == {capture_ms}  # the redelivery wrote the same point
     assert score["values"][0] == pytest.approx(verdict.score)
-    for field, expected in [("verdict", 1), ("threshold", 0.5), ("pixel", 1.5), ("process", 0.5),
-                            ("latency_ms", verdict.latency.ToNanoseconds() / 1e6)]:
+    for field, expected in [
+        ("verdict", 1),
+        ("threshold", 0.5),
+        ("pixel", 1.5),
+        ("process", 0.5),
+        ("latency_ms", verdict.latency.ToNanoseconds() / 1e6),
+    ]:
         [series] = _series(timeseries_url, field, line)
         assert series["timestamps"][0] == capture_ms
         assert series["values"][0] == pytest.approx(expected, abs=1e-3), field

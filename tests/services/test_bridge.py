@@ -64,8 +64,15 @@ class MesReceiver:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status = 503 if receiver.mode == "unavailable" else 422 if body.get("lot") == "REJECT" else 200
                 with receiver.lock:
-                    receiver.requests.append({"path": self.path, "key": self.headers["Idempotency-Key"],
-                                              "auth": self.headers["Authorization"], "status": status, "body": body})
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "key": self.headers["Idempotency-Key"],
+                            "auth": self.headers["Authorization"],
+                            "status": status,
+                            "body": body,
+                        }
+                    )
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -110,25 +117,38 @@ def kafka(kafka_settings):
 @pytest.fixture
 def alerts(kafka, schema_registry_url) -> AvroTopic:
     """The bridge's view of a fresh alert topic (same schema and subject naming as quality.alert)."""
-    topic = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)),
-                      f"{QUALITY_ALERT}.test-{uuid.uuid4().hex[:8]}", load_schema(ALERT_SCHEMA))
+    topic = AvroTopic(
+        registry_client(RegistrySettings(url=schema_registry_url)),
+        f"{QUALITY_ALERT}.test-{uuid.uuid4().hex[:8]}",
+        load_schema(ALERT_SCHEMA),
+    )
     ensure_topics(kafka, [topic.topic, dead_letter_topic(topic.topic, kafka)], 2)
     topic.register()
     return topic
 
 
 def bridge_settings(receiver: MesReceiver, **overrides) -> BridgeSettings:
-    fields = {"mes_webhook_url": f"{receiver.url}/mes/alerts", "mes_auth_value": TOKEN,
-              "line_stop_url": f"{receiver.url}/line-stop", "request_timeout_s": 2, "backoff_base_s": 0.05,
-              "backoff_max_s": 0.3, "poll_interval_s": 0.05}
+    fields = {
+        "mes_webhook_url": f"{receiver.url}/mes/alerts",
+        "mes_auth_value": TOKEN,
+        "line_stop_url": f"{receiver.url}/line-stop",
+        "request_timeout_s": 2,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.3,
+        "poll_interval_s": 0.05,
+    }
     return BridgeSettings(**{**fields, **overrides})
 
 
 def produce(kafka, alerts: AvroTopic, records: list[dict], raw: list[bytes] = ()) -> None:
     producer = Producer(producer_config(kafka))
     for record in records:
-        producer.produce(alerts.topic, key=record["line_id"].encode(), value=alerts.encode(record),
-                         headers=[("frame_id", record["frame_id"].encode())])
+        producer.produce(
+            alerts.topic,
+            key=record["line_id"].encode(),
+            value=alerts.encode(record),
+            headers=[("frame_id", record["frame_id"].encode())],
+        )
     for value in raw:
         producer.produce(alerts.topic, key=b"L1", value=value, headers=[("frame_id", b"garbage")])
     assert producer.flush(10) == 0
@@ -157,8 +177,11 @@ def run_loops(*loops):
 
 def call_bridge(engine, method: str, request, spc: SpcFeed | None = None):
     servicer = BridgeServicer(engine, spc or SpcFeed(SpcMonitor()))
-    server = GrpcServer("bridge", lambda s: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, s),
-                        ["diffqc.v1.BridgeService"])
+    server = GrpcServer(
+        "bridge",
+        lambda s: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, s),
+        ["diffqc.v1.BridgeService"],
+    )
     server.start()
     try:
         with grpc.insecure_channel(server.address) as channel:
@@ -185,23 +208,28 @@ def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine
     try:
         ids = {r["alert_id"] for r in records}
         # Phase 1, the MES is down (connection refused): every alert is in the outbox, retried, not lost.
-        wait_until(lambda: set(rows(engine)) == ids and all(r.attempts >= 2 for r in rows(engine).values()),
-                   what="every alert in the outbox with failed attempts")
+        wait_until(
+            lambda: set(rows(engine)) == ids and all(r.attempts >= 2 for r in rows(engine).values()),
+            what="every alert in the outbox with failed attempts",
+        )
         listed = pending_over_grpc(engine, page_size=4)
         assert len(listed.alerts) == 4 and listed.next_page_token
         rest = pending_over_grpc(engine, page_size=4, page_token=listed.next_page_token)
         assert {a.alert_id for a in [*listed.alerts, *rest.alerts]} == ids and not rest.next_page_token
         assert all("unreachable" in a.last_error and a.attempts >= 2 for a in listed.alerts)
         assert {a.alert_id for a in pending_over_grpc(engine, line_id="L1").alerts} == {
-            r["alert_id"] for r in records if r["line_id"] == "L1"}
+            r["alert_id"] for r in records if r["line_id"] == "L1"
+        }
         # Phase 2, the MES answers 503: still retried.
         receiver.mode = "unavailable"
         receiver.start()
         wait_until(lambda: len(receiver.requests) >= len(ids), what="503 answers")
         # Phase 3, the MES is back.
         receiver.mode = "ok"
-        wait_until(lambda: all(r.delivery_state == DeliveryState.DELIVERED for r in rows(engine).values()),
-                   what="every alert delivered")
+        wait_until(
+            lambda: all(r.delivery_state == DeliveryState.DELIVERED for r in rows(engine).values()),
+            what="every alert delivered",
+        )
         time.sleep(1.0)  # a duplicate delivery would show up now
         letters = collect(kafka, dead_letter_topic(alerts.topic, kafka), {"garbage"}, timeout_s=20, settle_s=0)
     finally:
@@ -217,11 +245,13 @@ def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine
         assert request["key"] == request["body"]["alert_id"] and request["auth"] == TOKEN
     by_id = {r["alert_id"]: r for r in records}
     assert {r["key"]: r["body"]["detected_at"] for r in delivered} == {
-        i: r["detected_at"].isoformat(timespec="milliseconds") for i, r in by_id.items()}
+        i: r["detected_at"].isoformat(timespec="milliseconds") for i, r in by_id.items()
+    }
     # The critical alert requested its line stop exactly once; no other alert did.
     stops = receiver.accepted("/line-stop")
     assert [(s["key"], s["body"]["line_id"], s["body"]["severity"]) for s in stops] == [
-        (critical["alert_id"], critical["line_id"], "CRITICAL")]
+        (critical["alert_id"], critical["line_id"], "CRITICAL")
+    ]
     outbox = rows(engine)
     assert outbox[critical["alert_id"]].line_stop_state == LineStop.REQUESTED
     assert {r.line_stop_state for i, r in outbox.items() if i != critical["alert_id"]} == {None}
@@ -238,8 +268,12 @@ def test_a_4xx_fails_the_alert_for_good_with_the_reason_and_others_go_on(engine,
     settings = bridge_settings(receiver, line_stop_url=None)
     stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts), DeliveryLoop(engine, settings))
     try:
-        wait_until(lambda: len(rows(engine)) == 2 and all(r.delivery_state != DeliveryState.PENDING
-                                                          for r in rows(engine).values()), what="both settled")
+        wait_until(
+            lambda: (
+                len(rows(engine)) == 2 and all(r.delivery_state != DeliveryState.PENDING for r in rows(engine).values())
+            ),
+            what="both settled",
+        )
         time.sleep(0.5)
     finally:
         stop.set()
@@ -253,55 +287,80 @@ def test_a_4xx_fails_the_alert_for_good_with_the_reason_and_others_go_on(engine,
     assert [r["status"] for r in receiver.requests if r["key"] == failed.id] == [422]
 
 
-def test_the_service_process_delivers_and_refuses_bad_settings(postgres_url, engine, kafka, receiver,
-                                                               schema_registry_url, tmp_path):
-    base = {**os.environ, "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix, "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "DIFFQC_DATABASE_URL": postgres_url, "DIFFQC_REGISTRY_URL": schema_registry_url,
-            "DIFFQC_SERVICE_GRPC_PORT": str(free_port()), "DIFFQC_SERVICE_METRICS_PORT": "0",
-            "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1", "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(tmp_path / "spc.lp")}
+def test_the_service_process_delivers_and_refuses_bad_settings(
+    postgres_url, engine, kafka, receiver, schema_registry_url, tmp_path
+):
+    base = {
+        **os.environ,
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix,
+        "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "DIFFQC_DATABASE_URL": postgres_url,
+        "DIFFQC_REGISTRY_URL": schema_registry_url,
+        "DIFFQC_SERVICE_GRPC_PORT": str(free_port()),
+        "DIFFQC_SERVICE_METRICS_PORT": "0",
+        "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1",
+        "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(tmp_path / "spc.lp"),
+    }
     bridge = [sys.executable, "-m", "services.bridge"]
-    for value, message in [(None, "DIFFQC_BRIDGE_MES_WEBHOOK_URL is not set"),
-                           ("mes.example/alerts", "DIFFQC_BRIDGE_MES_WEBHOOK_URL: 'mes.example/alerts' "
-                                                  "is not an http(s) URL")]:
+    for value, message in [
+        (None, "DIFFQC_BRIDGE_MES_WEBHOOK_URL is not set"),
+        ("mes.example/alerts", "DIFFQC_BRIDGE_MES_WEBHOOK_URL: 'mes.example/alerts' is not an http(s) URL"),
+    ]:
         env = {**base, **({"DIFFQC_BRIDGE_MES_WEBHOOK_URL": value} if value else {})}
         done = subprocess.run(bridge, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr + done.stdout, done.stderr[-2000:]
 
     ensure_topics(kafka, [QUALITY_ALERT, dead_letter_topic(QUALITY_ALERT, kafka), INSPECTIONS, QUALITY_SPC], 2)
-    producer_side = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)), QUALITY_ALERT,
-                              load_schema(ALERT_SCHEMA))
+    producer_side = AvroTopic(
+        registry_client(RegistrySettings(url=schema_registry_url)), QUALITY_ALERT, load_schema(ALERT_SCHEMA)
+    )
     producer_side.register()
     v = verdict()
     store_inspections(engine, [v])
     receiver.start()
-    proc = subprocess.Popen(bridge, env={**base, "DIFFQC_BRIDGE_MES_WEBHOOK_URL": f"{receiver.url}/mes/alerts"},
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        bridge,
+        env={**base, "DIFFQC_BRIDGE_MES_WEBHOOK_URL": f"{receiver.url}/mes/alerts"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         produce(kafka, producer_side, [alert_record(v)])
-        wait_until(lambda: any(r["key"] == alert_record(v)["alert_id"] for r in receiver.accepted()),
-                   what="the alert at the MES")
+        wait_until(
+            lambda: any(r["key"] == alert_record(v)["alert_id"] for r in receiver.accepted()),
+            what="the alert at the MES",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr[-3000:]
 
 
-def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(engine, kafka, schema_registry_url,
-                                                                          timeseries_url):
+def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(
+    engine, kafka, schema_registry_url, timeseries_url
+):
     line = f"spc-{uuid.uuid4().hex[:8]}"  # its own chart, whatever else is on qc.inspections.v1
     scores = [1.0 + 0.02 * ((i * 7) % 5 - 2) for i in range(20)] + [1.9]  # an in-control baseline, then a jump
-    verdicts = [verdict(score=s, line=line, defect=False, captured=DECIDED + timedelta(seconds=i))
-                for i, s in enumerate(scores)]
+    verdicts = [
+        verdict(score=s, line=line, defect=False, captured=DECIDED + timedelta(seconds=i)) for i, s in enumerate(scores)
+    ]
     ensure_topics(kafka, [INSPECTIONS], 2)
-    signals = AvroTopic(registry_client(RegistrySettings(url=schema_registry_url)),
-                        f"{QUALITY_SPC}.test-{uuid.uuid4().hex[:8]}", load_schema(SPC_SCHEMA))
+    signals = AvroTopic(
+        registry_client(RegistrySettings(url=schema_registry_url)),
+        f"{QUALITY_SPC}.test-{uuid.uuid4().hex[:8]}",
+        load_schema(SPC_SCHEMA),
+    )
     ensure_topics(kafka, [signals.topic], 1)
     signals.register()
     producer = Producer(producer_config(kafka))
     for v in [*verdicts, verdicts[-1]]:  # the last one redelivered: it must not count twice
-        producer.produce(INSPECTIONS, key=line.encode(), value=v.SerializeToString(),
-                         headers=[("frame_id", v.frame.frame_id.encode())])
+        producer.produce(
+            INSPECTIONS,
+            key=line.encode(),
+            value=v.SerializeToString(),
+            headers=[("frame_id", v.frame.frame_id.encode())],
+        )
     assert producer.flush(10) == 0
 
     feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
@@ -330,8 +389,9 @@ def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(engin
 def _shifted_line(line: str) -> list:
     """An in-control baseline of 20 scores, then a jump that rule 1 flags."""
     scores = [1.0 + 0.02 * ((i * 7) % 5 - 2) for i in range(20)] + [1.9]
-    return [verdict(score=s, line=line, defect=False, captured=DECIDED + timedelta(seconds=i))
-            for i, s in enumerate(scores)]
+    return [
+        verdict(score=s, line=line, defect=False, captured=DECIDED + timedelta(seconds=i)) for i, s in enumerate(scores)
+    ]
 
 
 def test_signals_whose_side_effects_failed_fire_again_on_redelivery_and_only_then():
@@ -360,5 +420,8 @@ def test_a_restarted_bridge_rebuilds_its_charts_from_the_stored_verdicts(engine)
     assert restarted.state(line, "") == live.state(line, "")
     assert restarted.observe(verdicts[5]) == []  # redelivered after the restart: already on the chart
     # The next verdict is judged against the limits the stored baseline fixed, as in the live chart.
-    assert [(s.rule, s.sample_index) for s in restarted.observe(verdicts[-1])] == \
-        [(s.rule, s.sample_index) for s in live.observe(verdicts[-1])] == [("nelson1", 20)]
+    assert (
+        [(s.rule, s.sample_index) for s in restarted.observe(verdicts[-1])]
+        == [(s.rule, s.sample_index) for s in live.observe(verdicts[-1])]
+        == [("nelson1", 20)]
+    )

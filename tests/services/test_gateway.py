@@ -41,10 +41,12 @@ BASELINE = 5
 
 @pytest.fixture(scope="module")
 def stack(tiny_artifact, tmp_path_factory):
-    with gateway_stack(tmp_path_factory.mktemp("gateway"), tiny_artifact[0],
-                       service_env={"DIFFQC_INGESTION_MAX_IMAGE_BYTES": str(INGESTION_IMAGE_LIMIT)},
-                       gateway_env={"DIFFQC_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
-                                    "DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)}) as stack:
+    with gateway_stack(
+        tmp_path_factory.mktemp("gateway"),
+        tiny_artifact[0],
+        service_env={"DIFFQC_INGESTION_MAX_IMAGE_BYTES": str(INGESTION_IMAGE_LIMIT)},
+        gateway_env={"DIFFQC_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)},
+    ) as stack:
         yield stack
 
 
@@ -90,7 +92,10 @@ def test_an_upload_with_wait_returns_the_verdict_the_api_then_serves(client, ima
     with Session(engine) as session:
         row = session.scalars(select(Inspection).where(Inspection.frame_id == body["frame_id"])).one()
     assert (inspection["inspection_id"], inspection["verdict"], inspection["threshold"]) == (
-        row.id, row.verdict.value, row.threshold)
+        row.id,
+        row.verdict.value,
+        row.threshold,
+    )
     assert inspection["score"] == pytest.approx(row.score)
     assert set(inspection["components"]) == {"pixel", "structural", "concentration", "process"}
 
@@ -109,16 +114,17 @@ def test_an_upload_without_wait_is_accepted_then_inspected_and_a_resend_is_a_dup
     first = upload(client, images[0][0], line, frame_id=frame_id)
     assert first.status_code == 202 and first.json()["status"] == "accepted"
     assert first.json()["inspection"] is None
-    result = wait_until(lambda: (r := client.get(first.json()["result_url"])).status_code == 200 and r.json(),
-                        what="the inspection of an upload")
+    result = wait_until(
+        lambda: (r := client.get(first.json()["result_url"])).status_code == 200 and r.json(),
+        what="the inspection of an upload",
+    )
     assert result["frame_id"] == frame_id and result["line_id"] == line
 
     again = upload(client, images[0][0], line, frame_id=frame_id, wait=True)
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     assert again.json()["inspection"] == result
     with Session(engine) as session:
-        assert session.scalar(select(func.count()).select_from(Inspection).where(
-            Inspection.frame_id == frame_id)) == 1
+        assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.frame_id == frame_id)) == 1
 
 
 def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, images, engine):
@@ -142,8 +148,11 @@ def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, i
     assert spc.status_code == 200, spc.text
     (chart,) = spc.json()["charts"]
     with Session(engine) as session:
-        scores = dict(session.execute(select(Inspection.frame_id, Inspection.score)
-                                      .where(Inspection.frame_id.in_(frame_ids))).all())
+        scores = dict(
+            session.execute(
+                select(Inspection.frame_id, Inspection.score).where(Inspection.frame_id.in_(frame_ids))
+            ).all()
+        )
     # The chart runs over the line's scores in capture order, with its limits fixed by the baseline ...
     assert chart["sample_count"] == len(sequence) and chart["limits_fixed"]
     np.testing.assert_allclose([p["score"] for p in chart["points"]], [scores[f] for f in frame_ids])
@@ -152,19 +161,26 @@ def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, i
     assert chart["center_line"] == pytest.approx(baseline.mean())
     assert chart["sigma"] == pytest.approx(np.abs(np.diff(baseline)).mean() / 1.128)
     # ... every monitored score beyond 3 sigma is a Nelson rule 1 signal ...
-    beyond = {p["sample_index"] for p in chart["points"] if p["monitored"] and not (
-        chart["lower_control_limit"] <= p["score"] <= chart["upper_control_limit"])}
+    beyond = {
+        p["sample_index"]
+        for p in chart["points"]
+        if p["monitored"] and not (chart["lower_control_limit"] <= p["score"] <= chart["upper_control_limit"])
+    }
     assert beyond == {s["sample_index"] for s in chart["signals"] if s["rule"] == "nelson1"}
     assert ("nelson2", BASELINE + 9) in {(s["rule"], s["sample_index"]) for s in chart["signals"]}
     # ... and it is the chart the bridge's monitor builds from the same rows.
     with Session(engine) as session:
-        rows = session.execute(select(Frame.captured_at, Inspection.score, Inspection.verdict, Frame.lot)
-                               .join(Inspection, Inspection.frame_id == Frame.id).where(Frame.line_id == line)
-                               .order_by(Frame.captured_at)).all()
+        rows = session.execute(
+            select(Frame.captured_at, Inspection.score, Inspection.verdict, Frame.lot)
+            .join(Inspection, Inspection.frame_id == Frame.id)
+            .where(Frame.line_id == line)
+            .order_by(Frame.captured_at)
+        ).all()
     history = [(t, score, verdict.value, lot) for t, score, verdict, lot in rows]  # aware UTC: UTCDateTime
     expected = chart_from_history(line, chart["product_type"], history, SpcSettings(baseline_size=BASELINE))
     assert [(s["rule"], s["sample_index"]) for s in chart["signals"]] == [
-        (s.rule, s.sample_index) for s in expected.signals]
+        (s.rule, s.sample_index) for s in expected.signals
+    ]
     assert client.get(f"/api/lines/{line}/spc", params={"product_type": "bolts"}).status_code == 404
 
 
@@ -181,9 +197,14 @@ def test_every_endpoint_answers_as_its_openapi_spec_says(api_schema):
     """Generated requests (valid and invalid, a few per endpoint) get documented statuses, content
     types and bodies, never a 5xx. (Driven by hand: schemathesis' lazy pytest loader breaks on pytest 9.)"""
     operations = _operations(api_schema)
-    assert {op.path for op in operations} >= {"/api/inspection/upload", "/api/inspection/result/{inspection_id}",
-                                              "/api/inspection/{inspection_id}/heatmap.png", "/api/lines/{line}/spc",
-                                              "/api/inspections", "/health"}
+    assert {op.path for op in operations} >= {
+        "/api/inspection/upload",
+        "/api/inspection/result/{inspection_id}",
+        "/api/inspection/{inspection_id}/heatmap.png",
+        "/api/lines/{line}/spc",
+        "/api/inspections",
+        "/health",
+    }
     for operation in operations:
         try:
             _conforms(operation)
@@ -214,8 +235,9 @@ def _png(nbytes: int) -> bytes:
 
 def _multipart(client, fields: dict, image: bytes | None, headers=None, **kwargs):
     files = {"image": ("frame.png", image, "image/png")} if image is not None else None
-    return client.post("/api/inspection/upload", headers={"X-API-Key": API_KEY, **(headers or {})},
-                       data=fields, files=files, **kwargs)
+    return client.post(
+        "/api/inspection/upload", headers={"X-API-Key": API_KEY, **(headers or {})}, data=fields, files=files, **kwargs
+    )
 
 
 def _chunked(parts):
@@ -235,10 +257,16 @@ BAD_UPLOADS = {
     "unknown product": ({"product_type": "bolts"}, 422, "unknown product type 'bolts'"),
     "control characters": ({"station_id": "S\x07"}, 422, "station_id 'S\\x07' contains control characters"),
     "process parameters not JSON": ({"process_parameters": "{oven"}, 422, "process_parameters is not valid JSON"),
-    "process parameters not numbers": ({"process_parameters": '{"oven": "hot"}'}, 422,
-                                       "process_parameters must be a JSON object of numbers"),
-    "process parameter not finite": ({"process_parameters": '{"oven": NaN}'}, 422,
-                                     "process parameter 'oven' is nan, not a finite number"),
+    "process parameters not numbers": (
+        {"process_parameters": '{"oven": "hot"}'},
+        422,
+        "process_parameters must be a JSON object of numbers",
+    ),
+    "process parameter not finite": (
+        {"process_parameters": '{"oven": NaN}'},
+        422,
+        "process parameter 'oven' is nan, not a finite number",
+    ),
     "bad capture time": ({"capture_time": "yesterday"}, 422, "capture_time"),
     "missing API key": ({"api_key": None}, 401, "missing API key: send it in header X-API-Key"),
     "wrong API key": ({"api_key": "guess"}, 403, "API key not accepted"),
@@ -250,9 +278,16 @@ def test_a_malformed_upload_is_a_4xx_naming_the_problem_and_stores_nothing(case,
     change, status, message = BAD_UPLOADS[case]
     good = images[0][0]
     image = {"truncated": good[: len(good) // 2], "large": _png(INGESTION_IMAGE_LIMIT + 1000)}.get(
-        change.get("image"), change.get("image", good))
-    fields = {"plant_id": "P1", "line_id": "L-bad", "station_id": "S1", "camera_id": "C1",
-              "product_type": "pcb", "frame_id": f"bad-{uuid.uuid4().hex[:8]}"}
+        change.get("image"), change.get("image", good)
+    )
+    fields = {
+        "plant_id": "P1",
+        "line_id": "L-bad",
+        "station_id": "S1",
+        "camera_id": "C1",
+        "product_type": "pcb",
+        "frame_id": f"bad-{uuid.uuid4().hex[:8]}",
+    }
     fields.update({k: v for k, v in change.items() if k not in ("image", "api_key")})
     fields = {k: v for k, v in fields.items() if v is not None}
     headers = {"X-API-Key": change["api_key"]} if change.get("api_key") else {}
@@ -274,29 +309,40 @@ def test_an_oversize_body_is_refused_before_it_is_read(client, images, engine):
     before = _frames(engine)
     with_length = _multipart(client, fields, big)
     assert with_length.status_code == 413
-    assert with_length.json()["detail"] == (f"request body is over the upload limit of {UPLOAD_LIMIT} bytes "
-                                            "(DIFFQC_GATEWAY_MAX_UPLOAD_BYTES)")
+    assert with_length.json()["detail"] == (
+        f"request body is over the upload limit of {UPLOAD_LIMIT} bytes (DIFFQC_GATEWAY_MAX_UPLOAD_BYTES)"
+    )
     # Without a Content-Length the limit is counted as the body streams in.
-    request = client.build_request("POST", "/api/inspection/upload", headers={"X-API-Key": API_KEY},
-                                   data=fields, files={"image": ("f.png", big, "image/png")})
+    request = client.build_request(
+        "POST",
+        "/api/inspection/upload",
+        headers={"X-API-Key": API_KEY},
+        data=fields,
+        files={"image": ("f.png", big, "image/png")},
+    )
     body = request.read()
-    streamed = client.post("/api/inspection/upload", content=_chunked([body[i:i + 65536]
-                                                                       for i in range(0, len(body), 65536)]),
-                           headers={"X-API-Key": API_KEY, "content-type": request.headers["content-type"]})
+    streamed = client.post(
+        "/api/inspection/upload",
+        content=_chunked([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+        headers={"X-API-Key": API_KEY, "content-type": request.headers["content-type"]},
+    )
     assert streamed.status_code == 413 and "upload limit" in streamed.json()["detail"]
     assert _frames(engine) == before
     # The gateway goes on serving: the next good upload is accepted.
     assert upload(client, images[0][0], "L-big").status_code == 202
 
 
-@pytest.mark.parametrize("path, status, message", [
-    ("/api/inspection/result/no-such-id", 404, "no inspection or frame with id 'no-such-id'"),
-    ("/api/inspection/no-such-id/heatmap.png", 404, "no inspection or frame with id 'no-such-id'"),
-    ("/api/inspection/no-such-id/image", 404, "no inspection or frame with id 'no-such-id'"),
-    ("/api/lines/no-such-line/spc", 404, "line 'no-such-line' has no inspections"),
-    ("/api/inspections?limit=0", 422, "limit: Input should be greater than or equal to 1"),
-    ("/api/inspections?limit=many", 422, "limit: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/api/inspection/result/no-such-id", 404, "no inspection or frame with id 'no-such-id'"),
+        ("/api/inspection/no-such-id/heatmap.png", 404, "no inspection or frame with id 'no-such-id'"),
+        ("/api/inspection/no-such-id/image", 404, "no inspection or frame with id 'no-such-id'"),
+        ("/api/lines/no-such-line/spc", 404, "line 'no-such-line' has no inspections"),
+        ("/api/inspections?limit=0", 422, "limit: Input should be greater than or equal to 1"),
+        ("/api/inspections?limit=many", 422, "limit: Input should be a valid integer"),
+    ],
+)
 def test_a_bad_read_is_a_4xx_naming_the_problem(client, path, status, message):
     response = client.get(path)
     assert response.status_code == status and response.json()["detail"].startswith(message)
@@ -314,8 +360,11 @@ def test_ingestion_down_is_a_503_naming_it_and_uploads_work_again_after(stack, c
     finally:
         stack.pipeline.start_service("ingestion")
     # A client retrying after the 503 gets through within seconds of ingestion's return.
-    wait_until(lambda: upload(client, images[0][0], "L-down").status_code == 202, timeout_s=10,
-               what="an accepted upload after ingestion came back")
+    wait_until(
+        lambda: upload(client, images[0][0], "L-down").status_code == 202,
+        timeout_s=10,
+        what="an accepted upload after ingestion came back",
+    )
 
 
 def test_a_gateway_without_api_keys_refuses_every_upload_and_still_serves_reads(stack, images, tmp_path):

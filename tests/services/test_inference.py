@@ -57,8 +57,11 @@ def inference(triton, tmp_path, kafka_settings):
 @pytest.fixture
 def stub(inference):
     servicer = InferenceServicer(inference)
-    server = GrpcServer("inference", lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s),
-                        ["diffqc.v1.InferenceService"])
+    server = GrpcServer(
+        "inference",
+        lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s),
+        ["diffqc.v1.InferenceService"],
+    )
     server.start()
     with grpc.insecure_channel(server.address) as channel:
         yield inference_pb2_grpc.InferenceServiceStub(channel)
@@ -118,8 +121,12 @@ def _run_worker(inference):
 def _produce(kafka, frames: list[PreparedFrame]) -> None:
     producer = Producer(producer_config(kafka))
     for prepared in frames:
-        producer.produce(PREPARED_FRAMES, key=prepared.frame.line_id.encode(), value=prepared.SerializeToString(),
-                         headers=[("frame_id", prepared.frame.frame_id.encode())])
+        producer.produce(
+            PREPARED_FRAMES,
+            key=prepared.frame.line_id.encode(),
+            value=prepared.SerializeToString(),
+            headers=[("frame_id", prepared.frame.frame_id.encode())],
+        )
     assert producer.flush(10) == 0
 
 
@@ -154,8 +161,10 @@ def test_frames_wait_while_triton_is_down_and_none_is_lost(tiny_artifact, tmp_pa
         return triton_server(tmp_path / "repo", *ports, tmp_path, tmp_path / "triton.log").start()
 
     server = start_triton()
-    settings = Settings(kafka=kafka_settings.model_copy(update={"group_prefix": uuid.uuid4().hex}),
-                        triton={"grpc_url": f"127.0.0.1:{ports[1]}", "timeout_s": 30})
+    settings = Settings(
+        kafka=kafka_settings.model_copy(update={"group_prefix": uuid.uuid4().hex}),
+        triton={"grpc_url": f"127.0.0.1:{ports[1]}", "timeout_s": 30},
+    )
     detector = TritonDetector(settings.triton, backoff_s=0.2, backoff_max_s=0.5)
     inference = Inference(settings, detector, FileBlobStore(tmp_path / "blobs"))
     server.stop()  # Triton goes away before the frames arrive
@@ -176,10 +185,16 @@ def test_frames_wait_while_triton_is_down_and_none_is_lost(tiny_artifact, tmp_pa
 
 
 def test_the_service_refuses_to_start_without_a_ready_model(kafka_settings):
-    env = {**os.environ, "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-           "DIFFQC_TRITON_GRPC_URL": f"127.0.0.1:{free_port()}", "DIFFQC_SERVICE_STARTUP_TIMEOUT_S": "2",
-           "DIFFQC_SERVICE_GRPC_PORT": "0", "DIFFQC_SERVICE_METRICS_PORT": "0"}
-    proc = subprocess.run([sys.executable, "-m", "services.inference"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    env = {
+        **os.environ,
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "DIFFQC_TRITON_GRPC_URL": f"127.0.0.1:{free_port()}",
+        "DIFFQC_SERVICE_STARTUP_TIMEOUT_S": "2",
+        "DIFFQC_SERVICE_GRPC_PORT": "0",
+        "DIFFQC_SERVICE_METRICS_PORT": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.inference"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
     assert "Triton at 127.0.0.1:" in proc.stderr and "is unavailable after" in proc.stderr

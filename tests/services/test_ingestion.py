@@ -54,6 +54,7 @@ RNG = np.random.default_rng(0)
 
 # -- images ---------------------------------------------------------------------------------------
 
+
 def encode(fmt: str, height=48, width=64, mode="RGB", flat=False, **save) -> bytes:
     """Random pixels (incompressible), or a flat image with ``flat``."""
     if flat:
@@ -74,18 +75,29 @@ def encode(fmt: str, height=48, width=64, mode="RGB", flat=False, **save) -> byt
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height, with one tiny IDAT: a decompression bomb's shape."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 # -- the service under test ---------------------------------------------------------------------
 
+
 def _frame(line: str, frame_id: str | None = None, product="pcb", **fields) -> Frame:
-    frame = Frame(frame_id=f"f-{uuid.uuid4().hex[:10]}" if frame_id is None else frame_id, plant_id="P1",
-                  line_id=line, station_id="S1", camera_id="C1", product_type=product, **fields)
+    frame = Frame(
+        frame_id=f"f-{uuid.uuid4().hex[:10]}" if frame_id is None else frame_id,
+        plant_id="P1",
+        line_id=line,
+        station_id="S1",
+        camera_id="C1",
+        product_type=product,
+        **fields,
+    )
     frame.capture_time.GetCurrentTime()
     return frame
 
@@ -105,8 +117,12 @@ def make_settings(kafka_settings, postgres_url, tmp_path):
     engine.dispose()
 
     def make(**ingestion) -> Settings:
-        return Settings(kafka=kafka, database={"url": postgres_url}, blob_root=tmp_path / "blobs",
-                        ingestion={"produce_timeout_s": 5, **ingestion})
+        return Settings(
+            kafka=kafka,
+            database={"url": postgres_url},
+            blob_root=tmp_path / "blobs",
+            ingestion={"produce_timeout_s": 5, **ingestion},
+        )
 
     return make
 
@@ -117,8 +133,12 @@ def serving(settings: Settings):
     engine = make_engine(settings.database.url)
     ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
     servicer = IngestionServicer(ingestion)
-    server = GrpcServer("ingestion", lambda s: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, s),
-                        [SERVICE_NAME], options=grpc_options(settings))
+    server = GrpcServer(
+        "ingestion",
+        lambda s: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, s),
+        [SERVICE_NAME],
+        options=grpc_options(settings),
+    )
     server.start()
     try:
         with grpc.insecure_channel(server.address) as channel:
@@ -170,6 +190,7 @@ def blob_files(settings: Settings) -> list[Path]:
 
 
 # -- tests ----------------------------------------------------------------------------------------
+
 
 def test_a_stream_of_good_frames_is_acked_in_order_stored_and_published_by_line(make_settings):
     settings = make_settings()
@@ -264,10 +285,14 @@ def test_each_bad_frame_is_rejected_with_its_reason_and_the_stream_goes_on(make_
         (request(line, good[: len(good) // 2]), "corrupt or truncated PNG image data"),
         (request(line, truncated_jpeg[: len(truncated_jpeg) // 2]), "corrupt or truncated JPEG image data"),
         (request(line, encode("GIF", mode="L")), "GIF images are not supported; expected PNG, JPEG, BMP or TIFF"),
-        (request(line, encode("BMP", height=300, width=300)),
-         f"image is {300 * 300 * 3 + 54} bytes, over the limit of 200000 bytes"),
-        (request(line, encode("PNG", mode="L", height=600, width=600, flat=True)),
-         "PNG image is 600x600 = 360000 pixels, over the limit of 250000 pixels"),
+        (
+            request(line, encode("BMP", height=300, width=300)),
+            f"image is {300 * 300 * 3 + 54} bytes, over the limit of 200000 bytes",
+        ),
+        (
+            request(line, encode("PNG", mode="L", height=600, width=600, flat=True)),
+            "PNG image is 600x600 = 360000 pixels, over the limit of 250000 pixels",
+        ),
         (request(line, png_header_only(50_000, 50_000)), "refused as a decompression bomb"),
         (request(line, png_header_only(1000, 1000)), "1000x1000 = 1000000 pixels, over the limit"),
         (request(line, encode("PNG", mode="LA")), "unsupported pixel mode 'LA'"),
@@ -336,9 +361,12 @@ def test_a_frame_above_grpcs_default_message_size_goes_through(make_settings):
 
 def test_a_frame_whose_event_failed_leaves_no_row_and_its_resend_is_published(make_settings):
     live = make_settings()
-    dead = live.model_copy(update={"kafka": live.kafka.model_copy(update={"bootstrap_servers":
-                                                                          f"127.0.0.1:{free_port()}"}),
-                                   "ingestion": live.ingestion.model_copy(update={"produce_timeout_s": 1.0})})
+    dead = live.model_copy(
+        update={
+            "kafka": live.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"}),
+            "ingestion": live.ingestion.model_copy(update={"produce_timeout_s": 1.0}),
+        }
+    )
     line = f"L-{uuid.uuid4().hex[:6]}"
     frames = [request(line, encode("PNG")) for _ in range(2)]
     with serving(dead) as (stub, _), pytest.raises(grpc.RpcError) as failed:
@@ -354,20 +382,37 @@ def test_a_frame_whose_event_failed_leaves_no_row_and_its_resend_is_published(ma
 
 
 def _service_env(settings: Settings, tmp_path: Path, **extra) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DIFFQC_SERVICE_METRICS_PORT": "0",
-            "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "DIFFQC_KAFKA_GROUP_PREFIX": settings.kafka.group_prefix, "DIFFQC_DATABASE_URL": settings.database.url,
-            "DIFFQC_BLOB_ROOT": str(tmp_path / "service-blobs"), **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DIFFQC_SERVICE_METRICS_PORT": "0",
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DIFFQC_KAFKA_GROUP_PREFIX": settings.kafka.group_prefix,
+        "DIFFQC_DATABASE_URL": settings.database.url,
+        "DIFFQC_BLOB_ROOT": str(tmp_path / "service-blobs"),
+        **extra,
+    }
 
 
 @pytest.mark.timeout(60)
 def test_the_service_refuses_to_start_without_a_broker(make_settings, tmp_path):
     dead = f"127.0.0.1:{free_port()}"
-    env = _service_env(make_settings(), tmp_path, DIFFQC_KAFKA_BOOTSTRAP_SERVERS=dead,
-                       DIFFQC_SERVICE_STARTUP_TIMEOUT_S="2", DIFFQC_SERVICE_GRPC_PORT="0")
+    env = _service_env(
+        make_settings(),
+        tmp_path,
+        DIFFQC_KAFKA_BOOTSTRAP_SERVERS=dead,
+        DIFFQC_SERVICE_STARTUP_TIMEOUT_S="2",
+        DIFFQC_SERVICE_GRPC_PORT="0",
+    )
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "services.ingestion"], env=env, capture_output=True, text=True,
-                          timeout=50, cwd=PROJECT_ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.ingestion"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=PROJECT_ROOT,
+    )
     assert proc.returncode == 1, proc.stderr
     assert f"Kafka broker at {dead} is unavailable after" in proc.stderr
     assert time.monotonic() - started < 30
@@ -380,8 +425,13 @@ def test_the_service_process_ingests_and_stops_cleanly(make_settings, tmp_path):
     env = _service_env(settings, tmp_path, DIFFQC_SERVICE_GRPC_PORT=str(port))
     log_path = tmp_path / "ingestion.log"
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "services.ingestion"], env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.ingestion"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
     try:
         deadline = time.monotonic() + 60
         while not grpc_is_serving(f"127.0.0.1:{port}") and time.monotonic() < deadline:

@@ -46,8 +46,9 @@ def _png(array: np.ndarray) -> bytes:
 def _frame(blobs, line="L1", product="pcb", data: bytes | None = None) -> Frame:
     if data is None:
         data = _png((np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8))
-    return Frame(frame_id=f"f-{uuid.uuid4().hex[:8]}", line_id=line, product_type=product,
-                 image=blobs.put(data, "image/png"))
+    return Frame(
+        frame_id=f"f-{uuid.uuid4().hex[:8]}", line_id=line, product_type=product, image=blobs.put(data, "image/png")
+    )
 
 
 @pytest.fixture
@@ -74,9 +75,11 @@ def kafka(kafka_settings) -> KafkaSettings:
 @pytest.fixture
 def stub(preprocessor):
     servicer = PreprocessingServicer(preprocessor)
-    server = GrpcServer("preprocessing",
-                        lambda s: preprocessing_pb2_grpc.add_PreprocessingServiceServicer_to_server(servicer, s),
-                        ["diffqc.v1.PreprocessingService"])
+    server = GrpcServer(
+        "preprocessing",
+        lambda s: preprocessing_pb2_grpc.add_PreprocessingServiceServicer_to_server(servicer, s),
+        ["diffqc.v1.PreprocessingService"],
+    )
     server.start()
     with grpc.insecure_channel(server.address) as channel:
         yield preprocessing_pb2_grpc.PreprocessingServiceStub(channel)
@@ -105,8 +108,12 @@ def test_prepare_returns_the_tiles_and_bad_frames_get_clear_statuses(stub, prepr
 def _produce(kafka, frames: list[Frame]) -> None:
     producer = Producer(producer_config(kafka))
     for frame in frames:
-        producer.produce(FRAMES, key=frame.line_id.encode(), value=frame.SerializeToString(),
-                         headers=[("frame_id", frame.frame_id.encode())])
+        producer.produce(
+            FRAMES,
+            key=frame.line_id.encode(),
+            value=frame.SerializeToString(),
+            headers=[("frame_id", frame.frame_id.encode())],
+        )
     assert producer.flush(10) == 0
 
 
@@ -141,17 +148,23 @@ def test_the_worker_prepares_each_frame_once_and_dead_letters_what_it_cannot_pre
     assert all(len(msgs) == 1 for msgs in letters.values())
 
 
-def test_the_service_process_prepares_the_stream_and_stops_cleanly_on_sigterm(postgres_url, engine, kafka,
-                                                                             tmp_path):
+def test_the_service_process_prepares_the_stream_and_stops_cleanly_on_sigterm(postgres_url, engine, kafka, tmp_path):
     blobs = FileBlobStore(tmp_path / "blobs")
     ensure_topics(kafka, [FRAMES, PREPARED_FRAMES], 2)
-    env = {**os.environ, "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-           "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix, "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
-           "DIFFQC_DATABASE_URL": postgres_url, "DIFFQC_BLOB_ROOT": str(tmp_path / "blobs"),
-           "DIFFQC_SERVICE_GRPC_PORT": str(free_port()), "DIFFQC_SERVICE_METRICS_PORT": "0",
-           "DIFFQC_SERVICE_STREAM_WORKERS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.preprocessing"], env=env, stderr=subprocess.PIPE,
-                            text=True)
+    env = {
+        **os.environ,
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix,
+        "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "DIFFQC_DATABASE_URL": postgres_url,
+        "DIFFQC_BLOB_ROOT": str(tmp_path / "blobs"),
+        "DIFFQC_SERVICE_GRPC_PORT": str(free_port()),
+        "DIFFQC_SERVICE_METRICS_PORT": "0",
+        "DIFFQC_SERVICE_STREAM_WORKERS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.preprocessing"], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         frame = _frame(blobs)
         _produce(kafka, [frame])

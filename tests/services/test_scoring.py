@@ -80,19 +80,35 @@ def _result(blobs, score: float, line="L1", product="pcb") -> InferenceResult:
     capture.FromDatetime(datetime(2026, 4, 1, tzinfo=UTC) + timedelta(milliseconds=uuid.uuid4().int % 10**9))
     amap = np.zeros((64, 64), dtype=np.float32)
     amap[10:20, 30:40] = 4.0
-    frame = Frame(frame_id=f"f-{uuid.uuid4().hex[:8]}", plant_id="P1", line_id=line, station_id="S1", camera_id="C1",
-                  product_type=product, capture_time=capture, shape=Shape(height=64, width=64, channels=3),
-                  process_parameters={"oven_temp_c": 240.0})
-    return InferenceResult(frame=frame, score=score, anomaly_map=put_array(blobs, amap),
-                           component_scores={"pixel": score, "structural": 0.0, "concentration": 0.0, "process": 0.0},
-                           model=ModelRef(name="diffqc_detector", version="1"))
+    frame = Frame(
+        frame_id=f"f-{uuid.uuid4().hex[:8]}",
+        plant_id="P1",
+        line_id=line,
+        station_id="S1",
+        camera_id="C1",
+        product_type=product,
+        capture_time=capture,
+        shape=Shape(height=64, width=64, channels=3),
+        process_parameters={"oven_temp_c": 240.0},
+    )
+    return InferenceResult(
+        frame=frame,
+        score=score,
+        anomaly_map=put_array(blobs, amap),
+        component_scores={"pixel": score, "structural": 0.0, "concentration": 0.0, "process": 0.0},
+        model=ModelRef(name="diffqc_detector", version="1"),
+    )
 
 
 def _produce(kafka, results: list[InferenceResult], raw: list[tuple[str, bytes]] = ()) -> None:
     producer = Producer(producer_config(kafka))
     for result in results:
-        producer.produce(INFERENCE_RESULTS, key=result.frame.line_id.encode(), value=result.SerializeToString(),
-                         headers=[("frame_id", result.frame.frame_id.encode())])
+        producer.produce(
+            INFERENCE_RESULTS,
+            key=result.frame.line_id.encode(),
+            value=result.SerializeToString(),
+            headers=[("frame_id", result.frame.frame_id.encode())],
+        )
     for frame_id, value in raw:
         producer.produce(INFERENCE_RESULTS, key=b"L1", value=value, headers=[("frame_id", frame_id.encode())])
     assert producer.flush(10) == 0
@@ -106,8 +122,11 @@ def _rows(engine, frame_ids) -> list[Inspection]:
 def test_score_records_publishes_and_refuses_what_it_cannot_score(scorer, kafka, alerts):
     ensure_topics(kafka, [INSPECTIONS], 2)
     servicer = ScoringServicer(scorer, VerdictPublisher(kafka, alerts))
-    server = GrpcServer("scoring", lambda s: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, s),
-                        ["diffqc.v1.ScoringService"])
+    server = GrpcServer(
+        "scoring",
+        lambda s: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, s),
+        ["diffqc.v1.ScoringService"],
+    )
     server.start()
     try:
         with grpc.insecure_channel(server.address) as channel:
@@ -120,7 +139,8 @@ def test_score_records_publishes_and_refuses_what_it_cannot_score(scorer, kafka,
         server.stop(1)
     assert verdict.verdict == VERDICT_DEFECT and verdict.frame.frame_id == result.frame.frame_id
     assert [(r.bbox.x, r.bbox.y, r.bbox.width, r.bbox.height, r.area_px) for r in verdict.regions] == [
-        (30, 10, 10, 10, 100)]
+        (30, 10, 10, 10, 100)
+    ]
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "unknown product type 'bolts'" in err.value.details()
     published = collect(kafka, INSPECTIONS, {result.frame.frame_id}, settle_s=0)
@@ -129,8 +149,9 @@ def test_score_records_publishes_and_refuses_what_it_cannot_score(scorer, kafka,
 
 
 def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scorer, kafka, engine, alerts):
-    ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, dead_letter_topic(INFERENCE_RESULTS, kafka)],
-                  2)
+    ensure_topics(
+        kafka, [INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, dead_letter_topic(INFERENCE_RESULTS, kafka)], 2
+    )
     blobs = scorer.blobs
     results = [_result(blobs, s, line=f"L{i % 2}") for i, s in enumerate([0.2, 1.7, 0.9, 3.0])]
     unknown = _result(blobs, 0.5, product="bolts")
@@ -153,12 +174,14 @@ def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scor
 
     # One alert per DEFECT verdict, keyed by line; the redelivered frame's alert carries the same alert id.
     assert {fid: len(msgs) for fid, msgs in alert_messages.items()} == {
-        r.frame.frame_id: 2 if r is redelivered else 1 for r in defects}
+        r.frame.frame_id: 2 if r is redelivered else 1 for r in defects
+    }
     for result in defects:
         decoded = [alerts.topic.decode(m.value()) for m in alert_messages[result.frame.frame_id]]
         row_id = _rows(engine, [result.frame.frame_id])[0].id
         assert {(a["alert_id"], a["inspection_id"], a["line_id"]) for a in decoded} == {
-            (alert_id(row_id), row_id, result.frame.line_id)}
+            (alert_id(row_id), row_id, result.frame.line_id)
+        }
         assert {m.key() for m in alert_messages[result.frame.frame_id]} == {result.frame.line_id.encode()}
 
     # One verdict per input message: the redelivered result gets the same verdict again, no new row.
@@ -180,17 +203,25 @@ def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scor
     assert not _rows(engine, [unknown.frame.frame_id])
 
 
-def test_the_service_process_scores_the_stream_and_stops_cleanly_on_sigterm(postgres_url, engine, kafka, tmp_path,
-                                                                            schema_registry_url):
+def test_the_service_process_scores_the_stream_and_stops_cleanly_on_sigterm(
+    postgres_url, engine, kafka, tmp_path, schema_registry_url
+):
     blobs = FileBlobStore(tmp_path / "blobs")
     ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT], 2)
     points = tmp_path / "points.lp"
-    env = {**os.environ, "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-           "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix, "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
-           "DIFFQC_DATABASE_URL": postgres_url, "DIFFQC_BLOB_ROOT": str(tmp_path / "blobs"),
-           "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(points),
-           "DIFFQC_SERVICE_GRPC_PORT": str(free_port()), "DIFFQC_SERVICE_METRICS_PORT": "0",
-           "DIFFQC_SERVICE_STREAM_WORKERS": "1", "DIFFQC_REGISTRY_URL": schema_registry_url}
+    env = {
+        **os.environ,
+        "DIFFQC_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DIFFQC_KAFKA_GROUP_PREFIX": kafka.group_prefix,
+        "DIFFQC_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "DIFFQC_DATABASE_URL": postgres_url,
+        "DIFFQC_BLOB_ROOT": str(tmp_path / "blobs"),
+        "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(points),
+        "DIFFQC_SERVICE_GRPC_PORT": str(free_port()),
+        "DIFFQC_SERVICE_METRICS_PORT": "0",
+        "DIFFQC_SERVICE_STREAM_WORKERS": "1",
+        "DIFFQC_REGISTRY_URL": schema_registry_url,
+    }
     proc = subprocess.Popen([sys.executable, "-m", "services.scoring"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         result = _result(blobs, 2.0)

@@ -101,8 +101,12 @@ def test_export_stages_versions_and_an_onnx_denoiser_matching_torch(tiny_artifac
     assert [p.name for p in (model_dir / "2" / "artifacts").iterdir()] == [PRODUCT]
     assert (model_dir / "2" / "onnx" / "denoiser.onnx").stat().st_size > 0
 
-    broken = subprocess.run([*command[:-4], "--model", str(tmp_path / "nope"), "--repo", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    broken = subprocess.run(
+        [*command[:-4], "--model", str(tmp_path / "nope"), "--repo", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert broken.returncode == 1 and "does not exist" in " ".join(broken.stdout.split())
     assert versions(model_dir) == [1, 2]
 
@@ -122,8 +126,9 @@ def test_a_version_staged_while_triton_runs_is_served_without_a_restart(tiny_art
     repo = tmp_path / "repo"
     stage_version(tiny_artifact[0], repo)
     grpc_port = free_port()
-    server = triton_server(repo, free_port(), grpc_port, free_port(), tmp_path, tmp_path / "triton.log",
-                           poll_s=1).start()
+    server = triton_server(
+        repo, free_port(), grpc_port, free_port(), tmp_path, tmp_path / "triton.log", poll_s=1
+    ).start()
     try:
         served = TritonDetector(TritonSettings(grpc_url=f"127.0.0.1:{grpc_port}", timeout_s=60))
         pcb = _batch(tiny_artifact[1], 1)

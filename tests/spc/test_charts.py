@@ -49,17 +49,20 @@ def test_p_chart_flags_a_subgroup_beyond_its_own_limit_with_a_fixed_p_bar():
     assert chart.out_of_control.tolist() == [1, 2]  # 12 % too high, 0 % of 400 below the lower limit
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: individuals_chart([1.0]), "at least 2"),
-    (lambda: individuals_chart([4.0] * 30), "all equal"),
-    (lambda: individuals_chart([1.0, float("nan"), 2.0]), "non-finite values (NaN or inf) at index [1]"),
-    (lambda: individuals_chart([[1.0, 2.0]]), "flat sequence"),
-    (lambda: p_chart([1, 2], [10]), "one entry per subgroup"),
-    (lambda: p_chart([11], [10]), "0 <= defectives <= size"),
-    (lambda: p_chart([0], [0]), "size > 0"),
-    (lambda: p_chart([], []), "at least one subgroup"),
-    (lambda: p_chart([1], [10], p_bar=1.5), "p_bar must lie in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: individuals_chart([1.0]), "at least 2"),
+        (lambda: individuals_chart([4.0] * 30), "all equal"),
+        (lambda: individuals_chart([1.0, float("nan"), 2.0]), "non-finite values (NaN or inf) at index [1]"),
+        (lambda: individuals_chart([[1.0, 2.0]]), "flat sequence"),
+        (lambda: p_chart([1, 2], [10]), "one entry per subgroup"),
+        (lambda: p_chart([11], [10]), "0 <= defectives <= size"),
+        (lambda: p_chart([0], [0]), "size > 0"),
+        (lambda: p_chart([], []), "at least one subgroup"),
+        (lambda: p_chart([1], [10], p_bar=1.5), "p_bar must lie in [0, 1]"),
+    ],
+)
 def test_bad_input_is_refused_with_a_message_naming_the_problem(call, message):
     with pytest.raises(ChartError) as error:
         call()

@@ -21,9 +21,12 @@ BASELINE = 30
 def rows(scores, defects=None, lots=None, start=0):
     defects = defects if defects is not None else [False] * len(scores)
     lots = lots if lots is not None else [None] * len(scores)
-    return [Observation(T0 + timedelta(seconds=start + i), float(score), "defect" if defect else "pass", lot,
-                        f"insp-{start + i}")
-            for i, (score, defect, lot) in enumerate(zip(scores, defects, lots, strict=True))]
+    return [
+        Observation(
+            T0 + timedelta(seconds=start + i), float(score), "defect" if defect else "pass", lot, f"insp-{start + i}"
+        )
+        for i, (score, defect, lot) in enumerate(zip(scores, defects, lots, strict=True))
+    ]
 
 
 def shifted_series(seed: int, after: int = 40, shift: float = 2.0) -> np.ndarray:
@@ -67,11 +70,15 @@ def test_rule_2_detects_a_2_sigma_shift_after_the_average_run_length_of_theory()
     """Run until 9 in a row above the centre line, each with p = P(z > -2) = 0.977:
     ARL = (1 - p^9) / ((1 - p) p^9) = 10.1 points (estimated limits add a little spread)."""
     p = norm.cdf(2.0)
-    expected = (1 - p ** 9) / ((1 - p) * p ** 9)
+    expected = (1 - p**9) / ((1 - p) * p**9)
     delays = []
     for seed in range(300):
-        chart = chart_from_history("line-1", "pcb", rows(shifted_series(seed, after=80)),
-                                   SpcSettings(baseline_size=BASELINE, rules=["nelson2"]))
+        chart = chart_from_history(
+            "line-1",
+            "pcb",
+            rows(shifted_series(seed, after=80)),
+            SpcSettings(baseline_size=BASELINE, rules=["nelson2"]),
+        )
         first = min(s.sample_index for s in chart.signals if s.sample_index >= BASELINE)
         delays.append(first - BASELINE + 1)
     assert min(delays) == 9
@@ -121,8 +128,9 @@ def test_a_lot_beyond_its_p_chart_limit_is_signalled_when_the_next_lot_starts():
     scores = 0.5 + 0.1 * np.random.default_rng(1).standard_normal(800)
     defects = [i % 50 == 0 for i in range(500)] + [i % 5 == 0 for i in range(100)] + [False] * 200
     lots = [f"lot-{i // 100}" for i in range(600)] + ["lot-6"] * 200
-    p_signals = [s for row in rows(scores, defects, lots) for s in monitor.observe("line-1", "pcb", row)
-                 if s.rule == "pchart"]
+    p_signals = [
+        s for row in rows(scores, defects, lots) for s in monitor.observe("line-1", "pcb", row) if s.rule == "pchart"
+    ]
     # Baseline: 5 lots of 100 with 2 defects each -> p-bar = 0.02, UCL(100) = 0.02 + 3 sqrt(0.02 * 0.98 / 100) = 0.062
     [signal] = p_signals
     assert (signal.lot, signal.value, signal.sample_index) == ("lot-5", 0.2, 599)
@@ -144,8 +152,13 @@ def test_observe_verdict_charts_an_inspection_of_the_topic():
     for i, score in enumerate([0.40, 0.50, 0.45, 5.0]):
         frame = Frame(frame_id=f"f{i}", line_id="line-2", product_type="pcb", work_order="wo-7")
         frame.capture_time.FromDatetime(T0 + timedelta(seconds=i))
-        verdict = InspectionVerdict(inspection_id=f"i{i}", frame=frame, score=score, threshold=1.0,
-                                    verdict=Verdict.VERDICT_DEFECT if score > 1 else Verdict.VERDICT_PASS)
+        verdict = InspectionVerdict(
+            inspection_id=f"i{i}",
+            frame=frame,
+            score=score,
+            threshold=1.0,
+            verdict=Verdict.VERDICT_DEFECT if score > 1 else Verdict.VERDICT_PASS,
+        )
         signals = monitor.observe_verdict(verdict)
     assert [(s.rule, s.sample_index, s.inspection_id, s.lot) for s in signals] == [("nelson1", 3, "i3", "wo-7")]
     [state] = monitor.state("line-2", "pcb")

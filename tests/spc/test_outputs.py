@@ -21,9 +21,20 @@ T0 = datetime(2026, 11, 2, 6, 0, 0, 123456, tzinfo=UTC)
 
 
 def signal(**changes) -> SpcSignal:
-    fields = dict(line_id="line-1", product_type="pcb", rule="nelson1", detail="1 point beyond 3 sigma",
-                  value=0.93, center_line=0.5, ucl=0.8, lcl=0.2, time=T0, sample_index=42, lot="lot-7",
-                  inspection_id="insp-42")
+    fields = dict(
+        line_id="line-1",
+        product_type="pcb",
+        rule="nelson1",
+        detail="1 point beyond 3 sigma",
+        value=0.93,
+        center_line=0.5,
+        ucl=0.8,
+        lcl=0.2,
+        time=T0,
+        sample_index=42,
+        lot="lot-7",
+        inspection_id="insp-42",
+    )
     return SpcSignal(**{**fields, **changes})
 
 
@@ -35,8 +46,10 @@ def chart(scores, rules=None):
 
 def test_the_point_carries_the_tags_and_limits():
     line = spc_signal_point(signal(), {"plant": "plant-a", "station": ""}).to_line_protocol()
-    assert line == ("spc_signal,line=line-1,plant=plant-a,product_type=pcb,rule=nelson1 center_line=0.5,lcl=0.2,"
-                    "sample_index=42i,ucl=0.8,value=0.93 1793599200123456000")
+    assert line == (
+        "spc_signal,line=line-1,plant=plant-a,product_type=pcb,rule=nelson1 center_line=0.5,lcl=0.2,"
+        "sample_index=42i,ucl=0.8,value=0.93 1793599200123456000"
+    )
 
 
 def test_signals_are_stored_in_the_time_series_store_at_the_time_of_their_point(timeseries_url):
@@ -93,7 +106,7 @@ def test_an_incomplete_record_is_refused_by_the_schema():
 
 def _signal_pixels(path) -> int:
     rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    target = np.array([int(SIGNAL_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
+    target = np.array([int(SIGNAL_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
     return int((np.abs(rgb - target).sum(axis=2) < 40).sum())
 
 

@@ -85,14 +85,14 @@ def _per_point_rates() -> dict[str, float]:
     """The probability that the rule fires at a given point of an in-control N(0, 1) series."""
     p3, p2, p1 = norm.sf(3), norm.sf(2), norm.sf(1)
     return {
-        "nelson1": 2 * p3,                                          # 0.0027
-        "nelson2": 2 * 0.5 ** 9,                                    # 0.0039
-        "nelson3": 2 / math.factorial(6),                           # 0.0028
-        "nelson4": _alternating_probability(14),                    # 0.0046
-        "nelson5": 2 * p2 * (1 - (1 - p2) ** 2),                    # 0.0020: this point and 1 of the 2 before
-        "nelson6": 2 * p1 * (4 * p1 ** 3 * (1 - p1) + p1 ** 4),     # 0.0045: this point and 3 of the 4 before
-        "nelson7": (1 - 2 * p1) ** 15,                              # 0.0033
-        "nelson8": (2 * p1) ** 8 - 2 * p1 ** 8,                     # 0.0001
+        "nelson1": 2 * p3,  # 0.0027
+        "nelson2": 2 * 0.5**9,  # 0.0039
+        "nelson3": 2 / math.factorial(6),  # 0.0028
+        "nelson4": _alternating_probability(14),  # 0.0046
+        "nelson5": 2 * p2 * (1 - (1 - p2) ** 2),  # 0.0020: this point and 1 of the 2 before
+        "nelson6": 2 * p1 * (4 * p1**3 * (1 - p1) + p1**4),  # 0.0045: this point and 3 of the 4 before
+        "nelson7": (1 - 2 * p1) ** 15,  # 0.0033
+        "nelson8": (2 * p1) ** 8 - 2 * p1**8,  # 0.0001
     }
 
 

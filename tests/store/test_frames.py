@@ -33,11 +33,21 @@ def engine(request, tmp_path):
 
 
 def _frame(frame_id="f-1", **fields) -> Frame:
-    values = dict(plant_id="P1", line_id="L1", station_id="S1", camera_id="C1", product_type="pcb", work_order="WO-7",
-                  lot="LOT-3", process_parameters={"oven_temp_c": 241.5}, priority=PRIORITY_HIGH,
-                  image=BlobRef(uri="file:///blobs/sha256/ab/" + "ab" * 32, sha256="ab" * 32, media_type="image/png",
-                                size_bytes=1234),
-                  shape=Shape(height=48, width=64, channels=3))
+    values = dict(
+        plant_id="P1",
+        line_id="L1",
+        station_id="S1",
+        camera_id="C1",
+        product_type="pcb",
+        work_order="WO-7",
+        lot="LOT-3",
+        process_parameters={"oven_temp_c": 241.5},
+        priority=PRIORITY_HIGH,
+        image=BlobRef(
+            uri="file:///blobs/sha256/ab/" + "ab" * 32, sha256="ab" * 32, media_type="image/png", size_bytes=1234
+        ),
+        shape=Shape(height=48, width=64, channels=3),
+    )
     frame = Frame(frame_id=frame_id, **{**values, **fields})
     frame.capture_time.FromDatetime(datetime(2026, 11, 22, 6, 0, 1, 250000, tzinfo=UTC))
     frame.ingest_time.FromDatetime(datetime(2026, 11, 22, 6, 0, 2, tzinfo=UTC))
@@ -131,20 +141,28 @@ def test_register_product_upserts_and_find_product_type_reads_it(engine):
         assert [p.name for p in list_products(session)] == ["fabric", "pcb"]
 
 
-@pytest.mark.parametrize(("name", "spec", "ranges", "message"), [
-    ("", SPEC, {}, "product type name: must not be blank"),
-    ("x" * 65, SPEC, {}, "at most 64"),
-    ("pcb", {}, {}, "needs at least height, width and channels"),
-    ("pcb", [1, 2], {}, "preprocessing spec: must be a mapping"),
-    ("pcb", {**SPEC, "widht": 3}, {}, "product type 'pcb': preprocessing spec: widht: Extra inputs are not permitted"),
-    ("pcb", {**SPEC, "channels": 2}, {}, "channels: must be 1 .* or 3"),
-    ("pcb", {**SPEC, "tile": 64, "overlap": 64}, {}, r"overlap \(64\) must be smaller than tile"),
-    ("pcb", {**SPEC, "align": True}, {}, "align: needs a reference image"),
-    ("pcb", SPEC, {"t": [5, 1]}, "nominal_ranges: t: must satisfy lo < hi"),
-    ("pcb", SPEC, {"t": [1, float("nan")]}, "nominal_ranges: t: must satisfy lo < hi"),
-    ("pcb", SPEC, {"t": "hot"}, r"nominal_ranges: t: must be \[lo, hi\]"),
-    ("pcb", SPEC, [1, 2], "nominal_ranges: Input should be a valid dictionary"),
-])
+@pytest.mark.parametrize(
+    ("name", "spec", "ranges", "message"),
+    [
+        ("", SPEC, {}, "product type name: must not be blank"),
+        ("x" * 65, SPEC, {}, "at most 64"),
+        ("pcb", {}, {}, "needs at least height, width and channels"),
+        ("pcb", [1, 2], {}, "preprocessing spec: must be a mapping"),
+        (
+            "pcb",
+            {**SPEC, "widht": 3},
+            {},
+            "product type 'pcb': preprocessing spec: widht: Extra inputs are not permitted",
+        ),
+        ("pcb", {**SPEC, "channels": 2}, {}, "channels: must be 1 .* or 3"),
+        ("pcb", {**SPEC, "tile": 64, "overlap": 64}, {}, r"overlap \(64\) must be smaller than tile"),
+        ("pcb", {**SPEC, "align": True}, {}, "align: needs a reference image"),
+        ("pcb", SPEC, {"t": [5, 1]}, "nominal_ranges: t: must satisfy lo < hi"),
+        ("pcb", SPEC, {"t": [1, float("nan")]}, "nominal_ranges: t: must satisfy lo < hi"),
+        ("pcb", SPEC, {"t": "hot"}, r"nominal_ranges: t: must be \[lo, hi\]"),
+        ("pcb", SPEC, [1, 2], "nominal_ranges: Input should be a valid dictionary"),
+    ],
+)
 def test_a_malformed_product_is_refused_with_the_reason(engine, name, spec, ranges, message):
     with Session(engine) as session, pytest.raises(ProductSpecError, match=message):
         register_product(session, name, spec, ranges)

@@ -31,13 +31,36 @@ def test_an_inspection_round_trips(engine):
     with Session(engine) as session, session.begin():
         session.add(ProductType(name="pcb", preprocessing={"height": 256, "width": 256}, nominal_ranges={}))
         session.flush()
-        session.add(Frame(id="f-1", plant_id="p", line_id="L1", station_id="s", camera_id="c", product_type="pcb",
-                          captured_at=datetime(2026, 1, 1, tzinfo=UTC), image_uri="file:///x", image_sha256="0" * 64,
-                          height=256, width=256, channels=3))
+        session.add(
+            Frame(
+                id="f-1",
+                plant_id="p",
+                line_id="L1",
+                station_id="s",
+                camera_id="c",
+                product_type="pcb",
+                captured_at=datetime(2026, 1, 1, tzinfo=UTC),
+                image_uri="file:///x",
+                image_sha256="0" * 64,
+                height=256,
+                width=256,
+                channels=3,
+            )
+        )
         session.flush()
-        session.add(Inspection(id="i-1", frame_id="f-1", model_version="3", component_scores={"pixel": 0.5},
-                               score=1.2, threshold=1.0, verdict=Verdict.DEFECT, latency_ms=12.5,
-                               regions=[{"x": 1, "y": 2, "width": 3, "height": 4, "area_px": 9, "peak_score": 2.0}]))
+        session.add(
+            Inspection(
+                id="i-1",
+                frame_id="f-1",
+                model_version="3",
+                component_scores={"pixel": 0.5},
+                score=1.2,
+                threshold=1.0,
+                verdict=Verdict.DEFECT,
+                latency_ms=12.5,
+                regions=[{"x": 1, "y": 2, "width": 3, "height": 4, "area_px": 9, "peak_score": 2.0}],
+            )
+        )
     with Session(engine) as session:
         inspection = session.get(Inspection, "i-1")
         assert inspection.verdict is Verdict.DEFECT

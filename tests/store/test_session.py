@@ -33,24 +33,40 @@ def engine(url):
 
 
 def _frame(frame_id: str, captured: datetime) -> Frame:
-    return Frame(id=frame_id, plant_id="P1", line_id="L1", station_id="S1", camera_id="C1", product_type="pcb",
-                 captured_at=captured, image_uri="file:///x", image_sha256="0" * 64, height=8, width=8, channels=3)
+    return Frame(
+        id=frame_id,
+        plant_id="P1",
+        line_id="L1",
+        station_id="S1",
+        camera_id="C1",
+        product_type="pcb",
+        captured_at=captured,
+        image_uri="file:///x",
+        image_sha256="0" * 64,
+        height=8,
+        width=8,
+        channels=3,
+    )
 
 
 def test_a_database_that_does_not_answer_is_dependency_unavailable():
     engine = make_engine("postgresql+psycopg://127.0.0.1:1/x")
     try:
         for write in (False, True):
-            with pytest.raises(DependencyUnavailable, match=r"^database unavailable: OperationalError: .*127\.0\.0\.1"
-                               ), db.session(engine, write=write) as session:
+            with (
+                pytest.raises(DependencyUnavailable, match=r"^database unavailable: OperationalError: .*127\.0\.0\.1"),
+                db.session(engine, write=write) as session,
+            ):
                 session.execute(text("SELECT 1"))
     finally:
         engine.dispose()
 
 
 def test_database_unavailable_maps_driver_errors_only():
-    with pytest.raises(DependencyUnavailable, match="^database unavailable: OperationalError: "), \
-            db.database_unavailable():
+    with (
+        pytest.raises(DependencyUnavailable, match="^database unavailable: OperationalError: "),
+        db.database_unavailable(),
+    ):
         make_engine("postgresql+psycopg://127.0.0.1:1/x").connect()
     with pytest.raises(KeyError), db.database_unavailable():  # anything else passes unchanged
         raise KeyError("x")
@@ -97,14 +113,20 @@ def test_datetime_columns_read_back_aware_utc(engine):
     with db.session(engine, write=True) as session:
         session.add(ProductType(name="pcb", preprocessing={}, nominal_ranges={}))
         session.flush()
-        session.add_all([_frame("aware", T), _frame("tokyo", T.astimezone(TOKYO)),
-                         _frame("naive", (T + timedelta(hours=1)).replace(tzinfo=None))])  # naive: taken as UTC
+        session.add_all(
+            [
+                _frame("aware", T),
+                _frame("tokyo", T.astimezone(TOKYO)),
+                _frame("naive", (T + timedelta(hours=1)).replace(tzinfo=None)),
+            ]
+        )  # naive: taken as UTC
     with db.session(engine) as session:
         times = dict(session.execute(select(Frame.id, Frame.captured_at)).all())
         latest = session.scalar(select(func.max(Frame.captured_at)))
         received = session.get(Frame, "aware").received_at  # the column default: now
-        earlier = session.scalars(select(Frame.id).where(Frame.captured_at < T + timedelta(minutes=1))
-                                  .order_by(Frame.id)).all()
+        earlier = session.scalars(
+            select(Frame.id).where(Frame.captured_at < T + timedelta(minutes=1)).order_by(Frame.id)
+        ).all()
     assert times == {"aware": T, "tokyo": T, "naive": T + timedelta(hours=1)}
     assert all(t.tzinfo is UTC for t in [*times.values(), latest, received])
     assert latest == T + timedelta(hours=1)

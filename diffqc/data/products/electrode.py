@@ -19,8 +19,12 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
     s = min(size) / 256
     yy, xx = sh.grid(size)
     # Granular active material, plus faint streaks along the coating direction (down the web).
-    coat = (design["coat"] + 0.045 * sh.noise(rng, size, 0.7 * s) + 0.02 * sh.noise(rng, size, 2.5 * s)
-            + 0.012 * sh.noise(rng, size, (50 * s, 0.8 * s)))
+    coat = (
+        design["coat"]
+        + 0.045 * sh.noise(rng, size, 0.7 * s)
+        + 0.02 * sh.noise(rng, size, 2.5 * s)
+        + 0.012 * sh.noise(rng, size, (50 * s, 0.8 * s))
+    )
     foil = design["foil"] + 0.025 * sh.noise(rng, size, (40 * s, 0.5)) + 0.01 * sh.noise(rng, size, 0.6)
     # The coating edge wanders by about a pixel along the web; the web itself shifts a little.
     wobble = 0.5 * s * sh.noise(rng, (h, 1), (20 * s, 0))

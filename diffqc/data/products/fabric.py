@@ -15,8 +15,19 @@ def design(rng: np.random.Generator, size: Size) -> dict:
     return {"pitch": float(rng.uniform(8.5, 10.5)), "warp": (0.17, 0.27, 0.50), "weft": (0.74, 0.74, 0.70)}
 
 
-def _weave(size: Size, pitch: float, py: float, px: float, warp_var, weft_var, fibre_v, fibre_h, warp, weft,
-           missing: np.ndarray | None = None) -> np.ndarray:
+def _weave(
+    size: Size,
+    pitch: float,
+    py: float,
+    px: float,
+    warp_var,
+    weft_var,
+    fibre_v,
+    fibre_h,
+    warp,
+    weft,
+    missing: np.ndarray | None = None,
+) -> np.ndarray:
     """Shade the weave: in each cell either the warp (vertical) or the weft (horizontal) thread is on
     top, bright mid-float and darker where it dives under its neighbour. ``missing`` removes weft."""
     yy, xx = sh.grid(size)
@@ -47,10 +58,14 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
     pitch = design["pitch"] * s * rng.uniform(0.98, 1.02)  # web tension stretches the weave slightly
     params = {
         "pitch": pitch,
-        "py": rng.uniform(0, 2 * pitch), "px": rng.uniform(0, 2 * pitch),
-        "warp_var": rng.normal(0, 0.06, 97), "weft_var": rng.normal(0, 0.06, 97),
-        "fibre_v": 0.06 * sh.noise(rng, size, (3 * s, 0.4)), "fibre_h": 0.06 * sh.noise(rng, size, (0.4, 3 * s)),
-        "warp": design["warp"], "weft": design["weft"],
+        "py": rng.uniform(0, 2 * pitch),
+        "px": rng.uniform(0, 2 * pitch),
+        "warp_var": rng.normal(0, 0.06, 97),
+        "weft_var": rng.normal(0, 0.06, 97),
+        "fibre_v": 0.06 * sh.noise(rng, size, (3 * s, 0.4)),
+        "fibre_h": 0.06 * sh.noise(rng, size, (0.4, 3 * s)),
+        "warp": design["warp"],
+        "weft": design["weft"],
     }
     img = _weave(size, **params)
     return Scene(np.clip(img, 0, 1), photometric(rng, size, 3, gradient=0.1), {"weave": params})
@@ -71,8 +86,9 @@ def broken_yarn(scene: Scene, rng: np.random.Generator):
     p = scene.info["weave"]
     h, w = scene.size
     # Pick one weft thread (a row of cells) and remove it over part of the width.
-    rows = np.arange(np.ceil((p["pitch"] * 0.5 + p["py"]) / p["pitch"]),
-                     np.floor((h - p["pitch"] * 0.5 + p["py"]) / p["pitch"]))
+    rows = np.arange(
+        np.ceil((p["pitch"] * 0.5 + p["py"]) / p["pitch"]), np.floor((h - p["pitch"] * 0.5 + p["py"]) / p["pitch"])
+    )
     row = rng.choice(rows) if rows.size else np.floor((h / 2 + p["py"]) / p["pitch"])
     y0, y1 = row * p["pitch"] - p["py"], (row + 1) * p["pitch"] - p["py"]
     length = rng.uniform(0.15, 0.9) * w
@@ -98,8 +114,13 @@ def stain(scene: Scene, rng: np.random.Generator):
 def crease(scene: Scene, rng: np.random.Generator):
     s, u = scene.scale, rng.uniform()
     h, w = scene.size
-    pts = sh.wander(rng, np.array(sh.inside(rng, scene.size, 0.2 * min(h, w))), rng.uniform(-np.pi, np.pi),
-                    (0.25 + 0.5 * u) * w, bend=0.05)
+    pts = sh.wander(
+        rng,
+        np.array(sh.inside(rng, scene.size, 0.2 * min(h, w))),
+        rng.uniform(-np.pi, np.pi),
+        (0.25 + 0.5 * u) * w,
+        bend=0.05,
+    )
     sigma = max(1.2, (1.5 + 2.5 * u) * s)
     d = sh.polyline_distance(scene.size, pts)
     ridge = np.exp(-(d**2) / (2 * sigma**2)) * 4 * sigma

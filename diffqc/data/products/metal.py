@@ -18,8 +18,11 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
     s = min(size) / 256
     yy, _ = sh.grid(size)
     # Brushing: noise stretched along x gives the fine parallel grain; each sheet has its own.
-    grain = (0.055 * sh.noise(rng, size, (0.6 * s, 30 * s)) + 0.03 * sh.noise(rng, size, (0.35, 90 * s))
-             + 0.012 * sh.noise(rng, size, 0.6))
+    grain = (
+        0.055 * sh.noise(rng, size, (0.6 * s, 30 * s))
+        + 0.03 * sh.noise(rng, size, (0.35, 90 * s))
+        + 0.012 * sh.noise(rng, size, 0.6)
+    )
     # A broad reflection band across the brushing, as a bar light on a slightly bowed sheet gives.
     band = 0.07 * np.cos(2 * np.pi * (yy / h * rng.uniform(0.3, 0.8) + rng.uniform(0, 1)))
     base = (design["level"] + grain + band)[:, :, None].astype(np.float32)

@@ -25,8 +25,7 @@ def _free(box: Box, taken: list[Box], margin: float, limit: tuple[float, float])
     y0, x0, y1, x1 = box
     if y0 < margin or x0 < margin or y1 > limit[0] - margin or x1 > limit[1] - margin:
         return False
-    return all(y1 + margin <= b[0] or b[2] + margin <= y0 or x1 + margin <= b[1] or b[3] + margin <= x0
-               for b in taken)
+    return all(y1 + margin <= b[0] or b[2] + margin <= y0 or x1 + margin <= b[1] or b[3] + margin <= x0 for b in taken)
 
 
 def design(rng: np.random.Generator, size: Size) -> dict:
@@ -91,11 +90,11 @@ def design(rng: np.random.Generator, size: Size) -> dict:
         vias.append((ty, tx))
     # Designator "text": tiny 3x5 glyphs in silkscreen next to a few footprints.
     glyphs = []
-    for box in silk[: 4]:
+    for box in silk[:4]:
         gy, gx = box[0] - 9, box[1]
         for c in range(int(rng.integers(2, 4))):
             bits = rng.integers(0, 2, (5, 3))
-            for (r, q) in np.argwhere(bits):
+            for r, q in np.argwhere(bits):
                 glyphs.append((gy + r * 1.3, gx + c * 5 + q * 1.3, gy + (r + 1) * 1.3, gx + c * 5 + (q + 1) * 1.3))
     return {"pads": pads, "pairs": pairs, "silk": silk, "traces": traces, "vias": vias, "glyphs": glyphs}
 
@@ -120,8 +119,10 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
     img += (weave + 0.008 * sh.noise(rng, size, 0.8))[:, :, None]
     traces = np.maximum.reduce([sh.rect(size, *_px(b, s, dy, dx)) for b in design["traces"]])
     img = blend(img, TRACE_GREEN, traces)
-    silk = np.maximum.reduce([_outline(size, _px(b, s, dy, dx), 1.3 * s) for b in design["silk"]]
-                             + [sh.rect(size, *_px(g, s, dy, dx)) for g in design["glyphs"]])
+    silk = np.maximum.reduce(
+        [_outline(size, _px(b, s, dy, dx), 1.3 * s) for b in design["silk"]]
+        + [sh.rect(size, *_px(g, s, dy, dx)) for g in design["glyphs"]]
+    )
     img = blend(img, SILK, 0.95 * silk)
     centres = [(vy * s + dy, vx * s + dx) for vy, vx in design["vias"]]
     img = blend(img, GOLD, np.maximum.reduce([sh.disk(size, cy, cx, 3.6 * s) for cy, cx in centres]))
@@ -187,8 +188,13 @@ def solder_bridge(scene: Scene, rng: np.random.Generator):
 def scratch(scene: Scene, rng: np.random.Generator):
     s, u = scene.scale, rng.uniform()
     h, w = scene.size
-    pts = sh.wander(rng, np.array(sh.inside(rng, scene.size, 0.1 * min(h, w))),
-                    rng.uniform(-np.pi, np.pi), (0.1 + 0.3 * u) * w, bend=0.05)
+    pts = sh.wander(
+        rng,
+        np.array(sh.inside(rng, scene.size, 0.1 * min(h, w))),
+        rng.uniform(-np.pi, np.pi),
+        (0.1 + 0.3 * u) * w,
+        bend=0.05,
+    )
     alpha = sh.line(scene.size, pts, max(1.0, (1 + 2 * u) * s))
     # Through the solder mask: bright copper on a trace, pale scraped mask elsewhere.
     on_trace = scene.info["traces"][:, :, None]
@@ -205,8 +211,14 @@ def contamination(scene: Scene, rng: np.random.Generator):
         alpha = sh.blob(rng, scene.size, cy, cx, r, 0.5, rng.uniform(1, 1.8), rng.uniform(0, np.pi))
         return blend(scene.base, (0.55, 0.42, 0.15), rng.uniform(0.35, 0.65) * alpha), alpha > 0.25
     if kind == 1:  # a fibre lying on the board
-        pts = sh.wander(rng, np.array(sh.inside(rng, scene.size, 20 * s)), rng.uniform(-np.pi, np.pi),
-                        (10 + 25 * u) * s, bend=0.3, step=2)
+        pts = sh.wander(
+            rng,
+            np.array(sh.inside(rng, scene.size, 20 * s)),
+            rng.uniform(-np.pi, np.pi),
+            (10 + 25 * u) * s,
+            bend=0.3,
+            step=2,
+        )
         alpha = sh.line(scene.size, pts, max(1.0, 1.2 * s))
     else:  # a dust particle
         r = max(1.2, (1.5 + 3 * u) * s)
@@ -222,6 +234,10 @@ PRODUCT = Product(
     aligned=True,
     design=design,
     render=render,
-    defects={"missing_solder": missing_solder, "solder_bridge": solder_bridge, "scratch": scratch,
-             "contamination": contamination},
+    defects={
+        "missing_solder": missing_solder,
+        "solder_bridge": solder_bridge,
+        "scratch": scratch,
+        "contamination": contamination,
+    },
 )

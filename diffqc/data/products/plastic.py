@@ -30,7 +30,10 @@ def design(rng: np.random.Generator, size: Size) -> dict:
     # The mould's stipple is cut into the steel: identical on every part, so it is fixed here.
     texture = sh.noise(rng, (size[0] + 2 * pad, size[1] + 2 * pad), 0.7 * s)
     return {
-        "box": box, "radius": 18.0, "texture": texture, "pad": pad,
+        "box": box,
+        "radius": 18.0,
+        "texture": texture,
+        "pad": pad,
         "boss": (0.32 * h + rng.uniform(-8, 8), 0.3 * w + rng.uniform(-8, 8), 15.0, 6.0),
         "ribs": [(0.66 * h, 0.18 * w, 0.66 * h + 4, 0.52 * w), (0.74 * h, 0.18 * w, 0.74 * h + 4, 0.52 * w)],
         "label": (0.56 * h, 0.6 * w, 0.8 * h, 0.86 * w),
@@ -55,8 +58,9 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
     label = sh.rect(size, *(v * s + o for v, o in zip(design["label"], (dy, dx, dy, dx), strict=True)))
     height -= 0.6 * label
     for ey, ex in design["pins"]:
-        height += 0.25 * (sh.disk(size, ey * s + dy, ex * s + dx, 4 * s) - sh.disk(size, ey * s + dy, ex * s + dx,
-                                                                                      3 * s))
+        height += 0.25 * (
+            sh.disk(size, ey * s + dy, ex * s + dx, 4 * s) - sh.disk(size, ey * s + dy, ex * s + dx, 3 * s)
+        )
     relief = 0.25 * sh.shading(ndimage.gaussian_filter(3 * height, 1.0 * s))
 
     pad = design["pad"]
@@ -70,8 +74,7 @@ def render(design: dict, rng: np.random.Generator, size: Size) -> Scene:
     shadow = ndimage.shift(ndimage.gaussian_filter(part, 3 * s), (3 * s, 3 * s), order=1)
     belt = belt * (1 - 0.5 * shadow)[:, :, None]
     img = blend(belt.astype(np.float32), part_img, part)
-    info = {"sdf": sdf, "part": part, "box": box, "radius": design["radius"] * s, "belt": belt,
-            "part_img": part_img}
+    info = {"sdf": sdf, "part": part, "box": box, "radius": design["radius"] * s, "belt": belt, "part_img": part_img}
     return Scene(np.clip(img, 0, 1), photometric(rng, size, 3), info)
 
 
@@ -83,13 +86,23 @@ def flash(scene: Scene, rng: np.random.Generator):
     side = int(rng.integers(4))
     # Along-edge coordinate and its straight range (corners excluded).
     along, lo, hi = (xx, x0 + rr, x1 - rr) if side < 2 else (yy, y0 + rr, y1 - rr)
-    near = (yy < (y0 + y1) / 2) if side == 0 else (yy > (y0 + y1) / 2) if side == 1 else \
-        (xx < (x0 + x1) / 2) if side == 2 else (xx > (x0 + x1) / 2)
+    near = (
+        (yy < (y0 + y1) / 2)
+        if side == 0
+        else (yy > (y0 + y1) / 2)
+        if side == 1
+        else (xx < (x0 + x1) / 2)
+        if side == 2
+        else (xx > (x0 + x1) / 2)
+    )
     length = (0.1 + 0.3 * u) * (hi - lo)
     c = rng.uniform(lo + length / 2, hi - length / 2)
     taper = np.clip(1 - ((along - c) / (length / 2)) ** 2, 0, 1) ** 0.5
-    wave = 1 + 0.35 * np.sin(2 * np.pi * along / (9 * s) + rng.uniform(0, 6.3)) \
+    wave = (
+        1
+        + 0.35 * np.sin(2 * np.pi * along / (9 * s) + rng.uniform(0, 6.3))
         + 0.25 * np.sin(2 * np.pi * along / (3.7 * s) + rng.uniform(0, 6.3))
+    )
     thick = max(1.5, (1.5 + 6 * u) * s) * wave * taper
     sdf = scene.info["sdf"]
     alpha = np.clip(thick - sdf + 0.5, 0, 1) * (sdf > -0.5) * near * (thick > 0.3)
@@ -131,8 +144,9 @@ def black_spot(scene: Scene, rng: np.random.Generator):
         cy, cx = inner[int(rng.integers(len(inner)))] + 0.5
         for _ in range(int(rng.integers(1, 4))):
             r = max(1.0, rng.uniform(1, 1 + 3 * u) * s)
-            alpha = np.maximum(alpha, sh.blob(rng, scene.size, cy + rng.normal(0, 4 * s),
-                                              cx + rng.normal(0, 4 * s), r, 0.3))
+            alpha = np.maximum(
+                alpha, sh.blob(rng, scene.size, cy + rng.normal(0, 4 * s), cx + rng.normal(0, 4 * s), r, 0.3)
+            )
     else:  # a burn streak dragged along the flow
         cy, cx = inner[int(rng.integers(len(inner)))] + 0.5
         pts = sh.wander(rng, np.array((cy, cx)), rng.uniform(-np.pi, np.pi), (8 + 25 * u) * s, bend=0.15, step=2)
