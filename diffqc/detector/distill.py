@@ -32,7 +32,13 @@ from diffqc.core.errors import DetectorError, TrainingDataError
 from diffqc.detector.augment import CropSampler
 from diffqc.detector.config import DetectorConfig
 from diffqc.detector.detector import Detector, ProductState
-from diffqc.detector.fit import calibrate_products, fingerprint, load_training_sets, training_sampler
+from diffqc.detector.fit import (
+    calibrate_products,
+    fingerprint,
+    load_training_sets,
+    training_record,
+    training_sampler,
+)
 from diffqc.detector.train import (
     TrainResult,
     check_budget,
@@ -179,15 +185,7 @@ def distill_detector(
     calibrate_products(student, sets.images, sets.splits, progress, log)
     student.metadata = {
         **{k: v for k, v in teacher.metadata.items() if k in ("products", "training_data", "decisions")},
-        "training": {
-            "steps": result.steps,
-            "seconds": round(result.seconds, 1),
-            "final_loss": result.loss,
-            "calibration_seconds": round(time.monotonic() - started, 1),
-            "budget": {"steps": steps, "minutes": minutes},
-            "seed": cfg.train.seed,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "training": training_record(result, started, steps, minutes, cfg.train.seed),
         "distillation": {
             "teacher_steps": teacher.cfg.recon.steps,
             "intervals": intervals,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -146,6 +146,21 @@ class TrainingSets:
     def train_images(self) -> dict[str, list[np.ndarray]]:
         """The images each product is trained on (its split's ``train`` part)."""
         return {p: [self.images[p][i] for i in split.train] for p, split in self.splits.items()}
+
+
+def training_record(
+    result: TrainResult, calibration_started: float, steps: int | None, minutes: float | None, seed: int
+) -> dict[str, Any]:
+    """What an artifact's metadata says of how its network was trained (and how long calibration took)."""
+    return {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "final_loss": result.loss,
+        "calibration_seconds": round(time.monotonic() - calibration_started, 1),
+        "budget": {"steps": steps, "minutes": minutes},
+        "seed": seed,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def load_training_sets(data: Mapping[str, Path], tc: TrainConfig) -> TrainingSets:
@@ -334,16 +349,7 @@ def train_detector(
             }
             for p in data
         },
-        "training": {
-            "steps": result.steps,
-            "seconds": round(result.seconds, 1),
-            "final_loss": result.loss,
-            "calibration_seconds": round(time.monotonic() - started, 1),
-            "budget": {"steps": steps, "minutes": minutes},
-            "seed": tc.seed,
-            "torch_threads": torch.get_num_threads(),
-            **ada_summary(result),
-        },
+        "training": {**training_record(result, started, steps, minutes, tc.seed), **ada_summary(result)},
         "decisions": {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in measured.items()},
         "metrics": {},
     }

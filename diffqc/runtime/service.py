@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -26,6 +27,19 @@ from diffqc.settings import Settings
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GrpcApi:
+    """A service's gRPC API: its full name (for health checks and reflection), the generated
+    ``add_<Service>Servicer_to_server`` and the servicer it adds."""
+
+    name: str
+    add: Callable[[Any, grpc.Server], None]
+    servicer: object
+
+    def register(self, server: grpc.Server) -> None:
+        self.add(self.servicer, server)
+
+
 class Loop(Protocol):
     """A streaming worker, such as diffqc.bus.consumer.ConsumeLoop."""
 
@@ -36,8 +50,7 @@ class Loop(Protocol):
 def run_service(
     name: str,
     settings: Settings,
-    register_grpc: Callable[[grpc.Server], None],
-    service_names: Sequence[str],
+    api: GrpcApi,
     loops: Sequence[Loop] = (),
     *,
     grpc_options: Sequence[tuple[str, Any]] = (),
@@ -50,7 +63,7 @@ def run_service(
     configure_logging(settings.log_level, name)
     shutdown = ShutdownSignal()  # first, so a signal during start-up still leads to a clean stop
     try:
-        return _run(name, settings, register_grpc, service_names, loops, grpc_options, shutdown)
+        return _run(name, settings, api.register, [api.name], loops, grpc_options, shutdown)
     finally:
         shutdown.restore()
 

@@ -22,7 +22,7 @@ from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import ProtoTopic
 from diffqc.runtime.logging import frame_context
-from diffqc.settings import KafkaSettings
+from diffqc.settings import KafkaSettings, Settings
 from diffqc.v1.frame_pb2 import Frame
 
 ErrorTable = Mapping[type[Exception], grpc.StatusCode]
@@ -81,9 +81,9 @@ class StreamStage(Generic[In, Out]):
     output: ProtoTopic[Any] | None = None
     emit: Callable[[Out], None] | None = None
 
-    def workers(self, kafka: KafkaSettings, count: int) -> list[ConsumeLoop[In]]:
-        """``count`` consume loops of this stage (one consumer of the group each)."""
-        return [self.worker(kafka) for _ in range(count)]
+    def workers(self, settings: Settings) -> list[ConsumeLoop[In]]:
+        """``service.stream_workers`` consume loops of this stage (one consumer of the group each)."""
+        return [self.worker(settings.kafka) for _ in range(settings.service.stream_workers)]
 
     def worker(self, kafka: KafkaSettings) -> ConsumeLoop[In]:
         publisher = Publisher(kafka) if self.output is not None else None

@@ -13,6 +13,8 @@ frame that names an id decides its parent (a later frame claiming another parent
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from diffqc.core import clock
@@ -40,6 +42,13 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
     if not image.uri or not image.sha256:
         raise ValueError(f"record_frame: frame {frame.frame_id!r} has no stored image (uri and sha256)")
     received = clock.to_datetime(frame.ingest_time) if frame.HasField("ingest_time") else clock.now()
+    return insert_frame_row(session, frame, image, clock.to_datetime(frame.capture_time), received)
+
+
+def insert_frame_row(
+    session: Session, frame: Frame, image: BlobRef, captured_at: datetime, received_at: datetime
+) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of the frame's row; True if this call inserted it."""
     stmt = (
         dialect_insert(session, FrameRow)
         .values(
@@ -51,7 +60,7 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
             product_type=frame.product_type,
             work_order=frame.work_order or None,
             lot=frame.lot or None,
-            captured_at=clock.to_datetime(frame.capture_time),
+            captured_at=captured_at,
             process_parameters=dict(frame.process_parameters),
             image_uri=image.uri,
             image_sha256=image.sha256,
@@ -59,7 +68,7 @@ def record_frame(session: Session, frame: Frame, image_ref: BlobRef | None = Non
             width=frame.shape.width,
             channels=frame.shape.channels,
             priority=int(frame.priority),
-            received_at=received,
+            received_at=received_at,
         )
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(FrameRow.id)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from diffqc.core import clock
 from diffqc.store.dialect import dialect_insert
+from diffqc.store.frames import insert_frame_row
 from diffqc.store.models import Frame, Inspection, ModelVersion, Verdict
 from diffqc.v1 import frame_pb2
 
@@ -86,31 +87,8 @@ def ensure_frame(session: Session, frame: frame_pb2.Frame) -> bool:
     call), without ever overwriting what ingestion recorded.
     """
     captured = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or clock.now()
-    stmt = (
-        dialect_insert(session, Frame)
-        .values(
-            id=frame.frame_id,
-            plant_id=frame.plant_id,
-            line_id=frame.line_id,
-            station_id=frame.station_id,
-            camera_id=frame.camera_id,
-            product_type=frame.product_type,
-            work_order=frame.work_order or None,
-            lot=frame.lot or None,
-            captured_at=captured,
-            process_parameters=dict(frame.process_parameters),
-            image_uri=frame.image.uri,
-            image_sha256=frame.image.sha256,
-            height=frame.shape.height,
-            width=frame.shape.width,
-            channels=frame.shape.channels,
-            priority=int(frame.priority),
-            received_at=clock.from_timestamp(frame.ingest_time) or clock.now(),
-        )
-        .on_conflict_do_nothing()
-        .returning(Frame.__table__.c.id)
-    )
-    return session.execute(stmt).first() is not None
+    received = clock.from_timestamp(frame.ingest_time) or clock.now()
+    return insert_frame_row(session, frame, frame.image, captured, received)
 
 
 def get_inspection(session: Session, frame_id: str) -> Inspection | None:

@@ -16,7 +16,7 @@ from diffqc.alerts.delivery import DeliveryLoop, require_webhook
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, SchemaRejected, load_schema, registry_client
 from diffqc.contracts.topics import QUALITY_ALERT, QUALITY_SPC
-from diffqc.runtime.service import run_service
+from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring.sink import make_sink
 from diffqc.settings import Settings
@@ -53,11 +53,11 @@ def start(settings: Settings) -> int:
         spc.rebuild(score_history(session))
     servicer = BridgeServicer(engine, spc)
     try:
+        api = GrpcApi(SERVICE_NAME, bridge_pb2_grpc.add_BridgeServiceServicer_to_server, servicer)
         return run_service(
             NAME,
             settings,
-            lambda server: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server),
-            [SERVICE_NAME],
+            api,
             loops=[
                 alert_worker(engine, settings.kafka, settings.bridge, alerts),
                 DeliveryLoop(engine, settings.bridge),

@@ -95,37 +95,15 @@ def chart_out(chart: SpcChart) -> SpcChartOut:
         lower_control_limit=state.lower_control_limit,
         sigma=state.sigma,
         baseline_size=state.baseline_size,
-        points=[ChartPointOut(**p._asdict()) for p in chart.points],
-        signals=[
-            SignalOut(
-                rule=s.rule,
-                detail=s.detail,
-                value=s.value,
-                time=s.time,
-                sample_index=s.sample_index,
-                lot=s.lot,
-                inspection_id=s.inspection_id,
-            )
-            for s in chart.signals
-        ],
+        points=[ChartPointOut.model_validate(p, from_attributes=True) for p in chart.points],
+        signals=[SignalOut.model_validate(s, from_attributes=True) for s in chart.signals],
         violations=[
             ViolationOut(
                 rule=v.rule, detail=v.detail, since=clock.to_datetime(v.detected_at), sample_index=v.sample_index
             )
             for v in state.violations
         ],
-        lots=[
-            LotOut(
-                lot=r.lot,
-                inspected=r.inspected,
-                defective=r.defective,
-                defect_rate=r.defect_rate,
-                upper_control_limit=r.upper_control_limit,
-                lower_control_limit=r.lower_control_limit,
-                closed=r.closed,
-            )
-            for r in state.lots
-        ],
+        lots=[LotOut.model_validate(r, from_attributes=True) for r in state.lots],
         defect_rate_center_line=state.defect_rate_center_line,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from diffqc.bus.admin import wait_for_broker
-from diffqc.runtime.service import run_service
+from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import service_main
 from diffqc.serving.client import TritonDetector
 from diffqc.settings import Settings
@@ -22,13 +22,8 @@ def start(settings: Settings) -> int:
     detector.wait_until_ready(settings.service.startup_timeout_s)  # the model, not only the server
     inference = Inference(settings, detector, FileBlobStore(settings.blob_root))
     servicer = InferenceServicer(inference)
-    return run_service(
-        NAME,
-        settings,
-        lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server),
-        ["diffqc.v1.InferenceService"],
-        loops=stream_stage(inference).workers(settings.kafka, settings.service.stream_workers),
-    )
+    api = GrpcApi("diffqc.v1.InferenceService", inference_pb2_grpc.add_InferenceServiceServicer_to_server, servicer)
+    return run_service(NAME, settings, api, loops=stream_stage(inference).workers(settings))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from diffqc.bus.admin import ensure_topics, wait_for_broker
 from diffqc.contracts.topics import FRAMES
 from diffqc.runtime.dependencies import wait_for
-from diffqc.runtime.service import run_service
+from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
@@ -39,13 +39,8 @@ def start(settings: Settings) -> int:
     ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
     servicer = IngestionServicer(ingestion)
     try:
-        return run_service(
-            NAME,
-            settings,
-            lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server),
-            [SERVICE_NAME],
-            grpc_options=grpc_options(settings),
-        )
+        api = GrpcApi(SERVICE_NAME, ingestion_pb2_grpc.add_IngestionServiceServicer_to_server, servicer)
+        return run_service(NAME, settings, api, grpc_options=grpc_options(settings))
     finally:
         ingestion.close()
         engine.dispose()

@@ -8,7 +8,7 @@ import sys
 from diffqc.alerts import AlertPublisher
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import SchemaRejected
-from diffqc.runtime.service import run_service
+from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring import Scorer, make_sink
 from diffqc.settings import Settings
@@ -34,13 +34,8 @@ def start(settings: Settings) -> int:
     publisher = VerdictPublisher(settings.kafka, alerts)
     servicer = ScoringServicer(scorer, publisher)
     try:
-        return run_service(
-            NAME,
-            settings,
-            lambda server: scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, server),
-            ["diffqc.v1.ScoringService"],
-            loops=stream_stage(scorer, publisher).workers(settings.kafka, settings.service.stream_workers),
-        )
+        api = GrpcApi("diffqc.v1.ScoringService", scoring_pb2_grpc.add_ScoringServiceServicer_to_server, servicer)
+        return run_service(NAME, settings, api, loops=stream_stage(scorer, publisher).workers(settings))
     finally:
         sink.close()
         alerts.close()

@@ -14,7 +14,7 @@ import time
 import grpc
 
 from diffqc.runtime.logging import frame_context
-from diffqc.runtime.service import run_service
+from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.settings import load_settings
 from diffqc.v1 import scoring_pb2, scoring_pb2_grpc
 
@@ -68,11 +68,8 @@ class TickLoop:
         log.info("loop drained")
 
 
-def register(server) -> None:
-    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(SlowScoring(), server)
-
-
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
     loops = [TickLoop(fail=mode == "failing-loop")]
-    sys.exit(run_service("slow-scoring", load_settings(), register, [SERVICE_NAME], loops=loops))
+    api = GrpcApi(SERVICE_NAME, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, SlowScoring())
+    sys.exit(run_service("slow-scoring", load_settings(), api, loops=loops))
