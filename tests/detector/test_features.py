@@ -1,0 +1,42 @@
+"""Evidence in the pretrained feature space: PatchCore's memory bank and the perceptual distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from diffqc.data.images import read_image
+from diffqc.data.mvtec import list_samples
+from diffqc.data.synth import generate_product
+from diffqc.detector.baselines import PatchCore
+from diffqc.detector.features import MemoryBank, greedy_coreset, perceptual_distance
+from tests.helpers.models import with_square
+
+
+def test_the_coreset_covers_the_points_it_thins():
+    points = torch.cat([torch.randn(200, 16) + 10 * k for k in range(5)])  # five far-apart clusters
+    chosen = greedy_coreset(points, 0.02)
+    assert len(chosen) == 20 and len(set(chosen.tolist())) == 20
+    assert {int(i) // 200 for i in chosen} == {0, 1, 2, 3, 4}  # every cluster keeps a representative
+    bank = MemoryBank(points[chosen])
+    assert float(bank.distance(points.T.reshape(1, 16, 1000, 1)).max()) < float(torch.cdist(points, points).max())
+
+
+def test_an_image_is_perceptually_identical_to_itself_and_not_to_a_damaged_copy():
+    x = torch.rand(1, 3, 64, 64)
+    damaged = x.clone()
+    damaged[:, :, 24:40, 24:40] = 0
+    assert float(perceptual_distance(x, x).abs().max()) < 1e-6
+    d = perceptual_distance(x, damaged)[0, 0]
+    assert d.shape == (64, 64) and float(d[32, 32]) > 3 * float(d[2, 2])
+
+
+def test_patchcore_scores_an_obvious_defect_far_above_good_parts(tmp_path):
+    root = generate_product("brushed_metal", tmp_path, 12, 4, 0, size=(64, 64), seed=3)
+    good_train = [read_image(p) for p in sorted((root / "train" / "good").glob("*.png"))]
+    good_test = [read_image(s.path) for s in list_samples(root, "test") if s.label == 0]
+    model = PatchCore().fit(good_train)
+    good = [float(model.map(im).max()) for im in good_test]
+    bad = [float(model.map(with_square(im)).max()) for im in good_test]
+    assert min(bad) > 1.5 * max(good), (good, bad)
+    assert np.isfinite(good).all()
