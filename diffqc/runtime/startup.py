@@ -6,9 +6,11 @@ down through ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``, else what ``run_service`` ret
 
 from __future__ import annotations
 
+import argparse
+
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
@@ -19,8 +21,17 @@ from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
 
 
-def service_main(name: str, start: Callable[[Settings], int]) -> int:
-    """Load the settings, configure JSON logging, then run ``start(settings)`` to the exit code."""
+def service_main(name: str, start: Callable[[Settings], int], argv: Sequence[str] | None = None) -> int:
+    """Load the settings, configure JSON logging, then run ``start(settings)`` to the exit code.
+
+    A service takes no arguments (``--help`` says so): every setting is a ``DIFFQC_*`` variable.
+    """
+    argparse.ArgumentParser(
+        prog=f"python -m services.{name}",
+        description=f"Run the diffqc {name} service until SIGTERM. It takes no arguments: it is configured by "
+        "DIFFQC_* environment variables and an optional YAML file (DIFFQC_CONFIG); docs/configuration.md "
+        "lists them. Exit codes: 0 clean stop, 1 a dependency stayed down, 2 invalid settings.",
+    ).parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:

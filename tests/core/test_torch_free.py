@@ -34,3 +34,13 @@ def test_the_core_loads_no_torch():
     assert loaded_after_import("diffqc.core") == []
     for module in modules:
         assert loaded_after_import(module) == [], module
+
+
+def test_a_service_answers_help_without_loading_torch():
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "services.scoring", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "DIFFQC_* environment variables" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    assert not {m for m in HEAVY if m in imported}, "importtime shows a heavy package"
+    assert "diffqc.runtime.startup" in imported  # the log is the service's own
