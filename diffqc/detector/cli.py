@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +33,19 @@ Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (defaul
 def _fail(problem: Exception | str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _say(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Bad input ends the command with one line naming the problem (exit 2), not a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise _fail(exc) from None
 
 
 def _start(command: str, n: int | None) -> None:
@@ -88,7 +103,7 @@ def train(
     _start("train", threads)
     from diffqc.detector.fit import product_name, train_detector
 
-    try:
+    with _reported():
         if product and len(product) != len(data):
             raise DetectorError(f"--product given {len(product)} time(s) for {len(data)} --data folder(s)")
         names = product or [product_name(d) for d in data]
@@ -103,11 +118,9 @@ def train(
             steps=steps,
             minutes=minutes,
             seed=seed,
-            log=lambda m: console.print(m, highlight=False),
+            log=_say,
         )
         path = detector.save(out)
-    except USER_ERRORS as exc:
-        raise _fail(exc) from None
     console.print(f"[green]saved[/green] {path}  (products {detector.product_names}, {_thresholds(detector)})")
 
 
@@ -131,7 +144,7 @@ def distill(
     _start("distill", threads)
     from diffqc.detector.distill import distill_detector
 
-    try:
+    with _reported():
         data = data or []
         if data and (not product or len(product) != len(data)):
             raise DetectorError("give one --product per --data folder")
@@ -142,11 +155,9 @@ def distill(
             steps=steps,
             minutes=minutes,
             intervals=intervals,
-            log=lambda m: console.print(m, highlight=False),
+            log=_say,
         )
         path = student.save(out)
-    except USER_ERRORS as exc:
-        raise _fail(exc) from None
     console.print(f"[green]saved[/green] {path}  (one-step student of {model}; {_thresholds(student)})")
 
 
@@ -182,7 +193,7 @@ def onboard(
     _start("onboard", threads)
     from diffqc.detector.onboard import onboard_detector
 
-    try:
+    with _reported():
         if database_url and repo is None:
             raise DetectorError("--database-url registers a staged model version: give --repo too")
         detector = onboard_detector(
@@ -192,11 +203,9 @@ def onboard(
             steps=steps,
             minutes=minutes,
             seed=seed,
-            log=lambda m: console.print(m, highlight=False),
+            log=_say,
         )
         path = detector.save(out)
-    except USER_ERRORS as exc:
-        raise _fail(exc) from None
     name = detector.product_names[0]
     console.print(f"[green]saved[/green] {path}  (product {name!r}, threshold {detector.threshold():.3f})")
     if repo is not None:
@@ -241,14 +250,12 @@ def evaluate(
     from diffqc.detector.artifact import update_thresholds
     from diffqc.detector.evaluation import evaluate_detector, f1_threshold
 
-    try:
+    with _reported():
         detector = _load(model)
         prod = _data_product(detector, data, product)
         n = len(list_samples(data, "test"))
         with progress_bar(f"evaluate {prod}", n, unit="img") as bar:
             ev = evaluate_detector(detector, data, prod, steps=steps, progress=bar.advance)
-    except USER_ERRORS as exc:
-        raise _fail(exc) from None
     report = ev.report()
     table = Table(title=f"{prod} — {data}")
     table.add_column("metric")
@@ -296,7 +303,7 @@ def detect(
     _start("detect", threads)
     from diffqc.core.regions import find_regions, overlay, save_png
 
-    try:
+    with _reported():
         detector = _load(model)
         prod = detector.resolve_product(product)
         threshold = detector.threshold(prod)
@@ -335,6 +342,4 @@ def detect(
                 "latency_ms": round(ms, 1),
             }
             (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-    except USER_ERRORS as exc:
-        raise _fail(exc) from None
     console.print(f"{len(images)} image(s): {defects} defect(s), {len(images) - defects} good → {out}")
