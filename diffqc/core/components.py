@@ -69,8 +69,12 @@ COMPONENTS: tuple[str, ...] = tuple(c.name for c in SCORE_COMPONENTS)
 IMAGE_COMPONENTS: tuple[str, ...] = tuple(c.name for c in SCORE_COMPONENTS if c.measure is not None)
 DEFAULT_SCORE_WEIGHTS: dict[str, float] = {c.name: c.default_weight for c in SCORE_COMPONENTS}
 
-# Per-pixel evidence maps fused into the anomaly map, in the order the detector stacks them.
-MAP_COMPONENTS: tuple[str, ...] = ("residual", "structural", "gradient", "statistics")
+# Per-pixel evidence maps fused into the anomaly map, in the order the detector stacks them. The
+# last two live in a pretrained feature space and are computed only by models trained with
+# ``map.features`` (diffqc.detector.features): LPIPS-like input vs reconstruction, and the distance
+# to the nearest good patch (PatchCore's memory).
+MAP_COMPONENTS: tuple[str, ...] = ("residual", "structural", "gradient", "statistics", "perceptual", "memory")
+FEATURE_MAP_COMPONENTS: tuple[str, ...] = ("perceptual", "memory")
 DEFAULT_MAP_WEIGHTS: dict[str, float] = dict.fromkeys(MAP_COMPONENTS, 1.0)
 
 

@@ -5,6 +5,8 @@ Raw evidence per pixel (order = ``MAP_COMPONENTS``):
   structural  1 - SSIM(x, x^)
   gradient    |grad x - grad x^|  (edges that appear, vanish or move)
   statistics  deviation from the statistics of good images (per-pixel or local-patch Gaussian)
+  perceptual  LPIPS-like distance of x and x^ in a pretrained feature space      } models with
+  memory      distance of each patch of x to the nearest good patch (PatchCore)  } map.features
 Each is lightly smoothed, then normalized to a z-score by the mean and spread it has on held-out
 good images — per pixel position for aligned parts (an edge that always reconstructs poorly is
 not a defect), globally otherwise. The fused map is the weighted mean of the positive z-scores,
@@ -19,6 +21,7 @@ import torch
 
 from diffqc.core.components import MAP_COMPONENTS
 from diffqc.detector.config import MapConfig
+from diffqc.detector.features import perceptual_distance
 from diffqc.detector.filters import gaussian_blur, sobel, ssim_map
 from diffqc.detector.good_stats import GoodStatistics
 
@@ -28,7 +31,7 @@ Window = tuple[int, int, int, int]  # y0, x0, h, w in the full image
 def raw_components(
     x: torch.Tensor, recon: torch.Tensor, good: GoodStatistics, cfg: MapConfig, window: Window | None = None
 ) -> torch.Tensor:
-    """(N, 4, h, w) raw evidence, in ``MAP_COMPONENTS`` order."""
+    """(N, K, h, w) raw evidence, in ``cfg.components`` order."""
     residual = (x - recon).abs().mean(dim=1, keepdim=True)
     structural = 1 - ssim_map(x, recon, cfg.ssim_sigma)
     c = x.shape[1]
@@ -36,14 +39,15 @@ def raw_components(
     gx, rx = gx_both.split(c, dim=1)
     gy, ry = gy_both.split(c, dim=1)
     gradient = ((gx - rx) ** 2 + (gy - ry) ** 2).mean(dim=1, keepdim=True).sqrt()
-    statistics = good.raw_map(x, window)
-    raw = torch.cat([residual, structural, gradient, statistics], dim=1)
-    return gaussian_blur(raw, cfg.pre_sigma)
+    evidence = [residual, structural, gradient, good.raw_map(x, window)]
+    if cfg.features:
+        evidence += [perceptual_distance(x, recon), good.memory_map(x)]
+    return gaussian_blur(torch.cat(evidence, dim=1), cfg.pre_sigma)
 
 
 @dataclass
 class Normalizer:
-    """Mean and spread of each raw component on good images: (4, H, W) per pixel or (4, 1, 1)."""
+    """Mean and spread of each raw component on good images: (K, H, W) per pixel or (K, 1, 1)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -54,7 +58,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, raws: list[torch.Tensor], per_pixel: bool, std_smooth: float = 2.0) -> Normalizer:
-        """``raws``: batches (n, 4, H, W) of raw components of held-out good images."""
+        """``raws``: batches (n, K, H, W) of raw components of held-out good images."""
         if per_pixel and sum(r.shape[0] for r in raws) >= 2:
             stack = torch.cat(raws)
             mean = stack.mean(0)
@@ -65,9 +69,11 @@ class Normalizer:
             std = var.maximum(floor).clamp_min(1e-12).sqrt()
             # The statistics evidence is already a per-pixel z-score: re-normalizing it per pixel
             # from a few images would only add their noise, so it gets one global scale.
-            i = MAP_COMPONENTS.index("statistics")
-            flat = stack[:, i].flatten()
-            mean[i], std[i] = flat.mean(), flat.std().clamp_min(1e-6)
+            # The same for the memory distance: a deviation from good patches already.
+            for i in (MAP_COMPONENTS.index("statistics"), MAP_COMPONENTS.index("memory")):
+                if i < stack.shape[1]:
+                    flat = stack[:, i].flatten()
+                    mean[i], std[i] = flat.mean(), flat.std().clamp_min(1e-6)
             return cls(mean, std)
         flat = torch.cat([r.transpose(0, 1).reshape(r.shape[1], -1) for r in raws], dim=1)
         return cls(flat.mean(1).view(-1, 1, 1), flat.std(1).clamp_min(1e-6).view(-1, 1, 1))
@@ -87,7 +93,7 @@ class Normalizer:
 
 def fuse(z: torch.Tensor, cfg: MapConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(anomaly map, structural map), each (N, 1, h, w), from normalized components (N, 4, h, w)."""
-    w = torch.tensor([float(cfg.weights.get(name, 0.0)) for name in MAP_COMPONENTS], dtype=z.dtype)
+    w = torch.tensor([float(cfg.weights.get(name, 0.0)) for name in cfg.components], dtype=z.dtype)
     if float(w.sum()) <= 0:
         raise ValueError("map.weights: at least one component needs a positive weight")
     pos = z.clamp_min(0)

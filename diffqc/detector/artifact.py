@@ -18,6 +18,7 @@ import json
 import platform
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ from safetensors.torch import load_file, save_file
 
 from diffqc.core import clock
 from diffqc.core.artifact import FORMAT_VERSION, KINDS, read_json, read_metadata
-from diffqc.core.components import COMPONENTS, MAP_COMPONENTS
+from diffqc.core.components import COMPONENTS
 from diffqc.core.errors import ArtifactError
 from diffqc.core.files import atomic_directory
 from diffqc.detector.anomaly_map import Normalizer
+from diffqc.detector.backbone import BackboneIdentity, installed_identity
 from diffqc.detector.calibration import Calibration
 from diffqc.detector.config import DetectorConfig
 from diffqc.detector.detector import Detector, ProductState
@@ -99,11 +101,13 @@ def save_detector(detector: Detector, path: str | Path) -> Path:
                 "kind": detector.kind,
                 "products": list(cfg.model.products),
                 "components": list(COMPONENTS),
-                "map_components": list(MAP_COMPONENTS),
+                "map_components": list(cfg.map.components),
                 "versions": library_versions(),
                 "saved_at": clock.now().isoformat(timespec="seconds"),
             }
         )
+        if cfg.map.features:  # the feature space its statistics and calibration live in
+            meta["backbone"] = asdict(installed_identity())
         _write_json(tmp / "metadata.json", meta)
     detector.metadata = meta
     return path
@@ -164,7 +168,12 @@ def load_detector(path: str | Path) -> Detector:
     path = Path(path)
     meta = read_metadata(path)
     check_versions(path, meta)
-    return LOADERS[meta["kind"]](path, meta)
+    detector = LOADERS[meta["kind"]](path, meta)
+    if detector.cfg.map.features:
+        if "backbone" not in meta:
+            raise ArtifactError(f"model {path}: map.features is on but metadata.json names no backbone; damaged")
+        BackboneIdentity(**meta["backbone"]).check(installed_identity(), f"model {path}")
+    return detector
 
 
 def update_thresholds(path: str | Path, product: str, calibration: Calibration) -> None:

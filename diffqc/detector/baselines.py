@@ -83,21 +83,21 @@ class PatchCore:
         self.coreset, self.seed, self.batch = coreset, seed, batch
 
     def fit(self, images: Sequence[np.ndarray]) -> PatchCore:
-        from diffqc.detector.features import MemoryBank, as_batch, patch_features
+        from diffqc.detector.features import MemoryBank, as_batch, locally_aware_patches
 
         with torch.inference_mode():
             feats = [
-                patch_features(torch.cat([as_batch(im) for im in images[i : i + self.batch]]))
+                locally_aware_patches(torch.cat([as_batch(im) for im in images[i : i + self.batch]]))
                 for i in range(0, len(images), self.batch)
             ]
             self.memory = MemoryBank.fit(feats, self.coreset, self.seed)
         return self
 
     def map(self, image: np.ndarray) -> np.ndarray:
-        from diffqc.detector.features import as_batch, patch_features, upsample
+        from diffqc.detector.features import as_batch, locally_aware_patches, upsample
 
         with torch.inference_mode():
             x = as_batch(image)
-            nearest = self.memory.distance(patch_features(x))
+            nearest = self.memory.distance(locally_aware_patches(x))
             full = upsample(nearest, (image.shape[0], image.shape[1]))
             return gaussian_blur(full, PATCHCORE_SIGMA)[0, 0].numpy()

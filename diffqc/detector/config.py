@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffqc.core.components import DEFAULT_MAP_WEIGHTS, DEFAULT_SCORE_WEIGHTS
+from diffqc.core.components import DEFAULT_MAP_WEIGHTS, DEFAULT_SCORE_WEIGHTS, FEATURE_MAP_COMPONENTS, MAP_COMPONENTS
 from diffqc.core.errors import ArtifactError
 from diffqc.core.validation import validate
 
@@ -104,6 +104,17 @@ class MapConfig(_Section):
     sigma: float = 2.0  # smoothing of the fused map
     ssim_sigma: float = 1.5
     std_smooth: float = 2.0  # spatial smoothing of per-pixel statistics (few calibration images)
+    # Evidence in a pretrained feature space (EfficientNet-Lite0 from its wheel): the perceptual
+    # residual and a PatchCore memory of good patches (a greedy coreset of at most
+    # memory_max_patches randomly drawn training patches, memory_coreset of them kept).
+    features: bool = False
+    memory_coreset: float = 0.1
+    memory_max_patches: int = 50_000
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The evidence maps this model computes, in ``MAP_COMPONENTS`` order."""
+        return MAP_COMPONENTS if self.features else tuple(c for c in MAP_COMPONENTS if c not in FEATURE_MAP_COMPONENTS)
 
 
 class ScoreConfig(_Section):

@@ -1,6 +1,6 @@
 """Evidence in the pretrained feature space (``diffqc.detector.backbone``).
 
-- ``patch_features``: PatchCore's locally aware patch features: the stride-8 and stride-16 stage
+- ``locally_aware_patches``: PatchCore's locally aware patch features: the stride-8 and stride-16 stage
   outputs, each averaged over its 3x3 neighbourhood, the coarser one upsampled, concatenated
   (40 + 112 = 152 values per 8x8-pixel patch).
 - ``MemoryBank``: the patch features of good images, thinned to a greedy k-center coreset; the
@@ -21,7 +21,7 @@ from diffqc.detector.backbone import feature_extractor
 PATCH_STRIDE = 8
 
 
-def patch_features(x: torch.Tensor) -> torch.Tensor:
+def locally_aware_patches(x: torch.Tensor) -> torch.Tensor:
     """(N, 152, H/8, W/8) locally aware patch features of images (N, C, H, W) in [0, 1]."""
     _, mid, deep = feature_extractor()(x)
     mid = F.avg_pool2d(mid, 3, stride=1, padding=1, count_include_pad=False)

@@ -332,6 +332,8 @@ def train_detector(
     for p in data:
         pixel = cfg.map.normalization == "pixel"
         good = GoodStatistics.fit(train_sets[p], PIXEL if pixel else PATCH, cfg.map.std_smooth, tc.seed)
+        if cfg.map.features:
+            good.add_memory(train_sets[p], cfg.map.memory_coreset, cfg.map.memory_max_patches, tc.seed)
         h, w = train_sets[p][0].shape[:2]
         states[p] = ProductState(good, image_size=(h, w) if pixel else None)
     detector = Detector(cfg, result.model, states)

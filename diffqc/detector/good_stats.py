@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from diffqc.detector.features import MemoryBank, as_batch, locally_aware_patches, upsample
 from diffqc.detector.filters import gaussian_blur, sobel
 
 PIXEL, PATCH = "pixel", "patch"
@@ -86,6 +87,24 @@ class GoodStatistics:
                 "log_norm": logw.float(),
             },
         )
+
+    def add_memory(self, images: list[np.ndarray], fraction: float, max_patches: int, seed: int = 0) -> None:
+        """Keep a PatchCore memory of the good images' patches in the pretrained feature space: a
+        greedy coreset of ``fraction`` of at most ``max_patches`` patches drawn at random."""
+        with torch.inference_mode():
+            feats = [locally_aware_patches(as_batch(im)) for im in images]
+        points = torch.cat([f[0].flatten(1).T for f in feats])
+        if points.shape[0] > max_patches:
+            generator = torch.Generator().manual_seed(seed)
+            points = points[torch.randperm(points.shape[0], generator=generator)[:max_patches]]
+        self.tensors["memory_bank"] = MemoryBank.fit([points.T[None, :, :, None]], fraction, seed).bank
+
+    def memory_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) distance of each patch of ``x`` to the nearest good patch, at pixel resolution."""
+        if "memory_bank" not in self.tensors:
+            raise ValueError("this model keeps no memory of good patches (map.features was off when it was trained)")
+        nearest = MemoryBank(self.tensors["memory_bank"]).distance(locally_aware_patches(x))
+        return upsample(nearest, (x.shape[-2], x.shape[-1]))
 
     def raw_map(self, x: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """(N, 1, h, w) deviation of ``x`` from good images; ``window`` = (y0, x0, h, w) in the full image."""

@@ -7,7 +7,6 @@ down through ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``, else what ``run_service`` ret
 from __future__ import annotations
 
 import argparse
-
 import logging
 import sys
 from collections.abc import Callable, Sequence

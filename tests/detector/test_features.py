@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from diffqc.data.images import read_image
@@ -40,3 +41,40 @@ def test_patchcore_scores_an_obvious_defect_far_above_good_parts(tmp_path):
     bad = [float(model.map(with_square(im)).max()) for im in good_test]
     assert min(bad) > 1.5 * max(good), (good, bad)
     assert np.isfinite(good).all()
+
+
+def test_a_detector_with_feature_evidence_finds_a_square_and_records_its_backbone(metal_data, tmp_path):
+    from diffqc.detector.backbone import installed_identity
+    from diffqc.detector.detector import Detector
+    from diffqc.detector.fit import train_detector
+    from tests.helpers.models import tiny_config
+
+    cfg = tiny_config().with_overrides({"map": {"features": True, "memory_max_patches": 2000}})
+    detector = train_detector(metal_data, cfg, steps=20, progress=False, log=lambda _m: None)
+    assert detector.products[detector.product_names[0]].good.tensors["memory_bank"].shape[1] == 152
+    path = detector.save(tmp_path / "model")
+    loaded = Detector.load(path)
+    assert loaded.metadata["backbone"]["sha256"] == installed_identity().sha256
+    assert loaded.metadata["map_components"][-2:] == ["perceptual", "memory"]
+    goods = [read_image(s.path) for s in list_samples(metal_data, "test") if s.label == 0]
+    batch = np.stack([g.transpose(2, 0, 1) for g in goods])
+    damaged = np.stack([with_square(g, 1.0).transpose(2, 0, 1) for g in goods])
+    good_scores, bad_scores = loaded.predict(batch).score, loaded.predict(damaged).score
+    assert bad_scores.min() > good_scores.max(), (good_scores, bad_scores)
+
+
+def test_a_model_calibrated_in_another_feature_space_is_refused(metal_data, tmp_path):
+    import json
+
+    from diffqc.core.errors import ArtifactError
+    from diffqc.detector.detector import Detector
+    from diffqc.detector.fit import train_detector
+    from tests.helpers.models import tiny_config
+
+    cfg = tiny_config().with_overrides({"map": {"features": True, "memory_max_patches": 500}})
+    path = train_detector(metal_data, cfg, steps=2, progress=False, log=lambda _m: None).save(tmp_path / "m")
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["backbone"]["sha256"] = "0" * 64
+    (path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="calibrated on backbone efficientnet_lite0"):
+        Detector.load(path)
