@@ -97,9 +97,10 @@ def run_one(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     root = build(name, args.data_dir)
     t0 = time.monotonic()
+    cfg = DetectorConfig().with_overrides({"map": {"features": True}} if args.features else {})
     det = train_detector(
         root,
-        DetectorConfig(),
+        cfg,
         minutes=args.minutes,
         seed=args.seed,
         progress=not args.quiet,
@@ -114,9 +115,10 @@ def run_one(name: str, args) -> dict:
     pixel = has_masks(samples)
     masks = [sample_mask(s) for s in samples] if pixel else None
     weights = det.cfg.map.weights
+    good_image = ("statistics", "memory")  # what needs no reconstruction: everything but the diffusion evidence
     ablations = {
-        "diffusion evidence only": {**weights, "statistics": 0.0},
-        "good-image statistics only": {k: (v if k == "statistics" else 0.0) for k, v in weights.items()},
+        "diffusion evidence only": {k: (0.0 if k in good_image else v) for k, v in weights.items()},
+        "good-image statistics only": {k: (v if k in good_image else 0.0) for k, v in weights.items()},
     }
     scores, maps = [], []
     abl_scores = {k: [] for k in ablations}
@@ -351,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=REPO / "bench-out" / "data")
     p.add_argument("--no-tiling", action="store_true", help="skip the 4096x3000 memory check")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--features", action="store_true", help="train with map.features (pretrained perceptual and memory evidence)"
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--tiling-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -368,18 +373,22 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown data set(s) {unknown}; choose from {','.join(DATASETS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    common = [
-        "--minutes",
-        str(args.minutes),
-        "--threads",
-        str(args.threads),
-        "--seed",
-        str(args.seed),
-        "--out",
-        str(args.out),
-        "--data-dir",
-        str(args.data_dir),
-    ] + (["--quiet"] if args.quiet else [])
+    common = (
+        [
+            "--minutes",
+            str(args.minutes),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(args.out),
+            "--data-dir",
+            str(args.data_dir),
+        ]
+        + (["--quiet"] if args.quiet else [])
+        + (["--features"] if args.features else [])
+    )
     results, failed = [], []
     started = time.monotonic()
     for name in names:

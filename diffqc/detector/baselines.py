@@ -74,13 +74,14 @@ def score_maps(baseline, images: Sequence[np.ndarray]) -> BaselineScores:
 
 class PatchCore:
     """PatchCore (Roth et al., 2022) on the same pretrained backbone as the detector: locally aware
-    patch features at strides 8 and 16, a 10% greedy coreset of the good patches, the distance to
-    the nearest one (k = 1) per patch, upsampled and smoothed; the score is the map's peak."""
+    patch features at strides 8 and 16, a 10% greedy coreset of the good patches (of at most 50,000
+    drawn at random, for the CPU budget), the distance to the nearest one (k = 1) per patch,
+    upsampled and smoothed; the score is the map's peak."""
 
     name = "PatchCore"
 
-    def __init__(self, coreset: float = 0.1, seed: int = 0, batch: int = 8):
-        self.coreset, self.seed, self.batch = coreset, seed, batch
+    def __init__(self, coreset: float = 0.1, max_patches: int = 50_000, seed: int = 0, batch: int = 8):
+        self.coreset, self.max_patches, self.seed, self.batch = coreset, max_patches, seed, batch
 
     def fit(self, images: Sequence[np.ndarray]) -> PatchCore:
         from diffqc.detector.features import MemoryBank, as_batch, locally_aware_patches
@@ -90,7 +91,7 @@ class PatchCore:
                 locally_aware_patches(torch.cat([as_batch(im) for im in images[i : i + self.batch]]))
                 for i in range(0, len(images), self.batch)
             ]
-            self.memory = MemoryBank.fit(feats, self.coreset, self.seed)
+            self.memory = MemoryBank.fit(feats, self.coreset, self.max_patches, self.seed)
         return self
 
     def map(self, image: np.ndarray) -> np.ndarray:

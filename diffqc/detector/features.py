@@ -54,11 +54,13 @@ def greedy_coreset(points: torch.Tensor, fraction: float, seed: int = 0, project
     if points.shape[1] > projection:
         matrix = torch.randn(points.shape[1], projection, generator=generator) / projection**0.5
         points = points @ matrix
+    # ||p - q||^2 = ||p||^2 - 2 p.q + ||q||^2: one matrix-vector product per pick.
+    norms = (points * points).sum(1)
     chosen = [int(torch.randint(m, (1,), generator=generator))]
-    nearest = torch.cdist(points, points[chosen[-1]][None]).squeeze(1)
+    nearest = norms - 2 * points @ points[chosen[-1]] + norms[chosen[-1]]
     for _ in range(k - 1):
         chosen.append(int(nearest.argmax()))
-        nearest = torch.minimum(nearest, torch.cdist(points, points[chosen[-1]][None]).squeeze(1))
+        torch.minimum(nearest, norms - 2 * points @ points[chosen[-1]] + norms[chosen[-1]], out=nearest)
     return torch.tensor(chosen)
 
 
@@ -69,9 +71,17 @@ class MemoryBank:
         self.bank = bank  # (K, D)
 
     @classmethod
-    def fit(cls, features: list[torch.Tensor], fraction: float = 0.1, seed: int = 0) -> MemoryBank:
-        """``features``: patch features (n, D, h, w) of good images, in batches."""
+    def fit(
+        cls, features: list[torch.Tensor], fraction: float = 0.1, max_patches: int = 50_000, seed: int = 0
+    ) -> MemoryBank:
+        """``features``: patch features (n, D, h, w) of good images, in batches. The coreset keeps
+        ``fraction`` of at most ``max_patches`` patches drawn at random: the greedy search costs
+        picks x patches, and over all 200 x 1024 patches of a 256 px data set it takes ~15 min on
+        2 CPU cores (memory-bound), against ~20 s for 50,000."""
         points = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features])
+        if points.shape[0] > max_patches:
+            generator = torch.Generator().manual_seed(seed)
+            points = points[torch.randperm(points.shape[0], generator=generator)[:max_patches]]
         return cls(points[greedy_coreset(points, fraction, seed)].contiguous())
 
     def distance(self, features: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

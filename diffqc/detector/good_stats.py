@@ -93,11 +93,7 @@ class GoodStatistics:
         greedy coreset of ``fraction`` of at most ``max_patches`` patches drawn at random."""
         with torch.inference_mode():
             feats = [locally_aware_patches(as_batch(im)) for im in images]
-        points = torch.cat([f[0].flatten(1).T for f in feats])
-        if points.shape[0] > max_patches:
-            generator = torch.Generator().manual_seed(seed)
-            points = points[torch.randperm(points.shape[0], generator=generator)[:max_patches]]
-        self.tensors["memory_bank"] = MemoryBank.fit([points.T[None, :, :, None]], fraction, seed).bank
+        self.tensors["memory_bank"] = MemoryBank.fit(feats, fraction, max_patches, seed).bank
 
     def memory_map(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) distance of each patch of ``x`` to the nearest good patch, at pixel resolution."""
