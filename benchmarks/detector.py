@@ -97,7 +97,7 @@ def run_one(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     root = build(name, args.data_dir)
     t0 = time.monotonic()
-    cfg = DetectorConfig().with_overrides({"map": {"features": True}} if args.features else {})
+    cfg = DetectorConfig().with_overrides({"map": {"features": args.features, "fusion": args.fusion}})
     det = train_detector(
         root,
         cfg,
@@ -131,14 +131,15 @@ def run_one(name: str, args) -> dict:
         scores.append(float(det.score_maps(out[:, :1], out[:, 1:2], product).score[0]))
         if pixel:
             maps.append(out[0, 0].numpy())
-        main_weights = det.cfg.map.weights
+        main_weights, cal = det.cfg.map.weights, det.products[product].calibration
+        learned, cal.map_weights = cal.map_weights, None
         for key, w in ablations.items():  # same reconstruction, other fusion weights
             det.cfg.map.weights = w
             amap = det.finalize(raws, product)[0, 0]
             abl_scores[key].append(float(amap.max()))
             if pixel:
                 abl_maps[key].append(amap.numpy())
-        det.cfg.map.weights = main_weights
+        det.cfg.map.weights, cal.map_weights = main_weights, learned
     eval_s = time.monotonic() - t0
     rows = {"diffqc detector": {**_metrics(scores, labels, maps if pixel else None, masks)}}
     for key in ablations:
@@ -177,6 +178,10 @@ def run_one(name: str, args) -> dict:
         "train_steps": det.metadata["training"]["steps"],
         "train_s": round(train_s, 1),
         "patchcore_fit_s": round(patchcore_fit_s, 1),
+        "fusion": {
+            "weights": det.products[product].calibration.map_weights,
+            "synthetic_auroc": det.products[product].calibration.synthetic_auroc,
+        },
         "eval_s": round(eval_s, 1),
         "aligned": det.cfg.train.aligned,
         "normalization": det.cfg.map.normalization,
@@ -356,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--features", action="store_true", help="train with map.features (pretrained perceptual and memory evidence)"
     )
+    p.add_argument("--fusion", choices=("fixed", "learned"), default="fixed", help="map.fusion (default fixed)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--tiling-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -388,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         + (["--quiet"] if args.quiet else [])
         + (["--features"] if args.features else [])
+        + ["--fusion", args.fusion]
     )
     results, failed = [], []
     started = time.monotonic()

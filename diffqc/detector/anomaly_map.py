@@ -15,8 +15,10 @@ smoothed again: it reads as "how many good-image standard deviations away".
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from diffqc.core.components import MAP_COMPONENTS
@@ -91,12 +93,50 @@ class Normalizer:
         return (raw - mean) / std
 
 
-def fuse(z: torch.Tensor, cfg: MapConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(anomaly map, structural map), each (N, 1, h, w), from normalized components (N, 4, h, w)."""
-    w = torch.tensor([float(cfg.weights.get(name, 0.0)) for name in cfg.components], dtype=z.dtype)
+def fuse(
+    z: torch.Tensor, cfg: MapConfig, weights: Mapping[str, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(anomaly map, structural map), each (N, 1, h, w), from normalized components (N, K, h, w);
+    ``weights`` default to ``cfg.weights``."""
+    weights = cfg.weights if weights is None else weights
+    w = torch.tensor([float(weights.get(name, 0.0)) for name in cfg.components], dtype=z.dtype)
     if float(w.sum()) <= 0:
         raise ValueError("map.weights: at least one component needs a positive weight")
     pos = z.clamp_min(0)
     fused = (pos * w.view(1, -1, 1, 1)).sum(1, keepdim=True) / w.sum()
     structural = pos[:, MAP_COMPONENTS.index("structural") : MAP_COMPONENTS.index("structural") + 1]
     return gaussian_blur(fused, cfg.sigma), gaussian_blur(structural, cfg.sigma)
+
+
+def candidate_weights(cfg: MapConfig) -> list[dict[str, float]]:
+    """The fusions ``learn_weights`` chooses from: the configured one first (it wins ties), each
+    component alone, the diffusion evidence, the good-image evidence, and each diffusion component
+    with each good-image one."""
+    names = cfg.components
+    good_image: list[str] = [n for n in ("statistics", "memory") if n in names]
+    diffusion = [n for n in names if n not in good_image]
+    groups: list[list[str]] = [[n] for n in names]
+    groups += [diffusion, good_image]
+    groups += [[d, g] for d in diffusion for g in good_image]
+    return [dict(cfg.weights)] + [{n: float(n in group) for n in names} for group in groups]
+
+
+def learn_weights(
+    good: Sequence[torch.Tensor], anomalous: Sequence[torch.Tensor], normalizer: Normalizer, cfg: MapConfig
+) -> tuple[dict[str, float], float]:
+    """(weights, AUROC): the candidate fusion whose map peak best separates the good raw evidence
+    (batches (n, K, H, W)) from the anomalous one (synthetic anomalies of the same images)."""
+    from sklearn.metrics import roc_auc_score
+
+    good_z = [normalizer(r) for r in good]
+    bad_z = [normalizer(r) for r in anomalous]
+    labels = np.r_[np.zeros(sum(len(z) for z in good_z)), np.ones(sum(len(z) for z in bad_z))]
+    best: tuple[dict[str, float], float] = ({}, -1.0)
+    for weights in candidate_weights(cfg):
+        if sum(weights.get(n, 0.0) for n in cfg.components) <= 0:
+            continue
+        peaks = [fuse(z, cfg, weights)[0].flatten(1).amax(1) for z in [*good_z, *bad_z]]
+        auroc = float(roc_auc_score(labels, torch.cat(peaks).numpy()))
+        if auroc > best[1] + 1e-9:
+            best = (weights, auroc)
+    return best

@@ -32,6 +32,10 @@ class Calibration:
     calibration_fpr: float | None = None
     n_normalization: int = 0
     n_calibration: int = 0
+    # Map fusion weights chosen for this product (map.fusion = learned); None: the config's.
+    map_weights: dict[str, float] | None = None
+    # The separation (AUROC) of good images and synthetic anomalies the chosen weights reached.
+    synthetic_auroc: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -108,6 +108,10 @@ class MapConfig(_Section):
     # residual and a PatchCore memory of good patches (a greedy coreset of at most
     # memory_max_patches randomly drawn training patches, memory_coreset of them kept).
     features: bool = False
+    # fixed: every product fuses with ``weights``; learned: each product's weights are the candidate
+    # that best separates its held-out good images from synthetic anomalies made from them
+    # (diffqc.detector.synthetic), so the fusion leans on the evidence that works for that product.
+    fusion: Literal["fixed", "learned"] = "fixed"
     memory_coreset: float = 0.1
     memory_max_patches: int = 50_000
 

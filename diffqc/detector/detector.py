@@ -182,7 +182,8 @@ class Detector:
         state = self.products[product]
         if state.normalizer is None:
             raise RuntimeError(f"product {product!r} is not calibrated yet")
-        amap, structural = fuse(state.normalizer(raws, window), self.cfg.map)
+        weights = state.calibration.map_weights or self.cfg.map.weights
+        amap, structural = fuse(state.normalizer(raws, window), self.cfg.map, weights)
         return torch.cat([amap, structural], dim=1)
 
     def maps(

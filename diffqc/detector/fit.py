@@ -18,7 +18,7 @@ import torch
 from diffqc.core.errors import TrainingDataError
 from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
-from diffqc.detector.anomaly_map import Normalizer
+from diffqc.detector.anomaly_map import Normalizer, learn_weights
 from diffqc.detector.augment import (
     ADA_MAX_IMAGES,
     Augment,
@@ -39,6 +39,7 @@ from diffqc.detector.calibration import (
 from diffqc.detector.config import DetectorConfig, TrainConfig
 from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_batches, image_components
 from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
+from diffqc.detector.synthetic import synthetic_anomalies
 from diffqc.detector.train import TrainResult, train_denoiser
 from diffqc.detector.unet import Denoiser
 
@@ -112,13 +113,22 @@ def calibrate_product(
             progress(len(x))
     state.normalizer = Normalizer.fit(raws, state.image_size is not None, cfg.map.std_smooth)
 
-    amaps, structs = [], []
-    for _, x in image_batches(calib_images):
-        out = detector.maps(x, product, FINAL)
-        amaps.append(out[:, :1])
-        structs.append(out[:, 1:2])
+    if cfg.map.fusion == "learned":
+        raws = [detector.maps(x, product, RAW) for _, x in image_batches(calib_images)]
+        anomalous = [detector.maps(x, product, RAW) for _, x in image_batches(synthetic_anomalies(calib_images))]
+        state.calibration.map_weights, state.calibration.synthetic_auroc = learn_weights(
+            raws, anomalous, state.normalizer, cfg.map
+        )
+        finals = [detector.finalize(r, product) for r in raws]
         if progress:
-            progress(len(x))
+            progress(len(calib_images))
+    else:
+        finals = []
+        for _, x in image_batches(calib_images):
+            finals.append(detector.maps(x, product, FINAL))
+            if progress:
+                progress(len(x))
+    amaps, structs = [out[:, :1] for out in finals], [out[:, 1:2] for out in finals]
     rng = np.random.default_rng(0)
     values = np.concatenate([_sample(a.numpy().ravel(), 200_000, rng) for a in amaps])
     cal = state.calibration

@@ -78,3 +78,28 @@ def test_a_model_calibrated_in_another_feature_space_is_refused(metal_data, tmp_
     (path / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="calibrated on backbone efficientnet_lite0"):
         Detector.load(path)
+
+
+def test_learned_fusion_picks_weights_on_synthetic_anomalies_and_keeps_them(metal_data, tmp_path):
+    from diffqc.detector.detector import Detector
+    from diffqc.detector.fit import train_detector
+    from tests.helpers.models import tiny_config
+
+    overrides = {"map": {"features": True, "fusion": "learned", "memory_max_patches": 2000}}
+    detector = train_detector(
+        metal_data, tiny_config().with_overrides(overrides), steps=20, progress=False, log=lambda _m: None
+    )
+    cal = detector.products[detector.product_names[0]].calibration
+    assert cal.map_weights is not None and set(cal.map_weights) == set(detector.cfg.map.components)
+    assert cal.synthetic_auroc is not None and cal.synthetic_auroc > 0.5
+    loaded = Detector.load(detector.save(tmp_path / "m"))
+    assert loaded.products[loaded.product_names[0]].calibration.map_weights == cal.map_weights
+
+
+def test_synthetic_anomalies_change_a_small_connected_part_of_each_image():
+    from diffqc.detector.synthetic import synthetic_anomalies
+
+    goods = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) * 0.2 + 0.4 for i in range(6)]
+    for good, bad in zip(goods, synthetic_anomalies(goods), strict=True):
+        changed = np.abs(bad - good).max(axis=2) > 0.05
+        assert bad.shape == good.shape and bad.dtype == good.dtype and 0 < changed.mean() < 0.2
