@@ -130,7 +130,7 @@ def _produce(kafka, frames: list[PreparedFrame]) -> None:
     assert producer.flush(10) == 0
 
 
-def test_stream_worker_publishes_results_by_line_and_dead_letters_bad_frames(inference, tiny_artifact):
+def test_stream_stage_publishes_results_by_line_and_dead_letters_bad_frames(inference, tiny_artifact):
     kafka = inference.settings.kafka
     ensure_topics(kafka, [PREPARED_FRAMES, INFERENCE_RESULTS, dead_letter_topic(PREPARED_FRAMES, kafka)], 2)
     images = _images(tiny_artifact[1], 3)
