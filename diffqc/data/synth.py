@@ -53,6 +53,15 @@ def synthetic_product(name: str) -> Product:
         raise ValueError(f"unknown product {name!r}; choose from {', '.join(PRODUCTS)}") from None
 
 
+def product_design(name: str, size: SynthSize = (256, 256), seed: int = 0):
+    """The fixed design of product ``name`` (a PCB's layout, a moulded part's outline) for ``seed``.
+
+    A design is what a product type *is*: a detector trained on one design has never seen
+    another, so a part stream that varies (``render_sample``'s ``seed``) keeps its design fixed.
+    """
+    return synthetic_product(name).design(_rng(seed, name, "design"), _size(size))
+
+
 def render_sample(
     name: str,
     stream: str,
@@ -67,7 +76,7 @@ def render_sample(
     product = synthetic_product(name)
     size = _size(size)
     if design is None:
-        design = product.design(_rng(seed, name, "design"), size)
+        design = product_design(name, size, seed)
     scene = product.render(design, _rng(seed, name, stream, index), size)
     clean = scene.finish(scene.base)
     if defect_type is None:
@@ -105,7 +114,7 @@ def generate_product(
             raise ValueError(f"{label} must be >= 0, got {n}")
     if n_train == 0:
         raise ValueError("n_train must be at least 1: a detector needs good training images")
-    design = product.design(_rng(seed, name, "design"), size)
+    design = product_design(name, size, seed)
     types = list(product.defects)
     manifest = {
         "generator": "diffqc.data.synth",

@@ -90,7 +90,12 @@ def demo(
     ] = 2.0,
     out: Annotated[Path, typer.Option(help="Where the report, heatmaps and the score chart go")] = Path("var/demo"),
     repo: Annotated[Path, typer.Option(help="Triton model repository to serve")] = PROJECT_ROOT / "model-repository",
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic line")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the parts (placement, lighting, noise, defects); the designs stay those the shipped models learned"
+        ),
+    ] = 0,
     summary: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this file")] = None,
 ) -> None:
     """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from diffqc.core import clock
-from diffqc.data.synth import render_sample, synthetic_product
+from diffqc.data.synth import product_design, render_sample, synthetic_product
+from diffqc.detector.default import DESIGN_SEED
 from diffqc.v1 import ingestion_pb2
 from diffqc.v1.frame_pb2 import Frame
 
@@ -74,8 +75,11 @@ def production_line(
 ) -> Iterator[tuple[ingestion_pb2.IngestRequest, Part]]:
     """The camera frames of the line, rendered lazily (one at a time) with their ground truth."""
     start = clock.now()
+    # The seed varies the parts (placement, lighting, noise, defects), never the designs the shipped models learned.
+    designs = {product: product_design(product, sizes[product], DESIGN_SEED) for product in products}
     for i, (product, truth) in enumerate(plan_parts(products, frames, defect_rate, seed)):
-        rendered = render_sample(product, "demo", i, None if truth == "good" else truth, size=sizes[product], seed=seed)
+        defect = None if truth == "good" else truth
+        rendered = render_sample(product, "demo", i, defect, size=sizes[product], seed=seed, design=designs[product])
         line, lot = line_of(product), f"LOT-{i // PARTS_PER_LOT + 1:03d}"
         capture = clock.to_timestamp(start + timedelta(milliseconds=i))  # distinct: a score point's time is its key
         frame = Frame(
