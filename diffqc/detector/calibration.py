@@ -30,6 +30,9 @@ class Calibration:
     method: str = "fpr"  # fpr: FPR target on held-out good images; f1_max: labelled defects
     target_fpr: float = 0.03
     calibration_fpr: float | None = None
+    # The threshold rule (diffqc.detector.threshold) and the FPR it promises on new good parts.
+    threshold_rule: str | None = None
+    expected_fpr: float | None = None
     n_normalization: int = 0
     n_calibration: int = 0
     # Map fusion weights chosen for this product (map.fusion = learned); None: the config's.
@@ -62,11 +65,6 @@ class CalibrationSplit(NamedTuple):
     calibration: np.ndarray
 
 
-class Threshold(NamedTuple):
-    threshold: float
-    fpr: float  # the false-positive rate it gives on the good scores it was set on
-
-
 class ComponentStats(NamedTuple):
     """Mean and (floored) standard deviation of each image component on good images."""
 
@@ -87,16 +85,6 @@ def split_calibration(held_out: np.ndarray) -> CalibrationSplit:
     """Held-out indices -> (A: map normalization, B: score calibration)."""
     half = math.ceil(len(held_out) / 2)
     return CalibrationSplit(held_out[:half], held_out[half:])
-
-
-def fpr_threshold(good_scores: np.ndarray, target_fpr: float) -> Threshold:
-    """Lowest threshold (verdict: score > threshold) with FPR <= target on these good scores."""
-    s = np.sort(np.asarray(good_scores, dtype=np.float64))[::-1]
-    if s.size == 0:
-        raise ValueError("no good images to calibrate the threshold on")
-    allowed = int(math.floor(target_fpr * s.size + 1e-9))
-    threshold = float(s[min(allowed, s.size - 1)])
-    return Threshold(threshold, float(np.mean(s > threshold)))
 
 
 def component_stats(raw: np.ndarray) -> ComponentStats:

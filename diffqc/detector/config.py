@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from diffqc.core.components import DEFAULT_MAP_WEIGHTS, DEFAULT_SCORE_WEIGHTS, FEATURE_MAP_COMPONENTS, MAP_COMPONENTS
 from diffqc.core.errors import ArtifactError
 from diffqc.core.validation import validate
+from diffqc.detector.threshold import ThresholdMethod
 
 
 class _Section(BaseModel):
@@ -123,7 +124,8 @@ class MapConfig(_Section):
 
 class ScoreConfig(_Section):
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
-    target_fpr: float = 0.03
+    target_fpr: float = Field(0.03, gt=0, lt=1)
+    threshold_rule: ThresholdMethod = "gpd"  # diffqc.detector.threshold: gpd, conformal or empirical
     region_quantile: float = 0.999  # of good-image map values: the level that outlines a region
 
 

@@ -32,7 +32,6 @@ from diffqc.detector.calibration import (
     Calibration,
     Split,
     component_stats,
-    fpr_threshold,
     split_calibration,
     split_holdout,
 )
@@ -40,6 +39,7 @@ from diffqc.detector.config import DetectorConfig, TrainConfig
 from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_batches, image_components
 from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
 from diffqc.detector.synthetic import synthetic_anomalies
+from diffqc.detector.threshold import fit_threshold
 from diffqc.detector.train import TrainResult, train_denoiser
 from diffqc.detector.unet import Denoiser
 
@@ -137,8 +137,9 @@ def calibrate_product(
     stats = component_stats(raw)
     cal.comp_mean, cal.comp_std = stats.mean, stats.std
     scores = np.concatenate([detector.score_maps(a, s, product).score for a, s in zip(amaps, structs, strict=True)])
-    threshold = fpr_threshold(scores, cfg.score.target_fpr)
+    threshold = fit_threshold(scores, cfg.score.target_fpr, cfg.score.threshold_rule)
     cal.threshold, cal.calibration_fpr = threshold.threshold, threshold.fpr
+    cal.threshold_rule, cal.expected_fpr = threshold.method, threshold.expected_fpr
     cal.method, cal.target_fpr = "fpr", cfg.score.target_fpr
     cal.n_normalization, cal.n_calibration = len(norm_images), len(calib_images)
     return cal

@@ -9,7 +9,7 @@ import torch
 from diffqc.core.components import fuse_components
 from diffqc.core.regions import largest_region_mass
 from diffqc.detector.augment import alignment_ratio, anisotropy
-from diffqc.detector.calibration import fpr_threshold, split_holdout
+from diffqc.detector.calibration import split_holdout
 from diffqc.detector.config import DetectorConfig, ModelConfig, ReconConfig
 from diffqc.detector.reconstruct import noise_field, reconstruct, timesteps
 from diffqc.detector.unet import alphas_cumprod, build_denoiser
@@ -45,14 +45,6 @@ def test_denoiser_accepts_any_size_and_keeps_it():
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 37, 50), torch.tensor([5, 9]), torch.zeros(2, 2, 37, 50))
     assert out.shape == (2, 3, 37, 50)
-
-
-def test_threshold_keeps_the_false_positive_rate_at_or_below_target():
-    scores = np.arange(100, dtype=float)
-    thr, fpr = fpr_threshold(scores, 0.03)
-    assert fpr <= 0.03 and thr == 96.0
-    thr, fpr = fpr_threshold(np.arange(10.0), 0.03)  # fewer than 1/0.03 images: no false positive allowed
-    assert thr == 9.0 and fpr == 0.0
 
 
 def test_holdout_needs_enough_images():
