@@ -93,7 +93,8 @@ def demo(
     seed: Annotated[
         int,
         typer.Option(
-            help="Seed of the parts (placement, lighting, noise, defects); the designs stay those the shipped models learned"
+            help="Seed of the parts (placement, lighting, noise, defects); "
+            "the designs stay those the shipped models learned"
         ),
     ] = 0,
     summary: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this file")] = None,
@@ -132,11 +133,18 @@ def _run(
         line = production_line(
             products, pipeline.image_sizes, frames, defect_rate, seed, run_id=f"demo-{uuid.uuid4().hex[:6]}"
         )
-        accepted, parts = ingest_stream(pipeline.address("ingestion"), line, frames, console, fps)
+        accepted, parts = ingest_stream(
+            pipeline.address("ingestion"), pipeline.settings.grpc, line, frames, console, fps
+        )
         console.print(f"ingested {len(accepted)}/{frames} frames on {len(products)} lines")
         inspections = wait_for_inspections(pipeline.db_url, accepted, 120 + 2 * frames, console)
         outcomes = sorted((Outcome(parts[fid], ins) for fid, ins in inspections.items()), key=lambda o: o.part.frame_id)
-        figures_ = {"frames_in": len(accepted), **figures(outcomes), "scores_to": pipeline.scores_to}
+        figures_ = {
+            "frames_in": len(accepted),
+            **figures(outcomes),
+            "scores_to": pipeline.scores_to,
+            "products": per_product(outcomes),
+        }
         _wait_for_alerts(mes, figures_["defects_found"], timeout_s=60)
         figures_.update(
             alerts_delivered=mes.received(), alert_deliveries=mes.deliveries, line_stops=len(mes.line_stops)
