@@ -12,6 +12,7 @@ from diffqc.infra.cli import app as infra_app
 from diffqc.infra.cli import triton_app
 from diffqc.serving.bench import triton as bench_triton
 from diffqc.serving.cli import export
+from diffqc.store.cli import audit_app, keys_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(demo)
@@ -24,6 +25,8 @@ app.command()(export)
 app.add_typer(infra_app, name="infra", help="Start, stop and check the embedded local infrastructure.")
 app.add_typer(data_app, name="data")
 app.add_typer(triton_app, name="triton", help="Run the Triton inference server locally.")
+app.add_typer(keys_app, name="keys", help="The gateway's API keys: create, list, revoke, hash for a Secret.")
+app.add_typer(audit_app, name="audit", help="The audit log: verify its hash chain.")
 bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
 bench_app.command("triton")(bench_triton)
 bench_app.command("pipeline")(bench_pipeline)

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from diffqc.core.validation import render_errors
+from diffqc.security.api_keys import parse_entry
 
 ENV_PREFIX = "DIFFQC_"
 NESTED_DELIMITER = "_"
@@ -65,6 +66,47 @@ class KafkaSettings(_Group):
         "fetch.wait.max.ms): a low value keeps each hop's latency low where the broker holds a fetch for the "
         "whole wait (tansu: 200 ms per hop at the 500 ms default, 3 ms at 10 ms)",
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client (producer, consumer, admin) reaches the brokers; "
+        "SASL_SSL on a plant network",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    sasl_username: NonEmptyStr | None = Field(None, description="SASL user name (required with SASL_*)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (required with SASL_*; from a Secret)")
+    ssl_ca_location: Path | None = Field(None, description="CA certificate (PEM) that signs the brokers' certificates")
+    ssl_certificate_location: Path | None = Field(
+        None, description="Client certificate (PEM) when the brokers require mutual TLS"
+    )
+    ssl_key_location: Path | None = Field(None, description="Private key (PEM) of the client certificate")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client key, when it has one")
+    poison_attempts: int = Field(
+        2,
+        ge=2,
+        description="A message whose handling began this many times without finishing (the process died each "
+        "time: out of memory, SIGKILL) is dead-lettered without handling it again; counted in the database "
+        "(table poison_attempts) by the stages that have one",
+    )
+
+
+class GrpcSettings(_Group):
+    tls_cert_file: Path | None = Field(
+        None,
+        description="Certificate chain (PEM) a service presents on its gRPC port and, with a CA set, as a client "
+        "(mutual TLS); unset = plaintext gRPC",
+    )
+    tls_key_file: Path | None = Field(None, description="Private key (PEM) of the gRPC certificate")
+    tls_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that gRPC clients verify servers with, and servers verify clients with"
+    )
+    tls_client_auth: bool = Field(
+        False, description="gRPC servers refuse clients without a certificate signed by the CA (mutual TLS)"
+    )
+    tls_server_name: NonEmptyStr | None = Field(
+        None, description="Name gRPC clients expect in the server certificate when it differs from the host dialled"
+    )
 
 
 class DatabaseSettings(_Group):
@@ -84,6 +126,11 @@ class TritonSettings(_Group):
     grpc_url: NonEmptyStr = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port)")
     model_name: NonEmptyStr = Field("diffqc_detector", description="Model name in the Triton model repository")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one inference request")
+    tls_ca_file: Path | None = Field(
+        None,
+        description="CA certificate (PEM) of Triton's TLS gRPC endpoint; unset = plaintext (keep Triton "
+        "reachable only inside the namespace then)",
+    )
 
 
 class ServiceSettings(_Group):
@@ -112,6 +159,19 @@ class IngestionSettings(_Group):
         ge=1,
         description="Largest image accepted (width x height, read from the header before "
         "decoding: the decompression-bomb guard)",
+    )
+    memory_budget_bytes: int = Field(
+        1024**3,
+        ge=64 * 1024**2,
+        description="Memory one image may take while ingestion, preprocessing or `diffqc detect` decodes and "
+        "normalizes it (size the pod's limit above it); the pixel limit is the smaller of max_pixels and "
+        "budget / (channels x 4 bytes x 3.25 working copies), checked from the header before decoding",
+    )
+    max_metadata_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest frame metadata accepted (the Frame message without the image: ids, process "
+        "parameters, image reference), so that no event outgrows the broker's message limit",
     )
     require_frame_id: bool = Field(
         False,
@@ -157,6 +217,9 @@ class RegistrySettings(_Group):
         "`diffqc infra up` runs a small one locally",
     )
     timeout_s: float = Field(10.0, gt=0, description="Timeout of one Schema Registry request")
+    username: NonEmptyStr | None = Field(None, description="Schema Registry basic-auth user (unset = no auth)")
+    password: SecretStr | None = Field(None, description="Schema Registry basic-auth password (from a Secret)")
+    ca_file: Path | None = Field(None, description="CA certificate (PEM) of an https Schema Registry")
 
 
 class BridgeSettings(_Group):
@@ -201,15 +264,41 @@ class SpcSettings(_Group):
     )
 
 
+def _bootstrap_keys(entries: list[SecretStr]) -> list[SecretStr]:
+    for number, entry in enumerate(entries, 1):
+        try:
+            parse_entry(entry.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"entry {number}: {exc}") from None
+    return entries
+
+
 class GatewaySettings(_Group):
     http_host: NonEmptyStr = Field(
         "127.0.0.1", description="Address the gateway's HTTP server binds (0.0.0.0 in a container)"
     )
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the gateway's HTTP server (REST API, dashboard)")
-    api_keys: list[SecretStr] = Field(
-        [], description="API keys accepted on the write endpoints, as a JSON list; with none, every upload is refused"
+    api_keys: Annotated[list[SecretStr], AfterValidator(_bootstrap_keys)] = Field(
+        [],
+        description="API keys provisioned from a Secret, besides those in the database (`diffqc keys create`): a "
+        'JSON list of salted hashes with roles, each `"<role>:<name>:<prefix>:scrypt$<n>$<r>$<p>$<salt>$<hash>"` '
+        "as `diffqc keys hash --role ROLE --name NAME` prints it (never a plain key); roles: viewer, operator, admin",
     )
-    api_key_header: NonEmptyStr = Field("X-API-Key", description="Request header that carries the API key")
+    api_key_header: NonEmptyStr = Field(
+        "X-API-Key", description="Request header that carries the API key (`Authorization: Bearer <key>` works too)"
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret that signs the dashboard's session cookies; unset = a random one per process "
+        "(sessions end when it restarts; set it, from a Secret, when several replicas serve the dashboard)",
+    )
+    session_ttl_s: float = Field(8 * 3600.0, gt=0, description="How long a dashboard login lasts")
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long the gateway trusts an API key or session it checked: a revoked key stops working "
+        "within this time on every replica (at once on the one that revoked it)",
+    )
     max_upload_bytes: int = Field(
         65 * 1024 * 1024,
         ge=1,
@@ -223,6 +312,15 @@ class GatewaySettings(_Group):
     wait_timeout_s: float = Field(
         30.0, gt=0, description="Longest an upload with wait=true waits for its verdict before it answers without one"
     )
+    public_url: HttpUrlStr = Field(
+        "http://127.0.0.1:8080", description="Base URL of the gateway as the MES reaches it (links in alerts)"
+    )
+    link_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret that signs the expiring image and heatmap links in alerts; unset = the links "
+        "need an API key",
+    )
+    link_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="How long a signed link in an alert stays valid")
 
 
 class Settings(BaseSettings):
@@ -242,6 +340,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     triton: TritonSettings = TritonSettings()
     service: ServiceSettings = ServiceSettings()
+    grpc: GrpcSettings = GrpcSettings()
     ingestion: IngestionSettings = IngestionSettings()
     scoring: ScoringSettings = ScoringSettings()
     gateway: GatewaySettings = GatewaySettings()

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import httpx
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from diffqc.core import clock
 from diffqc.core.backoff import backoff_delay
@@ -34,6 +35,7 @@ from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import BridgeSettings
 from diffqc.store import db
 from diffqc.store.alerts import claim_next_due, count_undelivered
+from diffqc.store.audit import record_line_stop
 from diffqc.store.models import Alert, DeliveryState, LineStop
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ class DeliveryLoop:
                 row = claim_next_due(session, now)
                 if row is None:
                     break
-                self._attempt(row, now)
+                self._attempt(session, row, now)
             attempted += 1
         with db.session(self.engine) as session:
             UNDELIVERED.set(count_undelivered(session))
@@ -144,7 +146,7 @@ class DeliveryLoop:
             log.warning("alert %s to %s: %s", row.id, target, outcome.detail)
         return result, None if outcome.delivered else f"{target}: {outcome.detail}"
 
-    def _attempt(self, row: Alert, now: datetime) -> None:
+    def _attempt(self, session: Session, row: Alert, now: datetime) -> None:
         row.attempts += 1
         errors = []
         if row.line_stop_state == LineStop.PENDING:
@@ -156,6 +158,15 @@ class DeliveryLoop:
                 if result is not None:
                     row.line_stop_state = LineStop.REQUESTED if result else LineStop.FAILED
                     row.line_stop_at = now if result else None
+                    # In the transaction that records the outcome: no stop without its audit row.
+                    record_line_stop(
+                        session,
+                        row.line_id,
+                        line_stop_body(row.payload)["reason"],
+                        alert_id=row.id,
+                        inspection_id=row.inspection_id,
+                        outcome="requested" if result else "refused by the line controller",
+                    )
                 errors += [error] if error else []
         if row.delivery_state == DeliveryState.PENDING:
             result, error = self._send("mes", self.webhook_url, row, row.payload)

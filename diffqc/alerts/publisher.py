@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from diffqc.alerts.links import AlertLinks
 from diffqc.alerts.record import alert_record
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
@@ -17,7 +18,8 @@ class AlertPublisher:
     registers the schema, so an incompatible schema stops the service there (SchemaRejected, with the reason).
     """
 
-    def __init__(self, kafka: KafkaSettings, registry: RegistrySettings):
+    def __init__(self, kafka: KafkaSettings, registry: RegistrySettings, links: AlertLinks):
+        self.links = links  # the gateway links the alert gives for its image and heatmap
         self.topic = AvroTopic(registry_client(registry), QUALITY_ALERT, load_schema(ALERT_SCHEMA))
         self.publisher = Publisher(kafka)
 
@@ -28,7 +30,7 @@ class AlertPublisher:
         """Produce the alert of a DEFECT verdict and return its id; a PASS raises nothing (None)."""
         if verdict.verdict != VERDICT_DEFECT:
             return None
-        record = alert_record(verdict)
+        record = alert_record(verdict, self.links)
         self.publisher.publish(
             QUALITY_ALERT,
             record["line_id"].encode(),

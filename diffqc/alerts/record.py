@@ -1,8 +1,9 @@
 """The quality.alert record of a DEFECT verdict (schema protos/avro/quality_alert.avsc) and its JSON form.
 
-The alert id is a uuid5 of the inspection id, which is itself derived from the frame id and the
-model version: a redelivered frame gives the same inspection and so the same alert id, and the
-bridge and the MES deduplicate on it.
+The image and heatmap are links to the gateway's routes of the inspection (``AlertLinks``), never
+blob-store paths. The alert id is a uuid5 of the inspection id, which is itself derived from the
+frame id and the model version: a redelivered frame gives the same inspection and so the same
+alert id, and the bridge and the MES deduplicate on it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC
 
+from diffqc.alerts.links import AlertLinks
 from diffqc.alerts.severity import severity
 from diffqc.core import clock
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
@@ -21,20 +23,25 @@ def alert_id(inspection_id: str) -> str:
     return str(uuid.uuid5(ALERT_NAMESPACE, inspection_id))
 
 
-def alert_record(verdict: InspectionVerdict) -> dict:
-    """The Avro record (a dict for AvroSerializer) of a DEFECT verdict; ValueError for any other verdict."""
+def region_record(x: int, y: int, width: int, height: int, area_px: int, peak_score: float) -> dict:
+    """One element of the record's ``regions``."""
+    return {
+        "bbox": {"x": x, "y": y, "width": width, "height": height},
+        "area_px": area_px,
+        "peak_score": peak_score,
+    }
+
+
+def alert_record(verdict: InspectionVerdict, links: AlertLinks) -> dict:
+    """The Avro record (a dict for AvroSerializer) of a DEFECT verdict, its image and heatmap as ``links``;
+    ValueError for any other verdict."""
     if verdict.verdict != VERDICT_DEFECT:
         raise ValueError(f"inspection {verdict.inspection_id} is not a DEFECT verdict; it raises no alert")
     if not verdict.inspection_id:
         raise ValueError("the verdict has no inspection_id; an alert needs one for its id")
     frame = verdict.frame
     regions = [
-        {
-            "bbox": {"x": r.bbox.x, "y": r.bbox.y, "width": r.bbox.width, "height": r.bbox.height},
-            "area_px": r.area_px,
-            "peak_score": r.peak_score,
-        }
-        for r in verdict.regions
+        region_record(r.bbox.x, r.bbox.y, r.bbox.width, r.bbox.height, r.area_px, r.peak_score) for r in verdict.regions
     ]
     return {
         "alert_id": alert_id(verdict.inspection_id),
@@ -60,8 +67,8 @@ def alert_record(verdict: InspectionVerdict) -> dict:
         "threshold": verdict.threshold,
         "model_version": verdict.model.version,
         "regions": regions,
-        "heatmap_uri": verdict.heatmap.uri or None,
-        "image_uri": frame.image.uri,
+        "heatmap_uri": links.heatmap(verdict.inspection_id) if verdict.heatmap.uri else None,
+        "image_uri": links.image(verdict.inspection_id),
     }
 
 

@@ -7,11 +7,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from diffqc.bus.config import admin_config
 from diffqc.runtime.dependencies import wait_for
-from diffqc.settings import KafkaSettings
+from diffqc.settings import KafkaSettings, SettingsError
 
 
 def wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> None:
-    admin = AdminClient(admin_config(kafka))
+    """Bounded wait for the broker at start; first, librdkafka's own check of the client settings
+    (TLS files it cannot parse, a key that does not match its certificate) as a SettingsError."""
+    try:
+        admin = AdminClient(admin_config(kafka))
+    except KafkaException as exc:
+        raise SettingsError(
+            f"Kafka client settings (DIFFQC_KAFKA_*) refused by librdkafka: {exc.args[0].str()}"
+        ) from None
 
     def check() -> None:
         admin.list_topics(timeout=min(2.0, timeout_s))

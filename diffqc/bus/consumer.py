@@ -6,7 +6,13 @@ exponential backoff with jitter: while a dependency is down (DependencyUnavailab
 since the message is not at fault; otherwise up to ``max_retries`` times. A message that can
 never succeed (it does not decode, the handler raises PoisonMessage, or its retries ran out)
 goes to ``<topic><dead_letter_suffix>`` with the reason in its headers, so one bad frame cannot
-stall a line.
+stall a line. So does a message whose result the broker refuses for good (PublishRefused: too
+large, a topic it may not write): retrying cannot change that.
+
+A message that kills the process (out of memory, SIGKILL) never reaches the retry counter: it is
+redelivered after the restart and kills it again. With a ``Fence`` (a counter outside the process,
+``diffqc.store.poison``), every delivery is counted before it is handled and forgotten once
+committed, so a message whose count reaches ``poison_attempts`` is dead-lettered unhandled.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, Message
 
 from diffqc.bus.config import consumer_config
-from diffqc.bus.producer import Publisher
+from diffqc.bus.producer import Publisher, PublishRefused
 from diffqc.contracts.topics import Headers, dead_letter_topic
 from diffqc.core import clock
 from diffqc.core.backoff import backoff_delay
@@ -37,6 +43,22 @@ class PoisonMessage(Exception):
     """Raised by a handler for a message that no retry can fix (bad content, unknown product ...)."""
 
 
+class Fence(Protocol):
+    """Counts, outside the process, how often the handling of one message began."""
+
+    def begin(self, group: str, topic: str, partition: int, offset: int) -> int:
+        """Count one more attempt (durably, before handling) and return the count, this one included."""
+        ...
+
+    def release(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Take back an attempt that ended without a crash (shutdown while waiting for a retry)."""
+        ...
+
+    def clear(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """The offset is committed: forget its attempts and those of earlier offsets of the partition."""
+        ...
+
+
 class _Interrupted(Exception):
     """Shutdown began while a failing message waited for its next retry: leave it uncommitted."""
 
@@ -51,6 +73,7 @@ class ConsumeLoop(Generic[T]):
         group: str,
         decode: Callable[[bytes], T],
         handler: Callable[[T, Message], None],
+        fence: Fence | None = None,
         **consumer_overrides,
     ):
         self.kafka = kafka
@@ -58,6 +81,7 @@ class ConsumeLoop(Generic[T]):
         self.group = group
         self.decode = decode
         self.handler = handler
+        self.fence = fence
         self.dead_letter_topic = dead_letter_topic(topic, kafka)
         self._consumer_config = consumer_config(kafka, group, **consumer_overrides)
         self.ready = threading.Event()  # set once partitions are assigned
@@ -77,14 +101,59 @@ class ConsumeLoop(Generic[T]):
                     log.warning("consumer error on %s: %s", self.topic, msg.error())
                     continue
                 try:
-                    self._process(msg, publisher, stop)
+                    self._fenced(msg, publisher, stop)
                 except _Interrupted:
                     break
                 consumer.commit(message=msg, asynchronous=False)
+                if self.fence is not None:
+                    self._fence_call(self.fence.clear, msg)
         finally:
             consumer.close()  # leaves the group at once, so a rebalance need not wait for a timeout
             publisher.close()
             log.info("stopped consuming %s", self.topic)
+
+    def _fenced(self, msg: Message, publisher: Publisher, stop: threading.Event) -> None:
+        """``_process`` the message, unless the fence counts it as one that killed the process before."""
+        if self.fence is None:
+            self._process(msg, publisher, stop)
+            return
+        attempts = self._begin(msg, stop)
+        if attempts >= self.kafka.poison_attempts:
+            reason = (
+                f"poison: its handling began {attempts - 1} time(s) and never finished (the process died: "
+                "out of memory, killed?); not handled again"
+            )
+            self._dead_letter(msg, publisher, reason)
+            return
+        try:
+            self._process(msg, publisher, stop)
+        except _Interrupted:
+            self._fence_call(self.fence.release, msg)  # a clean shutdown is no crash
+            raise
+
+    def _begin(self, msg: Message, stop: threading.Event) -> int:
+        """The fence's count for ``msg``; while its database is down, wait (the message is not at fault)."""
+        assert self.fence is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self.fence.begin(*self._fence_key(msg))
+            except DependencyUnavailable as exc:
+                delay = backoff_delay(attempt, self.kafka.retry_backoff_s, self.kafka.retry_backoff_max_s)
+                log.warning("poison fence unavailable (%s); retrying in %.2f s", exc, delay)
+                if stop.wait(delay):
+                    raise _Interrupted from exc
+
+    def _fence_call(self, call: Callable[[str, str, int, int], None], msg: Message) -> None:
+        # Best effort: a stale count is cleared with the partition's next commit.
+        try:
+            call(*self._fence_key(msg))
+        except DependencyUnavailable as exc:
+            log.warning("poison fence unavailable: %s", exc)
+
+    def _fence_key(self, msg: Message) -> tuple[str, str, int, int]:
+        return str(self._consumer_config["group.id"]), self.topic, int(msg.partition() or 0), int(msg.offset() or 0)
 
     def _process(self, msg: Message, publisher: Publisher, stop: threading.Event) -> None:
         raw = msg.value()
@@ -104,7 +173,7 @@ class ConsumeLoop(Generic[T]):
                 started = time.perf_counter()
                 try:
                     self.handler(value, msg)
-                except PoisonMessage as exc:
+                except (PoisonMessage, PublishRefused) as exc:
                     self._dead_letter(msg, publisher, f"rejected: {exc}")
                     return
                 except Exception as exc:
@@ -134,7 +203,12 @@ class ConsumeLoop(Generic[T]):
             ("dlq.failed_at", clock.now().isoformat().encode()),
         ]
         # The dead letter must be durable before the offset is committed, or the message is lost.
-        publisher.publish(self.dead_letter_topic, msg.key(), msg.value(), headers)
+        try:
+            publisher.publish(self.dead_letter_topic, msg.key(), msg.value(), headers)
+        except PublishRefused as exc:
+            # Its value cannot be written (too large with the headers): the letter points at it instead.
+            headers.append(("dlq.value_dropped", str(exc).encode()))
+            publisher.publish(self.dead_letter_topic, msg.key(), None, headers)
         MESSAGES.labels(topic=self.topic, outcome="dead_lettered").inc()
         log.error("sent to %s: %s", self.dead_letter_topic, reason)
 

@@ -16,6 +16,7 @@ the schema this process was built against: a consumer on v1 reads v2 messages (n
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,8 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
-from diffqc.settings import RegistrySettings
+from diffqc.security.tls import require_file
+from diffqc.settings import RegistrySettings, SettingsError
 
 # Package data, so an installed diffqc (the services image) has them; protos/avro links here.
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -48,6 +50,11 @@ class SchemaRejected(RuntimeError):
     """The registry refused a schema (incompatible with the subject's earlier versions, or invalid)."""
 
 
+class RegistryAuthFailed(DependencyUnavailable):
+    """The registry refused our credentials (401) or this user (403). Retried like an outage, so no
+    message is dead-lettered for it while the credentials are put right."""
+
+
 class UndecodableValue(ValueError):
     """A message value that is not Confluent-framed Avro of a schema the registry knows."""
 
@@ -63,9 +70,36 @@ def load_schema(path: str | Path) -> Schema:
     return Schema(text, "AVRO")
 
 
+def registry_security(settings: RegistrySettings) -> dict:
+    """The client's basic auth and TLS properties (none by default), checked, naming the variable."""
+    user, password = settings.username, settings.password
+    if (user is None) != (password is None):
+        given, missing = ("USERNAME", "PASSWORD") if password is None else ("PASSWORD", "USERNAME")
+        raise SettingsError(f"DIFFQC_REGISTRY_{given} is set but DIFFQC_REGISTRY_{missing} is not")
+    config = {}
+    if user is not None and password is not None:
+        if ":" in user:  # basic auth joins them with ':' (RFC 7617)
+            raise SettingsError("DIFFQC_REGISTRY_USERNAME: a basic-auth user name cannot contain ':'")
+        config["basic.auth.user.info"] = f"{user}:{password.get_secret_value()}"
+    if settings.ca_file is not None:
+        if not settings.url.startswith("https:"):
+            raise SettingsError(
+                f"DIFFQC_REGISTRY_CA_FILE is set but DIFFQC_REGISTRY_URL ({settings.url}) is not https, "
+                "so it would be unused"
+            )
+        config["ssl.ca.location"] = str(require_file(settings.ca_file, "DIFFQC_REGISTRY_CA_FILE"))
+    return config
+
+
 def registry_client(settings: RegistrySettings) -> SchemaRegistryClient:
     # One quick retry of its own: outages are waited out by the callers (consume loop, start-up waits).
-    return SchemaRegistryClient({"url": settings.url, "timeout": settings.timeout_s, "max.retries": 1})
+    config = {"url": settings.url, "timeout": settings.timeout_s, "max.retries": 1, **registry_security(settings)}
+    try:
+        return SchemaRegistryClient(config)
+    except ssl.SSLError as exc:  # the CA file is read here
+        raise SettingsError(
+            f"DIFFQC_REGISTRY_CA_FILE: {settings.ca_file} holds no PEM CA certificate ({exc})"
+        ) from None
 
 
 def value_subject(topic: str) -> str:
@@ -81,6 +115,16 @@ def registry_errors(url: str) -> Iterator[None]:
     except _TRANSPORT_ERRORS as exc:
         raise DependencyUnavailable(f"schema registry at {url} unreachable: {exc.__class__.__name__}: {exc}") from None
     except SchemaRegistryError as exc:
+        if exc.http_status_code == 401:
+            raise RegistryAuthFailed(
+                f"schema registry at {url} refused the credentials (HTTP 401 {exc.error_message}): set "
+                "DIFFQC_REGISTRY_USERNAME and DIFFQC_REGISTRY_PASSWORD to a user it accepts"
+            ) from None
+        if exc.http_status_code == 403:
+            raise RegistryAuthFailed(
+                f"schema registry at {url} does not allow the user of DIFFQC_REGISTRY_USERNAME this request "
+                f"(HTTP 403 {exc.error_message})"
+            ) from None
         if exc.http_status_code in (408, 429) or exc.http_status_code >= 500:
             raise DependencyUnavailable(
                 f"schema registry at {url}: HTTP {exc.http_status_code} {exc.error_message}"
@@ -110,10 +154,17 @@ class AvroTopic:
             return self.client.register_schema(self.subject, self.schema)
 
     def register_at_start(self, timeout_s: float) -> int:
-        """Wait (bounded) for the registry to answer, then ``register``; a refusal raises SchemaRejected at
-        once, since no retry can fix it."""
-        wait_for("schema registry", self.url, self.client.get_subjects, timeout_s)
+        """Wait (bounded) for the registry to answer, then ``register``; a refusal raises SchemaRejected
+        (RegistryAuthFailed for our credentials) at once, since no retry can fix it."""
+        wait_for("schema registry", self.url, self._answers, timeout_s)
         return self.register()
+
+    def _answers(self) -> None:
+        try:
+            with registry_errors(self.url):
+                self.client.get_subjects()
+        except RegistryAuthFailed:
+            pass  # it answers: ``register`` reports the refusal without waiting out the timeout
 
     def encode(self, record: dict) -> bytes:
         with registry_errors(self.url):

@@ -66,7 +66,7 @@ def _bare_detector(pipeline: LocalPipeline, requests) -> dict[str, float]:
 
 def _stream(pipeline: LocalPipeline, requests) -> float:
     """Seconds from the first frame sent to the last verdict stored, for one burst of frames."""
-    with ingestion_channel(pipeline.address("ingestion")) as channel:
+    with ingestion_channel(pipeline.address("ingestion"), pipeline.settings.grpc) as channel:
         started = time.perf_counter()
         acks = list(ingestion_pb2_grpc.IngestionServiceStub(channel).Ingest(iter(requests), timeout=600))
     rows = wait_for_inspections(pipeline.db_url, [a.frame_id for a in acks], 600, console, poll_s=0.05)
@@ -79,7 +79,7 @@ def _one_at_a_time(pipeline: LocalPipeline, requests) -> dict[str, float]:
     """frame id -> the inspection's frame -> verdict latency (ms) with nothing queued ahead of it."""
     engine = make_engine(pipeline.db_url)
     latencies = {}
-    with ingestion_channel(pipeline.address("ingestion")) as channel:
+    with ingestion_channel(pipeline.address("ingestion"), pipeline.settings.grpc) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
         for request in track(requests, description="one frame at a time", console=console):
             stub.IngestOne(request, timeout=60)

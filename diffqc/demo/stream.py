@@ -12,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from diffqc.demo.line import Part
+from diffqc.security.tls import channel
+from diffqc.settings import GrpcSettings
 from diffqc.store.engine import make_engine
 from diffqc.store.models import Inspection
 from diffqc.v1 import ingestion_pb2, ingestion_pb2_grpc
@@ -19,12 +21,13 @@ from diffqc.v1 import ingestion_pb2, ingestion_pb2_grpc
 MAX_MESSAGE = 64 << 20  # ingestion's default image limit
 
 
-def ingestion_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=[("grpc.max_send_message_length", MAX_MESSAGE)])
+def ingestion_channel(address: str, grpc_settings: GrpcSettings) -> grpc.Channel:
+    return channel(address, grpc_settings, options=[("grpc.max_send_message_length", MAX_MESSAGE)])
 
 
 def ingest_stream(
     address: str,
+    grpc_settings: GrpcSettings,
     line: Iterable[tuple[ingestion_pb2.IngestRequest, Part]],
     total: int,
     console: Console,
@@ -43,9 +46,9 @@ def ingest_stream(
             yield request
 
     accepted = []
-    with ingestion_channel(address) as channel, Progress(console=console) as progress:
+    with ingestion_channel(address, grpc_settings) as client, Progress(console=console) as progress:
         task = progress.add_task("streaming frames through ingestion", total=total)
-        for ack in ingestion_pb2_grpc.IngestionServiceStub(channel).Ingest(requests(), timeout=total * 5 + 60):
+        for ack in ingestion_pb2_grpc.IngestionServiceStub(client).Ingest(requests(), timeout=total * 5 + 60):
             if ack.status == ingestion_pb2.INGEST_STATUS_ACCEPTED:
                 accepted.append(ack.frame_id)
             else:

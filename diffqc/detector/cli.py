@@ -15,17 +15,18 @@ from rich.console import Console
 from rich.table import Table
 
 from diffqc.core.errors import DetectorError, ProductError
-from diffqc.data.images import ImageReadError, read_image
+from diffqc.data.images import ImageLimits, ImageReadError, guard_decompression_bombs, read_image
 from diffqc.data.mvtec import DatasetError
 from diffqc.detector.config import DetectorConfig, load_overrides
 from diffqc.extras import require_extra
 from diffqc.progress import progress_bar, track
 from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.settings import SettingsError, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
 err = Console(stderr=True)
-USER_ERRORS = (DetectorError, ImageReadError, DatasetError)
+USER_ERRORS = (DetectorError, ImageReadError, DatasetError, SettingsError)
 
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")]
 
@@ -304,6 +305,9 @@ def detect(
     from diffqc.core.regions import find_regions, overlay, save_png
 
     with _reported():
+        # The ingestion limits (max pixels, memory budget), checked from each header before decoding.
+        limits = ImageLimits.of(load_settings().ingestion)
+        guard_decompression_bombs(limits)
         detector = _load(model)
         prod = detector.resolve_product(product)
         threshold = detector.threshold(prod)
@@ -312,7 +316,7 @@ def detect(
         used: set[str] = set()
         defects = 0
         for path in track(images, "detect", unit="img"):
-            img = read_image(path)
+            img = read_image(path, limits)
             t0 = time.perf_counter()
             result = detector.predict(img.transpose(2, 0, 1)[None], prod, steps, names=[str(path)])
             ms = (time.perf_counter() - t0) * 1000

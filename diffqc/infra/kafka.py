@@ -23,11 +23,16 @@ def broker_is_ready(bootstrap: str, timeout_s: float = 1.0) -> bool:
     """The broker answers a metadata request (an open port alone is not enough)."""
     from confluent_kafka.admin import AdminClient
 
+    from diffqc.bus.config import admin_config
+    from diffqc.settings import KafkaSettings
+
     host, _, port = bootstrap.rpartition(":")
     if not is_listening(host, int(port)):
         return False
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout_s)
+        AdminClient(admin_config(KafkaSettings(bootstrap_servers=bootstrap), log_level=0)).list_topics(
+            timeout=timeout_s
+        )
         return True
     except Exception:
         return False

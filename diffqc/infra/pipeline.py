@@ -22,7 +22,7 @@ from diffqc.contracts.topics import ALL_TOPICS, dead_letter_topic
 from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.process import ServerProcess
-from diffqc.infra.services import service_process
+from diffqc.infra.services import grpc_settings_from, service_process
 from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, TRITON, LocalStack
 from diffqc.serving.repository import MODEL_NAME, versions
 from diffqc.settings import Settings
@@ -80,6 +80,7 @@ class LocalPipeline:
             kafka={"bootstrap_servers": self.env["DIFFQC_KAFKA_BOOTSTRAP_SERVERS"], "session_timeout_ms": 6000},
             influx=influx,
             triton={"grpc_url": self.env["DIFFQC_TRITON_GRPC_URL"]},
+            grpc=grpc_settings_from({**os.environ, **self.env}),  # what the services serve with
         )
 
     def address(self, service: str) -> str:

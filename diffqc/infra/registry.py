@@ -13,12 +13,15 @@ Only AVRO schemas without references. Registration checks the subject's compatib
 (default BACKWARD, like Confluent) with Apache Avro's reader/writer compatibility checker — the
 rule Confluent applies: under BACKWARD the new schema must read data written with the previous
 one — and answers 409 with the reasons when it cannot. State lives in memory, like the local
-tansu broker's topics: both start empty together.
+tansu broker's topics: both start empty together. With ``credentials`` it demands HTTP basic auth on
+every request (401 without it), as a production registry may.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hmac
 import json
 import re
 import sys
@@ -221,9 +224,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: RegistryServer
     protocol_version = "HTTP/1.1"  # keep-alive: the client's httpx session reuses connections
 
-    def _answer(self, status: int, payload) -> None:
+    def _answer(self, status: int, payload, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -239,6 +244,12 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError("the body is not a JSON object")
         except ValueError as exc:
             self._answer(422, {"error_code": 42201, "message": f"Invalid request body: {exc}"})
+            return
+        expected = self.server.authorization
+        if expected and not hmac.compare_digest(self.headers.get("Authorization", "").encode(), expected.encode()):
+            self._answer(
+                401, {"error_code": 401, "message": "Unauthorized"}, {"WWW-Authenticate": 'Basic realm="registry"'}
+            )
             return
         path_matched = False
         for method, pattern, handler in _COMPILED:
@@ -269,11 +280,21 @@ class _Handler(BaseHTTPRequestHandler):
 class RegistryServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+        credentials: tuple[str, str] | None = None,
+    ):
         _parse_avro('"null"')  # without avro (the local extra) fail here, by name, not on each registration
         super().__init__((host, port), _Handler)
         self.store = SchemaStore()
         self.verbose = verbose
+        # The Authorization header a request must carry (HTTP basic auth, RFC 7617); None = no auth.
+        self.authorization = (
+            "Basic " + base64.b64encode(":".join(credentials).encode()).decode() if credentials else None
+        )
 
     @property
     def url(self) -> str:

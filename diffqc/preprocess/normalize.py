@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
-from diffqc.data import images as _images
+from diffqc.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, load_image
 from diffqc.preprocess.geometry import Letterbox
 from diffqc.preprocess.spec import AlignSpec, PreprocessSpec, SpecError
 
@@ -32,34 +31,16 @@ class FrameImageError(ValueError):
     """The frame's image cannot be used (not an image, truncated, oversized, wrong shape)."""
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = _images.MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to float32 HxWxC in [0, 1], C = 1 or 3, exactly as ``read_image`` reads a file.
+def decode_image(data: bytes, name: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode image bytes to float32 HxWxC in [0, 1], C = 1 or 3, exactly as ``read_image`` reads a file
+    (``diffqc.data.images.load_image``: the header checked against ``limits`` before decoding).
 
     Raises FrameImageError naming ``name`` (the blob URI) and the problem.
     """
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size  # from the header: a decompression bomb is refused before decoding
-            if width * height > max_pixels:
-                raise FrameImageError(
-                    f"cannot read image {name}: {width}x{height} = {width * height} pixels exceeds the "
-                    f"limit of {max_pixels}"
-                )
-            im.load()
-            # The conversion rules of diffqc.data.images (16-bit, palette, alpha ...), shared, not copied.
-            return _images._to_array(Path(name), im)
-    except FrameImageError:
-        raise
-    except _images.ImageReadError as exc:
-        raise FrameImageError(f"cannot read image {name}: {exc.reason}") from None
-    except Image.DecompressionBombError as exc:
-        raise FrameImageError(f"cannot read image {name}: decompression bomb refused ({exc})") from None
-    except UnidentifiedImageError:
-        raise FrameImageError(
-            f"cannot read image {name}: not a recognised image format (corrupt or not an image)"
-        ) from None
-    except _images._DECODE_ERRORS as exc:
-        raise FrameImageError(f"cannot read image {name}: corrupt or truncated image data ({exc})") from None
+        return load_image(data, name, limits).pixels
+    except ImageReadError as exc:
+        raise FrameImageError(str(exc)) from None
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from diffqc.core.tiles import tile_windows
+from diffqc.data.images import DEFAULT_LIMITS, ImageLimits
 from diffqc.preprocess.normalize import FrameImageError, decode_image, load_reference, normalize
 from diffqc.preprocess.spec import PreprocessSpec, SpecError
 from diffqc.store import db
@@ -41,11 +42,11 @@ def product_spec(session: Session, product: str) -> PreprocessSpec:
     return PreprocessSpec.from_dict(row.preprocessing, product)
 
 
-def load_frame_image(frame: Frame, blobs: BlobStore) -> np.ndarray:
+def load_frame_image(frame: Frame, blobs: BlobStore, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """The frame's original image, float32 HxWxC in [0, 1] (BlobNotFound, FrameImageError)."""
     if not frame.image.uri:
         raise FrameImageError(f"frame {frame.frame_id!r} has no image reference")
-    image = decode_image(blobs.get(frame.image), frame.image.uri)
+    image = decode_image(blobs.get(frame.image), frame.image.uri, limits)
     shape = frame.shape
     if shape.height and (shape.height, shape.width) != image.shape[:2]:
         raise FrameImageError(
@@ -95,11 +96,15 @@ def prepare_frame(
 class Preprocessor:
     """Prepares frames with their product's spec from the database; shared by gRPC and the worker.
 
-    Alignment references are content-addressed blobs, so they are cached by URI for good.
+    Alignment references are content-addressed blobs, so they are cached by URI for good. ``limits``
+    bound the frames' images (the header is checked before decoding: a bomb planted past ingestion
+    is refused as FrameImageError, not decoded).
     """
 
-    def __init__(self, engine: Engine, blobs: BlobStore, reference_cache: int = 16):
-        self.engine, self.blobs = engine, blobs
+    def __init__(
+        self, engine: Engine, blobs: BlobStore, reference_cache: int = 16, limits: ImageLimits = DEFAULT_LIMITS
+    ):
+        self.engine, self.blobs, self.limits = engine, blobs, limits
         self._references: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = reference_cache
         self._lock = threading.Lock()
@@ -127,4 +132,5 @@ class Preprocessor:
         """Raises UnknownProduct / SpecError (product configuration), BlobNotFound, FrameImageError (the
         frame) — none of which a retry fixes — or DependencyUnavailable (database down)."""
         spec = self.spec(frame.product_type)
-        return prepare_frame(frame, spec, self.blobs, reference=self.reference(spec))
+        image = load_frame_image(frame, self.blobs, self.limits)
+        return prepare_frame(frame, spec, self.blobs, image=image, reference=self.reference(spec))

@@ -12,6 +12,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from diffqc.runtime.metrics import MetricsInterceptor
+from diffqc.security.tls import server_credentials
+from diffqc.settings import GrpcSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ class GrpcServer:
 
     ``register`` adds the service's servicers (``add_XServicer_to_server``); ``service_names`` are
     their full names (``diffqc.v1.ScoringService``), reported by health checking and reflection.
-    Binds ``host:port`` at construction (port 0 picks a free port, see ``.port``).
+    Binds ``host:port`` at construction (port 0 picks a free port, see ``.port``), with TLS when
+    ``grpc_settings`` names a certificate (diffqc.security.tls; a bad one is a SettingsError).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class GrpcServer:
         workers: int = 8,
         host: str = "127.0.0.1",
         options: Sequence[tuple[str, Any]] = (),
+        grpc_settings: GrpcSettings | None = None,
     ):
         self.service_name = service_name
         self.service_names = list(service_names)
@@ -75,8 +79,15 @@ class GrpcServer:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         address = f"{host}:{port}"
+        credentials = server_credentials(grpc_settings) if grpc_settings else None
+        self.security = "plaintext"  # what the start-up log line reports
+        if credentials is not None and grpc_settings is not None:
+            self.security = "mutual TLS" if grpc_settings.tls_client_auth else "TLS"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
         except RuntimeError as exc:  # recent grpcio raises; older ones returned 0
             raise GrpcBindError(f"{service_name}: cannot listen for gRPC on {address}: {exc}") from None
         if not self.port:
@@ -92,7 +103,10 @@ class GrpcServer:
             self.health.set(name, SERVING)
         self.server.start()
         log.info(
-            "gRPC serving on %s", self.address, extra={"grpc_port": self.port, "grpc_services": self.service_names}
+            "gRPC serving on %s (%s)",
+            self.address,
+            self.security,
+            extra={"grpc_port": self.port, "grpc_services": self.service_names, "grpc_security": self.security},
         )
 
     def stop(self, grace: float | None) -> None:

@@ -83,6 +83,7 @@ def _run(name, settings, register_grpc, service_names, loops, grpc_options, shut
             workers=cfg.grpc_workers,
             host=host,
             options=grpc_options,
+            grpc_settings=settings.grpc,
         )
     except (GrpcBindError, OSError) as exc:
         log.critical("cannot start %s: %s", name, exc)

@@ -5,7 +5,11 @@ A service declares which exceptions mean what (``ErrorTable``: exception -> gRPC
 same table decides the stream's fate of a message: UNAVAILABLE (a dependency is down) is retried
 for as long as it lasts; every other listed exception is the message's own fault (poison) and
 sends it to the dead-letter topic. A stream stage is then a row: input topic -> handler ->
-output topic (or an emitter), run by the shared consume loop.
+output topic (or an emitter), run by the shared consume loop. A result the broker refuses for
+good (PublishRefused: too large ...) dead-letters its input too, in the consume loop, whatever
+the table says; a stage with a database passes the loop a poison fence
+(``diffqc.store.poison.PoisonFence``) so that an input that kills the process is dead-lettered
+after a restart instead of crash-looping the stage.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from confluent_kafka import Message
 
-from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.bus.consumer import ConsumeLoop, Fence, PoisonMessage
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import ProtoTopic
 from diffqc.runtime.logging import frame_context
@@ -81,11 +85,11 @@ class StreamStage(Generic[In, Out]):
     output: ProtoTopic[Any] | None = None
     emit: Callable[[Out], None] | None = None
 
-    def workers(self, settings: Settings) -> list[ConsumeLoop[In]]:
+    def workers(self, settings: Settings, fence: Fence | None = None) -> list[ConsumeLoop[In]]:
         """``service.stream_workers`` consume loops of this stage (one consumer of the group each)."""
-        return [self.worker(settings.kafka) for _ in range(settings.service.stream_workers)]
+        return [self.worker(settings.kafka, fence) for _ in range(settings.service.stream_workers)]
 
-    def worker(self, kafka: KafkaSettings) -> ConsumeLoop[In]:
+    def worker(self, kafka: KafkaSettings, fence: Fence | None = None) -> ConsumeLoop[In]:
         publisher = Publisher(kafka) if self.output is not None else None
         poison = poison_errors(self.errors)
 
@@ -99,4 +103,4 @@ class StreamStage(Generic[In, Out]):
             if self.emit is not None:
                 self.emit(result)
 
-        return ConsumeLoop(kafka, self.source, self.group, self.source.decode, handle)
+        return ConsumeLoop(kafka, self.source, self.group, self.source.decode, handle, fence)

@@ -39,6 +39,9 @@ def service_main(name: str, start: Callable[[Settings], int], argv: Sequence[str
     configure_logging(settings.log_level, name)
     try:
         return start(settings)
+    except SettingsError as exc:  # found bad only when used: a TLS file, missing Kafka credentials
+        logging.getLogger(name).critical("invalid settings: %s", exc)
+        return 2
     except DependencyUnavailable as exc:
         logging.getLogger(name).critical("cannot start: %s", exc)
         return 1

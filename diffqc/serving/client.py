@@ -11,13 +11,15 @@ import logging
 import time
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
-from diffqc.settings import TritonSettings
+from diffqc.security.tls import channel_credentials
+from diffqc.settings import GrpcSettings, TritonSettings
 
 log = logging.getLogger(__name__)
 TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
@@ -39,12 +41,27 @@ class Detection:
     model_version: str  # the version Triton ran: a newly staged one takes over between two requests
 
 
+def triton_credentials(settings: TritonSettings, grpc_settings: GrpcSettings | None) -> grpc.ChannelCredentials | None:
+    """TLS to Triton when ``DIFFQC_TRITON_TLS_CA_FILE`` is set: Triton verified with that CA, the gRPC group's
+    certificate presented when one is set (for a Triton that requires client certificates); else None."""
+    if settings.tls_ca_file is None:
+        return None
+    return channel_credentials(grpc_settings or GrpcSettings(), settings.tls_ca_file, "DIFFQC_TRITON_TLS_CA_FILE")
+
+
 class TritonDetector:
     def __init__(
-        self, settings: TritonSettings, max_attempts: int = 6, backoff_s: float = 0.5, backoff_max_s: float = 8.0
+        self,
+        settings: TritonSettings,
+        max_attempts: int = 6,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        grpc_settings: GrpcSettings | None = None,
     ):
         self.settings = settings
-        self.client = grpcclient.InferenceServerClient(settings.grpc_url)
+        self.client = grpcclient.InferenceServerClient(
+            settings.grpc_url, creds=triton_credentials(settings, grpc_settings)
+        )
         self.max_attempts, self.backoff_s, self.backoff_max_s = max_attempts, backoff_s, backoff_max_s
 
     def wait_until_ready(self, timeout_s: float) -> None:

@@ -9,12 +9,25 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from diffqc.core import clock
+from diffqc.security.api_keys import Role
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -176,3 +189,43 @@ class LineStop(enum.StrEnum):
     PENDING = "pending"
     REQUESTED = "requested"
     FAILED = "failed"
+
+
+class PoisonAttempt(Base):
+    """How often a consumer group began handling one Kafka message; kept outside the consuming process
+    so a message that kills it (OOM, SIGKILL) is dead-lettered after a restart instead of crash-looping."""
+
+    __tablename__ = "poison_attempts"
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    attempts: Mapped[int]
+    last_attempt_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """A gateway API key: only its lookup prefix and a salted hash are stored (diffqc.security.api_keys)."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    prefix: Mapped[str] = mapped_column(String(8), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One row of the append-only, hash-chained audit log (diffqc.store.audit); ids run 1, 2, 3 ..."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(300))
+    details: Mapped[dict] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from diffqc.alerts.delivery import DeliveryLoop, require_webhook
+from diffqc.alerts.links import AlertLinks
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, SchemaRejected, load_schema, registry_client
 from diffqc.contracts.topics import QUALITY_ALERT, QUALITY_SPC
@@ -23,6 +24,7 @@ from diffqc.settings import Settings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.store import db
 from diffqc.store.inspections import score_history
+from diffqc.store.poison import PoisonFence
 from diffqc.v1 import bridge_pb2_grpc
 from services.bridge.service import SERVICE_NAME, BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
 
@@ -52,6 +54,7 @@ def start(settings: Settings) -> int:
     with db.session(engine) as session:  # the charts carry on where they were
         spc.rebuild(score_history(session))
     servicer = BridgeServicer(engine, spc)
+    fence = PoisonFence(engine)
     try:
         api = GrpcApi(SERVICE_NAME, bridge_pb2_grpc.add_BridgeServiceServicer_to_server, servicer)
         return run_service(
@@ -59,9 +62,11 @@ def start(settings: Settings) -> int:
             settings,
             api,
             loops=[
-                alert_worker(engine, settings.kafka, settings.bridge, alerts),
+                alert_worker(
+                    engine, settings.kafka, settings.bridge, alerts, AlertLinks.from_settings(settings.gateway), fence
+                ),
                 DeliveryLoop(engine, settings.bridge),
-                spc_stage(spc, SignalPublisher(spc, settings.kafka, sink, signals)).worker(settings.kafka),
+                spc_stage(spc, SignalPublisher(spc, settings.kafka, sink, signals)).worker(settings.kafka, fence),
             ],
         )
     finally:

@@ -1,9 +1,13 @@
 """The bridge's Kafka workers and its gRPC API.
 
-- Alerts: each quality.alert message is decoded with the registry's AvroDeserializer and its
-  outbox row inserted (idempotent on the alert id); the consume loop commits the offset only after
-  that row committed, so an alert is never acknowledged to Kafka before it is durable. Delivery
-  to the MES is the ``DeliveryLoop``'s job (``diffqc.alerts.delivery``).
+- Alerts: each quality.alert message is decoded with the registry's AvroDeserializer, checked
+  against its stored inspection (``diffqc.alerts.verify``: the line stop follows the severity
+  recomputed from that row, never the message's) and its outbox row inserted (idempotent on the
+  alert id); the consume loop commits the offset only after that row committed, so an alert is
+  never acknowledged to Kafka before it is durable. An alert the store does not bear out is
+  neither delivered nor stops a line: it goes to the dead-letter topic with the reason, is logged
+  and counted (``diffqc_alerts_refused_total{reason}``). Delivery to the MES is the
+  ``DeliveryLoop``'s job (``diffqc.alerts.delivery``).
 - SPC: every verdict of qc.inspections.v1 feeds the ``SpcMonitor`` (``diffqc.spc``); each signal
   is written to InfluxDB (measurement ``spc_signal``) and published Avro on quality.spc (key =
   line) before the offset is committed. ``GetSpcState`` answers from the same monitor.
@@ -11,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,11 +23,13 @@ from typing import Any
 
 import grpc
 from confluent_kafka import Message
+from prometheus_client import Counter
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
 from diffqc.alerts import alert_json
-from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
+from diffqc.alerts.links import AlertLinks
+from diffqc.alerts.verify import AlertRefused, verified_severity
+from diffqc.bus.consumer import ConsumeLoop, Fence, PoisonMessage
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.avro import AvroTopic, UndecodableValue
 from diffqc.contracts.topics import INSPECTIONS
@@ -38,6 +45,13 @@ from diffqc.store.models import Alert
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from diffqc.v1.scoring_pb2 import InspectionVerdict
 
+log = logging.getLogger(__name__)
+ALERTS_REFUSED = Counter(
+    "diffqc_alerts_refused",
+    "Alerts on quality.alert that the stored inspection does not bear out (dead-lettered: no delivery, no line "
+    "stop), by reason (unknown_inspection|not_defect|mismatch)",
+    ["reason"],
+)
 GROUP = "bridge"
 SPC_GROUP = "bridge-spc"
 SERVICE_NAME = "diffqc.v1.BridgeService"
@@ -50,8 +64,16 @@ GRPC_ERRORS: ErrorTable = {
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 
-def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, alerts: AvroTopic) -> ConsumeLoop[bytes]:
-    """``alerts.topic`` (quality.alert) -> outbox row, committed after the row; undecodable messages go to the
+def alert_worker(
+    engine: Engine,
+    kafka: KafkaSettings,
+    bridge: BridgeSettings,
+    alerts: AvroTopic,
+    links: AlertLinks,
+    fence: Fence | None = None,
+) -> ConsumeLoop[bytes]:
+    """``alerts.topic`` (quality.alert) -> outbox row, committed after the row; undecodable messages and alerts
+    their stored inspection does not bear out (``links``: the gateway links a genuine alert carries) go to the
     topic's dead-letter topic (quality.alert.dlq) with the reason."""
     stopping = set(bridge.line_stop_severities) if bridge.line_stop_url else set()
 
@@ -60,17 +82,18 @@ def alert_worker(engine: Engine, kafka: KafkaSettings, bridge: BridgeSettings, a
             record = alerts.decode(value)
         except UndecodableValue as exc:
             raise PoisonMessage(f"undecodable alert: {exc}") from exc
-        try:
-            with db.session(engine, write=True) as session:
-                record_alert(session, alert_json(record), line_stop=record["severity"] in stopping)
-        except IntegrityError as exc:  # scoring stores the inspection before it alerts: this one is unknown
-            raise PoisonMessage(
-                f"alert {record['alert_id']} names inspection {record['inspection_id']!r}, "
-                f"which is not in the metadata database"
-            ) from exc
+        # Scoring stores the inspection before it alerts, so a missing one is a forgery, not a race.
+        with db.session(engine, write=True) as session:
+            try:
+                level = verified_severity(session, record, links)
+            except AlertRefused as exc:
+                ALERTS_REFUSED.labels(reason=exc.reason).inc()
+                log.warning("alert %s refused, neither delivered nor stopping a line: %s", record["alert_id"], exc)
+                raise PoisonMessage(f"alert {record['alert_id']} refused: {exc}") from exc
+            record_alert(session, alert_json(record), line_stop=level in stopping)
 
     # Values are decoded in the handler: a registry outage is then retried, not mistaken for a bad message.
-    return ConsumeLoop(kafka, alerts.topic, GROUP, lambda value: value, handle)
+    return ConsumeLoop(kafka, alerts.topic, GROUP, lambda value: value, handle, fence)
 
 
 class SpcFeed:

@@ -15,6 +15,7 @@ import uvicorn
 
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
+from diffqc.store import api_keys, db
 from diffqc.store.blobs import FileBlobStore
 from services.gateway.app import create_app
 from services.gateway.ingest import IngestionClient
@@ -26,10 +27,21 @@ log = logging.getLogger(NAME)
 def start(settings: Settings) -> int:
     cfg = settings.gateway
     engine = migrated_database(settings)
-    if not cfg.api_keys:
-        log.warning("no API keys configured (DIFFQC_GATEWAY_API_KEYS): every upload will be refused")
+    with db.session(engine) as session:
+        keys = api_keys.active_count(session) + len(cfg.api_keys)
+    if not keys:
+        log.warning(
+            "no API keys: every request but /health and the login page will be refused; create one with "
+            "`diffqc keys create --name NAME --role admin` or provision one in DIFFQC_GATEWAY_API_KEYS "
+            "(`diffqc keys hash --role admin --name NAME`)"
+        )
+    if cfg.session_secret is None:
+        log.warning("no DIFFQC_GATEWAY_SESSION_SECRET: dashboard sessions are this process's own and end when it stops")
     app = create_app(
-        settings, engine, FileBlobStore(settings.blob_root), IngestionClient(cfg.ingestion_url, cfg.ingest_timeout_s)
+        settings,
+        engine,
+        FileBlobStore(settings.blob_root),
+        IngestionClient(cfg.ingestion_url, cfg.ingest_timeout_s, settings.grpc),
     )
     # log_config=None keeps diffqc's JSON logging; uvicorn drains in-flight requests on SIGTERM.
     server = uvicorn.Server(

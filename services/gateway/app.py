@@ -1,19 +1,23 @@
-"""The FastAPI application: REST API under /api, OpenAPI docs at /docs, the dashboard at /."""
+"""The FastAPI application: REST API under /api, OpenAPI docs at /docs, the dashboard at /.
+
+Every route but /health, the login page and the static assets needs credentials (services/gateway/auth.py)
+and declares the role it needs: viewer reads, operator uploads, admin manages keys and reads the audit log.
+"""
 
 # No "from __future__ import annotations": FastAPI must resolve the route signatures, which refer to locals.
-import hmac
 import io
 import json
+import pathlib
+import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Query, Response, Security, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import APIKeyHeader
+from fastapi import FastAPI, File, Form, Path, Query, Response, Security, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, text
@@ -21,22 +25,30 @@ from sqlalchemy import Engine, text
 from diffqc import __version__
 from diffqc.core import clock
 from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.security.api_keys import Role, parse_entry
 from diffqc.settings import Settings
+from diffqc.store import audit, db
 from diffqc.store.blobs import BlobNotFound, BlobStore
 from diffqc.store.models import Frame as FrameRow
 from diffqc.store.models import Inspection
 from diffqc.v1.frame_pb2 import Frame
+from services.gateway.admin import admin_router
+from services.gateway.auth import LOGIN_PATH, Auth, KeyRing, Principal
 from services.gateway.errors import ApiError, install_error_handlers
 from services.gateway.ingest import STATUS_NAMES, IngestionClient
+from services.gateway.login import login_router
 from services.gateway.queries import Store, inspection_url, result_of
 from services.gateway.schemas import Health, InspectionResult, LineSummary, Problem, UploadResult
 from services.gateway.spc import LineSpc, line_spc
 
-STATIC = Path(__file__).parent / "static"
+STATIC = pathlib.Path(__file__).parent / "static"
 MAX_RECENT = 500
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]+$"  # what ingestion accepts as an id: no control characters
+InspectionId = Annotated[str, Path(max_length=128, pattern=PLAIN_TEXT, description="An inspection id or a frame id")]
+LineId = Annotated[str, Path(max_length=64, pattern=PLAIN_TEXT)]
 WAIT_POLL_S = 0.1
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 401, 403, 404, 422, 503)}
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem} for status in (401, 403, 413, 422, 502, 503, 504)
 }
@@ -46,6 +58,13 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     """The gateway over one database, blob store and ingestion client (closed when the app shuts down)."""
     cfg = settings.gateway
     store = Store(engine)
+    keys = KeyRing(engine, [parse_entry(entry.get_secret_value()) for entry in cfg.api_keys], cfg.key_cache_s)
+    # Without a configured secret, sessions are this process's own (the start-up log says so).
+    session_secret = cfg.session_secret.get_secret_value().encode() if cfg.session_secret else secrets.token_bytes(32)
+    auth = Auth(cfg, keys, session_secret)
+    viewer = Security(auth.require(Role.VIEWER))
+    operator = Security(auth.require(Role.OPERATOR))
+    viewer_or_link = Security(auth.require_or_link(Role.VIEWER))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -56,24 +75,17 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         title="diffqc gateway",
         version=__version__,
         lifespan=lifespan,
-        description="Upload frames for inspection, read verdicts, heatmaps and SPC charts. "
-        f"Write endpoints need an API key in header `{cfg.api_key_header}`.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served below, to viewers only
+        description="Upload frames for inspection, read verdicts, heatmaps and SPC charts. Every route but "
+        f"/health needs an API key (header `{cfg.api_key_header}` or `Authorization: Bearer`) or a session "
+        f"({LOGIN_PATH}); roles: viewer reads, operator uploads, admin manages keys and reads the audit log. "
+        "The image and heatmap routes also admit a signed link (`?expires=&signature=`).",
     )
     install_error_handlers(app, cfg.max_upload_bytes)
-    api_key = APIKeyHeader(
-        name=cfg.api_key_header, auto_error=False, description="One of the keys in DIFFQC_GATEWAY_API_KEYS"
-    )
-    keys = [key.get_secret_value().encode() for key in cfg.api_keys]
-
-    def authorized(key: Annotated[str | None, Security(api_key)]) -> None:
-        if not keys:
-            raise ApiError(
-                403, "uploads are disabled: the gateway has no API keys configured (DIFFQC_GATEWAY_API_KEYS)"
-            )
-        if not key:
-            raise ApiError(401, f"missing API key: send it in header {cfg.api_key_header}")
-        if not any(hmac.compare_digest(key.encode(), k) for k in keys):  # constant time: no timing oracle
-            raise ApiError(403, f"API key not accepted (header {cfg.api_key_header})")
+    app.include_router(login_router(auth, STATIC))
+    app.include_router(admin_router(engine, auth))
 
     def found(id_or_frame_id: str) -> tuple[Inspection, FrameRow]:
         inspection = store.inspection(id_or_frame_id)
@@ -89,11 +101,11 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         status_code=202,
         tags=["inspection"],
         max_body_size=cfg.max_upload_bytes,
-        dependencies=[Security(authorized)],
         responses={200: {"model": UploadResult, "description": "wait=true and the verdict is in"}, **_WRITE_ERRORS},
     )
     def upload(
         response: Response,
+        principal: Annotated[Principal, operator],
         image: Annotated[UploadFile, File(description="The encoded image: PNG, JPEG, BMP or TIFF")],
         plant_id: Annotated[str, Form(min_length=1)],
         line_id: Annotated[str, Form(min_length=1)],
@@ -127,6 +139,9 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
             process_parameters=_parameters(process_parameters),
         )
         ack = ingestion.ingest(frame, image.file.read())
+        with db.session(engine, write=True) as session:
+            details = {"key_id": principal.key_id, "line_id": line_id, "status": STATUS_NAMES[ack.status]}
+            audit.append(session, principal.name, "inspection.upload", ack.frame_id, details)
         result = UploadResult(
             frame_id=ack.frame_id, status=STATUS_NAMES[ack.status], result_url=inspection_url(ack.frame_id)
         )
@@ -141,8 +156,9 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         response_model=InspectionResult,
         tags=["inspection"],
         responses=_ERRORS,
+        dependencies=[viewer],
     )
-    def result(inspection_id: str) -> InspectionResult:
+    def result(inspection_id: InspectionId) -> InspectionResult:
         """An inspection by its inspection id or by its frame id."""
         return result_of(*found(inspection_id))
 
@@ -151,27 +167,36 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         response_class=Response,
         tags=["inspection"],
         responses={200: {"content": {"image/png": {}}}, **_ERRORS},
+        dependencies=[viewer_or_link],
     )
-    def heatmap(inspection_id: str) -> Response:
+    def heatmap(inspection_id: InspectionId) -> Response:
         """The heatmap overlay: the anomaly map over the frame, defect regions boxed."""
         row, _frame = found(inspection_id)
         if not row.heatmap_uri:
             raise ApiError(404, f"inspection {row.id!r} has no heatmap")
-        return Response(_blob(blobs, row.heatmap_uri, "heatmap"), media_type="image/png")
+        return Response(_blob(lambda: blobs.get(row.heatmap_uri or ""), "heatmap"), media_type="image/png")
 
     @app.get(
         "/api/inspection/{inspection_id}/image",
         response_class=Response,
         tags=["inspection"],
         responses={200: {"content": {"image/*": {}}}, **_ERRORS},
+        dependencies=[viewer_or_link],
     )
-    def frame_image(inspection_id: str) -> Response:
+    def frame_image(inspection_id: InspectionId) -> Response:
         """The original frame image, as uploaded."""
         _row, frame = found(inspection_id)
-        data = _blob(blobs, frame.image_uri, "frame image")
+        # By the digest in the frame's row: the store checks the bytes against it.
+        data = _blob(lambda: blobs.get_digest(frame.image_sha256), f"frame image sha256:{frame.image_sha256}")
         return Response(data, media_type=_media_type(data))
 
-    @app.get("/api/inspections", response_model=list[InspectionResult], tags=["inspection"], responses=_ERRORS)
+    @app.get(
+        "/api/inspections",
+        response_model=list[InspectionResult],
+        tags=["inspection"],
+        responses=_ERRORS,
+        dependencies=[viewer],
+    )
     def recent(
         line: Annotated[str | None, Query(max_length=64, description="Only this line")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_RECENT)] = 50,
@@ -179,13 +204,13 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         """The most recent inspections, newest first."""
         return store.recent(line, limit)
 
-    @app.get("/api/lines", response_model=list[LineSummary], tags=["lines"], responses=_ERRORS)
+    @app.get("/api/lines", response_model=list[LineSummary], tags=["lines"], responses=_ERRORS, dependencies=[viewer])
     def lines() -> list[LineSummary]:
         """Every line with inspections."""
         return store.lines()
 
-    @app.get("/api/lines/{line}/spc", response_model=LineSpc, tags=["lines"], responses=_ERRORS)
-    def spc(line: str, product_type: Annotated[str | None, Query(max_length=64)] = None) -> LineSpc:
+    @app.get("/api/lines/{line}/spc", response_model=LineSpc, tags=["lines"], responses=_ERRORS, dependencies=[viewer])
+    def spc(line: LineId, product_type: Annotated[str | None, Query(max_length=64)] = None) -> LineSpc:
         """The line's control charts (individuals chart, Nelson rules, p-chart per lot), one per product type."""
         charts = line_spc(engine, settings.spc, line, product_type)
         if not charts.charts:
@@ -209,8 +234,23 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         body = Health(status="ok" if ok else "degraded", database=database, ingestion=ingestion_state)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
-    @app.get("/", include_in_schema=False)
-    def dashboard() -> FileResponse:
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[viewer])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[viewer])
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    def dashboard(
+        key: Annotated[str | None, Security(auth.header)], session: Annotated[str | None, Security(auth.cookie)]
+    ) -> FileResponse | RedirectResponse:
+        """The dashboard for a logged-in person; the login page for anyone else."""
+        try:
+            auth.identify(key, session)
+        except ApiError:
+            return RedirectResponse(LOGIN_PATH, status_code=303)
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -239,9 +279,9 @@ def _wait_for_result(store: Store, frame_id: str, timeout_s: float) -> Inspectio
         time.sleep(WAIT_POLL_S)
 
 
-def _blob(blobs: BlobStore, uri: str, what: str) -> bytes:
+def _blob(read: Callable[[], bytes], what: str) -> bytes:
     try:
-        return blobs.get(uri)
+        return read()
     except BlobNotFound as exc:
         raise ApiError(404, f"the {what} is gone from the blob store: {exc}") from None
     except OSError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from diffqc.security.tls import channel
+from diffqc.settings import GrpcSettings
 from diffqc.v1 import ingestion_pb2, ingestion_pb2_grpc
 from diffqc.v1.frame_pb2 import Frame
 from services.gateway.errors import ApiError
@@ -40,12 +42,13 @@ def http_status(code: grpc.StatusCode) -> int:
 
 
 class IngestionClient:
-    def __init__(self, address: str, timeout_s: float):
+    def __init__(self, address: str, timeout_s: float, grpc_settings: GrpcSettings | None = None):
         self.address = address
         self.timeout_s = timeout_s
         # gRPC clients send without a size limit. Short reconnect backoff: once ingestion is back (a
         # restart, a rollout), uploads get through within seconds instead of after up to two minutes.
-        self.channel = grpc.insecure_channel(address, options=RECONNECT_OPTIONS)
+        # TLS when the gRPC settings name a CA or a certificate (diffqc.security.tls); plaintext without.
+        self.channel = channel(address, grpc_settings or GrpcSettings(), options=RECONNECT_OPTIONS)
         self.stub = ingestion_pb2_grpc.IngestionServiceStub(self.channel)
 
     def ingest(self, frame: Frame, image: bytes) -> ingestion_pb2.IngestResponse:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from diffqc.security.api_keys import Role
 
 
 class Problem(BaseModel):
@@ -66,3 +68,51 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str
     ingestion: str
+
+
+class Login(BaseModel):
+    api_key: str = Field(min_length=1, max_length=200, description="An API key; the session gets its role")
+
+
+class SessionInfo(BaseModel):
+    name: str = Field(description="Name of the API key the session (or request) authenticated with")
+    role: Role
+    expires_at: datetime | None = Field(None, description="When the session ends (in the answer to a login)")
+
+
+class NewKey(BaseModel):
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[^:\x00-\x1f\x7f]+$", description="Who or what holds the key"
+    )
+    role: Role
+
+
+class KeyInfo(BaseModel):
+    id: str
+    name: str
+    role: Role
+    prefix: str = Field(description="The key's first characters after dqc_: which key a client holds")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class CreatedKey(KeyInfo):
+    key: str = Field(description="The API key itself: shown this once, stored only as a salted hash")
+
+
+class AuditRow(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="Name of the API key (or CLI user, or service) that acted")
+    action: str = Field(description="inspection.upload, key.create, key.revoke, line.stop ...")
+    subject: str = Field(description="What it acted on: a frame id, a key id, a line id")
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str = Field(description="sha256(prev_hash + canonical JSON of id, at, actor, action, subject, details)")
+
+
+class ChainStatus(BaseModel):
+    intact: bool
+    rows_checked: int = Field(description="Rows verified before the first break (all rows when intact)")
+    first_broken_id: int | None = None
+    reason: str | None = None

@@ -18,7 +18,7 @@ NAME = "inference"
 
 def start(settings: Settings) -> int:
     wait_for_broker(settings.kafka, settings.service.startup_timeout_s)
-    detector = TritonDetector(settings.triton)
+    detector = TritonDetector(settings.triton, grpc_settings=settings.grpc)
     detector.wait_until_ready(settings.service.startup_timeout_s)  # the model, not only the server
     inference = Inference(settings, detector, FileBlobStore(settings.blob_root))
     servicer = InferenceServicer(inference)

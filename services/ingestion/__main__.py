@@ -14,6 +14,7 @@ from pathlib import Path
 
 from diffqc.bus.admin import ensure_topics, wait_for_broker
 from diffqc.contracts.topics import FRAMES
+from diffqc.data.images import ImageLimits, guard_decompression_bombs
 from diffqc.runtime.dependencies import wait_for
 from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import migrated_database, service_main
@@ -36,6 +37,7 @@ def start(settings: Settings) -> int:
         timeout,
     )
     wait_for("blob store", str(settings.blob_root), lambda: _check_writable(settings.blob_root), timeout)
+    guard_decompression_bombs(ImageLimits.of(settings.ingestion))  # process-wide: PIL refuses bombs itself too
     ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
     servicer = IngestionServicer(ingestion)
     try:

@@ -3,15 +3,18 @@
 One frame, in order:
 
 1. metadata: frame_id (assigned when empty, unless ``ingestion.require_frame_id``), plant_id,
-   line_id, station_id, camera_id, product_type, capture_time; lengths the schema can hold, no
-   control characters, finite process parameters;
+   line_id, station_id, camera_id, product_type, capture_time; the whole Frame at most
+   ``ingestion.max_metadata_bytes`` (the largest field is named), lengths the schema can hold, no
+   control characters, finite process parameters, a known priority;
 2. a frame id already stored is acknowledged DUPLICATE at once (nothing is decoded, stored or
    published again);
 3. the product type must be registered (``diffqc.store.products``);
 4. the image (``image_data``, or the blob ``frame.image`` references): at most
-   ``ingestion.max_image_bytes``, PNG/JPEG/BMP/TIFF by its magic bytes, at most
-   ``ingestion.max_pixels`` by its header (before any pixel is decoded: the decompression-bomb
-   guard), a pixel mode ``diffqc.data.images`` reads, and fully decodable (truncation shows here);
+   ``ingestion.max_image_bytes``, then ``diffqc.data.images.load_image`` as preprocessing will
+   read it: PNG/JPEG/BMP/TIFF by its magic bytes, one frame, a pixel mode it reads, at most the
+   pixel limit of ``ingestion.max_pixels`` and ``ingestion.memory_budget_bytes`` by its header
+   (before any pixel is decoded: the decompression-bomb guard), and fully decodable (truncation
+   shows here); a ``frame.shape`` the client declared must match it;
 5. the bytes go to the content-addressed blob store; ``image``, ``shape`` and ``ingest_time`` are
    filled in; the plant/line/station/camera rows are registered if new;
 6. in one database transaction: insert the frame row (``ON CONFLICT DO NOTHING``), produce the
@@ -19,7 +22,8 @@ One frame, in order:
    acknowledgement, then commit; then ACCEPTED.
 
 A frame failing 1-4 gets a REJECTED ack naming the problem and nothing is stored or published;
-the stream goes on. A failure of the service's own dependencies (database, broker, blob store)
+the stream goes on. So does a frame whose event the broker refuses for good (PublishRefused):
+its row is rolled back. A failure of the service's own dependencies (database, broker, blob store)
 ends the call with UNAVAILABLE: the client re-sends what it has no ack for.
 
 Why the event is produced inside the row's transaction: a committed row then always means the
@@ -34,7 +38,6 @@ sees the conflict and answers DUPLICATE without publishing.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import math
 import uuid
@@ -42,24 +45,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
-from PIL import Image, UnidentifiedImageError
 from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from diffqc.bus.producer import Publisher
+from diffqc.bus.producer import Publisher, PublishRefused
 from diffqc.contracts.topics import FRAMES
 from diffqc.core import clock
-from diffqc.data import images as _images
+from diffqc.data.images import ImageLimits, ImageReadError, load_image
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
 from diffqc.settings import Settings
 from diffqc.store import db
-from diffqc.store.blobs import BlobNotFound, BlobStore
+from diffqc.store.blobs import BlobNotFound, BlobRefused, BlobStore, BlobTooLarge
 from diffqc.store.frames import ensure_equipment, frame_from_row, get_frame, record_frame
 from diffqc.store.products import find_product_type
 from diffqc.v1 import ingestion_pb2_grpc
-from diffqc.v1.common_pb2 import BlobRef, Shape
+from diffqc.v1.common_pb2 import BlobRef, Priority, Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.ingestion_pb2 import (
     INGEST_STATUS_ACCEPTED,
@@ -80,32 +82,10 @@ FRAMES_INGESTED = Counter(
     ["outcome", "reason"],
 )
 
-# Magic bytes of the accepted formats (PIL format name, IANA media type).
-_FORMATS = (
-    (b"\x89PNG\r\n\x1a\n", "PNG", "image/png"),
-    (b"\xff\xd8\xff", "JPEG", "image/jpeg"),
-    (b"BM", "BMP", "image/bmp"),
-    (b"II*\x00", "TIFF", "image/tiff"),
-    (b"MM\x00*", "TIFF", "image/tiff"),
-)
-# Formats recognised only to name them in the rejection.
-_OTHER_FORMATS = (
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II+\x00", "BigTIFF"),
-    (b"MM\x00+", "BigTIFF"),
-    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (b"8BPS", "Photoshop"),
-    (b"%PDF", "PDF"),
-    (b"\x93NUMPY", "NumPy array"),
-)
-# Pixel modes as diffqc.data.images reads them: these become RGB, the rest of the accepted ones grayscale.
-_RGB_MODES = {"RGB", *_images._TO_RGB}
-_GRAY_MODES = {"1", "L", "I", "F", *_images._SIXTEEN_BIT}
-
 MAX_ID_LENGTH = 64  # plant/line/station/camera/product ids, work order, lot: VARCHAR(64)
 MAX_FRAME_ID_LENGTH = 128  # frames.id is VARCHAR(128)
 MAX_PARAMETER_NAME_LENGTH = 128
+MAX_URI_LENGTH = 1000  # frames.image_uri is VARCHAR(1000)
 REQUIRED_IDS = ("plant_id", "line_id", "station_id", "camera_id", "product_type")
 OPTIONAL_IDS = ("work_order", "lot")
 
@@ -129,8 +109,20 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", settings.ingestion.max_image_bytes + GRPC_HEADROOM_BYTES)]
 
 
-def check_metadata(frame: Frame) -> None:
-    """Raise FrameRejected naming every missing required field, or the first malformed one."""
+def check_metadata(frame: Frame, max_bytes: int) -> None:
+    """Raise FrameRejected naming every missing required field, or the first malformed one.
+
+    The size comes first: it bounds the work of every other check, the row and the event (a Frame
+    within it cannot outgrow the broker's message limit).
+    """
+    size = frame.ByteSize()
+    if size > max_bytes:
+        field, field_size = _largest_field(frame)
+        raise FrameRejected(
+            "metadata_too_large",
+            f"frame metadata is {size} bytes, over the limit of {max_bytes} bytes; the largest field is "
+            f"{field} ({field_size} bytes{_entries(frame, field)})",
+        )
     missing = [name for name in ("frame_id", *REQUIRED_IDS) if not getattr(frame, name).strip()]
     if not frame.HasField("capture_time"):
         missing.append("capture_time")
@@ -155,58 +147,60 @@ def check_metadata(frame: Frame) -> None:
             )
         if not math.isfinite(value):
             raise FrameRejected("metadata", f"process parameter {name!r} is {value}, not a finite number")
+    if frame.priority not in Priority.values():
+        raise FrameRejected("metadata", f"priority {frame.priority} is not a Priority ({', '.join(Priority.keys())})")
+    if len(frame.image.uri) > MAX_URI_LENGTH:
+        raise FrameRejected(
+            "metadata", f"image.uri is {len(frame.image.uri)} characters long, over the limit of {MAX_URI_LENGTH}"
+        )
 
 
-def check_image(data: bytes, max_bytes: int, max_pixels: int) -> CheckedImage:
+def _largest_field(frame: Frame) -> tuple[str, int]:
+    """The set field that takes most of the serialized Frame, and its share in bytes."""
+    total, shares = frame.ByteSize(), {}
+    for field, _ in frame.ListFields():
+        without = Frame()
+        without.CopyFrom(frame)
+        without.ClearField(field.name)
+        shares[field.name] = total - without.ByteSize()
+    name = max(shares, key=lambda n: shares[n])
+    return name, shares[name]
+
+
+def _entries(frame: Frame, field: str) -> str:
+    return f", {len(frame.process_parameters)} entries" if field == "process_parameters" else ""
+
+
+def check_image(data: bytes, max_bytes: int, limits: ImageLimits) -> CheckedImage:
     """Validate encoded image bytes; return the media type and the shape ``diffqc.data.images`` reads.
 
-    The byte limit and the format (magic bytes) are checked before PIL sees the data, the pixel
-    limit from the header before any pixel is decoded; then the whole image is decoded once, so
-    corrupt and truncated data are refused here rather than downstream.
+    The byte limit is checked before PIL sees the data; then ``load_image`` (the format by its magic
+    bytes, one frame, the pixel mode, the pixel limit from the header before any pixel is decoded)
+    decodes it exactly as preprocessing will, so what is accepted here is readable there.
     """
     if not data:
         raise FrameRejected("no_image", "no image: image_data is empty and frame.image references no blob")
     if len(data) > max_bytes:
         raise FrameRejected("too_many_bytes", f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
-    kind = next(((fmt, media) for magic, fmt, media in _FORMATS if data.startswith(magic)), None)
-    if kind is None:
-        other = next((name for magic, name in _OTHER_FORMATS if data.startswith(magic)), None)
-        what = f"{other} images are not supported" if other else "the data is not a recognised image (corrupt?)"
-        raise FrameRejected("unsupported_format", f"unsupported image format: {what}; expected PNG, JPEG, BMP or TIFF")
-    fmt, media_type = kind
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-            width, height = im.size  # from the header: nothing is decoded yet
-            if width * height > max_pixels:
-                raise FrameRejected(
-                    "too_many_pixels",
-                    f"{fmt} image is {width}x{height} = {width * height} pixels, "
-                    f"over the limit of {max_pixels} pixels (decompression-bomb guard)",
-                )
-            if width == 0 or height == 0:
-                raise FrameRejected("corrupt", f"{fmt} image has no pixels ({width}x{height})")
-            if im.mode in _RGB_MODES:
-                channels = 3
-            elif im.mode in _GRAY_MODES:
-                channels = 1
-            else:
-                raise FrameRejected(
-                    "unsupported_mode",
-                    f"{fmt} image has unsupported pixel mode {im.mode!r} "
-                    f"({len(im.getbands())} channels); expected grayscale, RGB or RGBA",
-                )
-            im.load()  # decodes everything: a truncated or corrupt stream fails here
-    except FrameRejected:
-        raise
-    except Image.DecompressionBombError as exc:
+        loaded = load_image(data, "image_data", limits)
+    except ImageReadError as exc:
+        raise FrameRejected(exc.code, exc.reason) from None
+    height, width, channels = loaded.pixels.shape
+    return CheckedImage(loaded.media_type, Shape(height=height, width=width, channels=channels))
+
+
+def check_declared_shape(frame: Frame, shape: Shape) -> None:
+    """A shape the client declared (any dimension set) must be the image's."""
+    declared = frame.shape
+    if not (declared.height or declared.width or declared.channels):
+        return
+    if (declared.height, declared.width, declared.channels) != (shape.height, shape.width, shape.channels):
         raise FrameRejected(
-            "too_many_pixels", f"{fmt} image refused as a decompression bomb ({exc}); the limit is {max_pixels} pixels"
-        ) from None
-    except UnidentifiedImageError:
-        raise FrameRejected("corrupt", f"corrupt {fmt} image: its header cannot be read") from None
-    except _images._DECODE_ERRORS as exc:
-        raise FrameRejected("corrupt", f"corrupt or truncated {fmt} image data ({exc})") from None
-    return CheckedImage(media_type, Shape(height=height, width=width, channels=channels))
+            "shape_mismatch",
+            f"frame.shape says {declared.width}x{declared.height}x{declared.channels} (WxHxC) but the image is "
+            f"{shape.width}x{shape.height}x{shape.channels}",
+        )
 
 
 class Ingestion:
@@ -218,9 +212,7 @@ class Ingestion:
         self.publisher = Publisher(settings.kafka, timeout_s=self.limits.produce_timeout_s)
         self._known_products: set[str] = set()  # product types are never unregistered while frames flow
         self._known_equipment: set[tuple[str, str, str, str]] = set()
-        # PIL's own bomb check must not refuse what our limit allows (it is process-wide, only raised).
-        if Image.MAX_IMAGE_PIXELS is not None and self.limits.max_pixels > Image.MAX_IMAGE_PIXELS:
-            Image.MAX_IMAGE_PIXELS = self.limits.max_pixels
+        self.image_limits = ImageLimits.of(settings.ingestion)
 
     def close(self) -> None:
         self.publisher.close()
@@ -235,19 +227,25 @@ class Ingestion:
             try:
                 return self._ingest(frame, request.image_data)
             except FrameRejected as exc:
-                FRAMES_INGESTED.labels(outcome="rejected", reason=exc.reason).inc()
-                log.warning("frame rejected: %s", exc, extra={"reason": exc.reason, "line_id": frame.line_id})
-                return IngestResponse(frame_id=frame.frame_id, status=INGEST_STATUS_REJECTED, detail=str(exc))
+                return self._rejected(frame, exc)
+            except PublishRefused as exc:  # its event can never be published (the row was rolled back)
+                return self._rejected(frame, FrameRejected("publish_refused", f"frame not ingested: {exc}"))
+
+    def _rejected(self, frame: Frame, exc: FrameRejected) -> IngestResponse:
+        FRAMES_INGESTED.labels(outcome="rejected", reason=exc.reason).inc()
+        log.warning("frame rejected: %s", exc, extra={"reason": exc.reason, "line_id": frame.line_id})
+        return IngestResponse(frame_id=frame.frame_id, status=INGEST_STATUS_REJECTED, detail=str(exc))
 
     def _ingest(self, frame: Frame, image_data: bytes) -> IngestResponse:
-        check_metadata(frame)
+        check_metadata(frame, self.limits.max_metadata_bytes)
         with db.session(self.engine) as session:
             stored = get_frame(session, frame.frame_id)
             if stored is not None:
                 return self._duplicate(frame_from_row(stored))
             self._check_product(session, frame.product_type)
         data = image_data if image_data else self._referenced_image(frame.image)
-        checked = check_image(data, self.limits.max_image_bytes, self.limits.max_pixels)
+        checked = check_image(data, self.limits.max_image_bytes, self.image_limits)
+        check_declared_shape(frame, checked.shape)
         if frame.image.sha256 and frame.image.sha256.lower() != (digest := hashlib.sha256(data).hexdigest()):
             raise FrameRejected(
                 "image_mismatch", f"frame.image.sha256 {frame.image.sha256} does not match the image's SHA-256 {digest}"
@@ -292,16 +290,20 @@ class Ingestion:
         self._known_products.add(product_type)
 
     def _referenced_image(self, ref: BlobRef) -> bytes:
-        """The bytes of a blob the edge gateway stored itself (requests without image_data)."""
-        if not ref.uri:
+        """The bytes of a blob the edge gateway stored itself (requests without image_data), by digest or URI."""
+        if not ref.uri and not ref.sha256:
             return b""
         if ref.size_bytes > self.limits.max_image_bytes:
             raise FrameRejected(
                 "too_many_bytes",
                 f"image is {ref.size_bytes} bytes, over the limit of {self.limits.max_image_bytes} bytes",
             )
-        try:
-            return self.blobs.get(ref)
+        try:  # the store reads by digest, bounded by the limit before any byte is read
+            return self.blobs.get(ref, max_bytes=self.limits.max_image_bytes)
+        except BlobTooLarge as exc:
+            raise FrameRejected("too_many_bytes", f"frame.image: {exc}") from None
+        except BlobRefused as exc:
+            raise FrameRejected("image_refused", f"frame.image is refused: {exc}") from None
         except BlobNotFound as exc:
             raise FrameRejected("no_image", f"frame.image references no stored blob: {exc}") from None
         except OSError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from diffqc.alerts import AlertPublisher
+from diffqc.alerts import AlertLinks, AlertPublisher
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import SchemaRejected
 from diffqc.runtime.service import GrpcApi, run_service
@@ -13,6 +13,7 @@ from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring import Scorer, make_sink
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
+from diffqc.store.poison import PoisonFence
 from diffqc.v1 import scoring_pb2_grpc
 from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
 
@@ -22,7 +23,7 @@ NAME = "scoring"
 def start(settings: Settings) -> int:
     wait_for_broker(settings.kafka, settings.service.startup_timeout_s)
     engine = migrated_database(settings)
-    alerts = AlertPublisher(settings.kafka, settings.registry)
+    alerts = AlertPublisher(settings.kafka, settings.registry, AlertLinks.from_settings(settings.gateway))
     try:
         alerts.register(settings.service.startup_timeout_s)
     except SchemaRejected as exc:  # e.g. an incompatible alert schema: no retry can fix it
@@ -35,7 +36,8 @@ def start(settings: Settings) -> int:
     servicer = ScoringServicer(scorer, publisher)
     try:
         api = GrpcApi("diffqc.v1.ScoringService", scoring_pb2_grpc.add_ScoringServiceServicer_to_server, servicer)
-        return run_service(NAME, settings, api, loops=stream_stage(scorer, publisher).workers(settings))
+        loops = stream_stage(scorer, publisher).workers(settings, PoisonFence(engine))
+        return run_service(NAME, settings, api, loops=loops)
     finally:
         sink.close()
         alerts.close()

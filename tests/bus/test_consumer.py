@@ -174,3 +174,24 @@ def test_a_dependency_outage_is_waited_out_however_long_it_lasts(kafka_settings)
         _wait(lambda: done)
     assert done == [b"frame"] and len(attempts) == 6
     assert _read_all(kafka, loop.dead_letter_topic, 1, timeout_s=8) == []
+
+
+def test_a_dead_letter_too_large_for_the_broker_keeps_its_reason_and_points_at_the_message(kafka_settings):
+    topic = _topic(kafka_settings)
+    big = bytes(999_900)  # fits the producer's 1 MB message.max.bytes alone, not with the dlq.* headers
+    _produce(kafka_settings, topic, [big, b"next"])
+    handled = []
+
+    def handle(value, _msg):
+        if value == big:
+            raise PoisonMessage("bad frame")
+        handled.append(value)
+
+    loop = ConsumeLoop(kafka_settings, topic, f"g-{uuid.uuid4().hex[:6]}", bytes, handle)
+    with _running(loop):
+        _wait(lambda: handled == [b"next"])
+    [letter] = _read_all(kafka_settings, loop.dead_letter_topic, 1)
+    headers = dict(letter.headers())
+    assert letter.value() is None and headers["dlq.offset"] == b"0"
+    assert headers["dlq.reason"] == b"rejected: bad frame"
+    assert b"MSG_SIZE_TOO_LARGE" in headers["dlq.value_dropped"]

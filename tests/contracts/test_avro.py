@@ -25,7 +25,7 @@ from diffqc.contracts.avro import (
 from diffqc.infra.ports import free_port
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import RegistrySettings
-from tests.helpers.verdicts import DECIDED, verdict
+from tests.helpers.verdicts import DECIDED, LINKS, verdict
 
 V2 = Path(__file__).parent / "quality_alert_v2.avsc"
 
@@ -85,7 +85,7 @@ def test_every_field_has_a_doc_and_the_schema_has_a_namespace():
 def test_alert_round_trip_through_the_broker(kafka_settings, client, topic):
     alerts = AvroTopic(client, topic, load_schema(ALERT_SCHEMA))
     schema_id = alerts.register()
-    records = [alert_record(verdict(score=s, line=f"L{i}")) for i, s in enumerate([1.1, 2.5, 1.3])]
+    records = [alert_record(verdict(score=s, line=f"L{i}"), LINKS) for i, s in enumerate([1.1, 2.5, 1.3])]
     produce(kafka_settings, topic, [(r["line_id"].encode(), alerts.encode(r)) for r in records])
 
     messages = consume(kafka_settings, topic, len(records))
@@ -110,7 +110,7 @@ def test_v2_with_an_optional_field_is_backward_compatible_and_v1_consumers_read_
     assert v2.register() != v1.register()  # v2 is a new version; re-registering v1 is a no-op
     assert client.get_versions(v1.subject) == [1, 2]
 
-    old, new = alert_record(verdict()), {**alert_record(verdict()), "defect_class": "solder_bridge"}
+    old, new = alert_record(verdict(), LINKS), {**alert_record(verdict(), LINKS), "defect_class": "solder_bridge"}
     produce(kafka_settings, topic, [(b"L1", v1.encode(old)), (b"L1", v2.encode(new))])
     first, second = (m.value() for m in consume(kafka_settings, topic, 2))
 
@@ -147,6 +147,6 @@ def test_bad_values_and_a_missing_registry(client, topic):
         load_schema(ALERT_SCHEMA),
     )
     with pytest.raises(DependencyUnavailable, match="schema registry at http://127.0.0.1:.* unreachable"):
-        down.encode(alert_record(verdict()))
+        down.encode(alert_record(verdict(), LINKS))
     with pytest.raises(ValueError, match="not a valid Avro schema"):
         load_schema(Path(__file__).parent / "test_avro.py")

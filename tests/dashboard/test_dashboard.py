@@ -1,6 +1,6 @@
 """The dashboard in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) against the
-gateway in front of the real pipeline: it shows a defect's heatmap and the line's control chart
-with its SPC signals, and a new upload appears without a reload."""
+gateway in front of the real pipeline: a person logs in with an API key, then it shows a defect's
+heatmap and the line's control chart with its SPC signals, and a new upload appears without a reload."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from diffqc.data.mvtec import list_samples
 from tests.helpers.env import require
-from tests.helpers.gateway_stack import capture_times, gateway_stack, upload
+from tests.helpers.gateway_stack import VIEWER_KEY, capture_times, gateway_stack, upload
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -73,7 +73,7 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(stack.url + "/")
+        _log_in(page, stack.url)
         page.select_option("[data-testid=line-select]", line)
 
         # A defect's card, with the frame and its heatmap overlay loaded.
@@ -105,4 +105,27 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
         assert page.evaluate("window.__notReloaded") is True
         assert errors == []
         page.screenshot(path=tmp_path / "dashboard.png", full_page=True)  # for a look when it fails
+
+        # Logging out ends the session: the dashboard sends the browser back to the login page.
+        page.click("[data-testid=logout]")
+        expect(page).to_have_url(stack.url + "/login")
+        page.goto(stack.url + "/")
+        expect(page).to_have_url(stack.url + "/login")
         page.close()
+
+
+def _log_in(page, url: str) -> None:
+    """The dashboard sends a visitor without a session to the login page; a wrong key is refused there,
+    a viewer's key opens the dashboard with an HttpOnly, SameSite=Strict session cookie."""
+    page.goto(url + "/")
+    expect(page).to_have_url(url + "/login")
+    page.fill("[data-testid=api-key]", "dqc_00000000_" + "x" * 43)
+    page.click("[data-testid=login]")
+    expect(page.locator("[data-testid=login-error]")).to_contain_text("API key not accepted")
+    page.fill("[data-testid=api-key]", VIEWER_KEY)
+    page.click("[data-testid=login]")
+    expect(page).to_have_url(url + "/")
+    expect(page.locator("[data-testid=who]")).to_have_text("test-viewer (viewer)")
+    (cookie,) = page.context.cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("diffqc_session", True, "Strict")
+    assert "diffqc_session" not in page.evaluate("document.cookie")  # scripts never see it

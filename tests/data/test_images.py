@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffqc.data.images import ImageReadError, read_image, read_mask, write_image, write_mask
+from diffqc.data.images import (
+    ImageLimits,
+    ImageReadError,
+    guard_decompression_bombs,
+    load_image,
+    read_image,
+    read_mask,
+    write_image,
+    write_mask,
+)
 
 rng = np.random.default_rng(0)
 
@@ -94,7 +103,7 @@ def test_bytes_that_are_not_an_image(tmp_path):
 
 def test_empty_file(tmp_path):
     (tmp_path / "e.png").write_bytes(b"")
-    _expect(tmp_path / "e.png", "not a recognised image")
+    _expect(tmp_path / "e.png", "unsupported image format: there is no data (0 bytes)")
 
 
 def test_corrupt_png_data(tmp_path):
@@ -117,10 +126,10 @@ def test_two_channel_image_is_refused(tmp_path):
 
 def test_pixel_limit_is_a_parameter(tmp_path):
     write_image(tmp_path / "big.png", np.zeros((40, 50)))
-    with pytest.raises(ImageReadError, match="2000 pixels exceeds the limit of 1999") as err:
-        read_image(tmp_path / "big.png", max_pixels=1999)
-    assert err.value.path == tmp_path / "big.png"
-    assert read_image(tmp_path / "big.png", max_pixels=2000).shape == (40, 50, 1)
+    with pytest.raises(ImageReadError, match="2000 pixels, which exceeds the limit of 1999 pixels") as err:
+        read_image(tmp_path / "big.png", ImageLimits(max_pixels=1999))
+    assert err.value.path == tmp_path / "big.png" and err.value.code == "too_many_pixels"
+    assert read_image(tmp_path / "big.png", ImageLimits(max_pixels=2000)).shape == (40, 50, 1)
 
 
 def _claiming(tmp_path, side: int):
@@ -161,3 +170,41 @@ def test_writing_out_of_range_or_nan_is_refused(tmp_path):
         write_image(tmp_path / "x.png", np.full((4, 4), 255.0))
     with pytest.raises(ValueError, match="NaN"):
         write_image(tmp_path / "x.png", np.full((4, 4), np.nan))
+
+
+def test_the_memory_budget_derives_the_pixel_limit_from_the_channel_count(tmp_path):
+    limits = ImageLimits(memory_budget_bytes=39 * 1999)  # RGB: 39 bytes a pixel at 3.25 working copies
+    why = "the memory budget of 77961 bytes / (3 channel(s) x 4 bytes x 3.25 working copies)"
+    assert limits.pixel_limit(3) == (1999, why)
+    assert limits.pixel_limit(1)[0] == 5997
+    assert ImageLimits(max_pixels=100, memory_budget_bytes=10**9).pixel_limit(3) == (100, "the pixel limit")
+    write_image(tmp_path / "rgb.png", np.zeros((40, 50, 3)))
+    write_image(tmp_path / "gray.png", np.zeros((40, 50)))
+    with pytest.raises(ImageReadError, match="2000 pixels, which exceeds the limit of 1999 pixels"):
+        read_image(tmp_path / "rgb.png", limits)
+    assert read_image(tmp_path / "gray.png", limits).shape == (40, 50, 1)
+
+
+def test_pils_own_guard_is_set_to_the_largest_image_the_limits_allow(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    guard_decompression_bombs(ImageLimits(max_pixels=10**9, memory_budget_bytes=13 * 10**6))
+    assert Image.MAX_IMAGE_PIXELS == 10**6  # grayscale: 13 bytes a pixel
+
+
+def test_formats_frames_and_modes_outside_the_contract_are_named(tmp_path):
+    Image.new("L", (8, 8)).save(tmp_path / "g.gif")
+    frames = [Image.new("L", (8, 8), v) for v in (0, 80, 160)]
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.full((4, 4), 2.0, np.float32)).save(tmp_path / "f.tif")
+    err = _expect(tmp_path / "g.gif", "GIF images are not supported; expected PNG, JPEG, BMP or TIFF")
+    assert err.code == "unsupported_format"
+    assert _expect(tmp_path / "pages.tif", "TIFF image has 3 frames").code == "multi_frame"
+    assert _expect(tmp_path / "f.tif", "TIFF image has floating-point values outside [0, 1]").code == "unsupported_mode"
+
+
+def test_bytes_decode_like_the_file_and_carry_their_format(tmp_path):
+    arr = rng.random((6, 7, 3)).astype(np.float32)
+    path = write_image(tmp_path / "c.png", arr)
+    loaded = load_image(path.read_bytes(), "blob://c")
+    assert (loaded.format, loaded.media_type) == ("PNG", "image/png")
+    assert np.array_equal(loaded.pixels, read_image(path)) and loaded.pixels.flags.writeable

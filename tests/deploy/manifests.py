@@ -3,8 +3,10 @@ real compose implementation, and the DIFFQC_* environment each container would g
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +18,30 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKER_COMPOSE = "/usr/bin/docker-compose"
 RELEASE, NAMESPACE = "diffqc", "qc"
-# Compose refuses to start the bridge without an MES endpoint: the tests give it one.
-COMPOSE_ENV = {"DIFFQC_BRIDGE_MES_WEBHOOK_URL": "http://mes.test/alerts"}
+COMPOSE_ENV_SCRIPT = ROOT / "deploy" / "compose_env.py"
+
+
+def compose_env_module():
+    spec = importlib.util.spec_from_file_location("compose_env", COMPOSE_ENV_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def generated_compose_env() -> dict[str, str]:
+    """The secrets deploy/compose_env.py writes for a user, made in a throwaway file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ".env"
+        compose_env_module().complete(path)
+        return read_env_file(path)
+
+
+# What a user's .env holds, plus the MES endpoint compose refuses to start the bridge without.
+COMPOSE_ENV = {**generated_compose_env(), "DIFFQC_BRIDGE_MES_WEBHOOK_URL": "http://mes.test/alerts"}
 
 
 def load_values(path: Path) -> dict:

@@ -107,10 +107,21 @@ def test_every_service_has_liveness_and_readiness_probes(values_file):
                 spec = container[probe]
                 if "grpc" in spec:  # Kubernetes' native gRPC probe on the service's gRPC port
                     assert spec["grpc"]["port"] == ports["grpc"]
+                elif "exec" in spec:  # a check from inside the container (TLS gRPC; Triton's loopback HTTP)
+                    assert spec["exec"]["command"][0] in ("python", "curl"), (deployment["metadata"]["name"], probe)
                 else:
                     assert spec["httpGet"]["port"] in ports, (deployment["metadata"]["name"], probe)
-            if component(deployment) not in ("gateway", "triton"):
-                assert "grpc" in container["livenessProbe"] and "grpc" in container["readinessProbe"]
+            if component(deployment) == "triton":
+                assert container["livenessProbe"]["exec"]["command"][-1] == "http://127.0.0.1:8000/v2/health/live"
+                assert container["readinessProbe"]["exec"]["command"][-1] == "http://127.0.0.1:8000/v2/health/ready"
+            elif component(deployment) != "gateway":
+                probe = container["readinessProbe"]
+                tls = load_values(values_file).get("grpcTls", {}).get("enabled", False)
+                assert ("exec" if tls else "grpc") in probe and ("exec" if tls else "grpc") in container[
+                    "livenessProbe"
+                ]
+                if tls:  # the healthcheck speaks TLS as the service's own Service name
+                    assert probe["exec"]["command"][-2:] == ["--server-name", deployment["metadata"]["name"]]
 
 
 def test_gateway_readiness_asks_health_and_liveness_does_not(plant_docs):
@@ -178,19 +189,10 @@ def test_every_workload_has_a_pdb_and_a_network_policy(values_file):
     deployments = by_kind(docs, "Deployment").values()
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deployments]
     assert [p["spec"]["selector"]["matchLabels"] for p in by_kind(docs, "PodDisruptionBudget").values()] == selectors
-    policies = [p["spec"]["podSelector"]["matchLabels"] for p in by_kind(docs, "NetworkPolicy").values()]
-    assert sorted(map(str, policies)) == sorted(map(str, selectors))
-
-
-def test_network_policies_let_only_inference_reach_triton_and_line_pcs_reach_ingestion(plant_docs):
-    values = load_values(PLANT)
-    policies = by_kind(plant_docs, "NetworkPolicy")
-    triton_from = [
-        peer for rule in policies["diffqc-triton"]["spec"]["ingress"] for peer in rule["from"] if "podSelector" in peer
-    ]
-    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in triton_from] == ["inference"]
-    ingestion_peers = [peer for rule in policies["diffqc-ingestion"]["spec"]["ingress"] for peer in rule["from"]]
-    assert values["networkPolicy"]["ingestionFrom"][0] in ingestion_peers
+    jobs = [j["spec"]["template"]["metadata"]["labels"] for j in by_kind(docs, "Job").values()]
+    policies = by_kind(docs, "NetworkPolicy")
+    selected = [p["spec"]["podSelector"].get("matchLabels") for n, p in policies.items() if n != "diffqc-default-deny"]
+    assert sorted(map(str, selected)) == sorted(map(str, selectors + jobs))
 
 
 def test_gpu_example_takes_credentials_from_existing_secrets(plant_docs):
@@ -214,9 +216,23 @@ def test_required_endpoints_are_refused_when_missing():
             target = target[key]
         target[path[-1]] = ""
         assert message in _render_error(values)
-    values = load_values(PLANT)
-    values["postgres"]["existingSecret"] = ""
-    assert "postgres.existingSecret (or, for development, postgres.url) is required" in _render_error(values)
+    for path, message in [
+        (("postgres", "existingSecret"), "postgres.existingSecret is required"),
+        (("influx", "existingSecret"), "influx.existingSecret is required"),
+        (("services", "gateway", "publicUrl"), "services.gateway.publicUrl is required"),
+        (
+            ("kafka", "sasl", "existingSecret"),
+            "kafka.sasl.existingSecret is required with kafka.securityProtocol SASL_SSL",
+        ),
+        (("grpcTls", "existingSecret"), "grpcTls.existingSecret is required when grpcTls.enabled"),
+        (("services", "gateway", "sessionSecret", "existingSecret"), "services.gateway.sessionSecret.existingSecret"),
+    ]:
+        values = copy.deepcopy(load_values(PLANT))
+        target = values
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = ""
+        assert message in _render_error(values), path
 
 
 def test_values_schema_rejects_misspelt_and_mistyped_keys():

@@ -17,6 +17,8 @@ from diffqc.contracts.topics import ALL_TOPICS
 from diffqc.infra.kafka import kafka_broker
 from diffqc.infra.ports import free_port
 from diffqc.runtime.grpc_server import GrpcServer
+from diffqc.settings import GrpcSettings
+from tests.helpers.certs import make_pki
 
 from .manifests import ROOT
 
@@ -71,6 +73,38 @@ def test_healthcheck_passes_on_a_serving_grpc_service_and_fails_otherwise():
     assert _healthcheck(env={"DIFFQC_SERVICE_GRPC_PORT": str(free_port())}).returncode == 1
     bad = _healthcheck(env={"DIFFQC_SERVICE_GRPC_PORT": "not-a-port"})
     assert bad.returncode == 1 and "DIFFQC_SERVICE_GRPC_PORT" in bad.stderr
+
+
+def test_healthcheck_speaks_mutual_tls_with_the_pods_certificate_as_the_services_name(tmp_path):
+    # The chart's TLS probe: the pod's own certificate (server and client auth) against its own port.
+    pki = make_pki(tmp_path)
+    tls = GrpcSettings(
+        tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, tls_ca_file=pki.ca_cert, tls_client_auth=True
+    )
+    server = GrpcServer("probe-test", lambda _server: None, ["diffqc.v1.ProbeTest"], port=0, grpc_settings=tls)
+    server.start()
+    pod_env = {
+        "DIFFQC_SERVICE_GRPC_PORT": str(server.port),
+        "DIFFQC_GRPC_TLS_CERT_FILE": str(pki.server_cert),
+        "DIFFQC_GRPC_TLS_KEY_FILE": str(pki.server_key),
+        "DIFFQC_GRPC_TLS_CA_FILE": str(pki.ca_cert),
+        "DIFFQC_GRPC_TLS_CLIENT_AUTH": "true",
+    }
+    try:
+        assert _healthcheck("--server-name", "localhost", env=pod_env).returncode == 0
+        # A name the certificate does not carry, plaintext, or a certificate of another CA: unhealthy.
+        assert _healthcheck("--server-name", "diffqc-ingestion", env=pod_env).returncode == 1
+        assert _healthcheck(env={"DIFFQC_SERVICE_GRPC_PORT": str(server.port)}).returncode == 1
+        stranger = {
+            **pod_env,
+            "DIFFQC_GRPC_TLS_CERT_FILE": str(pki.other_client_cert),
+            "DIFFQC_GRPC_TLS_KEY_FILE": str(pki.other_client_key),
+        }
+        assert _healthcheck("--server-name", "localhost", env=stranger).returncode == 1
+    finally:
+        server.stop(grace=0)
+    missing = _healthcheck(env={**pod_env, "DIFFQC_GRPC_TLS_KEY_FILE": str(tmp_path / "absent.key")})
+    assert missing.returncode == 1 and "DIFFQC_GRPC_TLS_KEY_FILE" in missing.stderr
 
 
 class _Health(BaseHTTPRequestHandler):

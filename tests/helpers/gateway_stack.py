@@ -4,6 +4,7 @@ tests (tests/services/test_gateway*.py) and the dashboard tests (tests/dashboard
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -23,11 +24,25 @@ from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.process import ServerProcess
 from diffqc.infra.services import PROJECT_ROOT
+from diffqc.security.api_keys import BootstrapKey, Role, hash_key, new_key
 from diffqc.serving.repository import stage_version
 from tests.helpers.env import require
 from tests.helpers.models import TINY_PRODUCT
 
-API_KEY = "test-key-" + uuid.uuid4().hex[:8]
+
+def _keys() -> tuple[dict[Role, str], list[str]]:
+    """One key per role, and their DIFFQC_GATEWAY_API_KEYS entries (salted hashes)."""
+    keys, entries = {}, []
+    for role in Role:
+        prefix, keys[role] = new_key()
+        entries.append(BootstrapKey(role, f"test-{role.value}", prefix, hash_key(keys[role])).entry())
+    return keys, entries
+
+
+KEYS, KEY_ENTRIES = _keys()
+VIEWER_KEY, API_KEY, ADMIN_KEY = KEYS[Role.VIEWER], KEYS[Role.OPERATOR], KEYS[Role.ADMIN]  # API_KEY uploads
+LINK_SECRET = uuid.uuid4().hex
+SESSION_SECRET = uuid.uuid4().hex
 UPLOAD = "/api/inspection/upload"
 
 
@@ -41,8 +56,8 @@ def gateway_process(port: int, env: dict[str, str], log_path: Path) -> ServerPro
     }
 
     def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200
+        try:  # 503 while ingestion is down: the HTTP server answers all the same
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code in (200, 503)
         except httpx.HTTPError:
             return False
 
@@ -62,8 +77,10 @@ class GatewayStack:
     gateway: ServerProcess
     url: str
 
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=90, **kwargs)
+    def client(self, api_key: str | None = API_KEY, **kwargs) -> httpx.Client:
+        """A client of the gateway sending ``api_key`` (default: the operator's, who may read and upload)."""
+        headers = {**({"X-API-Key": api_key} if api_key else {}), **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=90, headers=headers, **kwargs)
 
     def log_tails(self) -> dict[str, str]:
         return {**self.pipeline.log_tails(), "gateway": self.gateway.log_tail()}
@@ -88,7 +105,9 @@ def gateway_stack(
                 env = {
                     **pipeline.env,
                     "DIFFQC_GATEWAY_INGESTION_URL": pipeline.address("ingestion"),
-                    "DIFFQC_GATEWAY_API_KEYS": f'["{API_KEY}"]',
+                    "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
+                    "DIFFQC_GATEWAY_LINK_SECRET": LINK_SECRET,
+                    "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
                     **(gateway_env or {}),
                 }
                 gateway = gateway_process(port, env, root / "run" / "logs" / "gateway.log").start()

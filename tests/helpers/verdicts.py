@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
+from diffqc.alerts import AlertLinks
 from diffqc.store.inspections import ensure_frame, record_inspection
 from diffqc.store.models import Verdict
 from diffqc.store.products import find_product_type, register_product
@@ -16,6 +17,8 @@ from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
 
 DECIDED = datetime(2026, 11, 3, 8, 15, 42, 123000, tzinfo=UTC)
+# The gateway links of the tests' alerts (signed); a bridge under test is given the same.
+LINKS = AlertLinks("http://gateway.test:8080", b"test-link-secret", 3600.0)
 
 
 def verdict(
@@ -59,7 +62,8 @@ def verdict(
 
 
 def store_inspections(engine, verdicts: list[InspectionVerdict]) -> None:
-    """The product, frame and inspection rows behind ``verdicts`` (the bridge's outbox refers to inspections)."""
+    """The product, frame and inspection rows behind ``verdicts``, as scoring stores them (the bridge checks
+    alerts against them)."""
     with Session(engine) as session, session.begin():
         if find_product_type(session, "pcb") is None:
             register_product(session, "pcb", {"height": 100, "width": 100, "channels": 3}, {})
@@ -75,4 +79,17 @@ def store_inspections(engine, verdicts: list[InspectionVerdict]) -> None:
                 threshold=v.threshold,
                 verdict=Verdict.DEFECT if v.verdict == VERDICT_DEFECT else Verdict.PASS,
                 latency_ms=1.0,
+                heatmap_uri=v.heatmap.uri or None,
+                regions=[
+                    {
+                        "x": r.bbox.x,
+                        "y": r.bbox.y,
+                        "width": r.bbox.width,
+                        "height": r.bbox.height,
+                        "area_px": r.area_px,
+                        "peak_score": r.peak_score,
+                    }
+                    for r in v.regions
+                ],
+                inspected_at=v.decided_at.ToDatetime(tzinfo=UTC),
             )

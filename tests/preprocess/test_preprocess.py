@@ -11,7 +11,7 @@ from skimage import data as skdata
 from sqlalchemy.orm import Session
 
 from diffqc.core.tiles import tile_windows
-from diffqc.data.images import read_image, write_image
+from diffqc.data.images import ImageLimits, read_image, write_image
 from diffqc.preprocess import (
     FrameImageError,
     Letterbox,
@@ -168,7 +168,7 @@ def test_an_unreadable_image_names_the_blob_and_the_problem(blobs, data, reason)
 
 def test_a_decompression_bomb_is_refused_from_its_header():
     with pytest.raises(FrameImageError, match="exceeds the limit"):
-        decode_image(_png(np.zeros((100, 100), dtype=np.uint8)), "blob://x", max_pixels=5000)
+        decode_image(_png(np.zeros((100, 100), dtype=np.uint8)), "blob://x", ImageLimits(max_pixels=5000))
 
 
 def test_a_missing_blob_and_a_shape_mismatch_are_errors(blobs):

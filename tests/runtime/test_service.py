@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -16,7 +17,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from diffqc.infra.services import grpc_is_serving, grpc_settings_from
+from diffqc.runtime.grpc_server import GrpcServer
+from diffqc.runtime.startup import service_main
+from diffqc.security.tls import channel
+from diffqc.settings import GrpcSettings, Settings
 from diffqc.v1 import scoring_pb2_grpc
+from tests.helpers.certs import make_pki
 from tests.helpers.scoring_server import score_request
 from tests.helpers.slow_scoring_service import SERVICE_NAME, SLOW_SCORE_S
 
@@ -27,13 +34,14 @@ GRACE_S = 6.0
 class ServiceProcess:
     """The service script as a child process, its JSON log lines collected as they arrive."""
 
-    def __init__(self, mode: str = "ok", grpc_port: int = 0):
+    def __init__(self, mode: str = "ok", grpc_port: int = 0, env: dict[str, str] | None = None):
         env = {
             **os.environ,
             "DIFFQC_SERVICE_GRPC_PORT": str(grpc_port),
             "DIFFQC_SERVICE_METRICS_PORT": "0",
             "DIFFQC_SERVICE_SHUTDOWN_GRACE_S": str(GRACE_S),
             "DIFFQC_LOG_LEVEL": "INFO",
+            **(env or {}),
         }
         env.pop("DIFFQC_CONFIG", None)
         self.proc = subprocess.Popen(
@@ -152,3 +160,47 @@ def test_a_taken_grpc_port_fails_the_start_with_a_clear_message(service_process)
         assert service.proc.wait(20) == 1, service.log
     error = service.wait_for(lambda line: line.get("level") == "CRITICAL")  # gRPC C-core adds a plain line
     assert f"127.0.0.1:{port}" in error["message"] and "cannot start slow-scoring" in error["message"]
+
+
+def test_grpc_serves_mutual_tls_when_the_settings_name_certificates(service_process, tmp_path):
+    pki = make_pki(tmp_path)
+    env = {
+        "DIFFQC_GRPC_TLS_CERT_FILE": str(pki.server_cert),
+        "DIFFQC_GRPC_TLS_KEY_FILE": str(pki.server_key),
+        "DIFFQC_GRPC_TLS_CA_FILE": str(pki.ca_cert),
+        "DIFFQC_GRPC_TLS_CLIENT_AUTH": "true",
+    }
+    service = service_process(env=env)
+    serving = service.wait_for(lambda line: "grpc_port" in line)
+    assert serving["grpc_security"] == "mutual TLS", service.log
+    address = f"127.0.0.1:{serving['grpc_port']}"
+    # The probe of diffqc.infra.services asks with the settings the service runs with (its own certificate).
+    assert grpc_is_serving(address, timeout_s=5, grpc_settings=grpc_settings_from(env))
+    assert not grpc_is_serving(address)  # plaintext
+    client = GrpcSettings(tls_ca_file=pki.ca_cert, tls_cert_file=pki.client_cert, tls_key_file=pki.client_key)
+    with channel(address, client) as tls:
+        verdict = scoring_pb2_grpc.ScoringServiceStub(tls).Score(score_request("f-tls", 0.9), timeout=10).verdict
+    assert verdict.frame.frame_id == "f-tls"
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(GRACE_S) == 0, service.log
+
+
+def test_unusable_tls_settings_stop_a_service_at_start_with_exit_code_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DIFFQC_GRPC_TLS_CERT_FILE", str(tmp_path / "missing.crt"))
+    monkeypatch.setenv("DIFFQC_GRPC_TLS_KEY_FILE", str(tmp_path / "missing.key"))
+    monkeypatch.delenv("DIFFQC_CONFIG", raising=False)
+
+    def start(settings: Settings) -> int:
+        GrpcServer("tls-start", lambda _server: None, [], grpc_settings=settings.grpc)
+        return 0
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert service_main("tls-start", start, argv=[]) == 2
+    finally:  # service_main configured JSON logging for the whole process
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logged = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert logged["level"] == "CRITICAL"
+    assert f"DIFFQC_GRPC_TLS_CERT_FILE: {tmp_path / 'missing.crt'} does not exist" in logged["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 from confluent_kafka import Producer
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,14 +34,16 @@ from diffqc.runtime.grpc_server import GrpcServer
 from diffqc.scoring.sink import InfluxScoreSink
 from diffqc.settings import BridgeSettings, InfluxSettings, RegistrySettings, SpcSettings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
+from diffqc.store import db
+from diffqc.store.audit import verify_chain
 from diffqc.store.engine import make_engine
 from diffqc.store.inspections import score_history
 from diffqc.store.migrate import upgrade
-from diffqc.store.models import Alert, DeliveryState, LineStop
+from diffqc.store.models import Alert, AuditEntry, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from services.bridge.service import BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
 from tests.helpers.kafka import collect
-from tests.helpers.verdicts import DECIDED, store_inspections, verdict
+from tests.helpers.verdicts import DECIDED, LINKS, store_inspections, verdict
 
 TOKEN = "Bearer mes-secret"
 
@@ -197,14 +201,14 @@ def pending_over_grpc(engine, **request) -> bridge_pb2.ListPendingAlertsResponse
 def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine, kafka, alerts, receiver):
     verdicts = [verdict(score=1.1 + 0.05 * i, line=f"L{i % 2}") for i in range(5)] + [verdict(score=3.0)]
     store_inspections(engine, verdicts)
-    records = [alert_record(v) for v in verdicts]
+    records = [alert_record(v, LINKS) for v in verdicts]
     critical = records[-1]
     assert critical["severity"] == "CRITICAL" and {r["severity"] for r in records[:-1]} <= {"MINOR", "MAJOR"}
     # The first alert twice (a redelivery upstream), and a message that is not Avro at all.
     produce(kafka, alerts, [records[0], *records, records[0]], raw=[b"\x00\x00\x00not an alert"])
 
     settings = bridge_settings(receiver)
-    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts), DeliveryLoop(engine, settings))
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), DeliveryLoop(engine, settings))
     try:
         ids = {r["alert_id"] for r in records}
         # Phase 1, the MES is down (connection refused): every alert is in the outbox, retried, not lost.
@@ -255,6 +259,12 @@ def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine
     outbox = rows(engine)
     assert outbox[critical["alert_id"]].line_stop_state == LineStop.REQUESTED
     assert {r.line_stop_state for i, r in outbox.items() if i != critical["alert_id"]} == {None}
+    with db.session(engine) as session:  # the stop is in the tamper-evident audit log, once
+        audited = [e for e in session.scalars(select(AuditEntry)) if e.action == "line.stop"]
+        assert [(e.subject, e.details["alert_id"], e.details["outcome"]) for e in audited] == [
+            (critical["line_id"], critical["alert_id"], "requested")
+        ]
+        assert verify_chain(session)[1] is None
     assert pending_over_grpc(engine).alerts == []
     [letter] = letters["garbage"]
     assert "undecodable alert" in dict(letter.headers())["dlq.reason"].decode()
@@ -263,10 +273,10 @@ def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine
 def test_a_4xx_fails_the_alert_for_good_with_the_reason_and_others_go_on(engine, kafka, alerts, receiver):
     good, bad = verdict(), verdict(lot="REJECT")
     store_inspections(engine, [good, bad])
-    produce(kafka, alerts, [alert_record(bad), alert_record(good)])
+    produce(kafka, alerts, [alert_record(bad, LINKS), alert_record(good, LINKS)])
     receiver.start()
     settings = bridge_settings(receiver, line_stop_url=None)
-    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts), DeliveryLoop(engine, settings))
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), DeliveryLoop(engine, settings))
     try:
         wait_until(
             lambda: (
@@ -280,11 +290,66 @@ def test_a_4xx_fails_the_alert_for_good_with_the_reason_and_others_go_on(engine,
         for thread in threads:
             thread.join(30)
     outbox = rows(engine)
-    failed, delivered = outbox[alert_record(bad)["alert_id"]], outbox[alert_record(good)["alert_id"]]
+    failed, delivered = outbox[alert_record(bad, LINKS)["alert_id"]], outbox[alert_record(good, LINKS)["alert_id"]]
     assert failed.delivery_state == DeliveryState.FAILED and failed.attempts == 1  # never retried
     assert "mes: HTTP 422 from" in failed.last_error
     assert delivered.delivery_state == DeliveryState.DELIVERED and delivered.delivered_at is not None
     assert [r["status"] for r in receiver.requests if r["key"] == failed.id] == [422]
+
+
+def test_forged_alerts_stop_no_line_reach_no_mes_and_are_reported(engine, kafka, alerts, receiver, caplog):
+    good, minor, critical = verdict(score=0.4, defect=False), verdict(score=1.1), verdict(score=3.0)
+    store_inspections(engine, [good, minor, critical])
+    on_good = verdict(score=3.0)  # a CRITICAL alert about the stored good part
+    on_good.inspection_id, on_good.frame.frame_id = good.inspection_id, good.frame.frame_id
+    forged = {
+        "not_defect": alert_record(on_good, LINKS),
+        "unknown_inspection": alert_record(verdict(score=3.0), LINKS),  # never inspected
+        "mismatch": {**alert_record(minor, LINKS), "severity": "CRITICAL"},  # a genuine MINOR, escalated
+    }
+    genuine = [alert_record(critical, LINKS), alert_record(minor, LINKS)]
+
+    def refused(reason: str) -> float:
+        return REGISTRY.get_sample_value("diffqc_alerts_refused_total", {"reason": reason}) or 0.0
+
+    before = {reason: refused(reason) for reason in forged}
+    produce(kafka, alerts, [*forged.values(), *genuine])  # one line, one partition: the forgeries come first
+    receiver.start()
+    settings = bridge_settings(receiver)
+    caplog.set_level(logging.WARNING, logger="services.bridge.service")
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), DeliveryLoop(engine, settings))
+    try:
+        wait_until(lambda: len(receiver.accepted()) == 2 and receiver.accepted("/line-stop"), what="genuine alerts")
+        time.sleep(1.0)  # a forged delivery or line stop would show up now
+        forged_frames = {r["frame_id"] for r in forged.values()}
+        letters = collect(kafka, dead_letter_topic(alerts.topic, kafka), forged_frames, timeout_s=20, settle_s=0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+    critical_id, minor_id = (r["alert_id"] for r in genuine)
+    assert [s["key"] for s in receiver.accepted("/line-stop")] == [critical_id]  # only the stored CRITICAL
+    assert {r["key"]: r["body"]["severity"] for r in receiver.accepted()} == {
+        critical_id: "CRITICAL",
+        minor_id: "MINOR",
+    }
+    assert set(rows(engine)) == {critical_id, minor_id}
+    assert rows(engine)[minor_id].line_stop_state is None
+    reasons = {
+        "not_defect": f"the stored inspection '{good.inspection_id}' is a pass verdict",
+        "unknown_inspection": "is not in the metadata database",
+        "mismatch": f"its severity disagree with the stored inspection '{minor.inspection_id}'",
+    }
+    for reason, record in forged.items():
+        [letter] = letters[record["frame_id"]]
+        dlq = dict(letter.headers())["dlq.reason"].decode()
+        assert f"alert {record['alert_id']} refused: " in dlq and reasons[reason] in dlq, dlq
+        assert refused(reason) == before[reason] + 1
+        assert any(
+            r.levelname == "WARNING" and record["alert_id"] in r.getMessage() and reasons[reason] in r.getMessage()
+            for r in caplog.records
+        ), reason
 
 
 def test_the_service_process_delivers_and_refuses_bad_settings(
@@ -300,6 +365,7 @@ def test_the_service_process_delivers_and_refuses_bad_settings(
         "DIFFQC_SERVICE_GRPC_PORT": str(free_port()),
         "DIFFQC_SERVICE_METRICS_PORT": "0",
         "DIFFQC_BRIDGE_POLL_INTERVAL_S": "0.1",
+        "DIFFQC_GATEWAY_PUBLIC_URL": LINKS.public_url,  # the bridge accepts links to this gateway only
         "DIFFQC_SCORING_LINE_PROTOCOL_FILE": str(tmp_path / "spc.lp"),
     }
     bridge = [sys.executable, "-m", "services.bridge"]
@@ -326,9 +392,9 @@ def test_the_service_process_delivers_and_refuses_bad_settings(
         text=True,
     )
     try:
-        produce(kafka, producer_side, [alert_record(v)])
+        produce(kafka, producer_side, [alert_record(v, LINKS)])
         wait_until(
-            lambda: any(r["key"] == alert_record(v)["alert_id"] for r in receiver.accepted()),
+            lambda: any(r["key"] == alert_record(v, LINKS)["alert_id"] for r in receiver.accepted()),
             what="the alert at the MES",
         )
     finally:

@@ -291,10 +291,10 @@ def test_each_bad_frame_is_rejected_with_its_reason_and_the_stream_goes_on(make_
         ),
         (
             request(line, encode("PNG", mode="L", height=600, width=600, flat=True)),
-            "PNG image is 600x600 = 360000 pixels, over the limit of 250000 pixels",
+            "PNG image is 600x600 = 360000 pixels, which exceeds the limit of 250000 pixels",
         ),
         (request(line, png_header_only(50_000, 50_000)), "refused as a decompression bomb"),
-        (request(line, png_header_only(1000, 1000)), "1000x1000 = 1000000 pixels, over the limit"),
+        (request(line, png_header_only(1000, 1000)), "1000x1000 = 1000000 pixels, which exceeds the limit"),
         (request(line, encode("PNG", mode="LA")), "unsupported pixel mode 'LA'"),
         (no_line, "missing required metadata: line_id"),
         (several, "missing required metadata: camera_id, capture_time"),
@@ -324,6 +324,37 @@ def test_each_bad_frame_is_rejected_with_its_reason_and_the_stream_goes_on(make_
     assert sorted(p.name for p in blob_files(settings)) == sorted([acks[0].image.sha256, acks[-1].image.sha256])
 
 
+def test_the_memory_budget_lowers_the_pixel_limit_by_channel_count(make_settings):
+    settings = make_settings(memory_budget_bytes=64 * 1024 * 1024)  # RGB: 64 MiB / (3 x 4 x 3.25) = 1720740 px
+    line = f"L-{uuid.uuid4().hex[:6]}"
+    rgb = request(line, encode("PNG", height=1300, width=1400, flat=True))  # 1.82 Mpx
+    gray = request(line, encode("PNG", mode="L", height=1300, width=1400, flat=True))
+    gray.frame.shape.height, gray.frame.shape.width, gray.frame.shape.channels = 1300, 1400, 1  # declared right
+    with serving(settings) as (stub, _):
+        refused, accepted = stub.IngestOne(rgb), stub.IngestOne(gray)
+    assert refused.status == REJECTED
+    assert "1400x1300 = 1820000 pixels, which exceeds the limit of 1720740 pixels" in refused.detail
+    assert "the memory budget of 64 MiB / (3 channel(s) x 4 bytes x 3.25 working copies)" in refused.detail
+    assert accepted.status == ACCEPTED, accepted.detail
+
+
+def test_metadata_over_its_byte_limit_is_rejected_naming_the_largest_field(make_settings):
+    settings = make_settings(max_metadata_bytes=2048)
+    line = f"L-{uuid.uuid4().hex[:6]}"
+    parameters, lot = request(line, encode("PNG")), request(line, encode("PNG"))
+    parameters.frame.process_parameters.update({f"sensor_{i:03d}": 1.0 for i in range(200)})
+    lot.frame.lot = "L" * 3000
+    fits = request(line, encode("PNG"))
+    fits.frame.process_parameters.update({f"sensor_{i:03d}": 1.0 for i in range(50)})
+    with serving(settings) as (stub, _):
+        acks = list(stub.Ingest(iter([parameters, lot, fits])))
+    assert [a.status for a in acks] == [REJECTED, REJECTED, ACCEPTED], acks[2].detail
+    assert f"frame metadata is {parameters.frame.ByteSize()} bytes, over the limit of 2048 bytes" in acks[0].detail
+    assert "the largest field is process_parameters (" in acks[0].detail and "200 entries)" in acks[0].detail
+    assert "the largest field is lot (3003 bytes)" in acks[1].detail
+    assert rows(settings) == 1
+
+
 def test_frames_without_an_id_are_refused_when_ids_are_required(make_settings):
     settings = make_settings(require_frame_id=True)
     with serving(settings) as (stub, _):
@@ -348,6 +379,35 @@ def test_a_frame_can_reference_a_blob_the_gateway_uploaded(make_settings):
     assert mismatch.status == REJECTED and "does not match the image's SHA-256" in mismatch.detail
     events = published(settings.kafka, {line}, {by_ref.frame.frame_id})
     assert Frame.FromString(events[line][0].value()).shape.channels == 3
+
+
+def test_a_blob_reference_outside_the_store_or_over_the_limit_is_rejected_unread(make_settings, tmp_path):
+    settings = make_settings(max_image_bytes=200_000)
+    line = f"L-{uuid.uuid4().hex[:6]}"
+    blobs = FileBlobStore(settings.blob_root)
+    small, other = blobs.put(encode("PNG"), "image/png"), blobs.put(encode("TIFF"), "image/tiff")
+    big = blobs.put(encode("BMP", height=300, width=300), "image/bmp")
+    (tmp_path / "canary.png").write_bytes(encode("PNG", height=20, width=20))
+
+    def by_ref(**ref) -> IngestRequest:
+        req = request(line, b"")
+        req.frame.image.CopyFrom(BlobRef(**ref))  # no size_bytes: a camera's claim is no bound
+        return req
+
+    cases = [
+        (by_ref(uri=f"{blobs.root.as_uri()}/../../dev/zero"), "frame.image is refused: 'file://"),
+        (by_ref(uri=f"{blobs.root.as_uri()}/../canary.png"), "is not a blob URI of the store"),
+        (by_ref(uri=(tmp_path / "canary.png").as_uri()), "is not a blob URI of the store"),
+        (by_ref(uri=small.uri.replace("file://", "file://camera.example", 1)), "names host 'camera.example'"),
+        (by_ref(uri=small.uri, sha256=other.sha256), f"does not name the blob of its sha256 {other.sha256}"),
+        (by_ref(uri=big.uri, sha256=big.sha256), f"is {big.size_bytes} bytes, over the limit of 200000 bytes"),
+    ]
+    with serving(settings) as (stub, _):
+        acks = [stub.IngestOne(req) for req, _ in cases]
+        by_digest = stub.IngestOne(by_ref(sha256=small.sha256))
+    for ack, (_, reason) in zip(acks, cases, strict=True):
+        assert ack.status == REJECTED and reason in ack.detail, (reason, ack.detail)
+    assert (by_digest.status, by_digest.image.sha256) == (ACCEPTED, small.sha256), by_digest.detail
 
 
 def test_a_frame_above_grpcs_default_message_size_goes_through(make_settings):

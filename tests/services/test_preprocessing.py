@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
 from diffqc.contracts.topics import FRAMES, PREPARED_FRAMES, dead_letter_topic
+from diffqc.data.images import ImageLimits
 from diffqc.infra.ports import free_port
 from diffqc.preprocess import Preprocessor
 from diffqc.runtime.grpc_server import GrpcServer
-from diffqc.settings import KafkaSettings
+from diffqc.settings import IngestionSettings, KafkaSettings
 from diffqc.store.blobs import FileBlobStore, get_array
 from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
@@ -33,6 +34,7 @@ from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.preprocessing_pb2 import PreparedFrame
 from services.preprocessing.service import PreprocessingServicer, stream_stage
 from tests.helpers.kafka import collect
+from tests.security.corpus import png_bomb, tiff_bomb
 
 SPEC = {"height": 64, "width": 64, "channels": 3, "tile": 48, "overlap": 16}
 
@@ -64,7 +66,8 @@ def engine(postgres_url):
 
 @pytest.fixture
 def preprocessor(engine, tmp_path):
-    return Preprocessor(engine, FileBlobStore(tmp_path / "blobs"))
+    # The limits the service runs with: ingestion's defaults (a 1 GiB memory budget).
+    return Preprocessor(engine, FileBlobStore(tmp_path / "blobs"), limits=ImageLimits.of(IngestionSettings()))
 
 
 @pytest.fixture
@@ -95,7 +98,7 @@ def test_prepare_returns_the_tiles_and_bad_frames_get_clear_statuses(stub, prepr
     assert len(prepared.tiles) == 4 and get_array(blobs, prepared.tiles[3].tensor).shape == (3, 48, 48)
 
     cases = [
-        (_frame(blobs, data=b"GIF89a but not really"), grpc.StatusCode.INVALID_ARGUMENT, "not a recognised image"),
+        (_frame(blobs, data=b"GIF89a but not really"), grpc.StatusCode.INVALID_ARGUMENT, "GIF images are not"),
         (_frame(blobs, product="bolts"), grpc.StatusCode.NOT_FOUND, "unknown product type 'bolts'"),
         (_frame(blobs, product="unset"), grpc.StatusCode.FAILED_PRECONDITION, "preprocessing spec: empty"),
     ]
@@ -103,6 +106,18 @@ def test_prepare_returns_the_tiles_and_bad_frames_get_clear_statuses(stub, prepr
         with pytest.raises(grpc.RpcError) as err:
             stub.Prepare(preprocessing_pb2.PrepareRequest(frame=bad))
         assert err.value.code() == code and message in err.value.details()
+
+
+def test_a_bomb_planted_past_ingestion_is_refused_from_its_header_within_the_memory_budget(stub, preprocessor):
+    # 8000x8000 RGB is within max_pixels (64 Mpx) but would take ~1.5 GiB as float32.
+    for bomb in (png_bomb(8000, 8000), tiff_bomb(8000, 8000)):
+        frame = _frame(preprocessor.blobs, data=bomb)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Prepare(preprocessing_pb2.PrepareRequest(frame=frame))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"cannot read image {frame.image.uri}: " in err.value.details()
+        assert "8000x8000 = 64000000 pixels, which exceeds the limit of 27531841 pixels" in err.value.details()
+        assert "the memory budget of 1024 MiB" in err.value.details()
 
 
 def _produce(kafka, frames: list[Frame]) -> None:
@@ -143,7 +158,7 @@ def test_the_worker_prepares_each_frame_once_and_dead_letters_what_it_cannot_pre
         assert prepared.frame.frame_id == frame.frame_id and len(prepared.tiles) == 4
         get_array(blobs, prepared.tiles[0].tensor)  # the tensors are in the blob store
     reasons = {fid: dict(msgs[0].headers())["dlq.reason"].decode() for fid, msgs in letters.items()}
-    assert "corrupt or truncated image data" in reasons[not_an_image.frame_id]
+    assert "corrupt or truncated PNG image data" in reasons[not_an_image.frame_id]
     assert "unknown product type 'bolts'" in reasons[unknown.frame_id]
     assert all(len(msgs) == 1 for msgs in letters.values())
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from diffqc.alerts import AlertPublisher, alert_id
+from diffqc.alerts.verify import verified_severity
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
 from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, dead_letter_topic
@@ -39,6 +40,7 @@ from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, InspectionVerdict
 from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
 from tests.helpers.kafka import collect
+from tests.helpers.verdicts import LINKS
 
 THRESHOLD = 1.0
 
@@ -62,7 +64,7 @@ def kafka(kafka_settings) -> KafkaSettings:
 
 @pytest.fixture
 def alerts(kafka, schema_registry_url):
-    publisher = AlertPublisher(kafka, RegistrySettings(url=schema_registry_url))
+    publisher = AlertPublisher(kafka, RegistrySettings(url=schema_registry_url), LINKS)
     publisher.register(10)
     yield publisher
     publisher.close()
@@ -183,6 +185,10 @@ def test_the_worker_writes_one_inspection_per_frame_and_dead_letters_poison(scor
             (alert_id(row_id), row_id, result.frame.line_id)
         }
         assert {m.key() for m in alert_messages[result.frame.frame_id]} == {result.frame.line_id.encode()}
+        # What scoring sends is what the bridge accepts: the stored inspection bears every field out.
+        with Session(engine) as session:
+            assert {verified_severity(session, a, LINKS) for a in decoded} == {a["severity"] for a in decoded}
+        assert {a["image_uri"].split("?")[0] for a in decoded} == {f"{LINKS.public_url}/api/inspection/{row_id}/image"}
 
     # One verdict per input message: the redelivered result gets the same verdict again, no new row.
     counts = {fid: len(msgs) for fid, msgs in verdicts.items()}

@@ -9,8 +9,14 @@ const state = { line: null, busy: false, timer: null };
 
 const $ = (id) => document.getElementById(id);
 
+const LOGIN = "/login";
+
 async function getJSON(url) {
   const response = await fetch(url, { cache: "no-store" });
+  if (response.status === 401) { // no session, or it expired, or its key was revoked
+    window.location.replace(LOGIN);
+    throw new Error("not logged in");
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = new Error(`${url}: ${response.status} ${body.detail || ""}`);
@@ -157,4 +163,9 @@ $("line").addEventListener("change", (event) => {
     refresh();
   }
 });
+$("logout").addEventListener("click", async () => {
+  await fetch("/api/session", { method: "DELETE" }).catch(() => null);
+  window.location.replace(LOGIN);
+});
+getJSON("/api/session").then((who) => { $("who").textContent = `${who.name} (${who.role})`; }).catch(() => null);
 refresh();
