@@ -43,7 +43,7 @@ def raw_components(
     gradient = ((gx - rx) ** 2 + (gy - ry) ** 2).mean(dim=1, keepdim=True).sqrt()
     evidence = [residual, structural, gradient, good.raw_map(x, window)]
     if cfg.features:
-        evidence += [perceptual_distance(x, recon), good.memory_map(x)]
+        evidence += [perceptual_distance(x, recon), good.memory_map(x, window)]
     return gaussian_blur(torch.cat(evidence, dim=1), cfg.pre_sigma)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffqc.detector.features import MemoryBank, as_batch, locally_aware_patches, upsample
+from diffqc.detector.features import MemoryBank, PositionGaussian, as_batch, locally_aware_patches, upsample
 from diffqc.detector.filters import gaussian_blur, sobel
 
 PIXEL, PATCH = "pixel", "patch"
@@ -89,17 +89,29 @@ class GoodStatistics:
         )
 
     def add_memory(self, images: list[np.ndarray], fraction: float, max_patches: int, seed: int = 0) -> None:
-        """Keep a PatchCore memory of the good images' patches in the pretrained feature space: a
-        greedy coreset of ``fraction`` of at most ``max_patches`` patches drawn at random."""
+        """Keep the good images' patches in the pretrained feature space: for aligned parts (per-pixel
+        statistics) a per-position Gaussian (PaDiM), else a PatchCore memory, a greedy coreset of
+        ``fraction`` of at most ``max_patches`` patches drawn at random."""
         with torch.inference_mode():
             feats = [locally_aware_patches(as_batch(im)) for im in images]
-        self.tensors["memory_bank"] = MemoryBank.fit(feats, fraction, max_patches, seed).bank
+        if self.kind == PIXEL:
+            gaussian = PositionGaussian.fit(feats)
+            self.tensors["position_mean"], self.tensors["position_precision"] = gaussian.mean, gaussian.precision
+        else:
+            self.tensors["memory_bank"] = MemoryBank.fit(feats, fraction, max_patches, seed).bank
 
-    def memory_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, h, w) distance of each patch of ``x`` to the nearest good patch, at pixel resolution."""
-        if "memory_bank" not in self.tensors:
+    def memory_map(self, x: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """(N, 1, h, w) distance of each patch of ``x`` to good patches (at its position, for aligned
+        parts; the nearest one otherwise), at pixel resolution."""
+        t = self.tensors
+        if "position_mean" in t:
+            nearest = PositionGaussian(t["position_mean"], t["position_precision"]).distance(
+                locally_aware_patches(x), window
+            )
+        elif "memory_bank" in t:
+            nearest = MemoryBank(t["memory_bank"]).distance(locally_aware_patches(x))
+        else:
             raise ValueError("this model keeps no memory of good patches (map.features was off when it was trained)")
-        nearest = MemoryBank(self.tensors["memory_bank"]).distance(locally_aware_patches(x))
         return upsample(nearest, (x.shape[-2], x.shape[-1]))
 
     def raw_map(self, x: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:

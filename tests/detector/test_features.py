@@ -10,7 +10,7 @@ from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
 from diffqc.data.synth import generate_product
 from diffqc.detector.baselines import PatchCore
-from diffqc.detector.features import MemoryBank, greedy_coreset, perceptual_distance
+from diffqc.detector.features import MemoryBank, PositionGaussian, greedy_coreset, perceptual_distance
 from tests.helpers.models import with_square
 
 
@@ -103,3 +103,43 @@ def test_synthetic_anomalies_change_a_small_connected_part_of_each_image():
     for good, bad in zip(goods, synthetic_anomalies(goods), strict=True):
         changed = np.abs(bad - good).max(axis=2) > 0.05
         assert bad.shape == good.shape and bad.dtype == good.dtype and 0 < changed.mean() < 0.2
+
+
+def test_the_position_gaussian_flags_a_patch_that_is_good_elsewhere_but_not_at_its_place():
+    # Aligned parts: a solder pad's features are normal on a pad and anomalous on bare board.
+    rng = torch.Generator().manual_seed(0)
+    layout = torch.randn(8, 6, 6, generator=rng) * 3  # each position has its own good feature
+    goods = [layout + 0.1 * torch.randn(20, 8, 6, 6, generator=rng)]
+    gaussian = PositionGaussian.fit(goods)
+    part = layout + 0.1 * torch.randn(1, 8, 6, 6, generator=rng)
+    moved = part.clone()
+    moved[0, :, 2, 3] = layout[:, 4, 1]  # a good feature, at the wrong place
+    good_map, moved_map = gaussian.distance(part)[0, 0], gaussian.distance(moved)[0, 0]
+    assert float(moved_map[2, 3]) > 10 * float(good_map.max())
+    # PatchCore's memory of every good patch would not see it: the moved patch is one of them.
+    assert float(MemoryBank(goods[0].permute(0, 2, 3, 1).reshape(-1, 8)).distance(moved)[0, 0, 2, 3]) < 0.5
+
+
+def test_the_position_gaussian_follows_a_tile_and_refuses_another_size():
+    gaussian = PositionGaussian(torch.arange(4 * 4, dtype=torch.float32).view(1, 4, 4), torch.eye(1))
+    tile = torch.arange(4 * 4, dtype=torch.float32).view(1, 1, 4, 4)[:, :, 2:4, 1:3]
+    assert float(gaussian.distance(tile, window=(16, 8, 16, 16)).abs().max()) == 0.0  # pixels -> patches of 8
+    with pytest.raises(ValueError, match="aligned parts must come at the size they were trained at"):
+        gaussian.distance(torch.zeros(1, 1, 5, 4))
+
+
+def test_an_aligned_part_keeps_a_position_gaussian_and_finds_a_square(tmp_path):
+    from diffqc.detector.detector import Detector
+    from diffqc.detector.fit import train_detector
+    from tests.helpers.models import tiny_config
+
+    root = generate_product("pcb", tmp_path / "data", 24, 4, 0, size=(64, 64), seed=1)
+    cfg = tiny_config().with_overrides({"map": {"features": True, "normalization": "pixel"}})
+    detector = train_detector(root, cfg, steps=20, progress=False, log=lambda _m: None)
+    good = detector.products[detector.product_names[0]].good
+    assert good.tensors["position_mean"].shape == (152, 8, 8) and "memory_bank" not in good.tensors
+    loaded = Detector.load(detector.save(tmp_path / "model"))
+    goods = [read_image(s.path) for s in list_samples(root, "test") if s.label == 0]
+    batch = np.stack([g.transpose(2, 0, 1) for g in goods])
+    damaged = np.stack([with_square(g, 1.0).transpose(2, 0, 1) for g in goods])
+    assert loaded.predict(damaged).score.min() > loaded.predict(batch).score.max()
