@@ -6,26 +6,20 @@ up on every request as for a key in a header: revoking the key ends its sessions
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
+from diffqc.security.signing import expired, expiry, matches, sign
 
 COOKIE = "diffqc_session"
+PURPOSE = "diffqc-session"
 
 
 class SessionRefused(ValueError):
     """A session token is malformed, forged or expired; the message says which."""
 
 
-def _signature(secret: bytes, key_id: str, expires: int) -> str:
-    # Domain-separated from every other HMAC the gateway makes (signed links).
-    return hmac.new(secret, f"diffqc-session\n{key_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
-
-
 def issue(secret: bytes, key_id: str, ttl_s: float, now: float | None = None) -> tuple[str, int]:
     """A token for ``key_id`` and its expiry (unix seconds)."""
-    expires = int((time.time() if now is None else now) + ttl_s)
-    return f"{key_id}.{expires}.{_signature(secret, key_id, expires)}", expires
+    expires = expiry(ttl_s, now)
+    return f"{key_id}.{expires}.{sign(secret, PURPOSE, key_id, expires)}", expires
 
 
 def verify(secret: bytes, token: str, now: float | None = None) -> str:
@@ -34,8 +28,8 @@ def verify(secret: bytes, token: str, now: float | None = None) -> str:
     if len(parts) != 3 or not parts[1].isdigit():
         raise SessionRefused("the session cookie is malformed")
     key_id, expires, signature = parts[0], int(parts[1]), parts[2]
-    if not hmac.compare_digest(signature.encode(), _signature(secret, key_id, expires).encode()):
+    if not matches(signature, secret, PURPOSE, key_id, expires):
         raise SessionRefused("the session cookie's signature does not match (forged, or signed with another secret)")
-    if expires < (time.time() if now is None else now):
+    if expired(expires, now):
         raise SessionRefused("the session has expired")
     return key_id
