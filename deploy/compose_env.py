@@ -5,7 +5,8 @@
 
 Each missing secret gets a random value (Python's ``secrets``); values already in the file are kept,
 so running it again never changes a password a volume was initialised with. The gateway starts with
-no API key (every upload refused) until DIFFQC_GATEWAY_API_KEYS is set (docs/deployment.md).
+no API key, so every route but /health and /login answers 401 until one exists:
+``docker compose exec gateway diffqc keys create --name admin --role admin`` (docs/deployment.md).
 Standard library only: it runs on the Docker host before any image exists.
 """
 
