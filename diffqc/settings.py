@@ -243,21 +243,37 @@ class BridgeSettings(_Group):
     batch_size: int = Field(50, ge=1, description="Alerts the delivery loop claims per round")
 
 
-SpcRuleId = Literal["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8", "pchart"]
+SpcRuleId = Literal[
+    "we1", "we2", "we3", "we4",
+    "nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8",
+    "ewma", "cusum", "pchart",
+]  # fmt: skip
+
+
+def _one_name_per_test(rules: list[str]) -> list[str]:
+    from diffqc.spc.rules import rules_by_id  # here, not at the top: diffqc.spc imports these settings
+
+    rules_by_id([r for r in rules if r.startswith(("we", "nelson"))])
+    return rules
 
 
 class SpcSettings(_Group):
     baseline_size: int = Field(
         30,
         ge=2,
-        description="Scores of a line and product type that fix the individuals-chart limits before "
-        "the Nelson rules run (extended while the scores are all equal)",
+        description="Good parts of a line, product type and model version whose scores fix the individuals-chart "
+        "limits (Phase I) before the rules run; parts judged defective never enter it",
     )
-    rules: list[SpcRuleId] = Field(
-        ["nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6", "nelson7", "nelson8", "pchart"],
-        description="Rules that raise SPC signals, as a JSON list (nelson1..nelson8 on the scores, pchart on the "
-        "defect rate per lot)",
+    rules: Annotated[list[SpcRuleId], AfterValidator(_one_name_per_test)] = Field(
+        ["we1", "we2", "we3", "we4", "pchart"],
+        description="Rules that raise SPC signals, as a JSON list: the Western Electric rules we1..we4 (default; "
+        "in-control run length ~92 points), the Nelson rules nelson1..nelson8 (opt-in; nelson1/5/6 are we1/2/3), "
+        "ewma and cusum on the scores, pchart on the defect rate per lot",
     )
+    ewma_lambda: float = Field(0.2, gt=0, le=1, description="Weight of the newest point in the EWMA chart")
+    ewma_width: float = Field(3.0, gt=0, description="EWMA limits in multiples of the EWMA's own sigma (L)")
+    cusum_k: float = Field(0.5, ge=0, description="CUSUM allowance in sigmas (half the shift it is tuned to)")
+    cusum_h: float = Field(5.0, gt=0, description="CUSUM decision interval in sigmas")
     p_baseline_lots: int = Field(5, ge=1, description="Closed lots whose pooled defect rate is the p-chart centre line")
     history_size: int = Field(
         500, ge=15, description="Recent points, signals and lots kept per chart (for the state and the picture)"

@@ -5,7 +5,8 @@ model repository) and the four services as separate processes, streams a synthet
 (one line per product type the repository serves, about 10% defective parts) through the ingestion
 gRPC API, waits until each frame is one inspection row, reports recall and false-positive rate
 against the generator's ground truth, writes a score chart and an HTML report with heatmap
-overlays, and stops everything again.
+overlays, and stops everything again. With ``--serve`` it first keeps the pipeline up and serves the
+dashboard on what the line wrote (diffqc.demo.serve) until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 from diffqc.demo.line import production_line
 from diffqc.demo.mes import MesReceiver
 from diffqc.demo.report import Outcome, figures, html_report, per_product, score_chart, spc_charts
+from diffqc.demo.serve import serve as serve_dashboard
 from diffqc.demo.stream import ingest_stream, wait_for_inspections
 from diffqc.infra.errors import InfraError
 from diffqc.infra.pipeline import LocalPipeline
@@ -98,6 +100,14 @@ def demo(
         ),
     ] = 0,
     summary: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this file")] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="After the report, keep the pipeline up and serve the dashboard on 127.0.0.1 "
+            "(its URL and a viewer API key are printed); Ctrl-C stops everything",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""
     console.print(
@@ -105,7 +115,7 @@ def demo(
         "as separate processes over Kafka, on this machine"
     )
     with MesReceiver() as mes:  # the stand-in MES the bridge delivers the alerts to
-        _run(mes, frames, defect_rate, fps, out, repo, seed, summary)
+        _run(mes, frames, defect_rate, fps, out, repo, seed, summary, serve)
 
 
 def _run(
@@ -117,6 +127,7 @@ def _run(
     repo: Path,
     seed: int,
     summary: Path | None,
+    serve: bool,
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
     pipeline = LocalPipeline(
@@ -165,6 +176,8 @@ def _run(
         if len(inspections) < len(accepted):
             console.print(f"[red]only {len(inspections)} of {len(accepted)} frames were inspected[/red]")
             raise typer.Exit(1)
+        if serve:
+            serve_dashboard(pipeline, console)
     except InfraError as exc:
         console.print(f"[red]could not start the pipeline:[/red] {exc}")
         raise typer.Exit(1) from None

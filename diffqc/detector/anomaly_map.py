@@ -124,19 +124,38 @@ def candidate_weights(cfg: MapConfig) -> list[dict[str, float]]:
 def learn_weights(
     good: Sequence[torch.Tensor], anomalous: Sequence[torch.Tensor], normalizer: Normalizer, cfg: MapConfig
 ) -> tuple[dict[str, float], float]:
-    """(weights, AUROC): the candidate fusion whose map peak best separates the good raw evidence
-    (batches (n, K, H, W)) from the anomalous one (synthetic anomalies of the same images)."""
+    """(weights, AUROC): the fusion whose map peak separates the good raw evidence (batches (n, K, H, W))
+    from the anomalous one (synthetic anomalies of the same images) clearly better than the configured
+    fusion does, else the configured one.
+
+    "Clearly": the best candidate's AUROC exceeds the configured fusion's in at least 95% of paired
+    bootstrap resamples of the images. A few dozen synthetic anomalies rank close candidates by noise,
+    and a candidate that only looks better on them was measured to lose on real defects (battery
+    electrode: 0.72 instead of 0.78), so the configured fusion keeps the benefit of the doubt."""
     from sklearn.metrics import roc_auc_score
 
     good_z = [normalizer(r) for r in good]
     bad_z = [normalizer(r) for r in anomalous]
     labels = np.r_[np.zeros(sum(len(z) for z in good_z)), np.ones(sum(len(z) for z in bad_z))]
-    best: tuple[dict[str, float], float] = ({}, -1.0)
-    for weights in candidate_weights(cfg):
-        if sum(weights.get(n, 0.0) for n in cfg.components) <= 0:
-            continue
-        peaks = [fuse(z, cfg, weights)[0].flatten(1).amax(1) for z in [*good_z, *bad_z]]
-        auroc = float(roc_auc_score(labels, torch.cat(peaks).numpy()))
-        if auroc > best[1] + 1e-9:
-            best = (weights, auroc)
-    return best
+    candidates = [w for w in candidate_weights(cfg) if sum(w.get(n, 0.0) for n in cfg.components) > 0]
+    peaks = [torch.cat([fuse(z, cfg, w)[0].flatten(1).amax(1) for z in [*good_z, *bad_z]]).numpy() for w in candidates]
+    aurocs = [float(roc_auc_score(labels, p)) for p in peaks]
+    best = int(np.argmax(aurocs))  # the first maximum: the configured fusion wins ties
+    if best == 0 or _bootstrap_win_rate(labels, peaks[best], peaks[0]) < 0.95:
+        best = 0
+    return candidates[best], aurocs[best]
+
+
+def _bootstrap_win_rate(labels: np.ndarray, challenger: np.ndarray, incumbent: np.ndarray, rounds: int = 400) -> float:
+    """Share of paired bootstrap resamples (good and anomalous resampled separately) in which the
+    challenger's scores separate the classes better than the incumbent's (AUROC; ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    good, bad = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    wins = 0.0
+    for _ in range(rounds):
+        idx = np.r_[rng.choice(good, good.size), rng.choice(bad, bad.size)]
+        diff = roc_auc_score(labels[idx], challenger[idx]) - roc_auc_score(labels[idx], incumbent[idx])
+        wins += 1.0 if diff > 1e-12 else 0.5 if abs(diff) <= 1e-12 else 0.0
+    return wins / rounds

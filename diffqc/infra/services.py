@@ -1,5 +1,6 @@
 """diffqc's own services as local processes (``python -m services.<name>``), ready when their
-standard gRPC health check answers SERVING. Used by the demo and the end-to-end tests."""
+standard gRPC health check answers SERVING (the gateway: when its HTTP server answers /health).
+Used by the demo and the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from diffqc.infra.process import ServerProcess
@@ -55,5 +57,32 @@ def service_process(
         log_path=log_path,
         env=environment,
         ready=lambda: grpc_is_serving(f"127.0.0.1:{grpc_port}", grpc_settings=grpc_settings),
+        ready_timeout_s=ready_timeout_s,
+    )
+
+
+def gateway_process(port: int, env: dict[str, str], log_path: Path, ready_timeout_s: float = 60.0) -> ServerProcess:
+    """``python -m services.gateway`` configured by ``env`` on ``port``; ready once its HTTP server answers."""
+    environment = {
+        **os.environ,
+        **env,
+        "DIFFQC_GATEWAY_HTTP_PORT": str(port),
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    host = environment.get("DIFFQC_GATEWAY_HTTP_HOST", "127.0.0.1")
+    probe = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/health"
+
+    def ready() -> bool:
+        try:  # 503 while ingestion is down: the HTTP server answers all the same
+            return httpx.get(probe, timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    return ServerProcess(
+        name="gateway",
+        argv=[sys.executable, "-m", "services.gateway"],
+        log_path=log_path,
+        env=environment,
+        ready=ready,
         ready_timeout_s=ready_timeout_s,
     )

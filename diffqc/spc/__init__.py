@@ -9,8 +9,9 @@
     chart = chart_from_history(line, product, rows)       # rows (time, score, verdict, lot) from the store
     render_chart(chart, "spc.png")                       # diffqc.spc.render (matplotlib: reports only)
 
-Limits (``charts``), Nelson rules 1-8 (``rules``), the stateful charts (``monitor``), InfluxDB
-points (``sink``), Avro records (``avro``), the picture (``render``); docs/spc.md explains them.
+Limits (``charts``), the Western Electric and Nelson run rules (``rules``), EWMA and CUSUM
+(``ewma_cusum``), the stateful charts (``monitor``), InfluxDB points (``sink``), Avro records
+(``avro``), the picture (``render``); docs/spc.md explains them.
 """
 
 from diffqc.spc.avro import SPC_SCHEMA, signal_record
@@ -24,11 +25,11 @@ from diffqc.spc.monitor import (
     chart_from_history,
     is_defect,
 )
-from diffqc.spc.rules import NELSON_RULES, Rule, evaluate
-from diffqc.spc.sink import spc_signal_point
+from diffqc.spc.rules import RULES, Rule, evaluate
+from diffqc.spc.sink import spc_limits_point, spc_signal_point
 
 __all__ = [
-    "NELSON_RULES",
+    "RULES",
     "P_CHART_RULE",
     "SPC_SCHEMA",
     "ChartError",
@@ -46,5 +47,6 @@ __all__ = [
     "moving_ranges",
     "p_chart",
     "signal_record",
+    "spc_limits_point",
     "spc_signal_point",
 ]

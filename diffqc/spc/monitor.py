@@ -4,9 +4,12 @@
     signals = monitor.observe_verdict(verdict)          # each InspectionVerdict of qc.inspections.v1
     states = monitor.state("line-1")                    # diffqc.v1 SpcState, one per product type
 
-The first ``baseline_size`` scores of a chart fix its individuals-chart limits (Phase I); every
-later score is standardized against them and the enabled Nelson rules are evaluated on the
-monitored points (the baseline itself is never judged). Defectives are counted per lot (the
+The first ``baseline_size`` scores of good parts fix a chart's individuals-chart limits (Phase I;
+a part judged defective is drawn but never enters the baseline); every later score is standardized
+against them, and the enabled run rules (Western Electric by default), the EWMA and the CUSUM
+chart run on the monitored points (the baseline itself is never judged). A chart is a phase of one
+model version: when the rows name a new model version (a promotion or a rollback), the chart
+starts a new baseline, since a new model scores on its own scale. Defectives are counted per lot (the
 frame's lot, else its work order); a lot is closed when a frame of another lot follows it, and
 closed lots are judged on the p-chart once ``p_baseline_lots`` closed lots have fixed p-bar.
 
@@ -28,7 +31,8 @@ import numpy as np
 from diffqc.core import clock
 from diffqc.settings import SpcSettings
 from diffqc.spc.charts import ChartError, IndividualsChart, individuals_chart, p_chart, p_limits
-from diffqc.spc.rules import MAX_WINDOW, NELSON_RULES, rules_by_id
+from diffqc.spc.ewma_cusum import CUSUM_DESCRIPTION, CUSUM_RULE, EWMA_DESCRIPTION, EWMA_RULE, Cusum, Ewma
+from diffqc.spc.rules import MAX_WINDOW, RULES, rules_by_id
 from diffqc.v1.bridge_pb2 import LotDefectRate, SpcState, SpcViolation
 from diffqc.v1.scoring_pb2 import InspectionVerdict, Verdict
 
@@ -44,6 +48,11 @@ class Observation(NamedTuple):
     verdict: str | bool  # "defect" / "pass" (any case, the store's Verdict) or True for a defect
     lot: str | None = None
     inspection_id: str | None = None
+    model_version: str | None = None  # a new version starts a new phase of the chart
+
+
+def describe(rule_id: str) -> str:
+    return {EWMA_RULE: EWMA_DESCRIPTION, CUSUM_RULE: CUSUM_DESCRIPTION}.get(rule_id) or RULES[rule_id].description
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class SpcSignal:
 
     line_id: str
     product_type: str
-    rule: str  # nelson1 .. nelson8 or pchart
+    rule: str  # we1 .. we4, nelson1 .. nelson8, ewma, cusum or pchart
     detail: str
     value: float  # the score, or for pchart the lot's defect rate
     center_line: float
@@ -73,7 +82,11 @@ class ChartPoint(NamedTuple):
     sample_index: int
     time: datetime
     score: float
-    monitored: bool  # False for the baseline points
+    monitored: bool  # False for the baseline points (and defective parts before the limits are fixed)
+    ewma: float | None = None  # the EWMA and CUSUM statistics in sigmas; None while not monitored
+    ewma_limit: float | None = None
+    cusum_upper: float | None = None
+    cusum_lower: float | None = None
 
 
 @dataclass
@@ -105,7 +118,12 @@ def _checked(observation) -> Observation:
         raise ValueError(f"observation time {time.isoformat()} has no time zone")
     if isinstance(score, bool) or not isinstance(score, (int, float, np.floating)) or not np.isfinite(score):
         raise ValueError(f"observation score must be a finite number, got {score!r}")
-    return observation._replace(score=float(score), verdict=is_defect(observation.verdict), lot=observation.lot or None)
+    return observation._replace(
+        score=float(score),
+        verdict=is_defect(observation.verdict),
+        lot=observation.lot or None,
+        model_version=observation.model_version or None,
+    )
 
 
 @dataclass
@@ -121,35 +139,54 @@ class SpcChart:
     last_point: ChartPoint | None = None
     previous_score: float | None = None
 
+    model_version: str | None = None  # of the current phase; None until a row names one
+    phase_start: int = 0  # sample index of the current phase's first point
+
     def __post_init__(self) -> None:
         if not self.line_id or not self.product_type:
             raise ValueError(f"a chart needs a line id and a product type, got {self.line_id!r}/{self.product_type!r}")
-        self.rules = rules_by_id([r for r in self.settings.rules if r != P_CHART_RULE])
+        self.rules = rules_by_id([r for r in self.settings.rules if r.startswith(("we", "nelson"))])
         self.points: deque[ChartPoint] = deque(maxlen=self.settings.history_size)
         self.signals: deque[SpcSignal] = deque(maxlen=self.settings.history_size)
         self.lots: OrderedDict[str, LotCount] = OrderedDict()
+        self._current_lot: str | None = None
+        self._start_phase()
+
+    def _start_phase(self) -> None:
+        """Forget the limits and everything judged against them: a new baseline follows."""
+        self.limits = None
         self._baseline: list[float] = []
         self._tail_z: np.ndarray = np.empty(0)  # the last MAX_WINDOW - 1 monitored points, standardized
         self._active: dict[str, tuple[datetime, int]] = {}  # rule -> start of its current firing streak
-        self._current_lot: str | None = None
+        self._ewma = Ewma(self.settings.ewma_lambda, self.settings.ewma_width)
+        self._cusum = Cusum(self.settings.cusum_k, self.settings.cusum_h)
 
     def extend(self, observations: Iterable) -> list[SpcSignal]:
         """Add observations in time order; return the signals they raise. All rows are checked first."""
         rows = [_checked(o) for o in observations]
         signals: list[SpcSignal] = []
-        monitored: list[tuple[int, Observation]] = []
+        monitored: list[tuple[int, Observation, set[str]]] = []
         for row in rows:
             index = self.sample_count
+            if row.model_version and row.model_version != self.model_version:
+                if self.model_version is not None:  # a promotion or rollback: judge what came before, then restart
+                    signals += self._judge(monitored)
+                    monitored = []
+                    self._start_phase()
+                    self.phase_start = index
+                self.model_version = row.model_version
             self.sample_count += 1
             signals += self._count_lot(index, row)
-            judged = self.limits is not None
-            if judged:
-                monitored.append((index, row))
+            if self.limits is not None:
+                point, fired = self._memory_charts(index, row)
+                monitored.append((index, row, fired))
             else:
-                self._add_to_baseline(row.score)
-            self.points.append(ChartPoint(index, row.time, row.score, judged))
+                point = ChartPoint(index, row.time, row.score, False)
+                if not row.verdict:
+                    self._add_to_baseline(row.score)
+            self.points.append(point)
             self.previous_score = self.last_point.score if self.last_point else None
-            self.last_point = self.points[-1]
+            self.last_point = point
         signals += self._judge(monitored)
         signals.sort(key=lambda s: (s.sample_index, s.rule))
         self.signals.extend(signals)
@@ -164,25 +201,39 @@ class SpcChart:
                 return
             self._baseline = []
 
-    def _judge(self, monitored: list[tuple[int, Observation]]) -> list[SpcSignal]:
+    def _memory_charts(self, index: int, row: Observation) -> tuple[ChartPoint, set[str]]:
+        """The EWMA and CUSUM statistics of one monitored point, and which of the two (if enabled) fire."""
+        assert self.limits is not None
+        z = float(self.limits.standardize([row.score])[0])
+        ewma, limit, ewma_out = self._ewma.update(z)
+        upper, lower, cusum_out = self._cusum.update(z)
+        fired = {rule for rule, out in ((EWMA_RULE, ewma_out), (CUSUM_RULE, cusum_out)) if out}
+        point = ChartPoint(index, row.time, row.score, True, ewma, limit, upper, lower)
+        return point, fired & set(self.settings.rules)
+
+    def _judge(self, monitored: list[tuple[int, Observation, set[str]]]) -> list[SpcSignal]:
         limits = self.limits
         if not monitored or limits is None:  # only points judged against limits are monitored
             return []
-        z = np.concatenate((self._tail_z, limits.standardize([row.score for _, row in monitored])))
+        z = np.concatenate((self._tail_z, limits.standardize([row.score for _, row, _ in monitored])))
         offset = self._tail_z.size
         fired_at: dict[str, set[int]] = {}
-        signals = []
         for rule in self.rules:
             fired = rule.detect(z)
             fired_at[rule.id] = set((fired[fired >= offset] - offset).tolist())
-            for position in sorted(fired_at[rule.id]):
-                index, row = monitored[position]
+        for rule_id in (EWMA_RULE, CUSUM_RULE):
+            if rule_id in self.settings.rules:
+                fired_at[rule_id] = {position for position, (_, _, fired) in enumerate(monitored) if rule_id in fired}
+        signals = []
+        for rule_id, positions in fired_at.items():
+            for position in sorted(positions):
+                index, row, _ = monitored[position]
                 signals.append(
                     SpcSignal(
                         self.line_id,
                         self.product_type,
-                        rule.id,
-                        rule.description,
+                        rule_id,
+                        describe(rule_id),
                         row.score,
                         limits.center_line,
                         limits.ucl,
@@ -202,7 +253,7 @@ class SpcChart:
             while start - 1 in positions:
                 start -= 1
             if start > 0 or rule_id not in self._active:  # else the streak goes on from an earlier batch
-                index, row = monitored[start]
+                index, row, _ = monitored[start]
                 self._active[rule_id] = (row.time, index)
         self._tail_z = z[-(MAX_WINDOW - 1) :]
         return signals
@@ -299,7 +350,7 @@ class SpcChart:
             if self.previous_score is not None:
                 message.last_moving_range = abs(self.last_point.score - self.previous_score)
         for rule_id, (since, index) in sorted(self._active.items()):
-            violation = SpcViolation(rule=rule_id, detail=NELSON_RULES[rule_id].description, sample_index=index)
+            violation = SpcViolation(rule=rule_id, detail=describe(rule_id), sample_index=index)
             violation.detected_at.FromDatetime(since)
             message.violations.append(violation)
         return message
@@ -343,6 +394,7 @@ class SpcMonitor:
             verdict.verdict == Verdict.VERDICT_DEFECT,
             frame.lot or frame.work_order or None,
             verdict.inspection_id,
+            verdict.model.version or None,
         )
         return self.observe(frame.line_id, frame.product_type, row)
 

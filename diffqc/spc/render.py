@@ -1,4 +1,5 @@
-"""The control-chart picture of one SpcChart: the individuals chart over the moving-range chart (PNG)."""
+"""The control-chart picture of one SpcChart: the individuals chart, the moving-range chart, and the EWMA
+and CUSUM charts of the same points (PNG)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ LIMIT_COLOR = "#b22222"
 
 
 def render_chart(chart: SpcChart, path: str | Path, title: str | None = None) -> Path:
-    """Scores (baseline grey, monitored blue), CL/UCL/LCL and the +-1/2 sigma zones, each Nelson signal
-    circled and labelled with its rule number; underneath, the moving ranges with their UCL."""
+    """Scores (baseline grey, monitored blue), CL/UCL/LCL and the +-1/2 sigma zones, each signal circled
+    and labelled with its rule; underneath, the moving ranges with their UCL, the EWMA with its limits
+    and the two CUSUMs with the decision interval h."""
     if not chart.points:
         raise ValueError(f"chart {chart.line_id}/{chart.product_type} has no points to draw")
     path = Path(path)
@@ -26,7 +28,9 @@ def render_chart(chart: SpcChart, path: str | Path, title: str | None = None) ->
     index = np.array([p.sample_index for p in chart.points])
     scores = np.array([p.score for p in chart.points])
     monitored = np.array([p.monitored for p in chart.points])
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1))
+    figure, (top, bottom, ewma_axes, cusum_axes) = plt.subplots(
+        4, 1, figsize=(10, 9), sharex=True, height_ratios=(3, 1, 1.3, 1.3)
+    )
     try:
         top.plot(index, scores, color="#9aa5b1", linewidth=0.8, zorder=1)
         top.scatter(index[~monitored], scores[~monitored], s=10, color="#9aa5b1", label="baseline", zorder=2)
@@ -54,16 +58,36 @@ def render_chart(chart: SpcChart, path: str | Path, title: str | None = None) ->
             bottom.axhline(limits.moving_range_ucl, color=LIMIT_COLOR, linestyle="--", linewidth=1)
         _mark_signals(top, chart, index[0])
         bottom.plot(index[1:], np.abs(np.diff(scores)), color="#1f77b4", linewidth=0.8, marker=".", markersize=3)
-        top.set_title(title or f"SPC {chart.line_id} / {chart.product_type}: individuals and moving range")
+        _memory_charts(ewma_axes, cusum_axes, chart)
+        top.set_title(title or f"SPC {chart.line_id} / {chart.product_type}: individuals, moving range, EWMA, CUSUM")
         top.set_ylabel("anomaly score")
         bottom.set_ylabel("moving range")
-        bottom.set_xlabel("sample")
+        cusum_axes.set_xlabel("sample")
         top.legend(loc="upper left", fontsize=8, ncols=3)
         figure.tight_layout()
         figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)
     return path
+
+
+def _memory_charts(ewma_axes, cusum_axes, chart: SpcChart) -> None:
+    points = [p for p in chart.points if p.ewma is not None]
+    index = np.array([p.sample_index for p in points])
+    ewma_axes.set_ylabel("EWMA (sigma)")
+    cusum_axes.set_ylabel("CUSUM (sigma)")
+    if not points:
+        return
+    limit = np.array([p.ewma_limit for p in points])
+    ewma_axes.plot(index, [p.ewma for p in points], color="#1f77b4", linewidth=0.9)
+    ewma_axes.plot(index, limit, color=LIMIT_COLOR, linestyle="--", linewidth=1)
+    ewma_axes.plot(index, -limit, color=LIMIT_COLOR, linestyle="--", linewidth=1)
+    ewma_axes.axhline(0, color="#2ca02c", linewidth=1)
+    cusum_axes.plot(index, [p.cusum_upper for p in points], color="#1f77b4", linewidth=0.9, label="C+")
+    cusum_axes.plot(index, [-(p.cusum_lower or 0.0) for p in points], color="#ff7f0e", linewidth=0.9, label="-C-")
+    for h in (chart.settings.cusum_h, -chart.settings.cusum_h):
+        cusum_axes.axhline(h, color=LIMIT_COLOR, linestyle="--", linewidth=1)
+    cusum_axes.legend(loc="upper left", fontsize=8, ncols=2)
 
 
 def _mark_signals(axes, chart: SpcChart, first_index: int) -> None:

@@ -1,5 +1,11 @@
-"""The eight Nelson rules (L. S. Nelson, "The Shewhart control chart — tests for special causes",
-Journal of Quality Technology 16(4), 1984), vectorised over a standardized series.
+"""Run rules of a Shewhart chart, vectorised over a standardized series: the Western Electric rules
+1-4 (Western Electric, *Statistical Quality Control Handbook*, 1956; the default set) and the eight
+Nelson rules (L. S. Nelson, "The Shewhart control chart — tests for special causes", Journal of
+Quality Technology 16(4), 1984; opt-in).
+
+Together the Western Electric rules give an in-control average run length of about 92 points;
+all eight Nelson rules about 50 (docs/spc.md, ``benchmarks/spc_arl.py``), which on a line that
+inspects a part a second is a false signal every minute.
 
 Each rule takes z = (x - centre line) / sigma and returns the indices i at which the pattern
 that ends at point i is complete; a point that continues the pattern fires again (a run of 10
@@ -39,6 +45,10 @@ def nine_on_one_side(z: np.ndarray) -> np.ndarray:
     return np.union1d(_runs(z > 0, 9), _runs(z < 0, 9))
 
 
+def eight_on_one_side(z: np.ndarray) -> np.ndarray:
+    return np.union1d(_runs(z > 0, 8), _runs(z < 0, 8))
+
+
 def six_trending(z: np.ndarray) -> np.ndarray:
     steps = np.diff(z)  # steps[j] = z[j+1] - z[j]: 5 steps in one direction make 6 points
     return np.union1d(_runs(steps > 0, 5), _runs(steps < 0, 5)) + 1
@@ -75,7 +85,7 @@ def eight_outside_1_sigma_both_sides(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Rule:
-    """A Nelson rule: its id (``nelson1`` .. ``nelson8``), what it means, the points it looks back on."""
+    """A run rule: its id (we1 .. we4, nelson1 .. nelson8), what it means, the points it looks back on."""
 
     id: str
     description: str
@@ -86,25 +96,31 @@ class Rule:
         return self.detect(standardized(z))
 
 
-NELSON_RULES: dict[str, Rule] = {
-    rule.id: rule
-    for rule in (
-        Rule("nelson1", "1 point beyond 3 sigma of the centre line", 1, beyond_3_sigma),
-        Rule("nelson2", "9 points in a row on the same side of the centre line", 9, nine_on_one_side),
-        Rule("nelson3", "6 points in a row steadily increasing or decreasing", 6, six_trending),
-        Rule("nelson4", "14 points in a row alternating up and down", 14, fourteen_alternating),
-        Rule("nelson5", "2 of 3 points in a row beyond 2 sigma on the same side", 3, two_of_three_beyond_2_sigma),
-        Rule("nelson6", "4 of 5 points in a row beyond 1 sigma on the same side", 5, four_of_five_beyond_1_sigma),
-        Rule("nelson7", "15 points in a row within 1 sigma of the centre line", 15, fifteen_within_1_sigma),
-        Rule(
-            "nelson8",
-            "8 points in a row beyond 1 sigma, on both sides of the centre line",
-            8,
-            eight_outside_1_sigma_both_sides,
-        ),
-    )
-}
-MAX_WINDOW = max(rule.window for rule in NELSON_RULES.values())
+WESTERN_ELECTRIC = (
+    Rule("we1", "1 point beyond 3 sigma of the centre line", 1, beyond_3_sigma),
+    Rule("we2", "2 of 3 points in a row beyond 2 sigma on the same side", 3, two_of_three_beyond_2_sigma),
+    Rule("we3", "4 of 5 points in a row beyond 1 sigma on the same side", 5, four_of_five_beyond_1_sigma),
+    Rule("we4", "8 points in a row on the same side of the centre line", 8, eight_on_one_side),
+)
+NELSON = (
+    Rule("nelson1", "1 point beyond 3 sigma of the centre line", 1, beyond_3_sigma),
+    Rule("nelson2", "9 points in a row on the same side of the centre line", 9, nine_on_one_side),
+    Rule("nelson3", "6 points in a row steadily increasing or decreasing", 6, six_trending),
+    Rule("nelson4", "14 points in a row alternating up and down", 14, fourteen_alternating),
+    Rule("nelson5", "2 of 3 points in a row beyond 2 sigma on the same side", 3, two_of_three_beyond_2_sigma),
+    Rule("nelson6", "4 of 5 points in a row beyond 1 sigma on the same side", 5, four_of_five_beyond_1_sigma),
+    Rule("nelson7", "15 points in a row within 1 sigma of the centre line", 15, fifteen_within_1_sigma),
+    Rule(
+        "nelson8",
+        "8 points in a row beyond 1 sigma, on both sides of the centre line",
+        8,
+        eight_outside_1_sigma_both_sides,
+    ),
+)
+RULES: dict[str, Rule] = {rule.id: rule for rule in (*WESTERN_ELECTRIC, *NELSON)}
+# Rules that test the same pattern under two names: enabling both would report every signal twice.
+SAME_TEST = (("we1", "nelson1"), ("we2", "nelson5"), ("we3", "nelson6"))
+MAX_WINDOW = max(rule.window for rule in RULES.values())
 
 
 def standardized(z) -> np.ndarray:
@@ -113,13 +129,20 @@ def standardized(z) -> np.ndarray:
 
 def rules_by_id(ids: Iterable[str]) -> list[Rule]:
     """The rules named by ``ids``, in the given order; an unknown id is an error that lists the known ones."""
-    unknown = [rule_id for rule_id in ids if rule_id not in NELSON_RULES]
+    ids = list(ids)
+    unknown = [rule_id for rule_id in ids if rule_id not in RULES]
     if unknown:
-        raise ValueError(f"unknown SPC rule id(s) {unknown}; known: {sorted(NELSON_RULES)}")
-    return [NELSON_RULES[rule_id] for rule_id in ids]
+        raise ValueError(f"unknown SPC rule id(s) {unknown}; known: {sorted(RULES)}")
+    twice = [pair for pair in SAME_TEST if set(pair) <= set(ids)]
+    if twice:
+        raise ValueError(f"SPC rules {twice} test the same pattern; enable one of each pair")
+    return [RULES[rule_id] for rule_id in ids]
 
 
-def evaluate(z, rule_ids: Iterable[str] = NELSON_RULES) -> dict[str, np.ndarray]:
+DEFAULT_RULES = tuple(rule.id for rule in WESTERN_ELECTRIC)
+
+
+def evaluate(z, rule_ids: Iterable[str] = DEFAULT_RULES) -> dict[str, np.ndarray]:
     """Every selected rule over the whole series: rule id -> indices where it fires."""
     series = standardized(z)
     return {rule.id: rule.detect(series) for rule in rules_by_id(rule_ids)}

@@ -145,7 +145,8 @@ def score_history(
     session: Session, line_id: str | None = None, product_type: str | None = None
 ) -> dict[tuple[str, str], list[tuple]]:
     """Stored verdicts as control charts read them: (line, product) -> rows (capture time, score, verdict,
-    lot, inspection id) in capture order. The lot a part counts in is its lot, else its work order."""
+    lot, inspection id, model version) in capture order. The lot a part counts in is its lot, else its
+    work order."""
     query = (
         select(
             Frame.line_id,
@@ -156,6 +157,7 @@ def score_history(
             Frame.lot,
             Frame.work_order,
             Inspection.id,
+            Inspection.model_version,
         )
         .join(Frame, Frame.id == Inspection.frame_id)
         .order_by(Frame.captured_at, Frame.id)
@@ -165,8 +167,8 @@ def score_history(
     if product_type:
         query = query.where(Frame.product_type == product_type)
     history: dict[tuple[str, str], list[tuple]] = {}
-    for line, product, captured, score, verdict, lot, work_order, inspection in session.execute(query):
+    for line, product, captured, score, verdict, lot, work_order, inspection, version in session.execute(query):
         history.setdefault((line, product), []).append(
-            (captured, score, Verdict(verdict).value, lot or work_order or None, inspection)
+            (captured, score, Verdict(verdict).value, lot or work_order or None, inspection, version)
         )
     return history

@@ -229,3 +229,24 @@ class AuditEntry(Base):
     details: Mapped[dict] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class SpcAcknowledgement(Base):
+    """A person's answer to one SPC signal: its cause and the corrective action (diffqc.store.spc_acks).
+
+    One per signal: ``signal_id`` ("{line}/{product}/{rule}/{sample_index}", diffqc.spc.SpcSignal) is unique,
+    and its parts are kept in their own columns so a line's acknowledgements are read by index.
+    """
+
+    __tablename__ = "spc_acknowledgements"
+    __table_args__ = (Index("ix_spc_acknowledgements_line", "line_id", "acknowledged_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signal_id: Mapped[str] = mapped_column(String(200), unique=True)
+    line_id: Mapped[str] = mapped_column(String(64))
+    product_type: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(16))
+    sample_index: Mapped[int] = mapped_column(BigInteger)
+    cause: Mapped[str] = mapped_column(String(500))
+    corrective_action: Mapped[str] = mapped_column(String(1000))
+    acknowledged_by: Mapped[str] = mapped_column(String(100))  # the API key's name
+    acknowledged_at: Mapped[datetime] = mapped_column(default=clock.now)

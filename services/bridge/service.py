@@ -38,7 +38,15 @@ from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.scoring.sink import ScoreSink
 from diffqc.settings import BridgeSettings, KafkaSettings
-from diffqc.spc import Observation, SpcMonitor, SpcSignal, signal_record, spc_signal_point
+from diffqc.spc import (
+    IndividualsChart,
+    Observation,
+    SpcMonitor,
+    SpcSignal,
+    signal_record,
+    spc_limits_point,
+    spc_signal_point,
+)
 from diffqc.store import db
 from diffqc.store.alerts import BadPageToken, record_alert, undelivered_alerts
 from diffqc.store.models import Alert
@@ -96,6 +104,16 @@ def alert_worker(
     return ConsumeLoop(kafka, alerts.topic, GROUP, lambda value: value, handle, fence)
 
 
+@dataclass(frozen=True)
+class Observed:
+    """A verdict placed on its line's charts, the signals it fired and the limits it was judged against."""
+
+    verdict: InspectionVerdict
+    signals: list[SpcSignal]
+    limits: IndividualsChart | None = None  # None while the chart's baseline is being collected
+    model_version: str | None = None
+
+
 class SpcFeed:
     """The monitor behind a lock (the SPC worker feeds it, gRPC threads read it).
 
@@ -114,13 +132,15 @@ class SpcFeed:
         if len(self._seen) > self.remember:
             self._seen.popitem(last=False)
 
-    def observe(self, verdict: InspectionVerdict) -> list[SpcSignal]:
+    def observe(self, verdict: InspectionVerdict) -> Observed:
         with self.lock:
             if verdict.inspection_id in self._seen:
-                return list(self._seen[verdict.inspection_id])
-            signals = self.monitor.observe_verdict(verdict)
-            self._remember(verdict.inspection_id, signals)
-            return signals
+                signals = list(self._seen[verdict.inspection_id])
+            else:
+                signals = self.monitor.observe_verdict(verdict)
+                self._remember(verdict.inspection_id, signals)
+            chart = self.monitor.chart(verdict.frame.line_id, verdict.frame.product_type)
+            return Observed(verdict, signals, chart.limits, chart.model_version)
 
     def delivered(self, inspection_id: str) -> None:
         with self.lock:
@@ -132,21 +152,14 @@ class SpcFeed:
         restarted bridge carries on its charts instead of fixing new limits from whatever comes next."""
         with self.lock:
             for (line_id, product_type), rows in history.items():
-                self.monitor.rebuild(line_id, product_type, [Observation(*row) for row in rows])
-                for row in rows[-self.remember :]:
-                    self._remember(str(row[-1]), [])
+                observations = [Observation(*row) for row in rows]
+                self.monitor.rebuild(line_id, product_type, observations)
+                for observation in observations[-self.remember :]:
+                    self._remember(str(observation.inspection_id), [])
 
     def state(self, line_id: str, product_type: str) -> list[bridge_pb2.SpcState]:
         with self.lock:
             return self.monitor.state(line_id, product_type)
-
-
-@dataclass(frozen=True)
-class Observed:
-    """A verdict placed on its line's charts, and the signals it fired."""
-
-    verdict: InspectionVerdict
-    signals: list[SpcSignal]
 
 
 class SignalPublisher:
@@ -158,7 +171,19 @@ class SignalPublisher:
         self.publisher = Publisher(kafka)
 
     def publish(self, observed: Observed) -> None:
-        plant = observed.verdict.frame.plant_id
+        frame = observed.verdict.frame
+        plant = frame.plant_id
+        if observed.limits is not None:
+            self.sink.write(
+                spc_limits_point(
+                    frame.line_id,
+                    frame.product_type,
+                    observed.model_version,
+                    observed.limits,
+                    clock.to_datetime(frame.capture_time),
+                    {"plant": plant},
+                )
+            )
         for signal in observed.signals:
             self.sink.write(spc_signal_point(signal, {"plant": plant}))
             self.publisher.publish(
@@ -175,7 +200,7 @@ def spc_stage(feed: SpcFeed, publisher: SignalPublisher) -> StreamStage[Inspecti
     return StreamStage(
         SPC_GROUP,
         INSPECTIONS,
-        lambda verdict: Observed(verdict, feed.observe(verdict)),
+        feed.observe,
         SPC_ERRORS,
         emit=publisher.publish,
     )

@@ -1,7 +1,8 @@
 """The FastAPI application: REST API under /api, OpenAPI docs at /docs, the dashboard at /.
 
 Every route but /health, the login page and the static assets needs credentials (services/gateway/auth.py)
-and declares the role it needs: viewer reads, operator uploads, admin manages keys and reads the audit log.
+and declares the role it needs: viewer reads, operator uploads and acknowledges SPC signals, admin manages keys
+and reads the audit log.
 """
 
 # No "from __future__ import annotations": FastAPI must resolve the route signatures, which refer to locals.
@@ -40,6 +41,7 @@ from services.gateway.login import login_router
 from services.gateway.queries import Store, inspection_url, result_of
 from services.gateway.schemas import Health, InspectionResult, LineSummary, Problem, UploadResult
 from services.gateway.spc import LineSpc, line_spc
+from services.gateway.spc_acks import spc_acks_router
 
 STATIC = pathlib.Path(__file__).parent / "static"
 MAX_RECENT = 500
@@ -80,12 +82,13 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         openapi_url=None,  # served below, to viewers only
         description="Upload frames for inspection, read verdicts, heatmaps and SPC charts. Every route but "
         f"/health needs an API key (header `{cfg.api_key_header}` or `Authorization: Bearer`) or a session "
-        f"({LOGIN_PATH}); roles: viewer reads, operator uploads, admin manages keys and reads the audit log. "
-        "The image and heatmap routes also admit a signed link (`?expires=&signature=`).",
+        f"({LOGIN_PATH}); roles: viewer reads, operator uploads and acknowledges SPC signals, admin manages keys "
+        "and reads the audit log. The image and heatmap routes also admit a signed link (`?expires=&signature=`).",
     )
     install_error_handlers(app, cfg.max_upload_bytes)
     app.include_router(login_router(auth, STATIC))
     app.include_router(admin_router(engine, auth))
+    app.include_router(spc_acks_router(engine, auth))
 
     def found(id_or_frame_id: str) -> tuple[Inspection, FrameRow]:
         inspection = store.inspection(id_or_frame_id)

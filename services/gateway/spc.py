@@ -2,7 +2,8 @@
 
 Each (line, product type) chart is rebuilt from the line's whole history, from its first score, in
 capture order: that is the chart the bridge's live monitor built from the same rows (the
-baseline is the chart's first scores), so the dashboard and the bridge agree. Only the chart's
+baseline is the first good parts judged by the current model version), so the dashboard and the
+bridge agree. Only the chart's
 recent points and signals (``DIFFQC_SPC_HISTORY_SIZE``) are returned.
 """
 
@@ -25,10 +26,15 @@ class ChartPointOut(BaseModel):
     time: datetime = Field(description="Capture time of the frame")
     score: float
     monitored: bool = Field(description="False for the baseline points that fixed the limits")
+    ewma: float | None = Field(None, description="EWMA of the standardized scores (sigmas); null when not monitored")
+    ewma_limit: float | None = Field(None, description="The EWMA's control limit at this point (+-, sigmas)")
+    cusum_upper: float | None = Field(None, description="Upper CUSUM C+ (sigmas); a signal beyond cusum_h")
+    cusum_lower: float | None = Field(None, description="Lower CUSUM C- (sigmas); a signal beyond cusum_h")
 
 
 class SignalOut(BaseModel):
-    rule: str = Field(description="nelson1 .. nelson8, or pchart")
+    signal_id: str = Field(description="line/product/rule/sample_index: the id to acknowledge the signal by")
+    rule: str = Field(description="we1 .. we4, nelson1 .. nelson8, ewma, cusum, or pchart")
     detail: str
     value: float = Field(description="The score, or for pchart the lot's defect rate")
     time: datetime
@@ -64,6 +70,9 @@ class SpcChartOut(BaseModel):
     lower_control_limit: float
     sigma: float
     baseline_size: int
+    model_version: str | None = Field(description="The model version of the current phase of the chart")
+    phase_start: int = Field(description="Sample index where the current model version's phase (and baseline) began")
+    cusum_h: float = Field(description="The CUSUM's decision interval (sigmas)")
     points: list[ChartPointOut] = Field(description="The most recent points, oldest first")
     signals: list[SignalOut] = Field(description="The most recent signals, oldest first")
     violations: list[ViolationOut] = Field(description="Rules the latest points break; empty when in control")
@@ -95,6 +104,9 @@ def chart_out(chart: SpcChart) -> SpcChartOut:
         lower_control_limit=state.lower_control_limit,
         sigma=state.sigma,
         baseline_size=state.baseline_size,
+        model_version=chart.model_version,
+        phase_start=chart.phase_start,
+        cusum_h=chart.settings.cusum_h,
         points=[ChartPointOut.model_validate(p, from_attributes=True) for p in chart.points],
         signals=[SignalOut.model_validate(s, from_attributes=True) for s in chart.signals],
         violations=[

@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) against the
 gateway in front of the real pipeline: a person logs in with an API key, then it shows a defect's
-heatmap and the line's control chart with its SPC signals, and a new upload appears without a reload."""
+heatmap and the line's control chart with its SPC signals, a new upload appears without a reload, and
+an operator's acknowledgement of a signal shows to everyone."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from diffqc.data.mvtec import list_samples
 from tests.helpers.env import require
-from tests.helpers.gateway_stack import VIEWER_KEY, capture_times, gateway_stack, upload
+from tests.helpers.gateway_stack import API_KEY, VIEWER_KEY, capture_times, gateway_stack, parts_by_verdict, upload
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,11 +56,14 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
     good = [s.path.read_bytes() for s in samples if s.label == 0]
     defective = [s.path.read_bytes() for s in samples if s.label == 1]
     line = f"L-{uuid.uuid4().hex[:6]}"
-    # Two good parts in turn fix the limits; then one of them nine times in a row, on one side of the
-    # centre line (Nelson rule 2), then the defective parts.
-    sequence = [good[i % 2] for i in range(BASELINE + 1)] + [good[0]] * 9 + defective
-    times = capture_times(len(sequence) + 1)
+    # Two good parts in turn fix the limits (two the tiny detector passes: a part judged defective never
+    # enters the baseline); then one of them nine times in a row, on one side of the centre line
+    # (Western Electric rule 4 from the eighth), then the defective parts and those it flagged.
+    candidates = good + [s.path.read_bytes() for s in list_samples(tiny_artifact[1], "train")][:20]
+    times = capture_times(BASELINE + 11 + len(defective) + len(candidates))
     with stack.client() as client:
+        passing, flagged = parts_by_verdict(client, candidates, f"{line}-probe")
+        sequence = [passing[i % 2] for i in range(BASELINE + 1)] + [passing[0]] * 9 + defective + flagged
         results = []
         for image, when in zip(sequence, times, strict=False):
             response = upload(client, image, line, wait=True, capture_time=when)
@@ -103,6 +107,28 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
         expect(page.locator(f"[data-frame-id='{response.json()['frame_id']}']")).to_be_visible(timeout=15_000)
         expect(chart.locator("circle")).to_have_count(len(results) + 1)
         assert page.evaluate("window.__notReloaded") is True
+
+        # An operator acknowledges the newest signal from the chart; the viewer then sees who did and why.
+        expect(page.locator("[data-testid=ack-button]")).to_have_count(0)  # a viewer may not acknowledge
+        operator = browser.new_page()  # a context of its own: its own session cookie
+        operator.on("pageerror", lambda exc: errors.append(str(exc)))
+        operator.goto(stack.url + "/login")
+        operator.fill("[data-testid=api-key]", API_KEY)
+        operator.click("[data-testid=login]")
+        expect(operator.locator("[data-testid=who]")).to_have_text("test-operator (operator)")
+        operator.select_option("[data-testid=line-select]", line)
+        newest = operator.locator("[data-testid=signals] li").first
+        expect(newest.locator("[data-testid=ack-button]")).to_be_visible(timeout=15_000)
+        signal_id = newest.get_attribute("data-signal-id")
+        signal = operator.locator(f"[data-signal-id='{signal_id}']")
+        signal.locator("[data-testid=ack-button]").click()
+        signal.locator("[data-testid=ack-cause]").fill("nozzle worn")
+        signal.locator("[data-testid=ack-action]").fill("nozzle replaced, first part checked")
+        signal.locator("[data-testid=ack-submit]").click()
+        acknowledged = "acknowledged by test-operator: nozzle worn"
+        expect(signal.locator("[data-testid=ack]")).to_have_text(acknowledged)
+        expect(page.locator(f"[data-signal-id='{signal_id}'] [data-testid=ack]")).to_have_text(acknowledged)
+        operator.close()
         assert errors == []
         page.screenshot(path=tmp_path / "dashboard.png", full_page=True)  # for a look when it fails
 

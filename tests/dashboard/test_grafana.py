@@ -13,7 +13,7 @@ import yaml
 
 from diffqc.core.components import COMPONENTS
 from diffqc.scoring.sink import TAGS, score_point
-from diffqc.spc import SpcSignal, spc_signal_point
+from diffqc.spc import IndividualsChart, SpcSignal, spc_limits_point, spc_signal_point
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "diffqc-spc.json"
@@ -34,7 +34,8 @@ def _written() -> dict[str, tuple[set[str], set[str]]]:
     signal = spc_signal_point(
         SpcSignal("L1", "pcb", "nelson1", "d", 1.0, 0.0, 3.0, -3.0, now, 7, "LOT"), {"plant": "P1"}
     )
-    return {m: (tags, fields) for m, tags, fields in map(_schema, (score, signal))}
+    limits = spc_limits_point("L1", "pcb", "v1", IndividualsChart(1.0, 0.1, 0.11, 30), now, {"plant": "P1"})
+    return {m: (tags, fields) for m, tags, fields in map(_schema, (score, signal, limits))}
 
 
 def _queries(dashboard: dict) -> list[tuple[str, str]]:
@@ -68,7 +69,7 @@ def test_the_datasource_file_provisions_the_flux_datasource_the_panels_use(dashb
 
 def test_every_query_reads_only_measurements_fields_and_tags_the_platform_writes(dashboard):
     written = _written()
-    assert set(written) == {"anomaly_score", "spc_signal"}
+    assert set(written) == {"anomaly_score", "spc_signal", "spc_limits"}
     seen = set()
     for where, query in _queries(dashboard):
         measurements = set(re.findall(r'(?:r\._measurement == |measurement: )"([^"]+)"', query))

@@ -99,10 +99,38 @@ def test_learned_fusion_picks_weights_on_synthetic_anomalies_and_keeps_them(meta
 def test_synthetic_anomalies_change_a_small_connected_part_of_each_image():
     from diffqc.detector.synthetic import synthetic_anomalies
 
-    goods = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) * 0.2 + 0.4 for i in range(6)]
-    for good, bad in zip(goods, synthetic_anomalies(goods), strict=True):
+    goods = [np.random.default_rng(i).random((64, 64, 3)).astype(np.float32) * 0.2 + 0.4 for i in range(8)]
+    anomalies = synthetic_anomalies(goods)
+    assert len(anomalies) == 2 * len(goods)  # an obvious and a subtle one per image
+    for good, bad in zip(goods + goods, anomalies, strict=True):
         changed = np.abs(bad - good).max(axis=2) > 0.05
         assert bad.shape == good.shape and bad.dtype == good.dtype and 0 < changed.mean() < 0.2
+    subtle = [np.abs(b - g).max(axis=2) > 0.05 for g, b in zip(goods, anomalies[len(goods) :], strict=True)]
+    assert np.mean([m.mean() for m in subtle]) < np.mean(
+        [(np.abs(b - g).max(axis=2) > 0.05).mean() for g, b in zip(goods, anomalies[: len(goods)], strict=True)]
+    )
+
+
+def test_learned_fusion_keeps_the_configured_weights_unless_a_candidate_is_clearly_better():
+    from diffqc.detector.anomaly_map import Normalizer, learn_weights
+    from diffqc.detector.config import MapConfig
+
+    cfg = MapConfig(features=True)
+    k = len(cfg.components)
+    mean, std = torch.zeros(k, 1, 1), torch.ones(k, 1, 1)
+    normalizer = Normalizer(mean, std)
+    rng = torch.Generator().manual_seed(0)
+    good = [torch.rand(30, k, 16, 16, generator=rng)]
+    # Every component sees the anomalies equally: no candidate can be clearly better than the configured mix.
+    same = good[0].clone()
+    same[:, :, 8, 8] += 2.0
+    weights, _ = learn_weights(good, [same], normalizer, cfg)
+    assert weights == dict(cfg.weights)
+    # Only the memory component sees them: the candidate that looks at it alone wins.
+    only_memory = good[0].clone()
+    only_memory[:, cfg.components.index("memory"), 6:8, 6:8] += 2.0
+    weights, auroc = learn_weights(good, [only_memory], normalizer, cfg)
+    assert weights == {n: float(n == "memory") for n in cfg.components} and auroc > 0.95
 
 
 def test_the_position_gaussian_flags_a_patch_that_is_good_elsewhere_but_not_at_its_place():

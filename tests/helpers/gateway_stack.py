@@ -5,9 +5,7 @@ tests (tests/services/test_gateway*.py) and the dashboard tests (tests/dashboard
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from diffqc.infra.pipeline import LocalPipeline
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.process import ServerProcess
-from diffqc.infra.services import PROJECT_ROOT
+from diffqc.infra.services import gateway_process
 from diffqc.security.api_keys import BootstrapKey, Role, hash_key, new_key
 from diffqc.serving.repository import stage_version
 from tests.helpers.env import require
@@ -44,31 +42,6 @@ VIEWER_KEY, API_KEY, ADMIN_KEY = KEYS[Role.VIEWER], KEYS[Role.OPERATOR], KEYS[Ro
 LINK_SECRET = uuid.uuid4().hex
 SESSION_SECRET = uuid.uuid4().hex
 UPLOAD = "/api/inspection/upload"
-
-
-def gateway_process(port: int, env: dict[str, str], log_path: Path) -> ServerProcess:
-    """``python -m services.gateway`` on ``port``, ready when its HTTP server answers."""
-    environment = {
-        **os.environ,
-        **env,
-        "DIFFQC_GATEWAY_HTTP_PORT": str(port),
-        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-
-    def ready() -> bool:
-        try:  # 503 while ingestion is down: the HTTP server answers all the same
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
-
-    return ServerProcess(
-        name="gateway",
-        argv=[sys.executable, "-m", "services.gateway"],
-        log_path=log_path,
-        env=environment,
-        ready=ready,
-        ready_timeout_s=60,
-    )
 
 
 @dataclass
@@ -167,3 +140,18 @@ def wait_until(check, timeout_s: float = 60, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s} s")
         time.sleep(0.2)
+
+
+def parts_by_verdict(client: httpx.Client, images: list[bytes], line: str, passing: int = 2) -> tuple[list, list]:
+    """(passed, flagged): images sent on ``line`` until ``passing`` of them passed, split by the verdict.
+
+    The tiny test detector judges some good parts defective, and a control chart's baseline takes good
+    parts only: a test that wants a baseline of two alternating parts picks two that pass."""
+    passed: list[bytes] = []
+    flagged: list[bytes] = []
+    for image, when in zip(images, capture_times(len(images)), strict=True):
+        inspection = upload(client, image, line, wait=True, capture_time=when).json()["inspection"]
+        (passed if inspection["verdict"] == "pass" else flagged).append(image)
+        if len(passed) == passing:
+            return passed, flagged
+    raise AssertionError(f"the tiny detector passed {len(passed)} of {len(images)} good parts, fewer than {passing}")

@@ -16,6 +16,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
+import numpy as np
 import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
@@ -42,6 +43,7 @@ from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, AuditEntry, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from services.bridge.service import BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
+from tests.helpers.gateway_stack import wait_until
 from tests.helpers.kafka import collect
 from tests.helpers.verdicts import DECIDED, LINKS, store_inspections, verdict
 
@@ -161,14 +163,6 @@ def produce(kafka, alerts: AvroTopic, records: list[dict], raw: list[bytes] = ()
 def rows(engine) -> dict[str, Alert]:
     with Session(engine) as session:
         return {row.id: row for row in session.scalars(select(Alert))}
-
-
-def wait_until(condition, timeout_s: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_loops(*loops):
@@ -443,13 +437,21 @@ def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(
         sink.close()
     [state] = call_bridge(engine, "GetSpcState", bridge_pb2.GetSpcStateRequest(line_id=line), feed).states
     assert state.sample_count == len(scores) and state.limits_fixed and state.last_score == 1.9
-    assert "nelson1" in {v.rule for v in state.violations}
+    assert "we1" in {v.rule for v in state.violations}
     [message] = [m for m in published.get("", []) if m.key() == line.encode()]
     record = signals.decode(message.value())
-    assert (record["rule"], record["line_id"], record["value"], record["sample_index"]) == ("nelson1", line, 1.9, 20)
+    assert (record["rule"], record["line_id"], record["value"], record["sample_index"]) == ("we1", line, 1.9, 20)
     assert record["plant_id"] == "P1" and record["value"] > record["ucl"]
-    points = [s for s in export_series(timeseries_url, "spc_signal", "value") if s["metric"].get("line") == line]
-    assert [(p["metric"]["rule"], p["values"]) for p in points] == [("nelson1", [1.9])]
+
+    def stored(measurement: str, field: str) -> list[dict]:
+        return [s for s in export_series(timeseries_url, measurement, field) if s["metric"].get("line") == line]
+
+    points = wait_until(lambda: stored("spc_signal", "value"), what="the signal point searchable", timeout_s=15)
+    assert [(p["metric"]["rule"], p["values"]) for p in points] == [("we1", [1.9])]
+    # The limits the monitored point was judged against, for the dashboards to draw as lines.
+    [ucl] = wait_until(lambda: stored("spc_limits", "ucl"), what="the limits point searchable", timeout_s=15)
+    assert ucl["values"] and ucl["metric"]["plant"] == "P1"  # (the redelivered verdict writes the same point again)
+    np.testing.assert_allclose(ucl["values"], state.upper_control_limit)
 
 
 def _shifted_line(line: str) -> list:
@@ -463,12 +465,12 @@ def _shifted_line(line: str) -> list:
 def test_signals_whose_side_effects_failed_fire_again_on_redelivery_and_only_then():
     feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
     verdicts = _shifted_line("L-retry")
-    assert [feed.observe(v) for v in verdicts[:-1]] == [[]] * 20
-    fired = feed.observe(verdicts[-1])
-    assert [s.rule for s in fired] == ["nelson1"]
-    assert feed.observe(verdicts[-1]) == fired  # Influx or the broker failed: the retry gets the signal again
+    assert [feed.observe(v).signals for v in verdicts[:-1]] == [[]] * 20
+    fired = feed.observe(verdicts[-1]).signals
+    assert [s.rule for s in fired] == ["we1"]
+    assert feed.observe(verdicts[-1]).signals == fired  # Influx or the broker failed: the retry gets the signal again
     feed.delivered(verdicts[-1].inspection_id)
-    assert feed.observe(verdicts[-1]) == []  # delivered: a redelivery adds nothing
+    assert feed.observe(verdicts[-1]).signals == []  # delivered: a redelivery adds nothing
     assert feed.state("L-retry", "")[0].sample_count == 21
 
 
@@ -484,10 +486,10 @@ def test_a_restarted_bridge_rebuilds_its_charts_from_the_stored_verdicts(engine)
     with Session(engine) as session:
         restarted.rebuild(score_history(session))
     assert restarted.state(line, "") == live.state(line, "")
-    assert restarted.observe(verdicts[5]) == []  # redelivered after the restart: already on the chart
+    assert restarted.observe(verdicts[5]).signals == []  # redelivered after the restart: already on the chart
     # The next verdict is judged against the limits the stored baseline fixed, as in the live chart.
     assert (
-        [(s.rule, s.sample_index) for s in restarted.observe(verdicts[-1])]
-        == [(s.rule, s.sample_index) for s in live.observe(verdicts[-1])]
-        == [("nelson1", 20)]
+        [(s.rule, s.sample_index) for s in restarted.observe(verdicts[-1]).signals]
+        == [(s.rule, s.sample_index) for s in live.observe(verdicts[-1]).signals]
+        == [("we1", 20)]
     )

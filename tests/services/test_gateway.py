@@ -28,6 +28,7 @@ from tests.helpers.gateway_stack import (
     UPLOAD,
     capture_times,
     gateway_stack,
+    parts_by_verdict,
     upload,
     wait_until,
 )
@@ -127,12 +128,13 @@ def test_an_upload_without_wait_is_accepted_then_inspected_and_a_resend_is_a_dup
         assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.frame_id == frame_id)) == 1
 
 
-def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, images, engine):
+def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, images, engine, tiny_artifact):
     line = _line()
-    good, defect = images[0], images[1]
-    # Two good parts in turn fix the limits; then one of them nine times in a row, all on one side of the
-    # centre line (Nelson rule 2 at the ninth), then the defective parts.
-    sequence = [good[i % 2] for i in range(BASELINE + 1)] + [good[0]] * 9 + defect
+    candidates = images[0] + [s.path.read_bytes() for s in list_samples(tiny_artifact[1], "train")][:20]
+    good, _ = parts_by_verdict(client, candidates, f"{line}-probe")
+    # Two good parts that pass in turn fix the limits; then one of them nine times in a row, all on one side
+    # of the centre line (Western Electric rule 4 from the eighth), then the defective parts.
+    sequence = [good[i % 2] for i in range(BASELINE + 1)] + [good[0]] * 9 + images[1]
     times = capture_times(len(sequence))
     frame_ids = []
     for i, (image, when) in enumerate(zip(sequence, times, strict=True)):
@@ -160,14 +162,14 @@ def test_recent_inspections_and_the_line_spc_chart_come_from_the_store(client, i
     baseline = np.array([scores[f] for f in frame_ids[:BASELINE]])
     assert chart["center_line"] == pytest.approx(baseline.mean())
     assert chart["sigma"] == pytest.approx(np.abs(np.diff(baseline)).mean() / 1.128)
-    # ... every monitored score beyond 3 sigma is a Nelson rule 1 signal ...
+    # ... every monitored score beyond 3 sigma is a rule 1 signal ...
     beyond = {
         p["sample_index"]
         for p in chart["points"]
         if p["monitored"] and not (chart["lower_control_limit"] <= p["score"] <= chart["upper_control_limit"])
     }
-    assert beyond == {s["sample_index"] for s in chart["signals"] if s["rule"] == "nelson1"}
-    assert ("nelson2", BASELINE + 9) in {(s["rule"], s["sample_index"]) for s in chart["signals"]}
+    assert beyond == {s["sample_index"] for s in chart["signals"] if s["rule"] == "we1"}
+    assert ("we4", BASELINE + 9) in {(s["rule"], s["sample_index"]) for s in chart["signals"]}
     # ... and it is the chart the bridge's monitor builds from the same rows.
     with Session(engine) as session:
         rows = session.execute(
@@ -217,9 +219,11 @@ def test_every_endpoint_answers_as_its_openapi_spec_says(api_schema):
 
 
 def _conforms(operation) -> None:
-    # A schema cannot say "a decodable PNG": generated images are rightly refused, so an upload's
-    # schema-valid request may be a 422 (each real refusal is tested above).
-    excluded = [positive_data_acceptance] if operation.path == "/api/inspection/upload" else []
+    # A schema cannot say "a decodable PNG" or "a signal of the path's line": generated images and
+    # signal ids are rightly refused, so such a schema-valid request may be a 422 (each real refusal
+    # is tested above and in test_gateway_spc_acks.py).
+    refusable = ("/api/inspection/upload", "/api/spc/{line}/signals/ack")
+    excluded = [positive_data_acceptance] if operation.path in refusable else []
 
     @given(case=operation.as_strategy())
     @settings(max_examples=6, deadline=None, database=None, suppress_health_check=list(HealthCheck))

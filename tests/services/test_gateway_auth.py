@@ -25,6 +25,7 @@ from diffqc.cli import app as cli
 from diffqc.data.mvtec import list_samples
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
+from diffqc.infra.services import gateway_process
 from diffqc.security.links import sign_link
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
@@ -39,7 +40,6 @@ from tests.helpers.gateway_stack import (
     SESSION_SECRET,
     VIEWER_KEY,
     form,
-    gateway_process,
     gateway_stack,
     upload,
     wait_until,
@@ -125,6 +125,12 @@ def _upload(inspection, _context) -> dict:
     }
 
 
+def _ack(inspection, _context) -> dict:
+    """A well-formed acknowledgement of a signal never acknowledged before (each call is a new sample)."""
+    signal_id = f"{inspection['line_id']}/{inspection['product_type']}/we1/{uuid.uuid4().int % 10**12}"
+    return {"json": {"signal_id": signal_id, "cause": "test", "corrective_action": "none needed"}}
+
+
 ROUTES = [
     Route("GET", "/api/inspections", "viewer", _none),
     Route("GET", "/api/lines", "viewer", _none),
@@ -136,7 +142,9 @@ ROUTES = [
     Route("DELETE", "/api/session", "viewer", _none),
     Route("GET", "/openapi.json", "viewer", _none),
     Route("GET", "/docs", "viewer", _none),
+    Route("GET", "/api/spc/{line}/acknowledgements", "viewer", _none),
     Route("POST", "/api/inspection/upload", "operator", _upload),
+    Route("POST", "/api/spc/{line}/signals/ack", "operator", _ack),
     Route("GET", "/api/keys", "admin", _none),
     Route("POST", "/api/keys", "admin", lambda _i, _c: {"json": {"name": "matrix", "role": "viewer"}}),
     Route("DELETE", "/api/keys/{key_id}", "admin", _none),

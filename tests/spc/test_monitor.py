@@ -50,7 +50,7 @@ def test_no_signal_before_the_baseline_is_complete_then_limits_are_fixed():
 
 
 def test_a_2_sigma_shift_is_signalled_by_rule_2_at_the_ninth_shifted_point():
-    monitor = SpcMonitor(SpcSettings(baseline_size=BASELINE))
+    monitor = SpcMonitor(SpcSettings(baseline_size=BASELINE, rules=[f"nelson{i}" for i in range(1, 9)]))
     signals = [s for row in rows(shifted_series(seed=11)) for s in monitor.observe("line-1", "pcb", row)]
     nelson2 = [s for s in signals if s.rule == "nelson2"]
     assert nelson2, "a +2 sigma shift for 40 points went unnoticed by rule 2"
@@ -90,7 +90,7 @@ def test_rebuilding_from_history_gives_the_same_chart_as_live_monitoring():
     defects = [i % 7 == 0 or 60 <= i < 70 for i in range(scores.size)]  # lot-6 all defective
     lots = [f"lot-{i // 10}" for i in range(scores.size)]
     history = rows(scores, defects, lots)
-    settings = SpcSettings(baseline_size=BASELINE, p_baseline_lots=3)
+    settings = SpcSettings(baseline_size=BASELINE, p_baseline_lots=3, rules=["nelson1", "nelson2", "ewma", "pchart"])
     live = SpcMonitor(settings)
     per_row = [live.observe("line-1", "pcb", row) for row in history]
     live_signals = [s for signals in per_row for s in signals]
@@ -98,7 +98,7 @@ def test_rebuilding_from_history_gives_the_same_chart_as_live_monitoring():
     rebuilt = chart_from_history("line-1", "pcb", history, settings)
     assert rebuilt.state() == live.state("line-1", "pcb")[0]
     assert list(rebuilt.signals) == live_signals
-    assert {s.rule for s in live_signals} >= {"nelson1", "nelson2", "pchart"}
+    assert {s.rule for s in live_signals} >= {"nelson1", "nelson2", "ewma", "pchart"}
 
     # A restarted bridge rebuilds, then carries on exactly as if it had never stopped.
     restarted = SpcMonitor(settings)
@@ -107,6 +107,62 @@ def test_rebuilding_from_history_gives_the_same_chart_as_live_monitoring():
     assert carried_on == [s for signals in per_row[75:] for s in signals]
     assert carried_on
     assert restarted.state("line-1") == live.state("line-1")
+
+
+def versioned(history, version):
+    return [row._replace(model_version=version) for row in history]
+
+
+def test_defective_parts_never_enter_the_baseline():
+    scores = 0.5 + 0.1 * np.random.default_rng(4).standard_normal(BASELINE + 10)
+    defects = [i < 10 for i in range(scores.size)]  # the first 10 parts judged defective
+    scores[:10] = 3.0
+    chart = chart_from_history("line-1", "pcb", rows(scores, defects), SpcSettings(baseline_size=BASELINE))
+    assert chart.limits is not None and chart.limits.baseline_size == BASELINE
+    assert chart.limits.center_line == pytest.approx(scores[10:].mean())
+    assert not any(p.monitored for p in chart.points) and chart.signals.maxlen and not chart.signals
+
+
+def test_a_new_model_version_starts_a_new_baseline():
+    """A promotion changes the score scale: the old limits would flag every part of the new model."""
+    settings = SpcSettings(baseline_size=BASELINE, rules=["we1", "we2", "we3", "we4", "ewma", "cusum"])
+    old = 0.5 + 0.1 * np.random.default_rng(8).standard_normal(60)
+    new = 2.0 + 0.3 * np.random.default_rng(9).standard_normal(60)  # another model, another scale
+    history = versioned(rows(old), "v1") + versioned(rows(new, start=60), "v2")
+    live = SpcMonitor(settings)
+    signals = [s for row in history for s in live.observe("line-1", "pcb", row)]
+    chart = live.chart("line-1", "pcb")
+    assert (chart.model_version, chart.phase_start, chart.sample_count) == ("v2", 60, 120)
+    assert chart.limits is not None and chart.limits.center_line == pytest.approx(new[:BASELINE].mean())
+    assert [p.monitored for p in chart.points][60 : 60 + BASELINE] == [False] * BASELINE  # the new baseline
+    assert not [s for s in signals if 60 <= s.sample_index < 60 + BASELINE]
+    assert len(signals) <= 3, "in control under both models: at most a rare false signal"
+    rebuilt = chart_from_history("line-1", "pcb", history, settings)
+    assert rebuilt.state() == chart.state() and list(rebuilt.signals) == signals
+    # A rollback is a change of version too.
+    back = versioned(rows(old[:5], start=120), "v1")
+    live.chart("line-1", "pcb").extend(back)
+    assert chart.model_version == "v1" and chart.limits is None and chart.phase_start == 120
+
+
+@pytest.mark.parametrize("rule", ["ewma", "cusum"])
+def test_ewma_and_cusum_see_a_1_sigma_shift_long_before_the_3_sigma_limit(rule):
+    """Montgomery §9: a 1 sigma shift takes ~44 points to cross 3 sigma, ~10 for CUSUM (k 0.5, h 5) and
+    EWMA (lambda 0.2, L 3)."""
+    delays = {rule: [], "we1": []}
+    for seed in range(60):
+        for r in delays:
+            chart = chart_from_history(
+                "line-1",
+                "pcb",
+                rows(shifted_series(seed, after=300, shift=1.0)),
+                SpcSettings(baseline_size=BASELINE, rules=[r]),
+            )
+            fired = [s.sample_index for s in chart.signals if s.rule == r and s.sample_index >= BASELINE]
+            delays[r].append((min(fired) if fired else BASELINE + 300) - BASELINE + 1)
+    assert np.median(delays[rule]) < 16 and np.median(delays["we1"]) > 2 * np.median(delays[rule])
+    point = chart.points[-1]
+    assert point.monitored and point.ewma is not None and point.cusum_upper is not None and point.ewma_limit > 0
 
 
 def test_violations_are_the_rules_firing_now_with_when_their_streak_began():
@@ -160,7 +216,7 @@ def test_observe_verdict_charts_an_inspection_of_the_topic():
             verdict=Verdict.VERDICT_DEFECT if score > 1 else Verdict.VERDICT_PASS,
         )
         signals = monitor.observe_verdict(verdict)
-    assert [(s.rule, s.sample_index, s.inspection_id, s.lot) for s in signals] == [("nelson1", 3, "i3", "wo-7")]
+    assert [(s.rule, s.sample_index, s.inspection_id, s.lot) for s in signals] == [("we1", 3, "i3", "wo-7")]
     [state] = monitor.state("line-2", "pcb")
     assert isinstance(state, SpcState)
     assert (state.sample_count, state.last_score, state.lots[0].defective) == (4, 5.0, 1)

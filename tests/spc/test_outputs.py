@@ -119,7 +119,7 @@ def test_the_picture_marks_the_signals(tmp_path):
     assert not quiet.signals
     marked = render_chart(signalled, tmp_path / "signalled.png")
     plain = render_chart(quiet, tmp_path / "quiet.png")
-    assert Image.open(marked).size == (1000, 600)
+    assert Image.open(marked).size == (1000, 900)  # individuals, moving range, EWMA, CUSUM
     assert _signal_pixels(marked) > 200
     assert _signal_pixels(plain) == 0
 

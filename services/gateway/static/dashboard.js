@@ -1,18 +1,22 @@
 // The diffqc dashboard: recent inspections (image + heatmap overlay) and the selected line's SPC
-// charts, refreshed by polling the REST API (no reload, no external scripts).
+// charts with their signals' acknowledgements, refreshed by polling the REST API (no reload, no
+// external scripts). Operators and admins acknowledge a signal with its cause and corrective action.
 "use strict";
 
 const REFRESH_MS = 2000;
 const RECENT = 12;
+const ACKS = 200; // the line's newest acknowledgements: those of the signals shown, which are the newest
+const ACK_ROLES = ["operator", "admin"];
 const SVG = "http://www.w3.org/2000/svg";
-const state = { line: null, busy: false, timer: null };
+// acking: the signal whose acknowledgement form is open (the charts are not redrawn under it).
+const state = { line: null, busy: false, timer: null, canAck: false, acking: null };
 
 const $ = (id) => document.getElementById(id);
 
 const LOGIN = "/login";
 
-async function getJSON(url) {
-  const response = await fetch(url, { cache: "no-store" });
+async function getJSON(url, options = {}) {
+  const response = await fetch(url, { cache: "no-store", ...options });
   if (response.status === 401) { // no session, or it expired, or its key was revoked
     window.location.replace(LOGIN);
     throw new Error("not logged in");
@@ -21,9 +25,14 @@ async function getJSON(url) {
   if (!response.ok) {
     const error = new Error(`${url}: ${response.status} ${body.detail || ""}`);
     error.status = response.status;
+    error.detail = body.detail;
     throw error;
   }
   return body;
+}
+
+function postJSON(url, body) {
+  return getJSON(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
 function el(tag, attrs = {}, text = null) {
@@ -73,7 +82,59 @@ function renderInspections(inspections) {
   list.replaceChildren(...inspections.map((i) => existing.get(i.inspection_id) || card(i)));
 }
 
-function chart(spc) {
+
+function labelled(text, field) {
+  const label = el("label", {}, text);
+  label.append(field);
+  return label;
+}
+
+function ackForm(item, line, id, button) {
+  state.acking = id;
+  button.hidden = true;
+  const cause = el("input", { name: "cause", maxlength: 500, required: "", "data-testid": "ack-cause" });
+  const action = el("textarea", { name: "corrective_action", maxlength: 1000, required: "", rows: 2,
+                                  "data-testid": "ack-action" });
+  const error = el("span", { class: "error", "data-testid": "ack-error" });
+  const cancel = el("button", { type: "button" }, "Cancel");
+  const save = el("button", { type: "submit", "data-testid": "ack-submit" }, "Save");
+  const form = el("form", { class: "ack-form", "data-testid": "ack-form" });
+  form.append(labelled("Cause ", cause), labelled("Corrective action ", action),
+              save, cancel, error);
+  const close = () => { state.acking = null; refreshNow(); };
+  cancel.addEventListener("click", close);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    save.disabled = true; // one acknowledgement per click
+    try {
+      await postJSON(`/api/spc/${encodeURIComponent(line)}/signals/ack`,
+                     { signal_id: id, cause: cause.value, corrective_action: action.value });
+      close();
+    } catch (e) {
+      error.textContent = e.detail || e.message; // e.g. 409: who acknowledged it meanwhile
+      save.disabled = false;
+    }
+  });
+  item.append(form);
+  cause.focus();
+}
+
+function signalItem(spc, s, acks) {
+  const id = s.signal_id;
+  const item = el("li", { "data-testid": "signal", "data-signal-id": id }, `#${s.sample_index} ${s.rule}: ${s.detail}`);
+  const ack = acks.get(id);
+  if (ack) {
+    item.append(el("div", { class: "ack", "data-testid": "ack", title: `corrective action: ${ack.corrective_action}` },
+                   `acknowledged by ${ack.acknowledged_by}: ${ack.cause}`));
+  } else if (state.canAck) {
+    const button = el("button", { type: "button", class: "ack-button", "data-testid": "ack-button" }, "Acknowledge");
+    button.addEventListener("click", () => { if (state.acking === null) ackForm(item, spc.line_id, id, button); });
+    item.append(button);
+  }
+  return item;
+}
+
+function chart(spc, acks) {
   const box = el("div", { class: "chart", "data-testid": "chart", "data-product-type": spc.product_type });
   box.append(el("strong", {}, `${spc.line_id} · ${spc.product_type}`),
              el("span", {}, spc.limits_fixed
@@ -115,16 +176,17 @@ function chart(spc) {
   if (spc.signals.length) {
     const list = el("ul", { class: "signals", "data-testid": "signals" });
     for (const s of spc.signals.slice(-5).reverse()) {
-      list.append(el("li", {}, `#${s.sample_index} ${s.rule}: ${s.detail}`));
+      list.append(signalItem(spc, s, acks));
     }
     box.append(list);
   }
   return box;
 }
 
-function renderCharts(lineSpc) {
+function renderCharts(lineSpc, acknowledgements) {
   const charts = lineSpc ? lineSpc.charts : [];
-  $("charts").replaceChildren(...(charts.length ? charts.map(chart) : [el("p", { class: "empty" },
+  const acks = new Map(acknowledgements.map((a) => [a.signal_id, a]));
+  $("charts").replaceChildren(...(charts.length ? charts.map((c) => chart(c, acks)) : [el("p", { class: "empty" },
     "No inspections yet.")]));
 }
 
@@ -135,13 +197,14 @@ async function refresh() {
     const shown = state.line;
     if (shown !== null) {
       const line = encodeURIComponent(shown);
-      const [recent, spc] = await Promise.all([
+      const [recent, spc, acks] = await Promise.all([
         getJSON(`/api/inspections?line=${line}&limit=${RECENT}`),
         getJSON(`/api/lines/${line}/spc`).catch((e) => { if (e.status === 404) return null; throw e; }),
+        getJSON(`/api/spc/${line}/acknowledgements?limit=${ACKS}`),
       ]);
       if (shown === state.line) { // the user may have picked another line meanwhile
         renderInspections(recent);
-        renderCharts(spc);
+        if (state.acking === null) renderCharts(spc, acks); // else the open form would be wiped
       }
     }
     $("status").className = "";
@@ -155,17 +218,25 @@ async function refresh() {
   }
 }
 
-$("line").addEventListener("change", (event) => {
-  state.line = event.target.value;
-  $("inspections").replaceChildren();
+function refreshNow() {
   if (!state.busy) { // else the refresh in flight schedules the next one
     clearTimeout(state.timer);
     refresh();
   }
+}
+
+$("line").addEventListener("change", (event) => {
+  state.line = event.target.value;
+  state.acking = null; // an open form was for the other line's chart
+  $("inspections").replaceChildren();
+  refreshNow();
 });
 $("logout").addEventListener("click", async () => {
   await fetch("/api/session", { method: "DELETE" }).catch(() => null);
   window.location.replace(LOGIN);
 });
-getJSON("/api/session").then((who) => { $("who").textContent = `${who.name} (${who.role})`; }).catch(() => null);
-refresh();
+// Who is logged in decides whether signals get an Acknowledge button, so it is known before the first drawing.
+getJSON("/api/session")
+  .then((who) => { $("who").textContent = `${who.name} (${who.role})`; state.canAck = ACK_ROLES.includes(who.role); })
+  .catch(() => null)
+  .finally(refresh);

@@ -1,0 +1,148 @@
+"""Acknowledging SPC signals at the gateway, against the real uvicorn process and Postgres: an operator
+(or admin) records a signal's cause and corrective action once, audited; viewers read them and may not
+write; a second acknowledgement, a malformed signal id, another line's signal or an over-long cause is
+refused naming the problem. (The pipeline is not needed: these routes touch only the database.)"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from diffqc.infra.errors import InfraError
+from diffqc.infra.ports import free_port
+from diffqc.infra.postgres import throwaway_database
+from diffqc.infra.services import gateway_process
+from tests.helpers.env import require
+from tests.helpers.gateway_stack import ADMIN_KEY, API_KEY, KEY_ENTRIES, SESSION_SECRET, VIEWER_KEY
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """The gateway process alone over a throwaway database (its ingestion address answers nobody)."""
+    root = tmp_path_factory.mktemp("gateway-spc-acks")
+    try:
+        with throwaway_database() as database_url:
+            env = {
+                "DIFFQC_DATABASE_URL": database_url,
+                "DIFFQC_DATA_DIR": str(root),
+                "DIFFQC_BLOB_ROOT": str(root / "blobs"),
+                "DIFFQC_GATEWAY_INGESTION_URL": "127.0.0.1:1",
+                "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
+                "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
+            }
+            port = free_port()
+            server = gateway_process(port, env, root / "gateway.log").start()
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.stop()
+    except InfraError as exc:
+        if "cannot create a test database" in str(exc):
+            require(False, str(exc))
+        raise
+
+
+def _client(url: str, key: str | None) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": key} if key else {})
+
+
+@pytest.fixture(scope="module")
+def operator(gateway):
+    with _client(gateway, API_KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def viewer(gateway):
+    with _client(gateway, VIEWER_KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def admin(gateway):
+    with _client(gateway, ADMIN_KEY) as client:
+        yield client
+
+
+def _ack(client: httpx.Client, line: str, signal_id: str, cause: str = "worn nozzle", action: str = "replaced it"):
+    body = {"signal_id": signal_id, "cause": cause, "corrective_action": action}
+    return client.post(f"/api/spc/{line}/signals/ack", json=body)
+
+
+def test_an_operator_acknowledges_a_signal_viewers_see_it_and_the_audit_log_has_it(operator, viewer, admin):
+    done = _ack(operator, "L1", "L1/pcb/we4/14")
+    assert done.status_code == 201, done.text
+    ack = done.json()
+    assert {k: ack[k] for k in ("signal_id", "line_id", "product_type", "rule", "sample_index")} == {
+        "signal_id": "L1/pcb/we4/14",
+        "line_id": "L1",
+        "product_type": "pcb",
+        "rule": "we4",
+        "sample_index": 14,
+    }
+    assert (ack["cause"], ack["corrective_action"], ack["acknowledged_by"]) == (
+        "worn nozzle",
+        "replaced it",
+        "test-operator",
+    )
+    assert _ack(admin, "L1", "L1/can/pchart/30").status_code == 201  # admin is above operator
+
+    listed = viewer.get("/api/spc/L1/acknowledgements")
+    assert listed.status_code == 200, listed.text
+    assert [a["signal_id"] for a in listed.json()] == ["L1/can/pchart/30", "L1/pcb/we4/14"]  # newest first
+    assert [a["signal_id"] for a in viewer.get("/api/spc/L1/acknowledgements?product_type=pcb").json()] == [
+        "L1/pcb/we4/14"
+    ]
+    assert viewer.get("/api/spc/L2/acknowledgements").json() == []
+
+    audited = [row for row in admin.get("/api/audit").json() if row["action"] == "spc.acknowledge"]
+    assert [(r["actor"], r["subject"]) for r in audited] == [
+        ("test-admin", "L1/can/pchart/30"),
+        ("test-operator", "L1/pcb/we4/14"),
+    ]
+    assert audited[1]["details"]["cause"] == "worn nozzle"
+    assert audited[1]["details"]["key_id"].startswith("env:")
+    assert admin.get("/api/audit/verify").json()["intact"] is True
+
+
+def test_a_viewer_may_read_but_not_acknowledge_and_nobody_without_credentials_may_do_either(gateway, viewer):
+    refused = _ack(viewer, "L1", "L1/pcb/we1/3")
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "role operator required: API key 'test-viewer' has role viewer"
+    with _client(gateway, None) as anonymous:
+        assert _ack(anonymous, "L1", "L1/pcb/we1/3").status_code == 401
+        assert anonymous.get("/api/spc/L1/acknowledgements").status_code == 401
+    assert "L1/pcb/we1/3" not in {a["signal_id"] for a in viewer.get("/api/spc/L1/acknowledgements").json()}
+
+
+def test_a_second_acknowledgement_is_a_conflict_naming_the_signal_and_who_acknowledged_it(operator, admin):
+    assert _ack(operator, "L1", "L1/pcb/nelson1/40").status_code == 201
+    audit_rows = len(admin.get("/api/audit", params={"limit": 1000}).json())
+    again = _ack(admin, "L1", "L1/pcb/nelson1/40", cause="someone else's view")
+    assert again.status_code == 409
+    assert again.json()["detail"].startswith(
+        "signal 'L1/pcb/nelson1/40' was already acknowledged by 'test-operator' at "
+    )
+    assert len(admin.get("/api/audit", params={"limit": 1000}).json()) == audit_rows  # nothing audited
+
+
+@pytest.mark.parametrize(
+    "line, signal_id, cause, problem",
+    [
+        ("L1", "L1/pcb/nelson9/3", "c", "signal id 'L1/pcb/nelson9/3': rule 'nelson9' is not one of "),
+        ("L1", "L1/pcb/we1/x", "c", "signal id 'L1/pcb/we1/x': sample index 'x' is not a non-negative integer"),
+        ("L1", "just-text", "c", "signal id 'just-text' is not <line>/<product type>/<rule>/<sample index>"),
+        ("L1", "L2/pcb/we1/3", "c", "signal 'L2/pcb/we1/3' is of line 'L2', not of line 'L1'"),
+        ("L1", "L1/pcb/we1/3", "x" * 501, "cause: String should have at most 500 characters"),
+        ("L1", "L1/pcb/we1/3", "   ", "cause is required"),
+        ("L1", "L1/" + "p" * 300, "c", "signal_id: String should have at most 200 characters"),
+    ],
+)
+def test_a_bad_acknowledgement_is_refused_naming_the_problem(operator, line, signal_id, cause, problem):
+    refused = _ack(operator, line, signal_id, cause=cause)
+    assert refused.status_code == 422, refused.text
+    assert problem in refused.json()["detail"]
