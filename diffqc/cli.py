@@ -13,6 +13,7 @@ from diffqc.infra.cli import triton_app
 from diffqc.serving.bench import triton as bench_triton
 from diffqc.serving.cli import export
 from diffqc.store.cli import audit_app, keys_app
+from diffqc.store.labels_cli import labels_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(demo)
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(triton_app, name="triton", help="Run the Triton inference server locally.")
 app.add_typer(keys_app, name="keys", help="The gateway's API keys: create, list, revoke, hash for a Secret.")
 app.add_typer(audit_app, name="audit", help="The audit log: verify its hash chain.")
+app.add_typer(labels_app, name="labels", help="Inspection labels: export them as an MVTec-layout data set.")
 bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
 bench_app.command("triton")(bench_triton)
 bench_app.command("pipeline")(bench_pipeline)

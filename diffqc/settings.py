@@ -274,9 +274,46 @@ class SpcSettings(_Group):
     ewma_width: float = Field(3.0, gt=0, description="EWMA limits in multiples of the EWMA's own sigma (L)")
     cusum_k: float = Field(0.5, ge=0, description="CUSUM allowance in sigmas (half the shift it is tuned to)")
     cusum_h: float = Field(5.0, gt=0, description="CUSUM decision interval in sigmas")
+    rebase_delay_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds from a re-base to the first point its limits judge: every bridge replica reads them "
+        "first (they poll every half of it), so live charts and the dashboard's agree",
+    )
+    rebase_min_parts: int = Field(20, ge=2, description="Good parts a re-base window needs at least")
+    rebase_max_parts: int = Field(
+        100_000, ge=2, description="Good parts a re-base window may hold at most (choose a shorter window beyond)"
+    )
     p_baseline_lots: int = Field(5, ge=1, description="Closed lots whose pooled defect rate is the p-chart centre line")
     history_size: int = Field(
         500, ge=15, description="Recent points, signals and lots kept per chart (for the state and the picture)"
+    )
+
+
+class DriftSettings(_Group):
+    reference_size: int = Field(
+        200,
+        ge=20,
+        description="Good parts of a line, product type and model version whose scores and component scores are "
+        "the drift reference (the first ones judged by that model version)",
+    )
+    window: int = Field(200, ge=20, description="Recent good parts compared with the reference")
+    check_every: int = Field(50, ge=1, description="Good parts between two drift tests of a chart")
+    alpha: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="Significance of the two-sample KS test, before the correction for the quantities",
+    )
+    psi_threshold: float = Field(
+        0.25, gt=0, description="Population stability index above which a significant shift counts as drift"
+    )
+    confirm_checks: int = Field(
+        2,
+        ge=1,
+        description="Drift tests in a row that must find drift before the event (one more check_every of delay; "
+        "with 1, about 1 stream in 130 of 2000 in-control parts raised a false event, measured in docs/drift.md)",
     )
 
 
@@ -361,6 +398,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     gateway: GatewaySettings = GatewaySettings()
     spc: SpcSettings = SpcSettings()
+    drift: DriftSettings = DriftSettings()
     registry: RegistrySettings = RegistrySettings()
     bridge: BridgeSettings = BridgeSettings()
 

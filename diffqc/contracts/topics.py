@@ -3,7 +3,7 @@
 Every topic is keyed by line id, so one line's frames stay in order within a partition.
 Internal topics carry the protobuf messages of ``diffqc.v1`` (the same ones the gRPC APIs use),
 each about one frame: the key is that frame's line and a ``frame_id`` header names it. The
-plant-facing topics ``quality.alert`` and ``quality.spc`` are Avro with Confluent framing
+plant-facing topics ``quality.alert``, ``quality.spc`` and ``quality.drift`` are Avro with Confluent framing
 (schemas in ``protos/avro/``, registered in the Schema Registry; ``diffqc.contracts.avro``).
 """
 
@@ -52,9 +52,10 @@ INFERENCE_RESULTS = ProtoTopic("qc.inference.v1", InferenceResult, lambda m: m.f
 INSPECTIONS = ProtoTopic("qc.inspections.v1", InspectionVerdict, lambda m: m.frame)  # every verdict -> bridge
 QUALITY_ALERT = "quality.alert"  # scoring -> MES (through the bridge): one alert per defect (Avro)
 QUALITY_SPC = "quality.spc"  # bridge -> SPC consumers: one message per SPC signal (Avro)
+QUALITY_DRIFT = "quality.drift"  # bridge -> SPC consumers: one message per drift episode of the good parts (Avro)
 
 PROTOBUF_TOPICS: tuple[ProtoTopic, ...] = (FRAMES, PREPARED_FRAMES, INFERENCE_RESULTS, INSPECTIONS)
-ALL_TOPICS: tuple[str, ...] = (*PROTOBUF_TOPICS, QUALITY_ALERT, QUALITY_SPC)
+ALL_TOPICS: tuple[str, ...] = (*PROTOBUF_TOPICS, QUALITY_ALERT, QUALITY_SPC, QUALITY_DRIFT)
 
 
 def dead_letter_topic(topic: str, kafka: KafkaSettings) -> str:

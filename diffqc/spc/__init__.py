@@ -19,6 +19,7 @@ from diffqc.spc.charts import ChartError, IndividualsChart, PChart, individuals_
 from diffqc.spc.monitor import (
     P_CHART_RULE,
     Observation,
+    Rebase,
     SpcChart,
     SpcMonitor,
     SpcSignal,
@@ -36,6 +37,7 @@ __all__ = [
     "IndividualsChart",
     "Observation",
     "PChart",
+    "Rebase",
     "Rule",
     "SpcChart",
     "SpcMonitor",

@@ -13,6 +13,11 @@ starts a new baseline, since a new model scores on its own scale. Defectives are
 frame's lot, else its work order); a lot is closed when a frame of another lot follows it, and
 closed lots are judged on the p-chart once ``p_baseline_lots`` closed lots have fixed p-bar.
 
+**Re-basing**: an engineer may fix a chart's limits from a chosen window of good parts
+(``Rebase``); they replace the running limits for the points of that model version captured from
+``effective_from`` on (a few seconds after the action, so every replica of the bridge has read
+them before the first point they judge), and the rules start afresh.
+
 A batch of observations goes through the same code as one observation at a time, so
 ``chart_from_history`` (the gateway, a restarted bridge) gives exactly the chart the live
 monitor built from the same rows, in order, from the chart's first score.
@@ -49,6 +54,16 @@ class Observation(NamedTuple):
     lot: str | None = None
     inspection_id: str | None = None
     model_version: str | None = None  # a new version starts a new phase of the chart
+
+
+@dataclass(frozen=True)
+class Rebase:
+    """Limits fixed from a chosen baseline window, in force for the points of ``model_version`` captured
+    at or after ``effective_from``."""
+
+    model_version: str | None
+    limits: IndividualsChart
+    effective_from: datetime
 
 
 def describe(rule_id: str) -> str:
@@ -141,6 +156,8 @@ class SpcChart:
 
     model_version: str | None = None  # of the current phase; None until a row names one
     phase_start: int = 0  # sample index of the current phase's first point
+    rebased_at: int | None = None  # sample index from which re-based limits are in force
+    rebases: list[Rebase] = field(default_factory=list)  # not yet in force, by effective_from
 
     def __post_init__(self) -> None:
         if not self.line_id or not self.product_type:
@@ -152,9 +169,18 @@ class SpcChart:
         self._current_lot: str | None = None
         self._start_phase()
 
-    def _start_phase(self) -> None:
-        """Forget the limits and everything judged against them: a new baseline follows."""
-        self.limits = None
+    def rebase(self, rebase: Rebase) -> None:
+        """Put ``rebase`` in force from the first later point of its model version it applies to."""
+        self.rebases = sorted([*self.rebases, rebase], key=lambda r: r.effective_from)
+
+    def _due_rebase(self, row: Observation) -> Rebase | None:
+        due = [r for r in self.rebases if r.effective_from <= row.time and r.model_version == self.model_version]
+        self.rebases = [r for r in self.rebases if r not in due and r.effective_from > row.time]  # stale ones go
+        return due[-1] if due else None
+
+    def _start_phase(self, limits: IndividualsChart | None = None) -> None:
+        """Forget the limits and everything judged against them: a new baseline (or ``limits``) follows."""
+        self.limits = limits
         self._baseline: list[float] = []
         self._tail_z: np.ndarray = np.empty(0)  # the last MAX_WINDOW - 1 monitored points, standardized
         self._active: dict[str, tuple[datetime, int]] = {}  # rule -> start of its current firing streak
@@ -173,8 +199,13 @@ class SpcChart:
                     signals += self._judge(monitored)
                     monitored = []
                     self._start_phase()
-                    self.phase_start = index
+                    self.phase_start, self.rebased_at = index, None
                 self.model_version = row.model_version
+            if self.rebases and (rebase := self._due_rebase(row)) is not None:
+                signals += self._judge(monitored)
+                monitored = []
+                self._start_phase(rebase.limits)
+                self.rebased_at = index
             self.sample_count += 1
             signals += self._count_lot(index, row)
             if self.limits is not None:
@@ -357,10 +388,17 @@ class SpcChart:
 
 
 def chart_from_history(
-    line_id: str, product_type: str, history: Iterable, settings: SpcSettings | None = None
+    line_id: str,
+    product_type: str,
+    history: Iterable,
+    settings: SpcSettings | None = None,
+    rebases: Iterable[Rebase] = (),
 ) -> SpcChart:
-    """The chart of stored rows (time, score, verdict, lot[, inspection_id]) in time order, from the first one."""
+    """The chart of stored rows (time, score, verdict, lot[, inspection_id, model_version]) in time order,
+    from the first one, with the re-based limits put in force where they apply."""
     chart = SpcChart(line_id, product_type, settings or SpcSettings())
+    for rebase in rebases:
+        chart.rebase(rebase)
     chart.extend(history)
     return chart
 
@@ -398,11 +436,14 @@ class SpcMonitor:
         )
         return self.observe(frame.line_id, frame.product_type, row)
 
-    def rebuild(self, line_id: str, product_type: str, history: Iterable) -> SpcChart:
+    def rebuild(self, line_id: str, product_type: str, history: Iterable, rebases: Iterable[Rebase] = ()) -> SpcChart:
         """Replace a chart by the one its stored history gives (after a restart); its signals are not returned."""
-        chart = chart_from_history(line_id, product_type, history, self.settings)
+        chart = chart_from_history(line_id, product_type, history, self.settings, rebases)
         self.charts[(line_id, product_type)] = chart
         return chart
+
+    def rebase(self, line_id: str, product_type: str, rebase: Rebase) -> None:
+        self.chart(line_id, product_type).rebase(rebase)
 
     def state(self, line_id: str, product_type: str | None = None) -> list[SpcState]:
         """SpcState of each product type on the line (or of the one asked for), sorted by product type."""

@@ -172,3 +172,34 @@ def score_history(
             (captured, score, Verdict(verdict).value, lot or work_order or None, inspection, version)
         )
     return history
+
+
+def drift_history(
+    session: Session, line_id: str | None = None, product_type: str | None = None
+) -> dict[tuple[str, str], list[tuple]]:
+    """Stored verdicts as drift trackers read them: (line, product) -> rows (capture time, score, verdict,
+    component scores, inspection id, model version) in capture order."""
+    query = (
+        select(
+            Frame.line_id,
+            Frame.product_type,
+            Frame.captured_at,
+            Inspection.score,
+            Inspection.verdict,
+            Inspection.component_scores,
+            Inspection.id,
+            Inspection.model_version,
+        )
+        .join(Frame, Frame.id == Inspection.frame_id)
+        .order_by(Frame.captured_at, Frame.id)
+    )
+    if line_id:
+        query = query.where(Frame.line_id == line_id)
+    if product_type:
+        query = query.where(Frame.product_type == product_type)
+    history: dict[tuple[str, str], list[tuple]] = {}
+    for line, product, captured, score, verdict, components, inspection, version in session.execute(query):
+        history.setdefault((line, product), []).append(
+            (captured, score, Verdict(verdict).value, dict(components or {}), inspection, version)
+        )
+    return history

@@ -250,3 +250,51 @@ class SpcAcknowledgement(Base):
     corrective_action: Mapped[str] = mapped_column(String(1000))
     acknowledged_by: Mapped[str] = mapped_column(String(100))  # the API key's name
     acknowledged_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class SpcRebase(Base):
+    """Control limits an engineer fixed from a chosen window of good parts (diffqc.store.spc_rebases).
+
+    They are in force for the line's points of ``model_version`` captured from ``effective_from`` on;
+    rows are never changed (a later re-base supersedes an earlier one)."""
+
+    __tablename__ = "spc_rebases"
+    __table_args__ = (Index("ix_spc_rebases_chart", "line_id", "product_type", "effective_from"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    line_id: Mapped[str] = mapped_column(String(64))
+    product_type: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    center_line: Mapped[float] = mapped_column(Float)
+    sigma: Mapped[float] = mapped_column(Float)
+    moving_range_mean: Mapped[float] = mapped_column(Float)
+    baseline_size: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    effective_from: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(500))
+    rebased_by: Mapped[str] = mapped_column(String(100))
+    rebased_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class LabelKind(enum.StrEnum):
+    """An inspector's judgement of a verdict (diffqc.store.labels): the first two answer a defect verdict,
+    the last two a pass."""
+
+    CONFIRMED_DEFECT = "confirmed_defect"
+    FALSE_ALARM = "false_alarm"
+    MISSED_DEFECT = "missed_defect"  # passed, later found bad
+    CONFIRMED_GOOD = "confirmed_good"
+
+
+class Label(Base):
+    """The current label of one inspection; relabelling replaces it (the audit log keeps the history)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_labelled_at", "labelled_at"),)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
+    kind: Mapped[LabelKind] = mapped_column(Enum(LabelKind, native_enum=False, length=32))
+    # A folder name on export: [a-z0-9_]{1,40}, set on defect kinds only.
+    defect_class: Mapped[str | None] = mapped_column(String(40))
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    labelled_by: Mapped[str] = mapped_column(String(100))  # the API key's name
+    labelled_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -41,13 +41,14 @@ from diffqc.settings import BridgeSettings, KafkaSettings
 from diffqc.spc import (
     IndividualsChart,
     Observation,
+    Rebase,
     SpcMonitor,
     SpcSignal,
     signal_record,
     spc_limits_point,
     spc_signal_point,
 )
-from diffqc.store import db
+from diffqc.store import db, spc_rebases
 from diffqc.store.alerts import BadPageToken, record_alert, undelivered_alerts
 from diffqc.store.models import Alert
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
@@ -147,19 +148,53 @@ class SpcFeed:
             if inspection_id in self._seen:
                 self._seen[inspection_id] = []
 
-    def rebuild(self, history: dict[tuple[str, str], list[tuple[Any, ...]]]) -> None:
-        """Charts from stored verdicts ((line, product) -> rows in order), before any live verdict: a
-        restarted bridge carries on its charts instead of fixing new limits from whatever comes next."""
+    def rebuild(
+        self,
+        history: dict[tuple[str, str], list[tuple[Any, ...]]],
+        rebases: dict[tuple[str, str], list[Rebase]] | None = None,
+    ) -> None:
+        """Charts from stored verdicts ((line, product) -> rows in order) and re-bases, before any live
+        verdict: a restarted bridge carries on its charts instead of fixing new limits from whatever
+        comes next."""
+        rebases = rebases or {}
         with self.lock:
             for (line_id, product_type), rows in history.items():
                 observations = [Observation(*row) for row in rows]
-                self.monitor.rebuild(line_id, product_type, observations)
+                self.monitor.rebuild(line_id, product_type, observations, rebases.get((line_id, product_type), ()))
                 for observation in observations[-self.remember :]:
                     self._remember(str(observation.inspection_id), [])
+
+    def rebase(self, line_id: str, product_type: str, rebase: Rebase) -> None:
+        with self.lock:
+            self.monitor.rebase(line_id, product_type, rebase)
 
     def state(self, line_id: str, product_type: str) -> list[bridge_pb2.SpcState]:
         with self.lock:
             return self.monitor.state(line_id, product_type)
+
+
+class RebaseWatcher:
+    """A ``run_service`` loop: hands re-bases stored by the gateway to the live charts, polling every
+    half of ``DIFFQC_SPC_REBASE_DELAY_S`` so each arrives before the first point it judges."""
+
+    def __init__(self, engine: Engine, feed: SpcFeed, interval_s: float, last_id: int = 0):
+        self.engine, self.feed, self.interval_s, self.last_id = engine, feed, interval_s, last_id
+
+    def poll(self) -> int:
+        """Hand over what is new; returns how many."""
+        with db.session(self.engine) as session:
+            rows = list(spc_rebases.rebases_since(session, self.last_id))
+        for row in rows:
+            self.feed.rebase(row.line_id, row.product_type, spc_rebases.as_rebase(row))
+            self.last_id = row.id
+        return len(rows)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval_s):
+            try:
+                self.poll()
+            except DependencyUnavailable as exc:  # the database is down: the next round retries
+                log.warning("reading SPC re-bases failed (%s); retrying", exc)
 
 
 class SignalPublisher:

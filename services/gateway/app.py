@@ -35,13 +35,16 @@ from diffqc.store.models import Inspection
 from diffqc.v1.frame_pb2 import Frame
 from services.gateway.admin import admin_router
 from services.gateway.auth import LOGIN_PATH, Auth, KeyRing, Principal
+from services.gateway.drift import drift_router
 from services.gateway.errors import ApiError, install_error_handlers
 from services.gateway.ingest import STATUS_NAMES, IngestionClient
 from services.gateway.login import login_router
 from services.gateway.queries import Store, inspection_url, result_of
+from services.gateway.review import review_router
 from services.gateway.schemas import Health, InspectionResult, LineSummary, Problem, UploadResult
 from services.gateway.spc import LineSpc, line_spc
 from services.gateway.spc_acks import spc_acks_router
+from services.gateway.spc_rebase import spc_rebase_router
 
 STATIC = pathlib.Path(__file__).parent / "static"
 MAX_RECENT = 500
@@ -82,13 +85,17 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         openapi_url=None,  # served below, to viewers only
         description="Upload frames for inspection, read verdicts, heatmaps and SPC charts. Every route but "
         f"/health needs an API key (header `{cfg.api_key_header}` or `Authorization: Bearer`) or a session "
-        f"({LOGIN_PATH}); roles: viewer reads, operator uploads and acknowledges SPC signals, admin manages keys "
+        f"({LOGIN_PATH}); roles: viewer reads, operator uploads, labels verdicts and acknowledges SPC signals, "
+        "admin manages keys "
         "and reads the audit log. The image and heatmap routes also admit a signed link (`?expires=&signature=`).",
     )
     install_error_handlers(app, cfg.max_upload_bytes)
     app.include_router(login_router(auth, STATIC))
     app.include_router(admin_router(engine, auth))
     app.include_router(spc_acks_router(engine, auth))
+    app.include_router(drift_router(engine, settings.drift, auth))
+    app.include_router(review_router(engine, auth, STATIC))
+    app.include_router(spc_rebase_router(engine, settings.spc, auth))
 
     def found(id_or_frame_id: str) -> tuple[Inspection, FrameRow]:
         inspection = store.inspection(id_or_frame_id)

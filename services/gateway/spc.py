@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from diffqc.core import clock
 from diffqc.settings import SpcSettings
-from diffqc.spc import Observation, SpcChart, chart_from_history
-from diffqc.store import db
+from diffqc.spc import Observation, Rebase, SpcChart, chart_from_history
+from diffqc.store import db, spc_rebases
 from diffqc.store.inspections import score_history
 
 
@@ -72,6 +72,7 @@ class SpcChartOut(BaseModel):
     baseline_size: int
     model_version: str | None = Field(description="The model version of the current phase of the chart")
     phase_start: int = Field(description="Sample index where the current model version's phase (and baseline) began")
+    rebased_at: int | None = Field(description="Sample index from which re-based limits are in force; null if none")
     cusum_h: float = Field(description="The CUSUM's decision interval (sigmas)")
     points: list[ChartPointOut] = Field(description="The most recent points, oldest first")
     signals: list[SignalOut] = Field(description="The most recent signals, oldest first")
@@ -85,11 +86,15 @@ class LineSpc(BaseModel):
     charts: list[SpcChartOut] = Field(description="One chart per product type seen on the line")
 
 
-def observations(engine: Engine, line: str, product_type: str | None) -> dict[str, list[Observation]]:
-    """The line's inspections per product type, in capture order."""
+def observations(
+    engine: Engine, line: str, product_type: str | None
+) -> tuple[dict[str, list[Observation]], dict[str, list[Rebase]]]:
+    """The line's inspections per product type, in capture order, and its charts' re-bases."""
     with db.session(engine) as session:
         history = score_history(session, line, product_type)
-    return {product: [Observation(*row) for row in rows] for (_, product), rows in history.items()}
+        rebases = spc_rebases.rebases_of(session, line)
+    rows = {product: [Observation(*row) for row in rows] for (_, product), rows in history.items()}
+    return rows, {product: found for (_, product), found in rebases.items()}
 
 
 def chart_out(chart: SpcChart) -> SpcChartOut:
@@ -106,6 +111,7 @@ def chart_out(chart: SpcChart) -> SpcChartOut:
         baseline_size=state.baseline_size,
         model_version=chart.model_version,
         phase_start=chart.phase_start,
+        rebased_at=chart.rebased_at,
         cusum_h=chart.settings.cusum_h,
         points=[ChartPointOut.model_validate(p, from_attributes=True) for p in chart.points],
         signals=[SignalOut.model_validate(s, from_attributes=True) for s in chart.signals],
@@ -121,8 +127,9 @@ def chart_out(chart: SpcChart) -> SpcChartOut:
 
 
 def line_spc(engine: Engine, settings: SpcSettings, line: str, product_type: str | None = None) -> LineSpc:
+    history, rebases = observations(engine, line, product_type)
     charts = [
-        chart_out(chart_from_history(line, product, rows, settings))
-        for product, rows in sorted(observations(engine, line, product_type).items())
+        chart_out(chart_from_history(line, product, rows, settings, rebases.get(product, ())))
+        for product, rows in sorted(history.items())
     ]
     return LineSpc(line_id=line, charts=charts)

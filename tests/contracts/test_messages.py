@@ -88,9 +88,11 @@ def test_topic_names_and_dead_letter_names():
         "qc.inspections.v1",
         "quality.alert",
         "quality.spc",
+        "quality.drift",
     )
     assert topics.QUALITY_ALERT not in topics.PROTOBUF_TOPICS  # Avro, for the MES
     assert topics.QUALITY_SPC not in topics.PROTOBUF_TOPICS  # Avro, for SPC consumers
+    assert topics.QUALITY_DRIFT not in topics.PROTOBUF_TOPICS  # Avro, for SPC consumers
     assert topics.dead_letter_topic(topics.FRAMES, KafkaSettings()) == "qc.frames.v1.dlq"
     kafka = KafkaSettings(dead_letter_suffix=".poison")
     assert topics.dead_letter_topic(topics.INSPECTIONS, kafka) == "qc.inspections.v1.poison"

@@ -6,16 +6,22 @@ an operator's acknowledgement of a signal shows to everyone."""
 from __future__ import annotations
 
 import io
+import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
+from diffqc.core import clock
 from diffqc.data.mvtec import list_samples
+from diffqc.store.engine import make_engine
 from tests.helpers.env import require
 from tests.helpers.gateway_stack import API_KEY, VIEWER_KEY, capture_times, gateway_stack, parts_by_verdict, upload
+from tests.helpers.verdicts import store_inspections, verdict
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,11 +49,16 @@ def browser():
         browser.close()
 
 
+# A small drift reference and window, so that a few dozen stored parts make a line drift.
+DRIFT = {"reference_size": 20, "window": 20, "check_every": 5}
+GATEWAY_ENV = {"DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)} | {
+    f"DIFFQC_DRIFT_{k.upper()}": str(v) for k, v in DRIFT.items()
+}
+
+
 @pytest.fixture(scope="module")
 def stack(tiny_artifact, tmp_path_factory):
-    with gateway_stack(
-        tmp_path_factory.mktemp("dashboard"), tiny_artifact[0], gateway_env={"DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)}
-    ) as stack:
+    with gateway_stack(tmp_path_factory.mktemp("dashboard"), tiny_artifact[0], gateway_env=GATEWAY_ENV) as stack:
         yield stack
 
 
@@ -98,6 +109,10 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
         signalled = {s["sample_index"] for s in spc["signals"] if s["rule"] != "pchart"}
         assert BASELINE + 9 in signalled, spc["signals"]  # the ninth point of the run
         expect(chart.locator("[data-testid=signal-point]")).to_have_count(len(signalled))
+        # The EWMA and CUSUM charts of the monitored points, and the model version the chart's phase is of.
+        expect(chart.locator("[data-testid=ewma-chart] polyline")).to_have_count(3)  # the EWMA and its two limits
+        expect(chart.locator("[data-testid=cusum-chart] polyline")).to_have_count(4)  # C+, -C-, +-h
+        expect(chart.locator("[data-testid=limits]")).to_contain_text(f"model {spc['model_version']} from #0")
         expect(chart.locator("[data-testid=signals] li").first).to_contain_text(spc["signals"][-1]["rule"])
 
         # A new upload appears without a reload.
@@ -130,7 +145,8 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
         expect(page.locator(f"[data-signal-id='{signal_id}'] [data-testid=ack]")).to_have_text(acknowledged)
         operator.close()
         assert errors == []
-        page.screenshot(path=tmp_path / "dashboard.png", full_page=True)  # for a look when it fails
+        # For a look when it fails; DIFFQC_SCREENSHOTS_DIR=docs/img refreshes the picture in docs/spc.md.
+        page.screenshot(path=Path(os.environ.get("DIFFQC_SCREENSHOTS_DIR", tmp_path)) / "dashboard.png", full_page=True)
 
         # Logging out ends the session: the dashboard sends the browser back to the login page.
         page.click("[data-testid=logout]")
@@ -155,3 +171,30 @@ def _log_in(page, url: str) -> None:
     (cookie,) = page.context.cookies()
     assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("diffqc_session", True, "Strict")
     assert "diffqc_session" not in page.evaluate("document.cookie")  # scripts never see it
+
+
+def test_a_line_whose_good_parts_drift_shows_a_banner_with_the_recommendation(stack, browser):
+    """The drift state comes from the stored inspections: a shift of the good parts' scores after the
+    reference raises the banner, named by product type and with what to do."""
+    line = f"D-{uuid.uuid4().hex[:6]}"
+    rng = np.random.default_rng(5)
+    scores = np.r_[rng.normal(0.2, 0.02, DRIFT["reference_size"]), rng.normal(0.6, 0.02, 3 * DRIFT["window"])]
+    start = clock.now() - timedelta(hours=1)
+    parts = [
+        verdict(score=float(s), threshold=5.0, line=line, defect=False, captured=start + timedelta(seconds=i))
+        for i, s in enumerate(scores)
+    ]
+    engine = make_engine(stack.pipeline.database_url)
+    try:
+        store_inspections(engine, parts)
+    finally:
+        engine.dispose()
+    page = browser.new_page()
+    _log_in(page, stack.url)
+    page.select_option("[data-testid=line-select]", line)
+    banner = page.locator("[data-testid=drift-banner]")
+    expect(banner).to_have_count(1, timeout=15_000)
+    expect(banner).to_have_attribute("data-product-type", "pcb")
+    expect(banner).to_contain_text("Drift on pcb (model 1)")
+    expect(banner).to_contain_text("Recommended: recalibrate")  # only the score moved: no component scores here
+    page.close()

@@ -28,12 +28,13 @@ from diffqc.alerts.delivery import DeliveryLoop
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
-from diffqc.contracts.topics import INSPECTIONS, QUALITY_ALERT, QUALITY_SPC, dead_letter_topic
+from diffqc.contracts.topics import INSPECTIONS, QUALITY_ALERT, QUALITY_DRIFT, QUALITY_SPC, dead_letter_topic
+from diffqc.drift import DRIFT_SCHEMA, DriftMonitor
 from diffqc.infra.ports import free_port
 from diffqc.infra.timeseries import export_series
 from diffqc.runtime.grpc_server import GrpcServer
 from diffqc.scoring.sink import InfluxScoreSink
-from diffqc.settings import BridgeSettings, InfluxSettings, RegistrySettings, SpcSettings
+from diffqc.settings import BridgeSettings, DriftSettings, InfluxSettings, RegistrySettings, SpcSettings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.store import db
 from diffqc.store.audit import verify_chain
@@ -42,6 +43,7 @@ from diffqc.store.inspections import score_history
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, AuditEntry, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
+from services.bridge.drift import DriftFeed, DriftPublisher, drift_stage
 from services.bridge.service import BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
 from tests.helpers.gateway_stack import wait_until
 from tests.helpers.kafka import collect
@@ -493,3 +495,85 @@ def test_a_restarted_bridge_rebuilds_its_charts_from_the_stored_verdicts(engine)
         == [(s.rule, s.sample_index) for s in live.observe(verdicts[-1]).signals]
         == [("we1", 20)]
     )
+
+
+def _good_parts(line: str, drift_from: int | None, n: int = 60) -> list:
+    """Good parts of one line; from part ``drift_from`` on, brighter-looking (pixel component and score up)."""
+    parts = []
+    for i in range(n):
+        moved = drift_from is not None and i >= drift_from
+        v = verdict(
+            score=0.5 + 0.01 * (i % 7) + (1.0 if moved else 0.0),
+            line=line,
+            defect=False,
+            captured=DECIDED + timedelta(seconds=i),
+        )
+        v.component_scores.update({"pixel": 0.1 * (i % 5) + (2.0 if moved else 0.0), "process": 0.0})
+        parts.append(v)
+    return parts
+
+
+def test_an_injected_drift_raises_one_event_on_quality_drift_and_in_influx_and_a_steady_line_none(
+    kafka, schema_registry_url, timeseries_url
+):
+    drifted, steady = (f"drift-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    # Reference: the first 20 good parts; checks every 10 of a 20-part window; two checks in a row raise it.
+    settings = DriftSettings(reference_size=20, window=20, check_every=10)
+    verdicts = _good_parts(drifted, drift_from=20) + _good_parts(steady, drift_from=None)
+    ensure_topics(kafka, [INSPECTIONS], 2)
+    events = AvroTopic(
+        registry_client(RegistrySettings(url=schema_registry_url)),
+        f"{QUALITY_DRIFT}.test-{uuid.uuid4().hex[:8]}",
+        load_schema(DRIFT_SCHEMA),
+    )
+    ensure_topics(kafka, [events.topic], 1)
+    events.register()
+    producer = Producer(producer_config(kafka))
+    for v in [*verdicts, verdicts[59]]:  # the drifted line's last verdict redelivered: it must not count twice
+        producer.produce(
+            INSPECTIONS,
+            key=v.frame.line_id.encode(),
+            value=v.SerializeToString(),
+            headers=[("frame_id", v.frame.frame_id.encode())],
+        )
+    assert producer.flush(10) == 0
+
+    feed = DriftFeed(DriftMonitor(settings))
+    sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
+    stop, threads = run_loops(drift_stage(feed, DriftPublisher(feed, kafka, sink, events)).worker(kafka))
+    try:
+        wait_until(
+            lambda: [s.good_parts for s in feed.state(drifted) + feed.state(steady)] == [60, 60],
+            what="every verdict seen",
+        )
+        time.sleep(1.0)  # the redelivered verdict has been seen by now
+        published = collect(kafka, events.topic, {""}, timeout_s=10)  # events carry no frame_id header
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        sink.close()
+    [state] = feed.state(drifted)
+    assert state.status == "drifting" and len(state.events) == 1
+    assert feed.state(steady)[0].status == "stable" and feed.state(steady)[0].events == ()
+    ours = [m for m in published.get("", []) if m.key() in (drifted.encode(), steady.encode())]
+    assert [m.key() for m in ours] == [drifted.encode()]  # one event for the episode, none for the steady line
+    record = events.decode(ours[0].value())
+    assert dict(ours[0].headers())["event_id"].decode() == record["event_id"] == f"{drifted}/pcb/drift/49"
+    assert (record["line_id"], record["product_type"], record["model_version"], record["plant_id"]) == (
+        drifted,
+        "pcb",
+        "1",
+        "P1",
+    )
+    assert set(record["quantities"]) == {"score", "pixel"} and record["recommendation"] == "retrain"
+    assert record["detected_at"] == DECIDED + timedelta(seconds=49) and record["psi"] > settings.psi_threshold
+    assert (record["reference_size"], record["window_size"]) == (20, 20)
+
+    def stored() -> list[dict]:
+        series = export_series(timeseries_url, "drift_event", "psi")
+        return [s for s in series if s["metric"].get("line") in (drifted, steady)]
+
+    [point] = wait_until(stored, what="the drift event point searchable", timeout_s=15)
+    assert point["metric"]["line"] == drifted and point["metric"]["recommendation"] == "retrain"
+    np.testing.assert_allclose(point["values"], [record["psi"]])

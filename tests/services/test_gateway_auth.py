@@ -41,9 +41,11 @@ from tests.helpers.gateway_stack import (
     VIEWER_KEY,
     form,
     gateway_stack,
+    parts_by_verdict,
     upload,
     wait_until,
 )
+from tests.helpers.models import TINY_PRODUCT
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,7 +60,7 @@ def stack(tiny_artifact, tmp_path_factory):
     with gateway_stack(
         tmp_path_factory.mktemp("gateway-auth"),
         tiny_artifact[0],
-        gateway_env={"DIFFQC_GATEWAY_KEY_CACHE_S": str(KEY_CACHE_S)},
+        gateway_env={"DIFFQC_GATEWAY_KEY_CACHE_S": str(KEY_CACHE_S), "DIFFQC_SPC_REBASE_MIN_PARTS": "2"},
     ) as stack:
         yield stack
 
@@ -78,6 +80,16 @@ def anonymous(stack):
 @pytest.fixture(scope="module")
 def image(tiny_artifact):
     return next(s.path.read_bytes() for s in list_samples(tiny_artifact[1], "test") if s.label == 1)
+
+
+@pytest.fixture(scope="module")
+def rebase_line(stack, tiny_artifact) -> dict:
+    """A line with two good parts, enough for a re-base of its chart (DIFFQC_SPC_REBASE_MIN_PARTS=2)."""
+    line = f"RB-{uuid.uuid4().hex[:6]}"
+    goods = [s.path.read_bytes() for s in list_samples(tiny_artifact[1], "train")][:20]
+    with stack.client() as client:
+        parts_by_verdict(client, goods, line)
+    return {"rebase_line": line, "product": TINY_PRODUCT}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +137,15 @@ def _upload(inspection, _context) -> dict:
     }
 
 
+def _label(inspection, _context) -> dict:
+    return {"json": {"kind": "false_alarm" if inspection["verdict"] == "defect" else "confirmed_good"}}
+
+
+def _rebase(_inspection, _context) -> dict:
+    window = {"window_start": "2000-01-01T00:00:00+00:00", "window_end": "2100-01-01T00:00:00+00:00"}
+    return {"json": {**window, "reason": "route check"}}
+
+
 def _ack(inspection, _context) -> dict:
     """A well-formed acknowledgement of a signal never acknowledged before (each call is a new sample)."""
     signal_id = f"{inspection['line_id']}/{inspection['product_type']}/we1/{uuid.uuid4().int % 10**12}"
@@ -135,6 +156,7 @@ ROUTES = [
     Route("GET", "/api/inspections", "viewer", _none),
     Route("GET", "/api/lines", "viewer", _none),
     Route("GET", "/api/lines/{line}/spc", "viewer", _none),
+    Route("GET", "/api/lines/{line}/drift", "viewer", _none),
     Route("GET", "/api/inspection/result/{id}", "viewer", _none),
     Route("GET", "/api/inspection/{id}/image", "viewer", _none),
     Route("GET", "/api/inspection/{id}/heatmap.png", "viewer", _none),
@@ -150,6 +172,11 @@ ROUTES = [
     Route("DELETE", "/api/keys/{key_id}", "admin", _none),
     Route("GET", "/api/audit", "admin", _none),
     Route("GET", "/api/audit/verify", "admin", _none),
+    Route("POST", "/api/spc/{rebase_line}/{product}/rebase", "admin", _rebase),
+    Route("PUT", "/api/inspection/{id}/label", "operator", _label),
+    Route("GET", "/api/inspection/{id}/label", "viewer", _none),
+    Route("GET", "/api/labels", "viewer", _none),
+    Route("GET", "/api/products/{product}/threshold-proposal", "viewer", _none),
 ]
 OPEN = {("GET", "/health"), ("GET", "/login"), ("POST", "/api/session")}
 
@@ -170,15 +197,21 @@ def test_the_route_table_covers_every_route_of_the_gateway():
         (method, route.path)
         for route in _flat(app.routes)
         for method in getattr(route, "methods", None) or ()
-        if method != "HEAD" and route.path not in ("/", "/static")
+        if method != "HEAD" and route.path not in ("/", "/review", "/static")
     }
-    tested = {(r.method, r.path.replace("{id}", "{inspection_id}")) for r in ROUTES}
+    tested = {
+        (
+            r.method,
+            r.path.replace("{id}", "{inspection_id}").replace("{rebase_line}/{product}", "{line}/{product_type}"),
+        )
+        for r in ROUTES
+    }
     assert declared == tested | OPEN
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
-def test_every_route_needs_credentials_and_its_role(route, stack, admin, anonymous, inspection, image):
-    context = {"image": image, "key_id": _new_key(admin)["id"]}
+def test_every_route_needs_credentials_and_its_role(route, stack, admin, anonymous, inspection, image, rebase_line):
+    context = {"image": image, "key_id": _new_key(admin)["id"], **rebase_line}
     refused = route.call(anonymous, inspection, context)
     assert refused.status_code == 401, refused.text
     assert refused.json()["detail"].startswith("missing credentials: send an API key in header X-API-Key")
@@ -204,8 +237,9 @@ def test_health_the_login_page_and_static_assets_are_open_and_the_dashboard_send
     assert anonymous.get("/health").status_code == 200
     assert "API key" in anonymous.get("/login").text
     assert anonymous.get("/static/login.js").status_code == 200
-    dashboard = anonymous.get("/")
-    assert (dashboard.status_code, dashboard.headers["location"]) == (303, "/login")
+    for page in ("/", "/review"):
+        response = anonymous.get(page)
+        assert (response.status_code, response.headers["location"]) == (303, "/login")
 
 
 def test_keys_are_stored_as_salted_hashes_and_listed_without_secrets(admin, engine):

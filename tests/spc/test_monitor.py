@@ -269,3 +269,26 @@ def test_only_the_enabled_rules_signal_and_the_history_is_bounded():
     assert {s.rule for s in chart.signals} == {"nelson1"}
     assert len(chart.points) == 40 and chart.points[-1].sample_index == BASELINE + 99
     assert chart.sample_count == BASELINE + 100
+
+
+def test_a_rebase_replaces_the_limits_from_its_effective_time_live_and_rebuilt_alike():
+    from diffqc.spc import IndividualsChart, Rebase
+
+    settings = SpcSettings(baseline_size=BASELINE, rules=["we1", "we2", "we3", "we4"])
+    scores = 0.5 + 0.1 * np.random.default_rng(12).standard_normal(120)
+    scores[60:] += 0.5  # the process moved; an engineer accepts the new level from sample 80 on
+    history = versioned(rows(scores), "v1")
+    new_level = IndividualsChart(center_line=1.0, sigma=0.1, moving_range_mean=0.1128, baseline_size=40)
+    rebase = Rebase("v1", new_level, T0 + timedelta(seconds=80))
+    other_version = Rebase("v0", IndividualsChart(9.0, 1.0, 1.128, 40), T0 + timedelta(seconds=70))
+    live = SpcMonitor(settings)
+    signals = [s for row in history[:75] for s in live.observe("line-1", "pcb", row)]
+    live.rebase("line-1", "pcb", rebase)  # read by the bridge before the point it first judges
+    live.rebase("line-1", "pcb", other_version)  # another model version's: never applied
+    signals += [s for row in history[75:] for s in live.observe("line-1", "pcb", row)]
+    chart = live.chart("line-1", "pcb")
+    assert chart.limits == new_level and chart.rebased_at == 80 and chart.rebases == []
+    assert any(60 <= s.sample_index < 80 for s in signals), "the shift is signalled against the old limits"
+    assert not [s for s in signals if s.sample_index >= 80 and s.ucl != new_level.ucl]
+    rebuilt = chart_from_history("line-1", "pcb", history, settings, [other_version, rebase])
+    assert list(rebuilt.signals) == signals and rebuilt.state() == chart.state()

@@ -134,13 +134,33 @@ function signalItem(spc, s, acks) {
   return item;
 }
 
+// A small chart of the EWMA or the CUSUM (in sigmas) under the individuals chart, on the same x axis.
+function memoryChart(points, x, testid, title, lines, bands) {
+  const width = 800, height = 90, top = 6, bottom = 6;
+  const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", class: "memory",
+                              "data-testid": testid });
+  const values = [0, ...lines.flatMap((l) => points.map(l.value)), ...bands.flatMap((b) => points.flatMap((p) => [b(p), -b(p)]))];
+  const lo = Math.min(...values), hi = Math.max(...values, lo + 1);
+  const y = (value) => top + (1 - (value - lo) / (hi - lo)) * (height - top - bottom);
+  const path = (value) => points.map((p) => `${x(p.sample_index)},${y(value(p))}`).join(" ");
+  for (const band of bands) {
+    svg.append(el("svg:polyline", { class: "limit", points: path(band) }));
+    svg.append(el("svg:polyline", { class: "limit", points: path((p) => -band(p)) }));
+  }
+  for (const line of lines) svg.append(el("svg:polyline", { class: line.cls, points: path(line.value) }));
+  svg.append(el("svg:text", { x: 2, y: 14, class: "axis" }, title));
+  return svg;
+}
+
 function chart(spc, acks) {
   const box = el("div", { class: "chart", "data-testid": "chart", "data-product-type": spc.product_type });
+  const phase = (spc.model_version ? `  model ${spc.model_version} from #${spc.phase_start}` : "") +
+                (spc.rebased_at !== null ? `, re-based at #${spc.rebased_at}` : "");
   box.append(el("strong", {}, `${spc.line_id} · ${spc.product_type}`),
-             el("span", {}, spc.limits_fixed
+             el("span", { "data-testid": "limits" }, spc.limits_fixed
                ? `  CL ${spc.center_line.toFixed(2)}  UCL ${spc.upper_control_limit.toFixed(2)}  ` +
-                 `LCL ${spc.lower_control_limit.toFixed(2)}  (${spc.sample_count} scores)`
-               : `  collecting the baseline: ${spc.sample_count} scores so far`));
+                 `LCL ${spc.lower_control_limit.toFixed(2)}  (${spc.sample_count} scores)${phase}`
+               : `  collecting the baseline: ${spc.sample_count} scores so far${phase}`));
   const width = 800, height = 260, left = 48, right = 12, top = 10, bottom = 22;
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none" });
   const points = spc.points;
@@ -173,6 +193,15 @@ function chart(spc, acks) {
     svg.append(dot);
   }
   box.append(svg);
+  const monitored = points.filter((p) => p.ewma !== null);
+  if (monitored.length) {
+    box.append(
+      memoryChart(monitored, x, "ewma-chart", "EWMA (sigma) and its limits",
+                  [{ cls: "series", value: (p) => p.ewma }], [(p) => p.ewma_limit]),
+      memoryChart(monitored, x, "cusum-chart", `CUSUM C+ / -C- (sigma), h = ${spc.cusum_h}`,
+                  [{ cls: "series", value: (p) => p.cusum_upper }, { cls: "series lower", value: (p) => -p.cusum_lower }],
+                  [() => spc.cusum_h]));
+  }
   if (spc.signals.length) {
     const list = el("ul", { class: "signals", "data-testid": "signals" });
     for (const s of spc.signals.slice(-5).reverse()) {
@@ -181,6 +210,18 @@ function chart(spc, acks) {
     box.append(list);
   }
   return box;
+}
+
+// One banner per product type whose good parts drifted away from the model's reference (GET .../drift).
+function renderDrift(lineDrift) {
+  const drifting = lineDrift ? lineDrift.products.filter((p) => p.status === "drifting") : [];
+  $("drift").replaceChildren(...drifting.map((p) => {
+    const last = p.events[p.events.length - 1];
+    const what = last ? `${last.quantities.join(", ")} (PSI ${last.psi.toFixed(2)}, p ${last.p_value.toExponential(1)})` : "";
+    return el("div", { class: "banner", "data-testid": "drift-banner", "data-product-type": p.product_type },
+      `Drift on ${p.product_type} (model ${p.model_version}) since ${new Date(p.drifting_since).toLocaleString()}: ` +
+      `${what}. Recommended: ${p.recommendation}.`);
+  }));
 }
 
 function renderCharts(lineSpc, acknowledgements) {
@@ -197,13 +238,16 @@ async function refresh() {
     const shown = state.line;
     if (shown !== null) {
       const line = encodeURIComponent(shown);
-      const [recent, spc, acks] = await Promise.all([
+      const none = (e) => { if (e.status === 404) return null; throw e; };
+      const [recent, spc, acks, drift] = await Promise.all([
         getJSON(`/api/inspections?line=${line}&limit=${RECENT}`),
-        getJSON(`/api/lines/${line}/spc`).catch((e) => { if (e.status === 404) return null; throw e; }),
+        getJSON(`/api/lines/${line}/spc`).catch(none),
         getJSON(`/api/spc/${line}/acknowledgements?limit=${ACKS}`),
+        getJSON(`/api/lines/${line}/drift`).catch(none),
       ]);
       if (shown === state.line) { // the user may have picked another line meanwhile
         renderInspections(recent);
+        renderDrift(drift);
         if (state.acking === null) renderCharts(spc, acks); // else the open form would be wiped
       }
     }

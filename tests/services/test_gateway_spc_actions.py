@@ -1,27 +1,35 @@
-"""Acknowledging SPC signals at the gateway, against the real uvicorn process and Postgres: an operator
-(or admin) records a signal's cause and corrective action once, audited; viewers read them and may not
-write; a second acknowledgement, a malformed signal id, another line's signal or an over-long cause is
-refused naming the problem. (The pipeline is not needed: these routes touch only the database.)"""
+"""SPC actions at the gateway, against the real uvicorn process and Postgres. Acknowledging signals: an
+operator (or admin) records a signal's cause and corrective action once, audited; viewers read them and
+may not write; a second acknowledgement, a malformed signal id, another line's signal or an over-long
+cause is refused naming the problem. Re-basing a chart: admins only, from a window of good parts, and
+the line's chart judges later points against the new limits. (The pipeline is not needed: these routes
+touch only the database.)"""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 
 import httpx
+import numpy as np
 import pytest
 
+from diffqc.core import clock
 from diffqc.infra.errors import InfraError
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.services import gateway_process
+from diffqc.store.engine import make_engine
 from tests.helpers.env import require
 from tests.helpers.gateway_stack import ADMIN_KEY, API_KEY, KEY_ENTRIES, SESSION_SECRET, VIEWER_KEY
+from tests.helpers.verdicts import store_inspections, verdict
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def gateway_and_database(tmp_path_factory):
     """The gateway process alone over a throwaway database (its ingestion address answers nobody)."""
     root = tmp_path_factory.mktemp("gateway-spc-acks")
     try:
@@ -33,17 +41,24 @@ def gateway(tmp_path_factory):
                 "DIFFQC_GATEWAY_INGESTION_URL": "127.0.0.1:1",
                 "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
                 "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
+                "DIFFQC_SPC_REBASE_DELAY_S": "1",
+                "DIFFQC_SPC_BASELINE_SIZE": "10",
             }
             port = free_port()
             server = gateway_process(port, env, root / "gateway.log").start()
             try:
-                yield f"http://127.0.0.1:{port}"
+                yield f"http://127.0.0.1:{port}", database_url
             finally:
                 server.stop()
     except InfraError as exc:
         if "cannot create a test database" in str(exc):
             require(False, str(exc))
         raise
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_and_database):
+    return gateway_and_database[0]
 
 
 def _client(url: str, key: str | None) -> httpx.Client:
@@ -146,3 +161,40 @@ def test_a_bad_acknowledgement_is_refused_naming_the_problem(operator, line, sig
     refused = _ack(operator, line, signal_id, cause=cause)
     assert refused.status_code == 422, refused.text
     assert problem in refused.json()["detail"]
+
+
+def test_an_admin_rebases_a_chart_and_later_points_are_judged_against_the_new_limits(
+    gateway_and_database, admin, operator
+):
+    _, database_url = gateway_and_database
+    engine = make_engine(database_url)
+    start = clock.now() - timedelta(minutes=10)
+    scores = list(0.5 + 0.1 * np.random.default_rng(3).standard_normal(40))
+    try:
+        store_inspections(
+            engine,
+            [
+                verdict(score=s, line="RB1", defect=False, captured=start + timedelta(seconds=i))
+                for i, s in enumerate(scores)
+            ],
+        )
+        window = {
+            "window_start": (start + timedelta(seconds=20)).isoformat(),
+            "window_end": (start + timedelta(seconds=39)).isoformat(),
+        }
+        body = {**window, "reason": "new nozzle fitted"}
+        assert operator.post("/api/spc/RB1/pcb/rebase", json=body).status_code == 403
+        refused = admin.post("/api/spc/RB1/pcb/rebase", json={**body, "window_end": window["window_start"]})
+        assert refused.status_code == 422 and "after it ends" in refused.text
+        created = admin.post("/api/spc/RB1/pcb/rebase", json=body)
+        assert created.status_code == 201, created.text
+        rebase = created.json()
+        assert rebase["baseline_size"] == 20 and rebase["rebased_by"] == "test-admin"
+        assert rebase["center_line"] == pytest.approx(np.mean(scores[20:]))
+        # A point captured after the limits came into force is judged against them.
+        time.sleep(1.2)
+        store_inspections(engine, [verdict(score=0.5, line="RB1", defect=False, captured=clock.now())])
+        [chart] = admin.get("/api/lines/RB1/spc").json()["charts"]
+        assert chart["rebased_at"] == 40 and chart["center_line"] == pytest.approx(rebase["center_line"])
+    finally:
+        engine.dispose()
