@@ -37,16 +37,21 @@ def blob(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image + shift * alpha, 0, 1).astype(image.dtype)
 
 
+def _line(h: int, w: int, length: float, start: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """A straight one-pixel line (H x W, 1 on it) from ``start`` in a random direction."""
+    angle = rng.uniform(0, np.pi)
+    t = np.linspace(0, 1, int(length * 2))
+    ys = np.clip(start[0] + t * length * np.sin(angle), 0, h - 1).astype(int)
+    xs = np.clip(start[1] + t * length * np.cos(angle), 0, w - 1).astype(int)
+    mask = np.zeros((h, w), dtype=np.float32)
+    mask[ys, xs] = 1.0
+    return mask
+
+
 def scratch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     length = rng.uniform(0.2, 0.5) * max(h, w)
-    y0, x0 = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-    angle = rng.uniform(0, np.pi)
-    t = np.linspace(0, 1, int(length * 2))
-    ys = np.clip(y0 + t * length * np.sin(angle), 0, h - 1).astype(int)
-    xs = np.clip(x0 + t * length * np.cos(angle), 0, w - 1).astype(int)
-    mask = np.zeros((h, w), dtype=np.float32)
-    mask[ys, xs] = 1.0
+    mask = _line(h, w, length, (rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w), rng)
     mask = np.clip(ndimage.gaussian_filter(mask, 0.8) * 3, 0, 1)[:, :, None]
     value = rng.choice([0.05, 0.95])
     return (image * (1 - mask) + value * mask).astype(image.dtype)
@@ -88,13 +93,7 @@ def pinholes(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> 
 def faint_line(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     length = rng.uniform(0.08, 0.3) * max(h, w)
-    y0, x0 = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
-    angle = rng.uniform(0, np.pi)
-    t = np.linspace(0, 1, int(length * 2))
-    ys = np.clip(y0 + t * length * np.sin(angle), 0, h - 1).astype(int)
-    xs = np.clip(x0 + t * length * np.cos(angle), 0, w - 1).astype(int)
-    mask = np.zeros((h, w), dtype=np.float32)
-    mask[ys, xs] = 1.0
+    mask = _line(h, w, length, (rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w), rng)
     mask = (np.clip(ndimage.gaussian_filter(mask, 0.7) * 2.5, 0, 1) * rng.uniform(0.35, 0.8))[:, :, None]
     local = ndimage.uniform_filter(image, (9, 9, 1))  # darker or lighter than its surroundings, not black/white
     target = np.clip(local + rng.choice([-1, 1]) * 0.35, 0, 1)

@@ -7,6 +7,7 @@ one row; the caller reads back the row that won and reports that one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -141,24 +142,10 @@ def record_inspection(
     return row, created
 
 
-def score_history(
-    session: Session, line_id: str | None = None, product_type: str | None = None
-) -> dict[tuple[str, str], list[tuple]]:
-    """Stored verdicts as control charts read them: (line, product) -> rows (capture time, score, verdict,
-    lot, inspection id, model version) in capture order. The lot a part counts in is its lot, else its
-    work order."""
+def _history(session: Session, columns: tuple, line_id: str | None, product_type: str | None) -> Iterator[tuple]:
+    """(line, product, capture time, score, verdict value, *columns) of the stored verdicts in capture order."""
     query = (
-        select(
-            Frame.line_id,
-            Frame.product_type,
-            Frame.captured_at,
-            Inspection.score,
-            Inspection.verdict,
-            Frame.lot,
-            Frame.work_order,
-            Inspection.id,
-            Inspection.model_version,
-        )
+        select(Frame.line_id, Frame.product_type, Frame.captured_at, Inspection.score, Inspection.verdict, *columns)
         .join(Frame, Frame.id == Inspection.frame_id)
         .order_by(Frame.captured_at, Frame.id)
     )
@@ -166,10 +153,23 @@ def score_history(
         query = query.where(Frame.line_id == line_id)
     if product_type:
         query = query.where(Frame.product_type == product_type)
+    for line, product, captured, score, verdict, *rest in session.execute(query):
+        yield line, product, captured, score, Verdict(verdict).value, *rest
+
+
+def score_history(
+    session: Session, line_id: str | None = None, product_type: str | None = None
+) -> dict[tuple[str, str], list[tuple]]:
+    """Stored verdicts as control charts read them: (line, product) -> rows (capture time, score, verdict,
+    lot, inspection id, model version) in capture order. The lot a part counts in is its lot, else its
+    work order."""
+    columns = (Frame.lot, Frame.work_order, Inspection.id, Inspection.model_version)
     history: dict[tuple[str, str], list[tuple]] = {}
-    for line, product, captured, score, verdict, lot, work_order, inspection, version in session.execute(query):
+    for line, product, captured, score, verdict, lot, work_order, inspection, version in _history(
+        session, columns, line_id, product_type
+    ):
         history.setdefault((line, product), []).append(
-            (captured, score, Verdict(verdict).value, lot or work_order or None, inspection, version)
+            (captured, score, verdict, lot or work_order or None, inspection, version)
         )
     return history
 
@@ -179,27 +179,12 @@ def drift_history(
 ) -> dict[tuple[str, str], list[tuple]]:
     """Stored verdicts as drift trackers read them: (line, product) -> rows (capture time, score, verdict,
     component scores, inspection id, model version) in capture order."""
-    query = (
-        select(
-            Frame.line_id,
-            Frame.product_type,
-            Frame.captured_at,
-            Inspection.score,
-            Inspection.verdict,
-            Inspection.component_scores,
-            Inspection.id,
-            Inspection.model_version,
-        )
-        .join(Frame, Frame.id == Inspection.frame_id)
-        .order_by(Frame.captured_at, Frame.id)
-    )
-    if line_id:
-        query = query.where(Frame.line_id == line_id)
-    if product_type:
-        query = query.where(Frame.product_type == product_type)
+    columns = (Inspection.component_scores, Inspection.id, Inspection.model_version)
     history: dict[tuple[str, str], list[tuple]] = {}
-    for line, product, captured, score, verdict, components, inspection, version in session.execute(query):
+    for line, product, captured, score, verdict, components, inspection, version in _history(
+        session, columns, line_id, product_type
+    ):
         history.setdefault((line, product), []).append(
-            (captured, score, Verdict(verdict).value, dict(components or {}), inspection, version)
+            (captured, score, verdict, dict(components or {}), inspection, version)
         )
     return history

@@ -155,3 +155,30 @@ def parts_by_verdict(client: httpx.Client, images: list[bytes], line: str, passi
         if len(passed) == passing:
             return passed, flagged
     raise AssertionError(f"the tiny detector passed {len(passed)} of {len(images)} good parts, fewer than {passing}")
+
+
+@contextmanager
+def gateway_alone(root: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """(URL, database URL): the gateway process alone over a throwaway database, its ingestion address
+    answering nobody, for routes that touch only the database. ``env`` adds settings."""
+    try:
+        with throwaway_database() as database_url:
+            environment = {
+                "DIFFQC_DATABASE_URL": database_url,
+                "DIFFQC_DATA_DIR": str(root),
+                "DIFFQC_BLOB_ROOT": str(root / "blobs"),
+                "DIFFQC_GATEWAY_INGESTION_URL": "127.0.0.1:1",
+                "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
+                "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
+                **(env or {}),
+            }
+            port = free_port()
+            server = gateway_process(port, environment, root / "gateway.log").start()
+            try:
+                yield f"http://127.0.0.1:{port}", database_url
+            finally:
+                server.stop()
+    except InfraError as exc:
+        if "cannot create a test database" in str(exc):
+            require(False, str(exc))
+        raise

@@ -5,27 +5,16 @@ needed: the route only reads the database.)"""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy.orm import Session
 
 from diffqc.drift import DriftMonitor
-from diffqc.infra.errors import InfraError
-from diffqc.infra.ports import free_port
-from diffqc.infra.postgres import throwaway_database
-from diffqc.infra.services import gateway_process
 from diffqc.settings import DriftSettings
 from diffqc.store.engine import make_engine
-from diffqc.store.inspections import ensure_frame, record_inspection
-from diffqc.store.models import Verdict
-from diffqc.store.products import find_product_type, register_product
-from diffqc.v1.scoring_pb2 import VERDICT_DEFECT
-from tests.helpers.env import require
-from tests.helpers.gateway_stack import KEY_ENTRIES, SESSION_SECRET, VIEWER_KEY
-from tests.helpers.verdicts import DECIDED, verdict
+from tests.helpers.gateway_stack import VIEWER_KEY, gateway_alone
+from tests.helpers.verdicts import DECIDED, store_inspections, verdict
 
 pytestmark = pytest.mark.timeout(120)
 SETTINGS = DriftSettings(reference_size=20, window=20, check_every=10)
@@ -33,31 +22,13 @@ SETTINGS = DriftSettings(reference_size=20, window=20, check_every=10)
 
 @pytest.fixture(scope="module")
 def gateway_and_database(tmp_path_factory):
-    """The gateway process alone over a throwaway database (its ingestion address answers nobody)."""
-    root = tmp_path_factory.mktemp("gateway-drift")
-    try:
-        with throwaway_database() as database_url:
-            env = {
-                "DIFFQC_DATABASE_URL": database_url,
-                "DIFFQC_DATA_DIR": str(root),
-                "DIFFQC_BLOB_ROOT": str(root / "blobs"),
-                "DIFFQC_GATEWAY_INGESTION_URL": "127.0.0.1:1",
-                "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
-                "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
-                "DIFFQC_DRIFT_REFERENCE_SIZE": str(SETTINGS.reference_size),
-                "DIFFQC_DRIFT_WINDOW": str(SETTINGS.window),
-                "DIFFQC_DRIFT_CHECK_EVERY": str(SETTINGS.check_every),
-            }
-            port = free_port()
-            server = gateway_process(port, env, root / "gateway.log").start()
-            try:
-                yield f"http://127.0.0.1:{port}", database_url
-            finally:
-                server.stop()
-    except InfraError as exc:
-        if "cannot create a test database" in str(exc):
-            require(False, str(exc))
-        raise
+    env = {
+        "DIFFQC_DRIFT_REFERENCE_SIZE": str(SETTINGS.reference_size),
+        "DIFFQC_DRIFT_WINDOW": str(SETTINGS.window),
+        "DIFFQC_DRIFT_CHECK_EVERY": str(SETTINGS.check_every),
+    }
+    with gateway_alone(tmp_path_factory.mktemp("gateway-drift"), env) as running:
+        yield running
 
 
 def _parts(line: str, drift_from: int | None, n: int = 60) -> list:
@@ -76,34 +47,14 @@ def _parts(line: str, drift_from: int | None, n: int = 60) -> list:
     return parts
 
 
-def _store(database_url: str, verdicts: list) -> None:
-    """The frame and inspection rows as scoring writes them, component scores and model version included."""
-    engine = make_engine(database_url)
-    try:
-        with Session(engine) as session, session.begin():
-            if find_product_type(session, "pcb") is None:
-                register_product(session, "pcb", {"height": 100, "width": 100, "channels": 3}, {})
-            for v in verdicts:
-                ensure_frame(session, v.frame)
-                record_inspection(
-                    session,
-                    id=v.inspection_id,
-                    frame_id=v.frame.frame_id,
-                    model_version=v.model.version,
-                    component_scores=dict(v.component_scores),
-                    score=v.score,
-                    threshold=v.threshold,
-                    verdict=Verdict.DEFECT if v.verdict == VERDICT_DEFECT else Verdict.PASS,
-                    latency_ms=1.0,
-                )
-    finally:
-        engine.dispose()
-
-
 def test_the_line_drift_state_comes_from_the_store_and_matches_the_live_monitor(gateway_and_database):
     url, database_url = gateway_and_database
     drifted, steady = _parts("DR1", drift_from=25, n=75), _parts("DR2", drift_from=None)
-    _store(database_url, drifted + steady)
+    engine = make_engine(database_url)
+    try:
+        store_inspections(engine, drifted + steady)
+    finally:
+        engine.dispose()
     live = DriftMonitor(SETTINGS)
     live_events = [e for v in drifted for e in live.observe_verdict(v)]
 

@@ -7,7 +7,6 @@ labelled false alarm and miss then land in `diffqc labels export` and move the p
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +19,10 @@ from typer.testing import CliRunner
 from diffqc.cli import app
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.label_calibration import propose_threshold
-from diffqc.infra.errors import InfraError
-from diffqc.infra.ports import free_port
-from diffqc.infra.postgres import throwaway_database
-from diffqc.infra.services import gateway_process
 from diffqc.store.blobs import FileBlobStore
 from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
-from tests.helpers.env import require
-from tests.helpers.gateway_stack import ADMIN_KEY, API_KEY, KEY_ENTRIES, SESSION_SECRET, VIEWER_KEY
+from tests.helpers.gateway_stack import ADMIN_KEY, API_KEY, VIEWER_KEY, gateway_alone
 from tests.helpers.inspections import add_inspection, add_product
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,38 +46,20 @@ class Gateway:
 def gateway(tmp_path_factory):
     """The gateway process alone over a throwaway database and blob store, with stored verdicts."""
     root = tmp_path_factory.mktemp("gateway-review")
-    try:
-        with throwaway_database() as database_url:
-            engine = make_engine(database_url)
-            upgrade(engine)
-            blobs = FileBlobStore(root / "blobs")
-            add_product(engine, "pcb")
-            add_product(engine, "widget", threshold=0.5)
-            add_inspection(engine, blobs, "i-defect", 0.8, index=1)
-            add_inspection(engine, blobs, "i-pass", 0.2, index=2)
-            add_inspection(engine, blobs, "i-other-line", 0.9, line="L2", index=3)
-            scores = [*CONFIRMED_DEFECTS, FALSE_ALARM, MISSED_DEFECT, *CONFIRMED_GOOD]
-            for n, score in enumerate(scores):
-                add_inspection(engine, blobs, f"w-{n:02d}", score, line="LW", product="widget", index=10 + n)
-            engine.dispose()
-            env = {
-                "DIFFQC_DATABASE_URL": database_url,
-                "DIFFQC_DATA_DIR": str(root),
-                "DIFFQC_BLOB_ROOT": str(root / "blobs"),
-                "DIFFQC_GATEWAY_INGESTION_URL": "127.0.0.1:1",
-                "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
-                "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
-            }
-            port = free_port()
-            server = gateway_process(port, env, root / "gateway.log").start()
-            try:
-                yield Gateway(f"http://127.0.0.1:{port}", database_url, root / "blobs")
-            finally:
-                server.stop()
-    except InfraError as exc:
-        if "cannot create a test database" in str(exc):
-            require(False, str(exc))
-        raise
+    with gateway_alone(root) as (url, database_url):
+        engine = make_engine(database_url)
+        upgrade(engine)
+        blobs = FileBlobStore(root / "blobs")
+        add_product(engine, "pcb")
+        add_product(engine, "widget", threshold=0.5)
+        add_inspection(engine, blobs, "i-defect", 0.8, index=1)
+        add_inspection(engine, blobs, "i-pass", 0.2, index=2)
+        add_inspection(engine, blobs, "i-other-line", 0.9, line="L2", index=3)
+        scores = [*CONFIRMED_DEFECTS, FALSE_ALARM, MISSED_DEFECT, *CONFIRMED_GOOD]
+        for n, score in enumerate(scores):
+            add_inspection(engine, blobs, f"w-{n:02d}", score, line="LW", product="widget", index=10 + n)
+        engine.dispose()
+        yield Gateway(url, database_url, root / "blobs")
 
 
 def _client(url: str, key: str | None) -> httpx.Client:

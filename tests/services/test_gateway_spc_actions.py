@@ -7,7 +7,6 @@ touch only the database.)"""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 
@@ -16,13 +15,8 @@ import numpy as np
 import pytest
 
 from diffqc.core import clock
-from diffqc.infra.errors import InfraError
-from diffqc.infra.ports import free_port
-from diffqc.infra.postgres import throwaway_database
-from diffqc.infra.services import gateway_process
 from diffqc.store.engine import make_engine
-from tests.helpers.env import require
-from tests.helpers.gateway_stack import ADMIN_KEY, API_KEY, KEY_ENTRIES, SESSION_SECRET, VIEWER_KEY
+from tests.helpers.gateway_stack import ADMIN_KEY, API_KEY, VIEWER_KEY, gateway_alone
 from tests.helpers.verdicts import store_inspections, verdict
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,30 +24,9 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def gateway_and_database(tmp_path_factory):
-    """The gateway process alone over a throwaway database (its ingestion address answers nobody)."""
-    root = tmp_path_factory.mktemp("gateway-spc-acks")
-    try:
-        with throwaway_database() as database_url:
-            env = {
-                "DIFFQC_DATABASE_URL": database_url,
-                "DIFFQC_DATA_DIR": str(root),
-                "DIFFQC_BLOB_ROOT": str(root / "blobs"),
-                "DIFFQC_GATEWAY_INGESTION_URL": "127.0.0.1:1",
-                "DIFFQC_GATEWAY_API_KEYS": json.dumps(KEY_ENTRIES),
-                "DIFFQC_GATEWAY_SESSION_SECRET": SESSION_SECRET,
-                "DIFFQC_SPC_REBASE_DELAY_S": "1",
-                "DIFFQC_SPC_BASELINE_SIZE": "10",
-            }
-            port = free_port()
-            server = gateway_process(port, env, root / "gateway.log").start()
-            try:
-                yield f"http://127.0.0.1:{port}", database_url
-            finally:
-                server.stop()
-    except InfraError as exc:
-        if "cannot create a test database" in str(exc):
-            require(False, str(exc))
-        raise
+    env = {"DIFFQC_SPC_REBASE_DELAY_S": "1", "DIFFQC_SPC_BASELINE_SIZE": "10"}
+    with gateway_alone(tmp_path_factory.mktemp("gateway-spc-actions"), env) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,40 +7,8 @@ const REFRESH_MS = 2000;
 const RECENT = 12;
 const ACKS = 200; // the line's newest acknowledgements: those of the signals shown, which are the newest
 const ACK_ROLES = ["operator", "admin"];
-const SVG = "http://www.w3.org/2000/svg";
 // acking: the signal whose acknowledgement form is open (the charts are not redrawn under it).
 const state = { line: null, busy: false, timer: null, canAck: false, acking: null };
-
-const $ = (id) => document.getElementById(id);
-
-const LOGIN = "/login";
-
-async function getJSON(url, options = {}) {
-  const response = await fetch(url, { cache: "no-store", ...options });
-  if (response.status === 401) { // no session, or it expired, or its key was revoked
-    window.location.replace(LOGIN);
-    throw new Error("not logged in");
-  }
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const error = new Error(`${url}: ${response.status} ${body.detail || ""}`);
-    error.status = response.status;
-    error.detail = body.detail;
-    throw error;
-  }
-  return body;
-}
-
-function postJSON(url, body) {
-  return getJSON(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-}
-
-function el(tag, attrs = {}, text = null) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  if (text !== null) node.textContent = text; // never innerHTML: ids come from the plant
-  return node;
-}
 
 function renderLines(lines) {
   const select = $("line");
@@ -275,12 +243,4 @@ $("line").addEventListener("change", (event) => {
   $("inspections").replaceChildren();
   refreshNow();
 });
-$("logout").addEventListener("click", async () => {
-  await fetch("/api/session", { method: "DELETE" }).catch(() => null);
-  window.location.replace(LOGIN);
-});
-// Who is logged in decides whether signals get an Acknowledge button, so it is known before the first drawing.
-getJSON("/api/session")
-  .then((who) => { $("who").textContent = `${who.name} (${who.role})`; state.canAck = ACK_ROLES.includes(who.role); })
-  .catch(() => null)
-  .finally(refresh);
+startSession(ACK_ROLES).then((can) => { state.canAck = can; }).finally(refresh);

@@ -5,40 +5,13 @@
 
 const RECENT = 24;
 const LABEL_ROLES = ["operator", "admin"];
-const SVG = "http://www.w3.org/2000/svg";
 const KINDS = { // the kinds that answer each verdict (the gateway refuses the others)
   defect: [["confirmed_defect", "Confirmed defect"], ["false_alarm", "False alarm"]],
   pass: [["confirmed_good", "Confirmed good"], ["missed_defect", "Missed defect"]],
 };
 const DEFECTIVE = new Set(["confirmed_defect", "missed_defect"]);
 const KIND_NAMES = Object.fromEntries([...KINDS.defect, ...KINDS.pass]);
-const LOGIN = "/login";
 const state = { line: null, canLabel: false, inspections: [], labels: new Map() };
-
-const $ = (id) => document.getElementById(id);
-
-async function getJSON(url, options = {}) {
-  const response = await fetch(url, { cache: "no-store", ...options });
-  if (response.status === 401) { // no session, or it expired, or its key was revoked
-    window.location.replace(LOGIN);
-    throw new Error("not logged in");
-  }
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const error = new Error(`${url}: ${response.status} ${body.detail || ""}`);
-    error.status = response.status;
-    error.detail = body.detail;
-    throw error;
-  }
-  return body;
-}
-
-function el(tag, attrs = {}, text = null) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  if (text !== null) node.textContent = text; // never innerHTML: ids and notes come from people and plants
-  return node;
-}
 
 const fixed = (value, digits = 3) => (value === null || value === undefined ? "–" : value.toFixed(digits));
 
@@ -97,8 +70,7 @@ function labelForm(inspection, label) {
       error.textContent = "";
       try {
         const body = { kind, note: note.value, defect_class: DEFECTIVE.has(kind) ? defectClass.value || null : null };
-        const saved = await getJSON(`/api/inspection/${encodeURIComponent(inspection.inspection_id)}/label`, {
-          method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        const saved = await postJSON(`/api/inspection/${encodeURIComponent(inspection.inspection_id)}/label`, body, "PUT");
         state.labels.set(inspection.inspection_id, saved);
         form.closest("article").replaceWith(card(inspection)); // the other cards keep what is typed in them
         renderClasses();
@@ -235,12 +207,4 @@ async function load() {
 $("line").addEventListener("change", (event) => { state.line = event.target.value; load(); });
 $("show").addEventListener("change", render);
 $("refresh").addEventListener("click", load);
-$("logout").addEventListener("click", async () => {
-  await fetch("/api/session", { method: "DELETE" }).catch(() => null);
-  window.location.replace(LOGIN);
-});
-// Who is logged in decides whether verdicts get label buttons, so it is known before the first drawing.
-getJSON("/api/session")
-  .then((who) => { $("who").textContent = `${who.name} (${who.role})`; state.canLabel = LABEL_ROLES.includes(who.role); })
-  .catch(() => null)
-  .finally(load);
+startSession(LABEL_ROLES).then((can) => { state.canLabel = can; }).finally(load);
