@@ -8,7 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from diffqc.store.models import Base
 
@@ -23,9 +23,19 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return config
 
 
+# pg_advisory_xact_lock key of the migrations (any fixed 64-bit number, "diffqc" in ASCII).
+MIGRATION_LOCK = 0x646966667163
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run at every start (a no-op when current)."""
+    """Bring the schema to ``revision``; safe to run at every start (a no-op when current).
+
+    On PostgreSQL the migration holds a transaction-scoped advisory lock: replicas that start together
+    run it one after the other (the later ones find the schema current) instead of racing to create
+    the same tables."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

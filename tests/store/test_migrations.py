@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -65,3 +66,30 @@ def test_an_inspection_round_trips(engine):
         inspection = session.get(Inspection, "i-1")
         assert inspection.verdict is Verdict.DEFECT
         assert inspection.regions[0]["area_px"] == 9
+
+
+def test_replicas_that_start_together_migrate_one_after_the_other(postgres_url):
+    """Four services starting at once on an empty PostgreSQL database: without the advisory lock they
+    race to create the same tables and all but one fail; with it each finds the schema current."""
+    engines = [make_engine(postgres_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(engines))
+
+    def migrate(engine) -> None:
+        start.wait()
+        try:
+            upgrade(engine)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        assert pending_model_changes(engines[0]) == []
+    finally:
+        for engine in engines:
+            engine.dispose()
