@@ -181,6 +181,11 @@ class IngestionSettings(_Group):
     produce_timeout_s: float = Field(
         10.0, gt=0, description="How long a frame's qc.frames.v1 event may take to be acknowledged by the broker"
     )
+    create_topic: bool = Field(
+        True,
+        description="Create qc.frames.v1 at start when it is missing (local runs); false where a provisioning step "
+        "creates the topics with their replication (the chart, compose): ingestion then waits for the topic",
+    )
     topic_partitions: int = Field(
         4,
         ge=1,

@@ -24,19 +24,27 @@ def topic_names(kafka) -> list[str]:
     return [name for topic in ALL_TOPICS for name in (topic, dead_letter_topic(topic, kafka))]
 
 
-def provision(kafka, partitions: int, replication_factor: int, timeout_s: float) -> list[str]:
-    """Create the missing topics; return the problems found (empty = every topic is fit)."""
+def provision(
+    kafka, partitions: int, replication_factor: int, timeout_s: float, min_insync_replicas: int | None = None
+) -> list[str]:
+    """Create the missing topics (with ``min.insync.replicas`` when given, so that an acknowledged write
+    survives the loss of a broker); return the problems found (empty = every topic is fit)."""
     wait_for_broker(kafka, timeout_s)
     admin = AdminClient(admin_config(kafka))
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = topic_names(kafka)
     problems = [
         f"topic {name} has {len(existing[name].partitions)} partitions, fewer than the {partitions} required"
-        for name in wanted if name in existing and len(existing[name].partitions) < partitions
+        for name in wanted
+        if name in existing and len(existing[name].partitions) < partitions
     ]
-    missing = [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
-               for name in wanted if name not in existing]
-    for name, future in (admin.create_topics(missing, operation_timeout=timeout_s).items() if missing else ()):
+    config = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
+    missing = [
+        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor, config=config)
+        for name in wanted
+        if name not in existing
+    ]
+    for name, future in admin.create_topics(missing, operation_timeout=timeout_s).items() if missing else ():
         try:
             future.result()
             print(f"created {name} ({partitions} partitions)")
@@ -51,11 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, required=True, help="partitions of every topic (>= 1)")
     parser.add_argument("--replication-factor", type=int, default=-1, help="-1 = the broker's default")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker")
+    parser.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        default=0,
+        help="min.insync.replicas of new topics (0 = the broker's default)",
+    )
     args = parser.parse_args(argv)
     if args.partitions < 1:
         parser.error("--partitions must be at least 1")
+    if args.replication_factor > 0 and args.min_insync_replicas > args.replication_factor:
+        parser.error("--min-insync-replicas cannot exceed --replication-factor: no write could ever be acknowledged")
     try:
-        problems = provision(load_settings().kafka, args.partitions, args.replication_factor, args.timeout)
+        problems = provision(
+            load_settings().kafka, args.partitions, args.replication_factor, args.timeout, args.min_insync_replicas
+        )
     except (SettingsError, DependencyUnavailable) as exc:
         print(f"provision-topics: {exc}", file=sys.stderr)
         return 1

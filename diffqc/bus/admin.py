@@ -26,6 +26,15 @@ def wait_for_broker(kafka: KafkaSettings, timeout_s: float) -> None:
     wait_for("Kafka broker", kafka.bootstrap_servers, check, timeout_s)
 
 
+def require_topics(kafka: KafkaSettings, topics: list[str]) -> None:
+    """Raise naming the topics that do not exist (yet): for a service that must not create them."""
+    admin = AdminClient(admin_config(kafka))
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise RuntimeError(f"topic(s) {missing} do not exist; the provisioning step (provision-topics) creates them")
+
+
 def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 1) -> None:
     """Create the topics that do not exist yet; an existing topic is left as it is."""
     admin = AdminClient(admin_config(kafka))

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from diffqc.bus.admin import ensure_topics, wait_for_broker
+from diffqc.bus.admin import ensure_topics, require_topics, wait_for_broker
 from diffqc.contracts.topics import FRAMES
 from diffqc.data.images import ImageLimits, guard_decompression_bombs
 from diffqc.runtime.dependencies import wait_for
@@ -33,7 +33,9 @@ def start(settings: Settings) -> int:
     wait_for(
         f"Kafka topic {FRAMES}",
         settings.kafka.bootstrap_servers,
-        lambda: ensure_topics(settings.kafka, [FRAMES], settings.ingestion.topic_partitions),
+        (lambda: ensure_topics(settings.kafka, [FRAMES], settings.ingestion.topic_partitions))
+        if settings.ingestion.create_topic
+        else (lambda: require_topics(settings.kafka, [FRAMES])),
         timeout,
     )
     wait_for("blob store", str(settings.blob_root), lambda: _check_writable(settings.blob_root), timeout)

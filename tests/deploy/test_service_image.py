@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from diffqc.bus.admin import require_topics
 from diffqc.contracts.topics import ALL_TOPICS
 from diffqc.infra.kafka import kafka_broker
 from diffqc.infra.ports import free_port
 from diffqc.runtime.grpc_server import GrpcServer
-from diffqc.settings import GrpcSettings
+from diffqc.settings import GrpcSettings, KafkaSettings
 from tests.helpers.certs import make_pki
 
 from .manifests import ROOT
@@ -159,6 +160,26 @@ def test_provision_topics_creates_every_topic_and_refuses_too_few_partitions(own
     more = _run([sys.executable, script, "--partitions", "5"], env)
     assert more.returncode == 1
     assert "topic qc.frames.v1 has 3 partitions, fewer than the 5 required" in more.stderr
+
+
+def test_a_service_that_must_not_create_topics_names_the_missing_one_until_provisioning_ran(own_broker):
+    """Ingestion in a plant (DIFFQC_INGESTION_CREATE_TOPIC=false) waits for the provisioned topic instead
+    of racing the topics Job with a replication factor of 1."""
+    kafka = KafkaSettings(bootstrap_servers=own_broker)
+    with pytest.raises(RuntimeError, match=r"topic\(s\) \['qc.frames.v1'\] do not exist; the provisioning step"):
+        require_topics(kafka, ["qc.frames.v1"])
+    script = str(DOCKER / "provision_topics.py")
+    assert (
+        _run([sys.executable, script, "--partitions", "1"], {"DIFFQC_KAFKA_BOOTSTRAP_SERVERS": own_broker}).returncode
+        == 0
+    )
+    require_topics(kafka, ["qc.frames.v1"])
+
+
+def test_provision_topics_refuses_more_in_sync_replicas_than_replicas():
+    args = ["--partitions", "1", "--replication-factor", "1", "--min-insync-replicas", "2"]
+    result = _run([sys.executable, str(DOCKER / "provision_topics.py"), *args], {})
+    assert result.returncode == 2 and "--min-insync-replicas cannot exceed --replication-factor" in result.stderr
 
 
 def test_provision_topics_names_an_unreachable_broker():
