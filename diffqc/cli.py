@@ -14,6 +14,7 @@ from diffqc.serving.bench import triton as bench_triton
 from diffqc.serving.cli import export
 from diffqc.store.cli import audit_app, keys_app
 from diffqc.store.labels_cli import labels_app
+from diffqc.store.model_cli import model_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(demo)
@@ -29,6 +30,7 @@ app.add_typer(triton_app, name="triton", help="Run the Triton inference server l
 app.add_typer(keys_app, name="keys", help="The gateway's API keys: create, list, revoke, hash for a Secret.")
 app.add_typer(audit_app, name="audit", help="The audit log: verify its hash chain.")
 app.add_typer(labels_app, name="labels", help="Inspection labels: export them as an MVTec-layout data set.")
+app.add_typer(model_app, name="model", help="The model registry: list versions, promote, roll back, archive.")
 bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
 bench_app.command("triton")(bench_triton)
 bench_app.command("pipeline")(bench_pipeline)

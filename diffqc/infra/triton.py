@@ -17,9 +17,12 @@ from diffqc.infra.errors import InfraError
 from diffqc.infra.process import ServerProcess, http_ok
 
 INSTALL_HINT = "the triton extra (nvidia-pytriton 0.7.0): pip install 'diffqc[triton]'"
-# Triton polls its repository, so a version staged by `diffqc export` or `diffqc onboard` is served
-# without a restart (stage_version renames a finished directory into place, never a half-copied one).
+# Under explicit model control Triton loads the detector's staged versions at start and afterwards
+# exactly the versions `diffqc model promote|rollback|sync` ask for (diffqc.serving.loader): nothing
+# goes live by being staged. poll_s=REPOSITORY_POLL_S runs the former mode instead: Triton polls the
+# repository and serves every staged version within that many seconds.
 REPOSITORY_POLL_S = 10
+EXPLICIT_LOAD = "*"  # every model of the repository is loaded at start (diffqc_detector: the versions its config lists)
 
 
 def _pytriton_root() -> Path:
@@ -76,8 +79,9 @@ def triton_server(
     work_dir: Path,
     log_path: Path | None,
     ready_timeout_s: float = 120.0,
-    poll_s: int = REPOSITORY_POLL_S,
+    poll_s: int | None = None,
 ) -> ServerProcess:
+    """tritonserver on 127.0.0.1 with explicit model control; with ``poll_s``, polling the repository instead."""
     repository = Path(repository).resolve()
     if not repository.is_dir():
         raise InfraError(f"model repository {repository} does not exist")
@@ -87,8 +91,11 @@ def triton_server(
         argv=[
             str(binary),
             f"--model-repository={repository}",
-            "--model-control-mode=poll",
-            f"--repository-poll-secs={poll_s}",
+            *(
+                ["--model-control-mode=explicit", f"--load-model={EXPLICIT_LOAD}"]
+                if poll_s is None
+                else ["--model-control-mode=poll", f"--repository-poll-secs={poll_s}"]
+            ),
             f"--backend-directory={backend_directory(work_dir)}",
             "--http-address=127.0.0.1",
             f"--http-port={http_port}",

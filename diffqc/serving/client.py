@@ -38,7 +38,7 @@ class Detection:
     anomaly_map: np.ndarray  # (N, 1, H, W)
     component_scores: np.ndarray  # (N, K) in the model's documented component order
     score: np.ndarray  # (N,)
-    model_version: str  # the version Triton ran: a newly staged one takes over between two requests
+    model_version: str  # the version Triton ran: the one asked for, else its newest (which can change between requests)
 
 
 def triton_credentials(settings: TritonSettings, grpc_settings: GrpcSettings | None) -> grpc.ChannelCredentials | None:
@@ -73,7 +73,8 @@ class TritonDetector:
 
         wait_for("Triton", self.settings.grpc_url, check, timeout_s)
 
-    def detect(self, images: np.ndarray, product: str) -> Detection:
+    def detect(self, images: np.ndarray, product: str, version: str | None = None) -> Detection:
+        """Run ``version`` of the model (the product's production version), or Triton's newest when None."""
         images = np.ascontiguousarray(images)
         image_input = grpcclient.InferInput("IMAGE", list(images.shape), _triton_dtype(images))
         image_input.set_data_from_numpy(images)
@@ -85,6 +86,7 @@ class TritonDetector:
                 result = self.client.infer(
                     self.settings.model_name,
                     [image_input, product_input],
+                    model_version=version or "",
                     outputs=outputs,
                     client_timeout=self.settings.timeout_s,
                 )

@@ -51,8 +51,13 @@ def _stitch(prepared: PreparedFrame, detections: list[Detection]) -> np.ndarray:
 
 
 def infer_prepared(
-    prepared: PreparedFrame, detector: TritonDetector, blobs: BlobStore, pool: ThreadPoolExecutor
+    prepared: PreparedFrame,
+    detector: TritonDetector,
+    blobs: BlobStore,
+    pool: ThreadPoolExecutor,
+    version: str | None = None,
 ) -> InferenceResult:
+    """Every tile through ``version`` of the model (the product's production version; None: Triton's newest)."""
     started = time.perf_counter()
     if not prepared.tiles:
         raise PreparedFrameError(f"prepared frame {prepared.frame.frame_id!r} has no tiles")
@@ -60,7 +65,7 @@ def infer_prepared(
     product = prepared.frame.product_type
 
     def detect_all() -> list[Detection]:
-        return list(pool.map(lambda t: detector.detect(t[None], product), tiles))
+        return list(pool.map(lambda t: detector.detect(t[None], product, version), tiles))
 
     detections = detect_all()
     if len({d.model_version for d in detections}) > 1:  # a new version took over mid-frame: one model per frame

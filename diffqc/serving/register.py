@@ -1,9 +1,10 @@
 """Register a staged model version in the metadata database.
 
 Ingestion accepts frames of registered product types only, preprocessing normalizes them by the
-product's spec and scoring thresholds them with the product's active model version. So a version
-that Triton serves is registered here: every product type its artifacts serve, with its spec, and
-this version as the active one with the artifact's threshold.
+product's spec, inference asks Triton for the product's production version and scoring thresholds
+with that version's row. So a version that Triton serves is registered here: every product type its
+artifacts serve, with its spec, and this version with the artifact's threshold and its lineage, in
+production for a product's first model, else a candidate (diffqc.store.model_registry moves it on).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from sqlalchemy.engine import Engine
 
 from diffqc.core.artifact import artifact_registration, read_json, read_metadata
 from diffqc.core.errors import ArtifactError
-from diffqc.store import db
-from diffqc.store.inspections import register_model_version
+from diffqc.store import audit, db
+from diffqc.store.inspections import model_version, register_model_version
 from diffqc.store.migrate import upgrade
+from diffqc.store.model_registry import production_version
 from diffqc.store.products import register_product
 
 DEFAULT_IMAGE_SIZE = 256  # the normalized size of products whose model is not tied to one size
@@ -41,9 +43,22 @@ def product_specs(artifact: Path) -> dict[str, dict[str, int]]:
     return specs
 
 
-def register_version(version_dir: Path, engine: Engine) -> dict[str, tuple[int, int]]:
-    """Register every product served by the artifacts of ``version_dir`` (a Triton model version)
-    and make this version active for each; returns the normalized (height, width) per product.
+def lineage(artifact: Path, product: str, parent: str | None, actor: str) -> dict[str, str | None]:
+    """Where ``product``'s model in ``artifact`` comes from: the production version it is meant to replace,
+    the fingerprint of its training data, who trained it (the artifact's ``trained_by``, else who registers it)."""
+    meta = read_metadata(artifact)
+    training = (meta.get("training_data") or {}).get(product) or {}
+    return {
+        "parent_version": parent,
+        "data_fingerprint": training.get("fingerprint"),
+        "trained_by": meta.get("trained_by") or actor,
+    }
+
+
+def register_version(version_dir: Path, engine: Engine, actor: str = "diffqc") -> dict[str, tuple[int, int]]:
+    """Register every product served by the artifacts of ``version_dir`` (a Triton model version), with its
+    lineage; returns the normalized (height, width) per product. The version goes to production for a product
+    that has no production version yet (its first model), else it is a candidate until ``diffqc model promote``.
     A database that does not answer raises ``DependencyUnavailable``."""
     version_dir = Path(version_dir)
     sizes = {}
@@ -54,7 +69,35 @@ def register_version(version_dir: Path, engine: Engine) -> dict[str, tuple[int, 
             for product, spec in product_specs(artifact).items():
                 sizes[product] = (spec["height"], spec["width"])
                 register_product(session, product, spec)
-                register_model_version(
-                    session, product, version_dir.name, artifact.as_uri(), **artifact_registration(artifact, product)
+                if model_version(session, product, version_dir.name) is not None:  # registered before: stage kept
+                    register_model_version(
+                        session,
+                        product,
+                        version_dir.name,
+                        artifact.as_uri(),
+                        **artifact_registration(artifact, product),
+                        activate=False,
+                    )
+                    continue
+                parent = production_version(session, product)
+                row = register_model_version(
+                    session,
+                    product,
+                    version_dir.name,
+                    artifact.as_uri(),
+                    **artifact_registration(artifact, product),
+                    activate=parent is None,
+                    lineage=lineage(artifact, product, parent.version if parent else None, actor),
+                )
+                audit.append(
+                    session,
+                    actor,
+                    "model.register",
+                    f"{product}/{row.version}",
+                    {
+                        "stage": row.stage,
+                        "parent_version": row.parent_version,
+                        "data_fingerprint": row.data_fingerprint,
+                    },
                 )
     return sizes

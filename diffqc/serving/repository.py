@@ -6,8 +6,10 @@
 
 A new version carries over the previous version's artifacts, except those serving a product type
 that the new artifact serves too, so one Triton keeps serving every product while one is updated.
-Triton serves the newest version (version_policy latest 1) and polls the repository, so a version
-staged while it runs takes over without a restart.
+Staging serves nothing by itself: the model registry decides which version judges each product
+(diffqc.store.model_registry) and Triton, under explicit model control, loads the versions the
+registry needs (diffqc.serving.loader); a Triton that polls the repository serves every staged
+version (version_policy all) and inference still asks each product's production version.
 """
 
 from __future__ import annotations
@@ -52,5 +54,5 @@ def stage_version(artifact: Path, repo: Path) -> Path:
                 shutil.copytree(kept, staging / "artifacts" / kept.name)
     shutil.copytree(artifact, staging / "artifacts" / "-".join(sorted(products)))
     (staging / "model.py").write_text(MODEL_PY)
-    staging.rename(version_dir)  # atomic: Triton's repository poll never sees a half-copied version
+    staging.rename(version_dir)  # atomic: Triton (a repository poll, a load) never sees a half-copied version
     return version_dir

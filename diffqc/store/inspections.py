@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from diffqc.core import clock
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.frames import insert_frame_row
+from diffqc.store.model_registry import Stage, make_production
 from diffqc.store.models import Frame, Inspection, ModelVersion, Verdict
 from diffqc.v1 import frame_pb2
 
@@ -31,12 +32,15 @@ def register_model_version(
     threshold: float,
     metrics: dict[str, Any] | None = None,
     activate: bool = True,
+    lineage: dict[str, str | None] | None = None,
 ) -> ModelVersion:
-    """Add (or update) ``version`` of ``product``'s model; with ``activate`` it becomes the only active one.
+    """Add (or update) ``version`` of ``product``'s model; with ``activate`` it becomes the production (active)
+    one and the one it replaces is archived, else a new version is a candidate and an existing one keeps its stage.
 
     ``metrics`` may carry ``region_level`` (the anomaly-map level that outlines a defect region; see
     ``diffqc.core.artifact.artifact_registration``), which scoring uses for regions and heatmaps.
-    The caller commits.
+    ``lineage`` sets ``parent_version``, ``data_fingerprint`` and ``trained_by`` of a new row.
+    The caller commits (and audits: diffqc.serving.register does).
     """
     row = model_version(session, product, version)
     if row is None:
@@ -47,19 +51,17 @@ def register_model_version(
             threshold=threshold,
             metrics=dict(metrics or {}),
             active=False,
+            stage=Stage.CANDIDATE.value,
+            stage_changed_at=clock.now(),
+            **(lineage or {}),
         )
         session.add(row)
     else:
         row.artifact_uri, row.threshold, row.metrics = artifact_uri, float(threshold), dict(metrics or {})
     session.flush()
-    if activate:
-        session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.product_type == product, ModelVersion.id != row.id)
-            .values(active=False)
-        )
-        row.active = True
-        session.flush()
+    if activate and row.stage != Stage.PRODUCTION:
+        rows = session.scalars(select(ModelVersion).where(ModelVersion.product_type == product)).all()
+        make_production(session, list(rows), row)
     return row
 
 

@@ -108,8 +108,18 @@ class ModelVersion(Base):
     artifact_uri: Mapped[str] = mapped_column(String(1000))
     threshold: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict] = mapped_column(default=dict)
+    # active mirrors stage == "production" (diffqc.store.model_registry keeps them in step).
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    # candidate | shadow | production | archived (diffqc.store.model_registry.Stage); one production per product.
+    stage: Mapped[str] = mapped_column(String(16), default="candidate", server_default="candidate")
+    stage_changed_at: Mapped[datetime | None]
+    # Lineage: the production version when this one was registered, the training data, who trained it.
+    parent_version: Mapped[str | None] = mapped_column(String(64))
+    data_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    trained_by: Mapped[str | None] = mapped_column(String(200))
+    # The production version this one replaced when promoted: what a rollback restores.
+    replaced_version: Mapped[str | None] = mapped_column(String(64))
 
 
 class Frame(Base):

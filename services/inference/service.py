@@ -1,7 +1,8 @@
 """gRPC ``Detect`` for the synchronous high-priority path and the Kafka stage for the stream.
 
 Both call the same ``infer_prepared``; Triton's dynamic batcher sees the tiles of every frame in
-flight, from both paths, and batches them.
+flight, from both paths, and batches them. Each frame is judged by its product's production version
+in the model registry (diffqc.serving.production), the version its result names.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from diffqc.contracts.topics import INFERENCE_RESULTS, PREPARED_FRAMES
+from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.serving.client import InferenceRejected, InferenceUnavailable, TritonDetector
 from diffqc.serving.prepared import PreparedFrameError, infer_prepared
+from diffqc.serving.production import ProductionVersions
 from diffqc.settings import Settings
 from diffqc.store.blobs import BlobNotFound, BlobStore
 from diffqc.v1 import inference_pb2, inference_pb2_grpc
@@ -26,18 +29,28 @@ ERRORS: ErrorTable = {
     PreparedFrameError: grpc.StatusCode.INVALID_ARGUMENT,
     BlobNotFound: grpc.StatusCode.NOT_FOUND,
     InferenceUnavailable: grpc.StatusCode.UNAVAILABLE,
+    DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,  # the model registry, before its first answer
 }
 
 
 class Inference:
-    """What both paths share: Triton, the blob store, the pool that keeps tiles in flight."""
+    """What both paths share: Triton, the blob store, the pool that keeps tiles in flight, and the
+    model registry's production versions (``versions``; None: always Triton's newest version)."""
 
-    def __init__(self, settings: Settings, detector: TritonDetector, blobs: BlobStore):
-        self.settings, self.detector, self.blobs = settings, detector, blobs
+    def __init__(
+        self,
+        settings: Settings,
+        detector: TritonDetector,
+        blobs: BlobStore,
+        versions: ProductionVersions | None = None,
+    ):
+        self.settings, self.detector, self.blobs, self.versions = settings, detector, blobs, versions
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="triton")
 
     def infer(self, prepared: PreparedFrame) -> InferenceResult:
-        return infer_prepared(prepared, self.detector, self.blobs, self.pool)
+        product = prepared.frame.product_type
+        version = self.versions.version(product) if self.versions is not None and product else None
+        return infer_prepared(prepared, self.detector, self.blobs, self.pool, version)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):

@@ -160,7 +160,7 @@ def test_each_component_reaches_only_what_it_uses(plant_docs):
     expected = {
         "ingestion": {53, 9093, 5432},
         "preprocessing": {53, 9093, 5432},
-        "inference": {53, 9093, 8001},
+        "inference": {53, 9093, 8001, 5432},  # the model registry: which version is in production
         "scoring": {53, 9093, 5432, 8086, 8081},
         "bridge": {53, 9093, 5432, 8081, 443},
         "gateway": {53, 5432, 50051},
@@ -288,7 +288,7 @@ def test_plant_values_turn_transport_security_on(plant_docs):
 
 def test_each_container_gets_only_the_credentials_it_uses(plant_docs):
     secrets = {name: set(chart_env(plant_docs, c, name).from_secrets) for name, _, c in _containers(plant_docs)}
-    assert "DIFFQC_DATABASE_URL" not in secrets["inference"] and "DIFFQC_INFLUX_TOKEN" not in secrets["bridge"]
+    assert "DIFFQC_DATABASE_URL" in secrets["inference"] and "DIFFQC_INFLUX_TOKEN" not in secrets["bridge"]
     assert {name for name, found in secrets.items() if "DIFFQC_INFLUX_TOKEN" in found} == {"scoring"}
     assert {name for name, found in secrets.items() if "DIFFQC_GATEWAY_API_KEYS" in found} == {"gateway"}
     assert {name for name, found in secrets.items() if "DIFFQC_GATEWAY_SESSION_SECRET" in found} == {"gateway"}

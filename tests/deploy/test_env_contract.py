@@ -39,7 +39,7 @@ from .manifests import (
 SERVICE_GROUPS = {
     "ingestion": {"kafka", "database", "service", "grpc", "ingestion", "blob_root"},
     "preprocessing": {"kafka", "database", "service", "grpc", "ingestion", "blob_root"},  # its image limits
-    "inference": {"kafka", "triton", "service", "grpc", "blob_root"},
+    "inference": {"kafka", "triton", "database", "service", "grpc", "blob_root"},  # the registry's production version
     "scoring": {
         "kafka",
         "database",

@@ -83,7 +83,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $uses := dict
   "ingestion" (list "kafka" "postgres")
   "preprocessing" (list "kafka" "postgres")
-  "inference" (list "kafka" "triton")
+  "inference" (list "kafka" "triton" "postgres")
   "scoring" (list "kafka" "postgres" "influx" "schemaRegistry" "links")
   "bridge" (list "kafka" "postgres" "schemaRegistry" "mes" "links")
   "gateway" (list "postgres" "ingestion" "links")

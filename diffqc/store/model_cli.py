@@ -1,0 +1,151 @@
+"""``diffqc model list|promote|rollback|archive|sync``: the model registry's lifecycle, against the configured
+database and Triton (DIFFQC_TRITON_GRPC_URL).
+
+A change first has Triton load what the registry needs before and after it (diffqc.serving.loader),
+then commits; inference picks the new production version up within a few seconds (its cache of the
+registry), and once it has, Triton unloads what is no longer needed. Every change is in the audit log
+under the caller's name. Exit codes: 0 done, 1 the database or Triton is unavailable or the change is
+not allowed (the message names product, version and stage; nothing changed), 2 invalid settings or
+arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from diffqc.settings import load_settings
+from diffqc.store import db, model_registry
+from diffqc.store.cli import _actor, _database
+from diffqc.store.model_registry import RegistryError, Stage
+
+T = TypeVar("T")
+model_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+ProductOption = Annotated[str, typer.Option("--product", help="The product type")]
+VersionOption = Annotated[str, typer.Option("--version", help="The model version (diffqc model list)")]
+
+
+TritonOption = Annotated[
+    bool,
+    typer.Option(
+        "--triton/--no-triton",
+        help="Load the versions the registry needs into Triton (--no-triton: the registry only, for a Triton "
+        "that polls its repository)",
+    ),
+]
+
+
+def _refused(exc: Exception) -> typer.Exit:
+    typer.echo(str(exc), err=True)
+    return typer.Exit(1)
+
+
+def _change(triton: bool, apply: Callable[[Session], T]) -> T:
+    """One registry change. A dry run (rolled back) tells what Triton must serve before and after it; Triton
+    loads all of that (else nothing changes); the change commits in a short transaction of its own (no lock
+    is held while Triton loads); once inference has seen it, Triton drops what is no longer needed."""
+    from diffqc.serving.loader import ModelLoadError, load, needed_versions
+    from diffqc.serving.production import CACHE_S
+
+    with _database() as engine:
+        settings = load_settings()  # valid: _database loaded them
+        try:
+            union: list[int] = []
+            after: list[int] = []
+            if triton:
+                with db.session(engine) as session:
+                    before = needed_versions(session)
+                    apply(session)
+                    after = needed_versions(session)
+                    session.rollback()
+                union = sorted({*before, *after})
+                typer.echo(load(settings.triton, union, settings.grpc))
+            with db.session(engine, write=True) as session:
+                result = apply(session)
+        except (RegistryError, ModelLoadError) as exc:
+            raise _refused(exc) from None
+    if triton and after != union:
+        time.sleep(CACHE_S + 1)  # inference may still ask for a dropped version until its cache expires
+        try:
+            typer.echo(load(settings.triton, after, settings.grpc))
+        except ModelLoadError as exc:  # the change stands; the extra versions only cost memory
+            typer.echo(f"{exc} (the change is committed; run diffqc model sync)", err=True)
+    return result
+
+
+@model_app.command("list")
+def list_(product: Annotated[str | None, typer.Option("--product", help="Only this product type")] = None) -> None:
+    """The registered model versions: stage, threshold and lineage."""
+    with _database() as engine, db.session(engine) as session:
+        rows = model_registry.list_versions(session, product)
+    table = Table("product", "version", "stage", "threshold", "parent", "replaced", "data", "trained by", "since")
+    for row in rows:
+        since = row.stage_changed_at or row.created_at
+        table.add_row(
+            row.product_type,
+            row.version,
+            row.stage,
+            f"{row.threshold:.4g}",
+            row.parent_version or "",
+            row.replaced_version or "",
+            (row.data_fingerprint or "")[:12],
+            row.trained_by or "",
+            since.isoformat(timespec="seconds"),
+        )
+    Console(width=200).print(table)
+
+
+@model_app.command("promote")
+def promote(
+    product: ProductOption,
+    version: VersionOption,
+    to: Annotated[Stage | None, typer.Option("--to", help="The stage expected next (shadow or production)")] = None,
+    triton: TritonOption = True,
+) -> None:
+    """Move a version one stage on: candidate → shadow → production (the production one it replaces is archived)."""
+    row = _change(triton, lambda session: model_registry.promote(session, product, version, _actor(), to))
+    stage, replaced = row.stage, row.replaced_version if row.stage == Stage.PRODUCTION else None
+    tail = f" (version {replaced!r} archived)" if replaced else ""
+    typer.echo(f"model version {version!r} of {product!r} is now {stage}{tail}")
+
+
+@model_app.command("rollback")
+def rollback(
+    product: ProductOption,
+    version: Annotated[
+        str | None, typer.Option("--version", help="The production version expected (refused if another is)")
+    ] = None,
+    triton: TritonOption = True,
+) -> None:
+    """Archive the production version and put the one it replaced back in production."""
+    restored, archived = _change(triton, lambda session: model_registry.rollback(session, product, _actor(), version))
+    restored_version, archived_version = restored.version, archived.version
+    typer.echo(f"rolled back {product!r}: version {restored_version!r} is in production, {archived_version!r} archived")
+
+
+@model_app.command("archive")
+def archive(product: ProductOption, version: VersionOption, triton: TritonOption = True) -> None:
+    """Retire a candidate or shadow version."""
+    _change(triton, lambda session: model_registry.archive(session, product, version, _actor()))
+    typer.echo(f"model version {version!r} of {product!r} is now archived")
+
+
+@model_app.command("sync")
+def sync() -> None:
+    """Load into Triton exactly the versions the registry needs (after a Triton restart or diffqc onboard)."""
+    from diffqc.serving.loader import ModelLoadError, load, needed_versions
+
+    with _database() as engine, db.session(engine) as session:
+        settings = load_settings()
+        versions = needed_versions(session)
+    try:
+        typer.echo(load(settings.triton, versions, settings.grpc))
+    except ModelLoadError as exc:
+        raise _refused(exc) from None
