@@ -223,14 +223,18 @@ def _publish(artifact: Path, repo: Path, database_url: str | None) -> None:
     from diffqc.store.engine import make_engine
 
     version_dir = stage_version(artifact, repo)
-    console.print(f"staged as {version_dir} (Triton loads the newest version)")
+    console.print(f"staged as {version_dir}")
     if database_url:
         engine = make_engine(database_url)
         try:
             products = register_version(version_dir, engine)
         finally:
             engine.dispose()
-        console.print(f"registered version {version_dir.name} as active for {sorted(products)}")
+        console.print(
+            f"registered version {version_dir.name} for {sorted(products)}: in production for a product that had no "
+            "model, else a candidate until `diffqc model promote`; `diffqc model sync` loads it into a Triton under "
+            "explicit model control (docs/models.md)"
+        )
 
 
 @app.command()
