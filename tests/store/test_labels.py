@@ -186,9 +186,8 @@ def test_labels_are_listed_newest_first_by_line_product_and_inspection(engine):
         assert labels.newest_labelled_model_version(session, "nothing") is None
 
 
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # SQLite serializes every write
 def test_concurrent_labels_of_one_inspection_leave_one_label_and_an_unbroken_history(engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serializes every write; the row lock is PostgreSQL's")
     barrier, errors = threading.Barrier(2), []
 
     def label(kind: str, actor: str) -> None:
