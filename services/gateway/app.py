@@ -257,11 +257,7 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
         key: Annotated[str | None, Security(auth.header)], session: Annotated[str | None, Security(auth.cookie)]
     ) -> FileResponse | RedirectResponse:
         """The dashboard for a logged-in person; the login page for anyone else."""
-        try:
-            auth.identify(key, session)
-        except ApiError:
-            return RedirectResponse(LOGIN_PATH, status_code=303)
-        return FileResponse(STATIC / "index.html")
+        return auth.page(key, session, STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -16,9 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Query, Request, Security
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
@@ -112,6 +114,14 @@ class Auth:
         self.header = APIKeyHeader(name=cfg.api_key_header, auto_error=False, description="An API key")
         self.bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
         self.cookie = APIKeyCookie(name=sessions.COOKIE, auto_error=False, description=f"A session ({LOGIN_PATH})")
+
+    def page(self, key: str | None, session: str | None, page: Path) -> FileResponse | RedirectResponse:
+        """A dashboard page for a logged-in person; the login page for anyone else."""
+        try:
+            self.identify(key, session)
+        except ApiError:
+            return RedirectResponse(LOGIN_PATH, status_code=303)
+        return FileResponse(page)
 
     def identify(self, key: str | None, session: str | None) -> Principal:
         """The principal of the key (else of the session cookie); ApiError 401 naming what is missing or wrong."""

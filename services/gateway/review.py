@@ -17,7 +17,7 @@ from diffqc.security.api_keys import Role
 from diffqc.store import db, labels
 from diffqc.store.inspections import active_model_version, model_version
 from diffqc.store.models import LabelKind, ProductType, Verdict
-from services.gateway.auth import LOGIN_PATH, Auth, Principal
+from services.gateway.auth import Auth, Principal
 from services.gateway.errors import ApiError
 from services.gateway.schemas import Problem
 
@@ -205,10 +205,6 @@ def review_router(engine: Engine, auth: Auth, static: pathlib.Path) -> APIRouter
         key: Annotated[str | None, Security(auth.header)], session: Annotated[str | None, Security(auth.cookie)]
     ) -> FileResponse | RedirectResponse:
         """The review page for a logged-in person; the login page for anyone else."""
-        try:
-            auth.identify(key, session)
-        except ApiError:
-            return RedirectResponse(LOGIN_PATH, status_code=303)
-        return FileResponse(static / "review.html")
+        return auth.page(key, session, static / "review.html")
 
     return router
