@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Path, Query, Response, Security, UploadFile
+from fastapi import FastAPI, File, Form, Query, Response, Security, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -41,16 +41,21 @@ from services.gateway.ingest import STATUS_NAMES, IngestionClient
 from services.gateway.login import login_router
 from services.gateway.queries import Store, inspection_url, result_of
 from services.gateway.review import review_router
-from services.gateway.schemas import Health, InspectionResult, LineSummary, Problem, UploadResult
+from services.gateway.schemas import (
+    Health,
+    InspectionId,
+    InspectionResult,
+    LineId,
+    LineSummary,
+    Problem,
+    UploadResult,
+)
 from services.gateway.spc import LineSpc, line_spc
 from services.gateway.spc_acks import spc_acks_router
 from services.gateway.spc_rebase import spc_rebase_router
 
 STATIC = pathlib.Path(__file__).parent / "static"
 MAX_RECENT = 500
-PLAIN_TEXT = r"^[^\x00-\x1f\x7f]+$"  # what ingestion accepts as an id: no control characters
-InspectionId = Annotated[str, Path(max_length=128, pattern=PLAIN_TEXT, description="An inspection id or a frame id")]
-LineId = Annotated[str, Path(max_length=64, pattern=PLAIN_TEXT)]
 WAIT_POLL_S = 0.1
 
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 401, 403, 404, 422, 503)}

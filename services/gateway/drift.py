@@ -10,7 +10,7 @@ the control charts.
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Security
+from fastapi import APIRouter, Query, Security
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
@@ -21,10 +21,8 @@ from diffqc.store import db
 from diffqc.store.inspections import drift_history
 from services.gateway.auth import Auth
 from services.gateway.errors import ApiError
-from services.gateway.schemas import Problem
+from services.gateway.schemas import LineId, Problem
 
-PLAIN_TEXT = r"^[^\x00-\x1f\x7f]+$"  # as the other routes take a line id: no control characters
-LineId = Annotated[str, Path(max_length=64, pattern=PLAIN_TEXT)]
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (401, 403, 404, 422, 503)}
 
 

@@ -19,11 +19,9 @@ from diffqc.store.inspections import active_model_version, model_version
 from diffqc.store.models import LabelKind, ProductType, Verdict
 from services.gateway.auth import Auth, Principal
 from services.gateway.errors import ApiError
-from services.gateway.schemas import Problem
+from services.gateway.schemas import PLAIN_TEXT, InspectionId, Problem
 
-PLAIN_TEXT = r"^[^\x00-\x1f\x7f]+$"  # as the other routes take ids: no control characters
 IdItem = Annotated[str, StringConstraints(max_length=128, pattern=PLAIN_TEXT)]
-InspectionId = Annotated[str, Path(max_length=128, pattern=PLAIN_TEXT, description="An inspection id or a frame id")]
 ProductId = Annotated[str, Path(max_length=64, pattern=PLAIN_TEXT)]
 REVIEW_PATH = "/review"
 MAX_IDS = 100  # inspection ids one /api/labels request may name (the review page asks for those it shows)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from diffqc.security.api_keys import Role
+
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]+$"  # what ingestion accepts as an id: no control characters
+# Path parameters of every route: bounded and without control characters before any query sees them.
+InspectionId = Annotated[str, Path(max_length=128, pattern=PLAIN_TEXT, description="An inspection id or a frame id")]
+LineId = Annotated[str, Path(max_length=64, pattern=PLAIN_TEXT)]
 
 
 class Problem(BaseModel):

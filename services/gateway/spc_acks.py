@@ -4,7 +4,7 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Security
+from fastapi import APIRouter, Query, Security
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
@@ -13,10 +13,8 @@ from diffqc.store import db, spc_acks
 from diffqc.store.models import SpcAcknowledgement
 from services.gateway.auth import Auth, Principal
 from services.gateway.errors import ApiError
-from services.gateway.schemas import Problem
+from services.gateway.schemas import LineId, Problem
 
-PLAIN_TEXT = r"^[^\x00-\x1f\x7f]+$"  # as the other routes take a line id: no control characters
-LineId = Annotated[str, Path(max_length=spc_acks.MAX_ID_LENGTH, pattern=PLAIN_TEXT)]
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (401, 403, 422, 503)}
 
 

@@ -13,8 +13,7 @@ from diffqc.settings import SpcSettings
 from diffqc.store import db, spc_rebases
 from services.gateway.auth import Auth, Principal
 from services.gateway.errors import ApiError
-from services.gateway.schemas import Problem
-from services.gateway.spc_acks import LineId
+from services.gateway.schemas import LineId, Problem
 
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (401, 403, 422, 503)}
 
