@@ -82,6 +82,13 @@ class KafkaSettings(_Group):
     )
     ssl_key_location: Path | None = Field(None, description="Private key (PEM) of the client certificate")
     ssl_key_password: SecretStr | None = Field(None, description="Password of the client key, when it has one")
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="Longest a consumer may go between polls before the group evicts it (librdkafka "
+        "max.poll.interval.ms); while a dependency is down a stage pauses its partitions and keeps polling, "
+        "so an outage of any length stays within it",
+    )
     poison_attempts: int = Field(
         2,
         ge=2,

@@ -90,6 +90,8 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides) -> dict:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": kafka.session_timeout_ms,
         "heartbeat.interval.ms": max(kafka.session_timeout_ms // 6, 500),
+        # librdkafka requires max.poll.interval.ms >= session.timeout.ms.
+        "max.poll.interval.ms": max(kafka.max_poll_interval_ms, kafka.session_timeout_ms),
         "partition.assignment.strategy": "cooperative-sticky",
         "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         **overrides,

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -308,3 +309,78 @@ class Label(Base):
     note: Mapped[str] = mapped_column(String(1000), default="")
     labelled_by: Mapped[str] = mapped_column(String(100))  # the API key's name
     labelled_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class TrialScore(Base):
+    """One frame scored by both production and a candidate under trial (diffqc.store.trials).
+
+    In a shadow trial production's verdict counts and the candidate's is only recorded; in a canary
+    (``canary``) the candidate judged the frame and production was scored beside it. Scores are the
+    fused scores that scoring thresholds; each ``*_defect`` uses that version's own threshold."""
+
+    __tablename__ = "trial_scores"
+    __table_args__ = (Index("ix_trial_scores_candidate", "product_type", "candidate_version", "scored_at"),)
+    frame_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    candidate_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_type: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(64))
+    production_version: Mapped[str] = mapped_column(String(64))
+    production_score: Mapped[float] = mapped_column(Float)
+    production_defect: Mapped[bool] = mapped_column(Boolean)
+    candidate_score: Mapped[float] = mapped_column(Float)
+    candidate_defect: Mapped[bool] = mapped_column(Boolean)
+    canary: Mapped[bool] = mapped_column(Boolean)
+    scored_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class ModelCanary(Base):
+    """A share of one line's frames judged by a shadow version (the A/B split); open while ``ended_at`` is
+    None. It ends at a promotion, an archive, an operator's stop, or the automatic rollback when the
+    candidate's alarm rate on the paired frames exceeds production's by more than ``max_excess_alarm_rate``."""
+
+    __tablename__ = "model_canaries"
+    __table_args__ = (Index("ix_model_canaries_open", "product_type", "ended_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product_type: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(64))
+    share: Mapped[float] = mapped_column(Float)
+    max_excess_alarm_rate: Mapped[float] = mapped_column(Float)
+    min_frames: Mapped[int] = mapped_column(Integer)
+    started_by: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(default=clock.now)
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TrainingJob(Base):
+    """A retraining of one product requested from the dashboard or the CLI, run by a training worker
+    (never the gateway); its result is registered as a candidate model version."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (Index("ix_training_jobs_status", "status", "requested_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    product_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[datetime] = mapped_column(default=clock.now)
+    options: Mapped[dict] = mapped_column(default=dict)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(String(500), default="")
+    log: Mapped[str] = mapped_column(Text, default="")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    result_version: Mapped[str | None] = mapped_column(String(64))
+    evaluation: Mapped[dict] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(String(2000))
