@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Seconds; inference on CPU can take tens of seconds, so the buckets reach further than the default.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -26,6 +26,18 @@ HANDLE_SECONDS = Histogram(
     ["topic"],
     buckets=LATENCY_BUCKETS,
 )
+CONSUMERS_PAUSED = Gauge(
+    "diffqc_consumer_paused",
+    "Consume loops with their partitions paused while a failed message waits for its retry (above 0 for "
+    "minutes: a dependency is down), by stage (consumer group) and input topic",
+    ["group", "topic"],
+)
+BLOB_STORE_ERRORS = Counter(
+    "diffqc_blob_store_errors",
+    "Blob store operations the storage failed (disk full, I/O error, read-only or stale volume ...), "
+    "by operation (write|read) and errno name",
+    ["operation", "error"],
+)
 GRPC_CALLS = Counter(
     "diffqc_grpc_server_calls", "gRPC calls served, by full method name and status code", ["method", "code"]
 )
@@ -34,6 +46,14 @@ GRPC_SECONDS = Histogram(
     "Duration of gRPC calls served, by full method name",
     ["method"],
     buckets=LATENCY_BUCKETS,
+)
+TRIAL_SCORE_FAILURES = Counter(
+    "diffqc_trial_score_failures",
+    "Frames a model version under trial (shadow, or production beside a canary) failed to score, by version",
+    ["version"],
+)
+CANARY_ROLLBACKS = Counter(
+    "diffqc_canary_rollbacks", "Canaries the guard ended for raising too many alarms, by product", ["product"]
 )
 
 

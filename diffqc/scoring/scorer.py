@@ -6,6 +6,11 @@ harmlessly): heatmap PNG (content-addressed blob) -> frame row if missing + insp
 point) -> the caller publishes the verdict and commits the offset. A frame that already has an
 inspection row is not scored again: the stored row is reported, so every message and point about
 a frame agrees with the database even if the threshold changed in between.
+
+Versions under trial that scored the frame beside the judging one (shadow versions, or production
+beside a canary) are thresholded the same way, each with its own row, and recorded in pairs in the
+inspection's transaction (diffqc.store.trials); their verdicts never count. After a canary frame the
+canary guard checks whether the candidate raises too many alarms and ends the canary if so.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from diffqc.core import clock
 from diffqc.core.process import process_deviation, with_process
 from diffqc.preprocess.normalize import FrameImageError
 from diffqc.preprocess.prepare import load_frame_image
+from diffqc.runtime.metrics import CANARY_ROLLBACKS
 from diffqc.scoring.regions import content_regions, heatmap_png, map_geometry, to_original
 from diffqc.scoring.sink import ScoreSink, score_point
 from diffqc.settings import ScoringSettings
-from diffqc.store import db
+from diffqc.store import db, trials
 from diffqc.store.blobs import BlobNotFound, BlobStore, get_array
 from diffqc.store.inspections import (
     active_model_version,
@@ -38,7 +44,7 @@ from diffqc.store.inspections import (
     model_version,
     record_inspection,
 )
-from diffqc.store.models import Inspection, Verdict
+from diffqc.store.models import Inspection, ModelVersion, Verdict
 from diffqc.store.products import find_product_type
 from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef
 from diffqc.v1.inference_pb2 import InferenceResult
@@ -63,6 +69,15 @@ class ModelThreshold:
     version: str
     threshold: float
     region_level: float
+
+
+@dataclass(frozen=True)
+class TrialDecision:
+    """One version's fused score and verdict on a frame it scored under trial or beside a canary."""
+
+    version: str
+    score: float
+    defect: bool
 
 
 def inspection_id(frame_id: str, version: str) -> str:
@@ -95,6 +110,9 @@ class Scorer:
                     product,
                     row.version,
                 )
+        return self._threshold(product, row)
+
+    def _threshold(self, product: str, row: ModelVersion) -> ModelThreshold:
         level = (row.metrics or {}).get("region_level")
         if level is None:
             level = self.settings.region_level
@@ -102,6 +120,17 @@ class Scorer:
                 self._level_warned.add((product, row.version))
                 log.warning("model version %r of %r has no metrics.region_level; using %g", row.version, product, level)
         return ModelThreshold(row.version, float(row.threshold), float(level))
+
+    def _trial_models(self, session: Session, result: InferenceResult) -> dict[str, ModelThreshold]:
+        """The rows of the versions that scored under trial; an unregistered one is left out (logged)."""
+        product, models = result.frame.product_type, {}
+        for trial in result.trial_scores:
+            row = model_version(session, product, trial.model.version)
+            if row is None:
+                log.warning("model version %r of %r under trial is not registered", trial.model.version, product)
+            else:
+                models[row.version] = self._threshold(product, row)
+        return models
 
     # -- the decision -------------------------------------------------------------------------
     def _anomaly_map(self, result: InferenceResult) -> np.ndarray:
@@ -167,6 +196,47 @@ class Scorer:
         }
         return values, heatmap
 
+    def trial_rows(
+        self, result: InferenceResult, nominal_ranges: dict, judged: dict[str, Any], models: dict[str, ModelThreshold]
+    ) -> list[dict[str, Any]]:
+        """The ``trial_scores`` rows of a frame: each trial version paired with the judging one (``judged``:
+        the inspection row's values); production first, the candidate second."""
+        frame = result.frame
+        deviation = process_deviation(frame.process_parameters, nominal_ranges, frame.product_type).value
+        judge = TrialDecision(judged["model_version"], judged["score"], judged["verdict"] is Verdict.DEFECT)
+        rows = []
+        for trial in result.trial_scores:
+            model = models.get(trial.model.version)
+            if model is None or not math.isfinite(trial.score):
+                continue
+            score = with_process(trial.score, deviation, self.settings.process_weight)
+            other = TrialDecision(model.version, score, score > model.threshold)
+            production, candidate = (other, judge) if result.canary else (judge, other)
+            rows.append(
+                {
+                    "frame_id": frame.frame_id,
+                    "product_type": frame.product_type,
+                    "line_id": frame.line_id,
+                    "production_version": production.version,
+                    "production_score": production.score,
+                    "production_defect": production.defect,
+                    "candidate_version": candidate.version,
+                    "candidate_score": candidate.score,
+                    "candidate_defect": candidate.defect,
+                    "canary": result.canary,
+                    "scored_at": judged["inspected_at"],
+                }
+            )
+        return rows
+
+    def _guard_canary(self, frame) -> None:
+        with db.session(self.engine, write=True) as session:
+            ended = trials.guard_canary(session, frame.product_type, frame.line_id)
+            reason = ended.end_reason if ended is not None else None
+        if reason is not None:
+            CANARY_ROLLBACKS.labels(product=frame.product_type).inc()
+            log.warning("canary of %r on line %r ended: %s", frame.product_type, frame.line_id, reason)
+
     def _stored_heatmap(self, uri: str | None) -> BlobRef | None:
         """The full reference of a stored heatmap (the row keeps only its URI)."""
         if not uri:
@@ -196,11 +266,16 @@ class Scorer:
                     raise ScoringError(f"unknown product type {frame.product_type!r}: no product_types row")
                 nominal = dict(product.nominal_ranges or {})
                 model = self._model(session, frame.product_type, result.model.version)
+                trial_models = self._trial_models(session, result)
         if row is None:
             values, heatmap = self.decide(result, nominal, model)
             with db.session(self.engine, write=True) as session:
                 ensure_frame(session, frame)
                 row, created = record_inspection(session, **values)
+                if created:
+                    trials.record(session, self.trial_rows(result, nominal, values, trial_models))
+            if created and result.canary:
+                self._guard_canary(frame)
             if not created:
                 log.info("inspection of frame %s was recorded concurrently; reporting the stored one", frame.frame_id)
         else:

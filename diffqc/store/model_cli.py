@@ -1,5 +1,5 @@
-"""``diffqc model list|promote|rollback|archive|sync``: the model registry's lifecycle, against the configured
-database and Triton (DIFFQC_TRITON_GRPC_URL).
+"""``diffqc model list|promote|rollback|archive|sync|canary|canary-stop|compare``: the model registry's
+lifecycle and trials, against the configured database and Triton (DIFFQC_TRITON_GRPC_URL).
 
 A change first has Triton load what the registry needs before and after it (diffqc.serving.loader),
 then commits; inference picks the new production version up within a few seconds (its cache of the
@@ -21,7 +21,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from diffqc.settings import load_settings
-from diffqc.store import db, model_registry
+from diffqc.store import db, model_registry, trials
 from diffqc.store.cli import _actor, _database
 from diffqc.store.model_registry import RegistryError, Stage
 
@@ -149,3 +149,59 @@ def sync() -> None:
         typer.echo(load(settings.triton, versions, settings.grpc))
     except ModelLoadError as exc:
         raise _refused(exc) from None
+
+
+@model_app.command("canary")
+def canary(
+    product: ProductOption,
+    version: VersionOption,
+    line: Annotated[str, typer.Option("--line", help="The line whose frames are split")],
+    share: Annotated[float, typer.Option("--share", help="Share of the line's frames the candidate judges")] = 0.1,
+    max_excess: Annotated[
+        float, typer.Option("--max-excess", help="Alarm rate above production's that rolls the canary back")
+    ] = 0.02,
+    min_frames: Annotated[int, typer.Option("--min-frames", help="Canary frames before the guard may judge")] = 200,
+) -> None:
+    """Let a shadow version judge a share of one line's frames (A/B split), rolled back automatically when
+    it raises more alarms than production on the same frames."""
+    with _database() as engine:
+        try:
+            with db.session(engine, write=True) as session:
+                trials.start_canary(session, product, version, line, share, _actor(), max_excess, min_frames)
+        except RegistryError as exc:
+            raise _refused(exc) from None
+    typer.echo(f"model version {version!r} of {product!r} judges {share:.0%} of line {line!r}'s frames")
+
+
+@model_app.command("canary-stop")
+def canary_stop(
+    product: ProductOption, line: Annotated[str, typer.Option("--line", help="The line running the canary")]
+) -> None:
+    """End a line's canary: all its frames go back to production."""
+    with _database() as engine:
+        try:
+            with db.session(engine, write=True) as session:
+                ended = trials.stop_canary(session, product, line, _actor()).version
+        except RegistryError as exc:
+            raise _refused(exc) from None
+    typer.echo(f"canary of version {ended!r} on line {line!r} stopped; production judges every frame")
+
+
+@model_app.command("compare")
+def compare(product: ProductOption, version: VersionOption) -> None:
+    """A shadow or canary version against production on the same live frames, and the recommendation."""
+    with _database() as engine:
+        try:
+            with db.session(engine) as session:
+                result = trials.compare(session, product, version)
+        except RegistryError as exc:
+            raise _refused(exc) from None
+    table = Table("", f"candidate {version}", f"production {', '.join(result.production_versions) or '-'}")
+    table.add_row("alarm rate", f"{result.alarms.candidate:.2%}", f"{result.alarms.production:.2%}")
+    for name, field in (("labelled recall", "recall"), ("labelled FPR", "false_positive_rate")):
+        values = [getattr(rates, field) for rates in (result.candidate_labelled, result.production_labelled)]
+        table.add_row(name, *("-" if v is None else f"{v:.1%}" for v in values))
+    Console(width=120).print(table)
+    agreement = "-" if result.agreement is None else f"{result.agreement:.1%}"
+    typer.echo(f"{result.frames} paired frames ({result.canary_frames} in a canary), verdicts agree on {agreement}")
+    typer.echo(f"recommendation: {result.recommendation}: {result.reason}")

@@ -5,6 +5,8 @@ scoring thresholds with its row. Promoting a version to production archives the 
 and remembers it, so ``rollback`` puts that one back in one step (and a second rollback goes one
 further back). Every change is audited in the same transaction (diffqc.store.audit), and the
 rows of the product are locked meanwhile, so two changes of one product run one after the other.
+A change of production (promote, rollback) ends the product's open canaries, and archiving a version
+ends its own: a canary compares one candidate with one production version.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from diffqc.core import clock
 from diffqc.store import audit
-from diffqc.store.models import ModelVersion
+from diffqc.store.models import ModelCanary, ModelVersion
 
 
 class Stage(enum.StrEnum):
@@ -63,6 +65,21 @@ def _set(row: ModelVersion, stage: Stage) -> None:
     row.stage, row.active, row.stage_changed_at = stage.value, stage is Stage.PRODUCTION, clock.now()
 
 
+def end_canaries(
+    session: Session, product: str, reason: str, version: str | None = None, line: str | None = None
+) -> list[ModelCanary]:
+    """End the product's open canaries (of ``version``, on ``line``, when given); returns them."""
+    query = select(ModelCanary).where(ModelCanary.product_type == product, ModelCanary.ended_at.is_(None))
+    if version is not None:
+        query = query.where(ModelCanary.version == version)
+    if line is not None:
+        query = query.where(ModelCanary.line_id == line)
+    ended = list(session.scalars(query.with_for_update()))
+    for canary in ended:
+        canary.ended_at, canary.end_reason = clock.now(), reason
+    return ended
+
+
 def make_production(session: Session, rows: list[ModelVersion], row: ModelVersion) -> str | None:
     """``row`` becomes the production version; the one it replaces is archived. Returns that one's version."""
     replaced = None
@@ -73,6 +90,7 @@ def make_production(session: Session, rows: list[ModelVersion], row: ModelVersio
     if replaced is not None:
         row.replaced_version = replaced
     _set(row, Stage.PRODUCTION)
+    end_canaries(session, row.product_type, f"version {row.version} became production")
     session.flush()
     return replaced
 
@@ -81,6 +99,16 @@ def production_version(session: Session, product: str) -> ModelVersion | None:
     return session.scalars(
         select(ModelVersion).where(ModelVersion.product_type == product, ModelVersion.stage == Stage.PRODUCTION.value)
     ).first()
+
+
+def shadow_versions(session: Session, product: str) -> list[ModelVersion]:
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.product_type == product, ModelVersion.stage == Stage.SHADOW.value)
+            .order_by(ModelVersion.created_at, ModelVersion.id)
+        )
+    )
 
 
 def list_versions(session: Session, product: str | None = None) -> list[ModelVersion]:
@@ -141,6 +169,7 @@ def rollback(
     was = previous.stage
     _set(current, Stage.ARCHIVED)
     _set(previous, Stage.PRODUCTION)
+    end_canaries(session, product, f"rolled back to version {previous.version}")
     session.flush()
     _audit(
         session,
@@ -164,6 +193,7 @@ def archive(session: Session, product: str, version: str, actor: str) -> ModelVe
     if current is Stage.ARCHIVED:
         raise RegistryError(f"model version {version!r} of {product!r} is already archived")
     _set(row, Stage.ARCHIVED)
+    end_canaries(session, product, f"version {version} archived", version)
     session.flush()
     _audit(session, actor, "model.archive", row, **{"from": current.value, "to": Stage.ARCHIVED.value})
     return row

@@ -28,7 +28,7 @@ from diffqc.v1 import preprocessing_pb2 as diffqc_dot_v1_dot_preprocessing__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64iffqc/v1/inference.proto\x12\tdiffqc.v1\x1a\x16\x64iffqc/v1/common.proto\x1a\x15\x64iffqc/v1/frame.proto\x1a\x1d\x64iffqc/v1/preprocessing.proto\x1a\x1egoogle/protobuf/duration.proto\"\xbd\x02\n\x0fInferenceResult\x12\x1f\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x10.diffqc.v1.Frame\x12I\n\x10\x63omponent_scores\x18\x02 \x03(\x0b\x32/.diffqc.v1.InferenceResult.ComponentScoresEntry\x12\'\n\x0b\x61nomaly_map\x18\x03 \x01(\x0b\x32\x12.diffqc.v1.BlobRef\x12\"\n\x05model\x18\x04 \x01(\x0b\x32\x13.diffqc.v1.ModelRef\x12*\n\x07latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05score\x18\x06 \x01(\x01\x1a\x36\n\x14\x43omponentScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\rDetectRequest\x12*\n\x08prepared\x18\x01 \x01(\x0b\x32\x18.diffqc.v1.PreparedFrame\"<\n\x0e\x44\x65tectResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.diffqc.v1.InferenceResult2Q\n\x10InferenceService\x12=\n\x06\x44\x65tect\x12\x18.diffqc.v1.DetectRequest\x1a\x19.diffqc.v1.DetectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64iffqc/v1/inference.proto\x12\tdiffqc.v1\x1a\x16\x64iffqc/v1/common.proto\x1a\x15\x64iffqc/v1/frame.proto\x1a\x1d\x64iffqc/v1/preprocessing.proto\x1a\x1egoogle/protobuf/duration.proto\"\xfa\x02\n\x0fInferenceResult\x12\x1f\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x10.diffqc.v1.Frame\x12I\n\x10\x63omponent_scores\x18\x02 \x03(\x0b\x32/.diffqc.v1.InferenceResult.ComponentScoresEntry\x12\'\n\x0b\x61nomaly_map\x18\x03 \x01(\x0b\x32\x12.diffqc.v1.BlobRef\x12\"\n\x05model\x18\x04 \x01(\x0b\x32\x13.diffqc.v1.ModelRef\x12*\n\x07latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05score\x18\x06 \x01(\x01\x12+\n\x0ctrial_scores\x18\x07 \x03(\x0b\x32\x15.diffqc.v1.TrialScore\x12\x0e\n\x06\x63\x61nary\x18\x08 \x01(\x08\x1a\x36\n\x14\x43omponentScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbd\x01\n\nTrialScore\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.diffqc.v1.ModelRef\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x44\n\x10\x63omponent_scores\x18\x03 \x03(\x0b\x32*.diffqc.v1.TrialScore.ComponentScoresEntry\x1a\x36\n\x14\x43omponentScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\rDetectRequest\x12*\n\x08prepared\x18\x01 \x01(\x0b\x32\x18.diffqc.v1.PreparedFrame\"<\n\x0e\x44\x65tectResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.diffqc.v1.InferenceResult2Q\n\x10InferenceService\x12=\n\x06\x44\x65tect\x12\x18.diffqc.v1.DetectRequest\x1a\x19.diffqc.v1.DetectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,14 +37,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INFERENCERESULT_COMPONENTSCORESENTRY']._loaded_options = None
   _globals['_INFERENCERESULT_COMPONENTSCORESENTRY']._serialized_options = b'8\001'
+  _globals['_TRIALSCORE_COMPONENTSCORESENTRY']._loaded_options = None
+  _globals['_TRIALSCORE_COMPONENTSCORESENTRY']._serialized_options = b'8\001'
   _globals['_INFERENCERESULT']._serialized_start=151
-  _globals['_INFERENCERESULT']._serialized_end=468
-  _globals['_INFERENCERESULT_COMPONENTSCORESENTRY']._serialized_start=414
-  _globals['_INFERENCERESULT_COMPONENTSCORESENTRY']._serialized_end=468
-  _globals['_DETECTREQUEST']._serialized_start=470
-  _globals['_DETECTREQUEST']._serialized_end=529
-  _globals['_DETECTRESPONSE']._serialized_start=531
-  _globals['_DETECTRESPONSE']._serialized_end=591
-  _globals['_INFERENCESERVICE']._serialized_start=593
-  _globals['_INFERENCESERVICE']._serialized_end=674
+  _globals['_INFERENCERESULT']._serialized_end=529
+  _globals['_INFERENCERESULT_COMPONENTSCORESENTRY']._serialized_start=475
+  _globals['_INFERENCERESULT_COMPONENTSCORESENTRY']._serialized_end=529
+  _globals['_TRIALSCORE']._serialized_start=532
+  _globals['_TRIALSCORE']._serialized_end=721
+  _globals['_TRIALSCORE_COMPONENTSCORESENTRY']._serialized_start=475
+  _globals['_TRIALSCORE_COMPONENTSCORESENTRY']._serialized_end=529
+  _globals['_DETECTREQUEST']._serialized_start=723
+  _globals['_DETECTREQUEST']._serialized_end=782
+  _globals['_DETECTRESPONSE']._serialized_start=784
+  _globals['_DETECTRESPONSE']._serialized_end=844
+  _globals['_INFERENCESERVICE']._serialized_start=846
+  _globals['_INFERENCESERVICE']._serialized_end=927
 # @@protoc_insertion_point(module_scope)

@@ -7,13 +7,13 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InferenceResult(_message.Message):
-    __slots__ = ("frame", "component_scores", "anomaly_map", "model", "latency", "score")
+    __slots__ = ("frame", "component_scores", "anomaly_map", "model", "latency", "score", "trial_scores", "canary")
     class ComponentScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,13 +27,34 @@ class InferenceResult(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_SCORES_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
     frame: _frame_pb2.Frame
     component_scores: _containers.ScalarMap[str, float]
     anomaly_map: _common_pb2.BlobRef
     model: _common_pb2.ModelRef
     latency: _duration_pb2.Duration
     score: float
-    def __init__(self, frame: _Optional[_Union[_frame_pb2.Frame, _Mapping]] = ..., component_scores: _Optional[_Mapping[str, float]] = ..., anomaly_map: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    trial_scores: _containers.RepeatedCompositeFieldContainer[TrialScore]
+    canary: bool
+    def __init__(self, frame: _Optional[_Union[_frame_pb2.Frame, _Mapping]] = ..., component_scores: _Optional[_Mapping[str, float]] = ..., anomaly_map: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., score: _Optional[float] = ..., trial_scores: _Optional[_Iterable[_Union[TrialScore, _Mapping]]] = ..., canary: _Optional[bool] = ...) -> None: ...
+
+class TrialScore(_message.Message):
+    __slots__ = ("model", "score", "component_scores")
+    class ComponentScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_SCORES_FIELD_NUMBER: _ClassVar[int]
+    model: _common_pb2.ModelRef
+    score: float
+    component_scores: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., score: _Optional[float] = ..., component_scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
     __slots__ = ("prepared",)

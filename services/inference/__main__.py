@@ -8,7 +8,7 @@ from diffqc.bus.admin import wait_for_broker
 from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import service_main
 from diffqc.serving.client import TritonDetector
-from diffqc.serving.production import production_versions
+from diffqc.serving.production import model_routes
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
 from diffqc.v1 import inference_pb2_grpc
@@ -21,8 +21,8 @@ def start(settings: Settings) -> int:
     wait_for_broker(settings.kafka, settings.service.startup_timeout_s)
     detector = TritonDetector(settings.triton, grpc_settings=settings.grpc)
     detector.wait_until_ready(settings.service.startup_timeout_s)  # the model, not only the server
-    versions = production_versions(settings)  # each frame judged by its product's production version
-    inference = Inference(settings, detector, FileBlobStore(settings.blob_root), versions)
+    routes = model_routes(settings)  # which model versions judge and score each frame
+    inference = Inference(settings, detector, FileBlobStore(settings.blob_root), routes)
     servicer = InferenceServicer(inference)
     api = GrpcApi("diffqc.v1.InferenceService", inference_pb2_grpc.add_InferenceServiceServicer_to_server, servicer)
     return run_service(NAME, settings, api, loops=stream_stage(inference).workers(settings))

@@ -1,8 +1,9 @@
 """gRPC ``Detect`` for the synchronous high-priority path and the Kafka stage for the stream.
 
 Both call the same ``infer_prepared``; Triton's dynamic batcher sees the tiles of every frame in
-flight, from both paths, and batches them. Each frame is judged by its product's production version
-in the model registry (diffqc.serving.production), the version its result names.
+flight, from both paths, and batches them. Each frame is judged by the version the model registry
+routes it to (diffqc.serving.production: production, or a canary's candidate), the version its
+result names, and scored by the versions under trial beside it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.serving.client import InferenceRejected, InferenceUnavailable, TritonDetector
 from diffqc.serving.prepared import PreparedFrameError, infer_prepared
-from diffqc.serving.production import ProductionVersions
+from diffqc.serving.production import ModelRoutes
 from diffqc.settings import Settings
 from diffqc.store.blobs import BlobNotFound, BlobStore
 from diffqc.v1 import inference_pb2, inference_pb2_grpc
@@ -35,22 +36,24 @@ ERRORS: ErrorTable = {
 
 class Inference:
     """What both paths share: Triton, the blob store, the pool that keeps tiles in flight, and the
-    model registry's production versions (``versions``; None: always Triton's newest version)."""
+    model registry's routes (``routes``; None: always Triton's newest version, nothing under trial)."""
 
     def __init__(
         self,
         settings: Settings,
         detector: TritonDetector,
         blobs: BlobStore,
-        versions: ProductionVersions | None = None,
+        routes: ModelRoutes | None = None,
     ):
-        self.settings, self.detector, self.blobs, self.versions = settings, detector, blobs, versions
+        self.settings, self.detector, self.blobs, self.routes = settings, detector, blobs, routes
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="triton")
 
     def infer(self, prepared: PreparedFrame) -> InferenceResult:
-        product = prepared.frame.product_type
-        version = self.versions.version(product) if self.versions is not None and product else None
-        return infer_prepared(prepared, self.detector, self.blobs, self.pool, version)
+        frame = prepared.frame
+        if self.routes is None or not frame.product_type:
+            return infer_prepared(prepared, self.detector, self.blobs, self.pool)
+        route = self.routes.route(frame.product_type, frame.line_id, frame.frame_id)
+        return infer_prepared(prepared, self.detector, self.blobs, self.pool, route.judge, route.beside, route.canary)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):

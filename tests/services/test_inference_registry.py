@@ -16,7 +16,7 @@ from diffqc.contracts.topics import INFERENCE_RESULTS, PREPARED_FRAMES
 from diffqc.infra.ports import free_port
 from diffqc.infra.triton import triton_server
 from diffqc.serving.client import TritonDetector
-from diffqc.serving.production import ProductionVersions
+from diffqc.serving.production import ModelRoutes
 from diffqc.serving.register import register_version
 from diffqc.serving.repository import stage_version
 from diffqc.settings import Settings
@@ -63,7 +63,7 @@ def test_promotion_and_rollback_switch_the_judging_version_within_seconds(
     detector = TritonDetector(settings.triton)
     detector.wait_until_ready(120)
     inference = Inference(
-        settings, detector, FileBlobStore(tmp_path / "blobs"), ProductionVersions(engine, cache_s=CACHE_S)
+        settings, detector, FileBlobStore(tmp_path / "blobs"), ModelRoutes(engine, cache_s=CACHE_S)
     )
     ensure_topics(settings.kafka, [PREPARED_FRAMES, INFERENCE_RESULTS], 2)
     images = _images(tiny_artifact[1], 2)
