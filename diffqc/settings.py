@@ -138,6 +138,12 @@ class TritonSettings(_Group):
         description="CA certificate (PEM) of Triton's TLS gRPC endpoint; unset = plaintext (keep Triton "
         "reachable only inside the namespace then)",
     )
+    model_control: Literal["explicit", "poll"] = Field(
+        "explicit",
+        description="How Triton picks its model versions: explicit (it serves what the model registry needs; "
+        "a promotion, rollback or archive from the dashboard loads and unloads versions through Triton's model "
+        "control API) or poll (it serves every staged version by itself; such changes touch the registry only)",
+    )
 
 
 class ServiceSettings(_Group):

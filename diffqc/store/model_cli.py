@@ -1,9 +1,9 @@
 """``diffqc model list|promote|rollback|archive|sync|canary|canary-stop|compare``: the model registry's
 lifecycle and trials, against the configured database and Triton (DIFFQC_TRITON_GRPC_URL).
 
-A change first has Triton load what the registry needs before and after it (diffqc.serving.loader),
-then commits; inference picks the new production version up within a few seconds (its cache of the
-registry), and once it has, Triton unloads what is no longer needed. Every change is in the audit log
+A change first has Triton load what the registry needs before and after it, then commits; inference
+picks the new routes up within a few seconds, and once it has, Triton unloads what is no longer
+needed (diffqc.serving.lifecycle). Every change is in the audit log
 under the caller's name. Exit codes: 0 done, 1 the database or Triton is unavailable or the change is
 not allowed (the message names product, version and stage; nothing changed), 2 invalid settings or
 arguments.
@@ -11,7 +11,6 @@ arguments.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -48,36 +47,15 @@ def _refused(exc: Exception) -> typer.Exit:
 
 
 def _change(triton: bool, apply: Callable[[Session], T]) -> T:
-    """One registry change. A dry run (rolled back) tells what Triton must serve before and after it; Triton
-    loads all of that (else nothing changes); the change commits in a short transaction of its own (no lock
-    is held while Triton loads); once inference has seen it, Triton drops what is no longer needed."""
-    from diffqc.serving.loader import ModelLoadError, load, needed_versions
-    from diffqc.serving.production import CACHE_S
+    """One registry change with Triton in step (diffqc.serving.lifecycle); refused changes exit 1."""
+    from diffqc.serving.lifecycle import apply_change
+    from diffqc.serving.loader import ModelLoadError
 
     with _database() as engine:
-        settings = load_settings()  # valid: _database loaded them
         try:
-            union: list[int] = []
-            after: list[int] = []
-            if triton:
-                with db.session(engine) as session:
-                    before = needed_versions(session)
-                    apply(session)
-                    after = needed_versions(session)
-                    session.rollback()
-                union = sorted({*before, *after})
-                typer.echo(load(settings.triton, union, settings.grpc))
-            with db.session(engine, write=True) as session:
-                result = apply(session)
+            return apply_change(engine, load_settings(), apply, triton, typer.echo)
         except (RegistryError, ModelLoadError) as exc:
             raise _refused(exc) from None
-    if triton and after != union:
-        time.sleep(CACHE_S + 1)  # inference may still ask for a dropped version until its cache expires
-        try:
-            typer.echo(load(settings.triton, after, settings.grpc))
-        except ModelLoadError as exc:  # the change stands; the extra versions only cost memory
-            typer.echo(f"{exc} (the change is committed; run diffqc model sync)", err=True)
-    return result
 
 
 @model_app.command("list")

@@ -64,7 +64,7 @@ SERVICE_GROUPS = {
         "gateway_public_url",
         "gateway_link",
     },
-    "gateway": {"database", "gateway", "spc", "drift", "service", "grpc", "blob_root"},
+    "gateway": {"database", "gateway", "spc", "drift", "service", "grpc", "blob_root", "triton"},  # model control
 }
 # Settings whose default cannot work in a container although it looks harmless.
 UNSAFE_IN_CONTAINER = {"DIFFQC_INFLUX_TOKEN", "DIFFQC_BLOB_ROOT"}  # a dev token; a path off the shared volume
