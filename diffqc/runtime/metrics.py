@@ -47,6 +47,12 @@ GRPC_SECONDS = Histogram(
     ["method"],
     buckets=LATENCY_BUCKETS,
 )
+CREDENTIALS_REFUSED = Counter(
+    "diffqc_credentials_refused",
+    "Requests a dependency refused for their credentials (HTTP 401/403: a rotated or revoked token); each is "
+    "retried until the credentials work again, so any increase is an alarm, by dependency",
+    ["dependency"],
+)
 TRIAL_SCORE_FAILURES = Counter(
     "diffqc_trial_score_failures",
     "Frames a model version under trial (shadow, or production beside a canary) failed to score, by version",

@@ -2,8 +2,9 @@
 
 Order of side effects (each idempotent, so a redelivery after a crash anywhere repeats them
 harmlessly): heatmap PNG (content-addressed blob) -> frame row if missing + inspection row
-(``ON CONFLICT DO NOTHING``, one transaction) -> score point (same tags and timestamp: the same
-point) -> the caller publishes the verdict and commits the offset. A frame that already has an
+(``ON CONFLICT DO NOTHING``, one transaction) -> the caller publishes the verdict and commits the
+offset. The score point is written from the published verdict by its own consumer
+(diffqc.scoring.points), so a time-series outage never holds a verdict or an alert back. A frame that already has an
 inspection row is not scored again: the stored row is reported, so every message and point about
 a frame agrees with the database even if the threshold changed in between.
 
@@ -33,7 +34,6 @@ from diffqc.preprocess.normalize import FrameImageError
 from diffqc.preprocess.prepare import load_frame_image
 from diffqc.runtime.metrics import CANARY_ROLLBACKS
 from diffqc.scoring.regions import content_regions, heatmap_png, map_geometry, to_original
-from diffqc.scoring.sink import ScoreSink, score_point
 from diffqc.settings import ScoringSettings
 from diffqc.store import db, trials
 from diffqc.store.blobs import BlobNotFound, BlobStore, get_array
@@ -87,8 +87,8 @@ def inspection_id(frame_id: str, version: str) -> str:
 class Scorer:
     """Scores inference results; shared by the gRPC servicer and the Kafka worker (thread-safe)."""
 
-    def __init__(self, settings: ScoringSettings, engine: Engine, blobs: BlobStore, sink: ScoreSink):
-        self.settings, self.engine, self.blobs, self.sink = settings, engine, blobs, sink
+    def __init__(self, settings: ScoringSettings, engine: Engine, blobs: BlobStore):
+        self.settings, self.engine, self.blobs = settings, engine, blobs
         self._level_warned: set[tuple[str, str]] = set()
 
     # -- lookups ------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class Scorer:
     def score(self, result: InferenceResult) -> InspectionVerdict:
         """Decide, record and publish-ready: the verdict message (from the stored row).
 
-        Raises ScoringError (poison) or DependencyUnavailable (database, InfluxDB down).
+        Raises ScoringError (poison) or DependencyUnavailable (the database is down).
         """
         frame = result.frame
         if not frame.frame_id:
@@ -282,9 +282,7 @@ class Scorer:
             log.info("frame %s was already inspected (%s); reporting the stored inspection", frame.frame_id, row.id)
         if heatmap is None or heatmap.uri != row.heatmap_uri:
             heatmap = self._stored_heatmap(row.heatmap_uri)
-        verdict = verdict_message(row, result, heatmap)
-        self.sink.write(point_for(row, frame))
-        return verdict
+        return verdict_message(row, result, heatmap)
 
 
 def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef | None = None) -> InspectionVerdict:
@@ -308,26 +306,4 @@ def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef |
         model=ModelRef(name=result.model.name, version=row.model_version),
         latency=clock.duration_from_ms(row.latency_ms),
         decided_at=clock.to_timestamp(row.inspected_at),
-    )
-
-
-def point_for(row: Inspection, frame):
-    """The score point of a stored inspection; timestamp = capture time (else ingestion, else decision)."""
-    tags = {
-        "plant": frame.plant_id,
-        "line": frame.line_id,
-        "station": frame.station_id,
-        "camera": frame.camera_id,
-        "product_type": frame.product_type,
-        "model_version": row.model_version,
-    }
-    when = clock.from_timestamp(frame.capture_time) or clock.from_timestamp(frame.ingest_time) or row.inspected_at
-    return score_point(
-        tags,
-        dict(row.component_scores),
-        row.score,
-        row.threshold,
-        Verdict(row.verdict) is Verdict.DEFECT,
-        row.latency_ms,
-        when,
     )

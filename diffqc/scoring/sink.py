@@ -9,6 +9,7 @@ the same point instead of adding one.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +21,10 @@ from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
 from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.runtime.metrics import CREDENTIALS_REFUSED
 from diffqc.settings import InfluxSettings
 
+log = logging.getLogger(__name__)
 MEASUREMENT = "anomaly_score"
 TAGS = ("plant", "line", "station", "camera", "product_type", "model_version")
 
@@ -67,6 +70,13 @@ class InfluxScoreSink:
             precision: WritePrecision = WritePrecision.NS  # type: ignore[assignment]
             self.api.write(bucket=self.settings.bucket, org=self.settings.org, record=point, write_precision=precision)
         except ApiException as exc:
+            if exc.status in (401, 403):  # a rotated or revoked token: an alarm, retried until it works again
+                CREDENTIALS_REFUSED.labels(dependency="influxdb").inc()
+                log.error(
+                    "InfluxDB at %s refuses the token (HTTP %s): check DIFFQC_INFLUX_TOKEN",
+                    self.settings.url,
+                    exc.status,
+                )
             if exc.status in (401, 403, 408, 429) or (exc.status or 500) >= 500:
                 raise DependencyUnavailable(
                     f"InfluxDB at {self.settings.url}: HTTP {exc.status} {exc.reason}"

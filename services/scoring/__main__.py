@@ -8,14 +8,14 @@ import sys
 from diffqc.alerts import AlertLinks, AlertPublisher
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import SchemaRejected
-from diffqc.runtime.service import GrpcApi, run_service
+from diffqc.runtime.service import GrpcApi, Loop, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring import Scorer, make_sink
 from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
 from diffqc.store.poison import PoisonFence
 from diffqc.v1 import scoring_pb2_grpc
-from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
+from services.scoring.service import ScoringServicer, VerdictPublisher, points_stage, stream_stage
 
 NAME = "scoring"
 
@@ -29,14 +29,17 @@ def start(settings: Settings) -> int:
     except SchemaRejected as exc:  # e.g. an incompatible alert schema: no retry can fix it
         logging.getLogger(NAME).critical("cannot start: %s", exc)
         return 1
-    # InfluxDB is not awaited: a point that cannot be written holds its message until the store is back.
+    # InfluxDB is not awaited: a point that cannot be written waits in qc.inspections.v1 until the store is back.
     sink = make_sink(settings)
-    scorer = Scorer(settings.scoring, engine, FileBlobStore(settings.blob_root), sink)
+    scorer = Scorer(settings.scoring, engine, FileBlobStore(settings.blob_root))
     publisher = VerdictPublisher(settings.kafka, alerts)
     servicer = ScoringServicer(scorer, publisher)
     try:
         api = GrpcApi("diffqc.v1.ScoringService", scoring_pb2_grpc.add_ScoringServiceServicer_to_server, servicer)
-        loops = stream_stage(scorer, publisher).workers(settings, PoisonFence(engine))
+        loops: list[Loop] = [
+            *stream_stage(scorer, publisher).workers(settings, PoisonFence(engine)),
+            *points_stage(sink).workers(settings),
+        ]
         return run_service(NAME, settings, api, loops=loops)
     finally:
         sink.close()

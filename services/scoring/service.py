@@ -3,7 +3,9 @@
 Both call ``Scorer.score`` (``diffqc.scoring``: inspection row, score point) and publish the
 verdict on qc.inspections.v1 (key = line), so the bridge and the dashboards see every verdict
 whichever path decided it; a DEFECT verdict also raises its alert on quality.alert (Avro, key =
-line, ``diffqc.alerts``). The stream commits its offset only after both were delivered.
+line, ``diffqc.alerts``). The stream commits its offset only after both were delivered. A second
+stage reads the verdicts back and writes their score points (diffqc.scoring.points), so an InfluxDB
+outage delays only the time series.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.scoring import Scorer, ScoringError
+from diffqc.scoring.points import point_of
+from diffqc.scoring.sink import ScoreSink
 from diffqc.settings import KafkaSettings
 from diffqc.v1 import scoring_pb2, scoring_pb2_grpc
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import InspectionVerdict
 
 GROUP = "scoring"
+POINTS_GROUP = "scoring.points"
 ERRORS: ErrorTable = {
     ScoringError: grpc.StatusCode.FAILED_PRECONDITION,
     DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
@@ -55,3 +60,13 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 def stream_stage(scorer: Scorer, publisher: VerdictPublisher) -> StreamStage[InferenceResult, InspectionVerdict]:
     """qc.inference.v1 -> inspection row + score point -> qc.inspections.v1 (+ quality.alert), committed after."""
     return StreamStage(GROUP, INFERENCE_RESULTS, scorer.score, ERRORS, emit=publisher.publish)
+
+
+def points_stage(sink: ScoreSink) -> StreamStage[InspectionVerdict, None]:
+    """qc.inspections.v1 -> one score point per verdict, committed after InfluxDB stored it."""
+    return StreamStage(
+        POINTS_GROUP,
+        INSPECTIONS,
+        lambda verdict: sink.write(point_of(verdict)),
+        {DependencyUnavailable: grpc.StatusCode.UNAVAILABLE},
+    )

@@ -12,7 +12,7 @@ from diffqc.core.regions import find_regions
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.detector import Detector
 from diffqc.preprocess import PreprocessSpec, prepare_frame
-from diffqc.scoring import LineProtocolFileSink, Scorer
+from diffqc.scoring import Scorer
 from diffqc.settings import ScoringSettings
 from diffqc.store.blobs import FileBlobStore, get_array, put_array
 from diffqc.store.engine import make_engine
@@ -56,7 +56,7 @@ def test_pipeline_verdicts_equal_the_detector_run_in_process(tiny_artifact, tmp_
         session.add(ProductType(name=TINY_PRODUCT, nominal_ranges={"oven_temp_c": [230, 250]}))
         session.flush()
         register_model_version(session, TINY_PRODUCT, "1", artifact.as_uri(), **registration)
-    scorer = Scorer(ScoringSettings(), engine, blobs, LineProtocolFileSink(tmp_path / "points.lp"))
+    scorer = Scorer(ScoringSettings(), engine, blobs)
     level = registration["metrics"]["region_level"]
 
     expected = (

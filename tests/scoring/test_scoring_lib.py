@@ -28,6 +28,7 @@ from diffqc.scoring import (
     map_geometry,
     to_original,
 )
+from diffqc.scoring.points import point_of
 from diffqc.scoring.sink import InfluxScoreSink
 from diffqc.settings import InfluxSettings, ScoringSettings
 from diffqc.store.blobs import FileBlobStore, put_array
@@ -269,18 +270,24 @@ def scorer(postgres_url, timeseries_url, tmp_path):
     engine = make_engine(postgres_url)
     upgrade(engine)
     _seed(engine)
-    sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
-    yield Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"), sink)
-    sink.close()
+    yield Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"))
     engine.dispose()
 
 
-def test_a_defect_is_recorded_once_with_regions_heatmap_and_a_score_point(scorer, timeseries_url):
+@pytest.fixture
+def sink(timeseries_url):
+    sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
+    yield sink
+    sink.close()
+
+
+def test_a_defect_is_recorded_once_with_regions_heatmap_and_a_score_point(scorer, sink, timeseries_url):
     line = f"L-{uuid.uuid4().hex[:6]}"
     amap = np.zeros((128, 128), dtype=np.float32)
     amap[21 + 10 : 21 + 20, 40:60] = 5.0
     result = _result(scorer.blobs, line, {"oven_temp_c": 260.0, "humidity_pct": 40.0}, 0.48, amap)
     verdict = scorer.score(result)
+    sink.write(point_of(verdict))
 
     assert verdict.verdict == VERDICT_DEFECT  # 0.48 + 0.5 / 9 = 0.536 > 0.5: the oven tipped it
     assert verdict.score == pytest.approx(0.48 + 0.5 / 9)
@@ -296,6 +303,7 @@ def test_a_defect_is_recorded_once_with_regions_heatmap_and_a_score_point(scorer
     assert heatmap.size == (128, 85) and verdict.heatmap.media_type == "image/png"
 
     again = scorer.score(result)  # redelivered
+    sink.write(point_of(again))
     assert again == verdict
     with Session(scorer.engine) as session:
         rows = session.scalars(select(Inspection).where(Inspection.frame_id == result.frame.frame_id)).all()
@@ -355,10 +363,14 @@ def test_the_embedded_default_scores_into_sqlite_and_a_line_protocol_file(tmp_pa
     upgrade(engine)
     _seed(engine)
     path = tmp_path / "scores" / "anomaly_score.lp"
-    scorer = Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"), LineProtocolFileSink(path))
+    scorer = Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"))
+    sink = LineProtocolFileSink(path)
     result = _result(scorer.blobs, "L-file", {}, 0.2)
     verdict = scorer.score(result)
-    assert scorer.score(result) == verdict  # the stored row read back from SQLite reports the same
+    again = scorer.score(result)
+    assert again == verdict  # the stored row read back from SQLite reports the same
+    for each in (verdict, again):
+        sink.write(point_of(each))
     assert verdict.decided_at.ToDatetime(tzinfo=UTC) > datetime.now(UTC) - timedelta(minutes=1)
     first, again = path.read_text().splitlines()
     assert first == again  # the same point, written twice

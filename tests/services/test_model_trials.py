@@ -22,12 +22,11 @@ from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS, PREPARED_FRA
 from diffqc.infra.ports import free_port
 from diffqc.infra.triton import triton_server
 from diffqc.scoring import Scorer
-from diffqc.scoring.sink import InfluxScoreSink
 from diffqc.serving.client import TritonDetector
 from diffqc.serving.production import ModelRoutes, in_share
 from diffqc.serving.register import register_version
 from diffqc.serving.repository import stage_version
-from diffqc.settings import InfluxSettings, RegistrySettings, ScoringSettings, Settings
+from diffqc.settings import RegistrySettings, ScoringSettings, Settings
 from diffqc.store import db
 from diffqc.store.blobs import FileBlobStore
 from diffqc.store.engine import make_engine
@@ -59,7 +58,7 @@ def _canary_ids(n: int, inside: bool) -> list[str]:
 
 
 @pytest.fixture
-def lifecycle(tiny_artifact, tmp_path, postgres_url, kafka_settings, schema_registry_url, timeseries_url):
+def lifecycle(tiny_artifact, tmp_path, postgres_url, kafka_settings, schema_registry_url):
     """Version 1 (production, passes every part) and a freshly trained candidate 2 (flags every part),
     both served by Triton; inference and scoring workers on a fresh consumer group."""
     repo, engine = tmp_path / "repo", make_engine(postgres_url)
@@ -84,10 +83,9 @@ def lifecycle(tiny_artifact, tmp_path, postgres_url, kafka_settings, schema_regi
     detector.wait_until_ready(120)
     blobs = FileBlobStore(tmp_path / "blobs")
     inference = Inference(settings, detector, blobs, ModelRoutes(engine, cache_s=CACHE_S))
-    sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
     alerts = AlertPublisher(settings.kafka, RegistrySettings(url=schema_registry_url), LINKS)
     alerts.register(10)
-    scorer = Scorer(ScoringSettings(), engine, blobs, sink)
+    scorer = Scorer(ScoringSettings(), engine, blobs)
     ensure_topics(settings.kafka, [PREPARED_FRAMES, INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT], 2)
     stop = threading.Event()
     loops = [
@@ -102,7 +100,6 @@ def lifecycle(tiny_artifact, tmp_path, postgres_url, kafka_settings, schema_regi
     for thread in threads:
         thread.join(30)
     alerts.close()
-    sink.close()
     server.stop()
     engine.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,8 +26,11 @@ from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
 from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT, dead_letter_topic
 from diffqc.infra.ports import free_port
+from diffqc.infra.timeseries import export_series
+from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.grpc_server import GrpcServer
 from diffqc.scoring import Scorer
+from diffqc.scoring.points import point_of
 from diffqc.scoring.sink import InfluxScoreSink
 from diffqc.settings import InfluxSettings, KafkaSettings, RegistrySettings, ScoringSettings
 from diffqc.store.blobs import FileBlobStore, put_array
@@ -38,7 +43,8 @@ from diffqc.v1.common_pb2 import ModelRef, Shape
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
 from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, InspectionVerdict
-from services.scoring.service import ScoringServicer, VerdictPublisher, stream_stage
+from services.scoring.service import ScoringServicer, VerdictPublisher, points_stage, stream_stage
+from tests.helpers.gateway_stack import wait_until
 from tests.helpers.kafka import collect
 from tests.helpers.verdicts import LINKS
 
@@ -71,10 +77,8 @@ def alerts(kafka, schema_registry_url):
 
 
 @pytest.fixture
-def scorer(engine, timeseries_url, tmp_path):
-    sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
-    yield Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"), sink)
-    sink.close()
+def scorer(engine, tmp_path):
+    return Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"))
 
 
 def _result(blobs, score: float, line="L1", product="pcb") -> InferenceResult:
@@ -230,14 +234,86 @@ def test_the_service_process_scores_the_stream_and_stops_cleanly_on_sigterm(
     }
     proc = subprocess.Popen([sys.executable, "-m", "services.scoring"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        result = _result(blobs, 2.0)
+        line = f"L-{uuid.uuid4().hex[:6]}"
+        result = _result(blobs, 2.0, line=line)
         _produce(kafka, [result])
         assert result.frame.frame_id in collect(kafka, INSPECTIONS, {result.frame.frame_id}, settle_s=0)
         assert result.frame.frame_id in collect(kafka, QUALITY_ALERT, {result.frame.frame_id}, settle_s=0)
+        # The points consumer reads qc.inspections.v1 from its start: earlier tests' verdicts are there too.
+        wait_until(lambda: points.exists() and f"line={line}," in points.read_text(), 60, "the score point")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr[-3000:]
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Inspection)) == 1
-    assert points.read_text().count("\n") == 1 and "verdict=1i" in points.read_text()
+    [point] = [p for p in points.read_text().splitlines() if f"line={line}," in p]
+    assert "verdict=1i" in point
+
+
+def _run(loop) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_an_influxdb_outage_delays_only_the_score_points(scorer, kafka, alerts, timeseries_url):
+    """Verdicts and alerts flow while InfluxDB is down; the points wait in qc.inspections.v1 and are written
+    once it is back."""
+    ensure_topics(kafka, [INFERENCE_RESULTS, INSPECTIONS, QUALITY_ALERT], 2)
+    scoring = _run(stream_stage(scorer, VerdictPublisher(kafka, alerts)).worker(kafka))
+    dead = InfluxScoreSink(InfluxSettings(url=f"http://127.0.0.1:{free_port()}", token="test"), timeout_ms=500)
+    outage = _run(points_stage(dead).worker(kafka))
+    line = f"L-{uuid.uuid4().hex[:6]}"
+    results = [_result(scorer.blobs, score, line=line) for score in (0.2, 2.0)]
+    try:
+        _produce(kafka, results)
+        ids = {r.frame.frame_id for r in results}
+        assert set(collect(kafka, INSPECTIONS, ids, settle_s=0)) == ids
+        assert set(collect(kafka, QUALITY_ALERT, ids, settle_s=0)) == {results[1].frame.frame_id}
+    finally:
+        for stop, thread in (scoring, outage):
+            stop.set()
+            thread.join(30)
+    assert _points(timeseries_url, line) == 0
+    live = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
+    recovered = _run(points_stage(live).worker(kafka))
+    try:
+        wait_until(lambda: _points(timeseries_url, line) == 2, 60, "both score points after the outage")
+    finally:
+        recovered[0].set()
+        recovered[1].join(30)
+        live.close()
+
+
+def _points(timeseries_url: str, line: str) -> int:
+    series = [s for s in export_series(timeseries_url, "anomaly_score", "score") if s["metric"].get("line") == line]
+    return sum(len(s["values"]) for s in series)
+
+
+def test_a_refused_token_is_an_alarm_and_the_point_waits():
+    """HTTP 401 from InfluxDB (a rotated token) raises DependencyUnavailable (retried, never dead-lettered)
+    and counts diffqc_credentials_refused."""
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"code":"unauthorized","message":"unauthorized access"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = InfluxScoreSink(InfluxSettings(url=f"http://127.0.0.1:{server.server_port}", token="rotated"))
+    before = REGISTRY.get_sample_value("diffqc_credentials_refused_total", {"dependency": "influxdb"}) or 0
+    try:
+        with pytest.raises(DependencyUnavailable, match="HTTP 401"):
+            sink.write(point_of(InspectionVerdict(frame=Frame(frame_id="f", line_id="L1"), score=1.0)))
+    finally:
+        sink.close()
+        server.shutdown()
+    assert REGISTRY.get_sample_value("diffqc_credentials_refused_total", {"dependency": "influxdb"}) == before + 1
