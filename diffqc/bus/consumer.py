@@ -3,10 +3,19 @@
 At-least-once with no loss: a message's offset is committed only after its handler's side
 effects succeeded (or after it went to the dead-letter topic). Failures are retried with bounded
 exponential backoff with jitter: while a dependency is down (DependencyUnavailable) for as long as it takes,
-since the message is not at fault; otherwise up to ``max_retries`` times. A message that can
-never succeed (it does not decode, the handler raises PoisonMessage, or its retries ran out)
-goes to ``<topic><dead_letter_suffix>`` with the reason in its headers, so one bad frame cannot
-stall a line. So does a message whose result the broker refuses for good (PublishRefused: too
+since the message is not at fault; otherwise up to ``max_retries`` times.
+
+While a failed message waits for its retry, the loop pauses its partitions and keeps polling: a
+paused partition delivers nothing, but the polls keep the consumer in its group, which librdkafka
+leaves when the application does not poll for ``max.poll.interval.ms``. So an outage of any
+length costs no eviction, no rebalance and no refused commit when the dependency is back; the
+partitions resume once the message is handled. Should the group take the message's partition
+away meanwhile (a rebalance, another member joining), the message is dropped uncommitted and its
+new owner handles it from the committed offset.
+
+A message that can never succeed (it does not decode, the handler raises PoisonMessage, or its
+retries ran out) goes to ``<topic><dead_letter_suffix>`` with the reason in its headers, so one
+bad frame cannot stall a line. So does a message whose result the broker refuses for good (PublishRefused: too
 large, a topic it may not write): retrying cannot change that.
 
 A message that kills the process (out of memory, SIGKILL) never reaches the retry counter: it is
@@ -23,7 +32,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
+from prometheus_client import Gauge
 
 from diffqc.bus.config import consumer_config
 from diffqc.bus.producer import Publisher, PublishRefused
@@ -32,11 +42,12 @@ from diffqc.core import clock
 from diffqc.core.backoff import backoff_delay
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.logging import frame_context
-from diffqc.runtime.metrics import HANDLE_SECONDS, MESSAGES
+from diffqc.runtime.metrics import CONSUMERS_PAUSED, HANDLE_SECONDS, MESSAGES
 from diffqc.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+POLL_S = 0.2  # longest one poll blocks: how late a stop, or the end of a retry's delay, is noticed
 
 
 class PoisonMessage(Exception):
@@ -61,6 +72,74 @@ class Fence(Protocol):
 
 class _Interrupted(Exception):
     """Shutdown began while a failing message waited for its next retry: leave it uncommitted."""
+
+
+class _Revoked(Exception):
+    """The group took away the partition of the message waiting for its retry: its new owner handles it."""
+
+
+class _Partitions:
+    """The consumer's partitions, paused while the message in hand waits for a retry, and polled meanwhile.
+
+    Its ``on_assign`` and ``on_revoke`` are the consumer's rebalance callbacks, which librdkafka calls
+    from inside ``poll``.
+    """
+
+    def __init__(self, consumer: Consumer, incremental: bool, ready: threading.Event, paused_metric: Gauge):
+        self.consumer = consumer
+        self.incremental = incremental  # cooperative rebalancing: assignments come and go partition by partition
+        self.ready = ready
+        self.paused_metric = paused_metric
+        self.paused = False
+        self.held: tuple[str, int] | None = None  # (topic, partition) of the message in hand
+        self.held_revoked = False
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.ready.set()
+        if self.paused:  # gained during a wait: paused with the others before they fetch anything
+            (consumer.incremental_assign if self.incremental else consumer.assign)(partitions)
+            consumer.pause(partitions)
+            log.info("%s assigned during a wait for a retry: paused too", _names(partitions))
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.paused:  # librdkafka keeps a partition's pause across its removal: one assigned again must fetch
+            consumer.resume(partitions)
+        self.held_revoked |= self.held in {(p.topic, p.partition) for p in partitions}
+
+    def hold(self, msg: Message) -> None:
+        self.held, self.held_revoked = (str(msg.topic()), int(msg.partition() or 0)), False
+
+    def wait(self, delay: float, stop: threading.Event) -> None:
+        """Let ``delay`` seconds pass polling, the partitions paused. Raises _Interrupted once ``stop`` is
+        set, _Revoked once the group took away the held message's partition."""
+        if not self.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+            self.paused_metric.inc()
+        deadline = time.monotonic() + delay
+        while True:
+            if stop.is_set():
+                raise _Interrupted
+            if self.held_revoked:
+                raise _Revoked
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            event = self.consumer.poll(min(remaining, POLL_S))
+            if event is None:
+                continue
+            if event.error() is None:  # librdkafka drops what it fetched before a pause: this is a bug there
+                where = _name(event.topic(), event.partition())
+                raise RuntimeError(f"paused, yet the consumer delivered offset {event.offset()} of {where}")
+            log.warning("consumer error on %s: %s", event.topic(), event.error())
+
+    def release(self) -> None:
+        """The message in hand is done with: resume the partitions."""
+        if self.paused:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+            self.paused_metric.dec()
+        self.held = None
 
 
 class ConsumeLoop(Generic[T]):
@@ -90,20 +169,33 @@ class ConsumeLoop(Generic[T]):
         """Process messages until ``stop`` is set; finish the one in hand, commit, close."""
         consumer = Consumer(self._consumer_config)
         publisher = Publisher(self.kafka)
-        consumer.subscribe([self.topic], on_assign=lambda *_: self.ready.set())
+        incremental = "cooperative" in str(self._consumer_config["partition.assignment.strategy"])
+        paused_metric = CONSUMERS_PAUSED.labels(group=self.group, topic=self.topic)
+        partitions = _Partitions(consumer, incremental, self.ready, paused_metric)
+        consumer.subscribe([self.topic], on_assign=partitions.on_assign, on_revoke=partitions.on_revoke)
         log.info("consuming %s as group %s", self.topic, self._consumer_config["group.id"])
         try:
             while not stop.is_set():
-                msg = consumer.poll(0.2)
+                msg = consumer.poll(POLL_S)
                 if msg is None:
                     continue
                 if msg.error():
                     log.warning("consumer error on %s: %s", self.topic, msg.error())
                     continue
+                partitions.hold(msg)
                 try:
-                    self._fenced(msg, publisher, stop)
+                    self._fenced(msg, publisher, partitions, stop)
                 except _Interrupted:
                     break
+                except _Revoked:
+                    log.warning(
+                        "%s was revoked while offset %d waited for a retry: left uncommitted to its new owner",
+                        _name(msg.topic(), msg.partition()),
+                        msg.offset(),
+                    )
+                    continue
+                finally:
+                    partitions.release()
                 consumer.commit(message=msg, asynchronous=False)
                 if self.fence is not None:
                     self._fence_call(self.fence.clear, msg)
@@ -112,12 +204,12 @@ class ConsumeLoop(Generic[T]):
             publisher.close()
             log.info("stopped consuming %s", self.topic)
 
-    def _fenced(self, msg: Message, publisher: Publisher, stop: threading.Event) -> None:
+    def _fenced(self, msg: Message, publisher: Publisher, partitions: _Partitions, stop: threading.Event) -> None:
         """``_process`` the message, unless the fence counts it as one that killed the process before."""
         if self.fence is None:
-            self._process(msg, publisher, stop)
+            self._process(msg, publisher, partitions, stop)
             return
-        attempts = self._begin(msg, stop)
+        attempts = self._begin(msg, partitions, stop)
         if attempts >= self.kafka.poison_attempts:
             reason = (
                 f"poison: its handling began {attempts - 1} time(s) and never finished (the process died: "
@@ -126,12 +218,12 @@ class ConsumeLoop(Generic[T]):
             self._dead_letter(msg, publisher, reason)
             return
         try:
-            self._process(msg, publisher, stop)
-        except _Interrupted:
-            self._fence_call(self.fence.release, msg)  # a clean shutdown is no crash
+            self._process(msg, publisher, partitions, stop)
+        except (_Interrupted, _Revoked):
+            self._fence_call(self.fence.release, msg)  # neither a clean shutdown nor a rebalance is a crash
             raise
 
-    def _begin(self, msg: Message, stop: threading.Event) -> int:
+    def _begin(self, msg: Message, partitions: _Partitions, stop: threading.Event) -> int:
         """The fence's count for ``msg``; while its database is down, wait (the message is not at fault)."""
         assert self.fence is not None
         attempt = 0
@@ -142,8 +234,7 @@ class ConsumeLoop(Generic[T]):
             except DependencyUnavailable as exc:
                 delay = backoff_delay(attempt, self.kafka.retry_backoff_s, self.kafka.retry_backoff_max_s)
                 log.warning("poison fence unavailable (%s); retrying in %.2f s", exc, delay)
-                if stop.wait(delay):
-                    raise _Interrupted from exc
+                partitions.wait(delay, stop)
 
     def _fence_call(self, call: Callable[[str, str, int, int], None], msg: Message) -> None:
         # Best effort: a stale count is cleared with the partition's next commit.
@@ -155,7 +246,7 @@ class ConsumeLoop(Generic[T]):
     def _fence_key(self, msg: Message) -> tuple[str, str, int, int]:
         return str(self._consumer_config["group.id"]), self.topic, int(msg.partition() or 0), int(msg.offset() or 0)
 
-    def _process(self, msg: Message, publisher: Publisher, stop: threading.Event) -> None:
+    def _process(self, msg: Message, publisher: Publisher, partitions: _Partitions, stop: threading.Event) -> None:
         raw = msg.value()
         if raw is None:
             self._dead_letter(msg, publisher, "undecodable message: it has no value (a tombstone)")
@@ -186,8 +277,7 @@ class ConsumeLoop(Generic[T]):
                     log.warning(
                         "attempt %d failed (%s: %s); retrying in %.2f s", attempt, exc.__class__.__name__, exc, delay
                     )
-                    if stop.wait(delay):
-                        raise _Interrupted from exc
+                    partitions.wait(delay, stop)
                     continue
                 HANDLE_SECONDS.labels(topic=self.topic).observe(time.perf_counter() - started)
                 MESSAGES.labels(topic=self.topic, outcome="ok").inc()
@@ -216,6 +306,15 @@ class ConsumeLoop(Generic[T]):
 def message_headers(msg: Message) -> Headers:
     """The message's headers as (name, value) pairs."""
     return [(str(header[0]), header[1] if isinstance(header[1], bytes) else None) for header in msg.headers() or []]
+
+
+def _name(topic: str | None, partition: int | None) -> str:
+    """``topic [partition]``, as librdkafka writes it."""
+    return f"{topic} [{partition}]"
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(_name(p.topic, p.partition) for p in partitions)
 
 
 def _frame_id(msg: Message, value: object) -> str | None:

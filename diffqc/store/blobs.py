@@ -9,27 +9,42 @@ read never follows a path taken from them: a reference resolves to a digest (its
 the digest its URI names when that URI is exactly one this store made) and the store reads its
 own file for that digest, refusing symlinks on the way, anything but a regular file, a blob over
 the caller's size limit (before reading it) and bytes whose SHA-256 is not the digest.
+
+A put is durable when it returns (ingestion acknowledges a frame once its image is stored): the
+bytes go to a temp file in the blob's folder, synced, renamed over the blob's name, and the
+folder synced, so a crash leaves the whole blob or none of it, never a torn one. Temp files of
+writers that died are removed when a store starts. The storage failing (disk full, I/O error,
+read-only or stale volume, permissions) raises DependencyUnavailable naming the errno: a stage
+then waits for the store as for any dependency instead of dead-lettering the message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
+import logging
 import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.runtime.metrics import BLOB_STORE_ERRORS
 from diffqc.v1.common_pb2 import BlobRef
 
+log = logging.getLogger(__name__)
 NPY = "application/x-npy"
 DIGEST = re.compile(r"[0-9a-f]{64}")
+TEMP_PREFIX = ".tmp-"  # never the start of a digest
+ORPHAN_AGE_S = 3600.0  # a temp file this old has no live writer: a put takes seconds at most
 
 
 class BlobNotFound(KeyError):
@@ -48,6 +63,8 @@ class BlobTooLarge(BlobRefused):
 
 
 class BlobStore(Protocol):
+    """A store fails as a dependency: DependencyUnavailable when its storage does (never the message's fault)."""
+
     def put(self, data: bytes, media_type: str) -> BlobRef: ...
 
     def get(self, ref: BlobRef | str, max_bytes: int | None = None) -> bytes: ...
@@ -63,23 +80,75 @@ def checked_digest(sha256: str, where: str) -> str:
 
 
 class FileBlobStore:
-    """Blobs as files under ``root/sha256/<2 hex>/<64 hex>``, written atomically."""
+    """Blobs as files under ``root/sha256/<2 hex>/<64 hex>``, written atomically and durably (module doc)."""
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
+        self.remove_orphans(ORPHAN_AGE_S)
 
     def _path(self, digest: str) -> Path:
         return self.root / "sha256" / digest[:2] / digest
 
     def put(self, data: bytes, media_type: str) -> BlobRef:
+        """Store ``data`` (nothing new when the store holds it already); on disk when this returns.
+        Raises DependencyUnavailable when the storage fails."""
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-                tmp.write(data)
-            os.replace(tmp.name, path)  # readers never see a partly written blob
+        try:
+            if _holds(path, len(data)):
+                _sync_folder(path.parent)  # its writer (another replica) may not have synced the name yet
+            else:
+                self._write(path, data)
+        except OSError as exc:
+            raise self._unavailable("write", path, exc) from exc
         return BlobRef(uri=path.as_uri(), sha256=digest, media_type=media_type, size_bytes=len(data))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        for folder in (self.root, path.parent.parent, path.parent):
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                _sync_folder(folder.parent)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)  # readers, and a restart after a crash, see the whole blob or none
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _sync_folder(path.parent)  # the new name survives a crash too
+
+    def remove_orphans(self, older_than_s: float) -> int:
+        """Delete the temp files of writes that never finished (their writer died) that are older than
+        ``older_than_s`` seconds; return how many. Younger ones may belong to a put in progress."""
+        cutoff, removed = time.time() - older_than_s, 0
+        folders = self.root / "sha256"
+        try:
+            for prefix in [entry.path for entry in _entries(folders) if entry.is_dir(follow_symlinks=False)]:
+                for entry in _entries(prefix):
+                    if entry.name.startswith(TEMP_PREFIX):
+                        with contextlib.suppress(FileNotFoundError):  # another replica removed it first
+                            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                                os.unlink(entry.path)
+                                removed += 1
+        except OSError as exc:
+            raise self._unavailable("clean", folders, exc) from exc
+        if removed:
+            log.info("removed %d temp file(s) left by blob writes that never finished", removed)
+        return removed
+
+    def _unavailable(self, operation: str, path: Path, exc: OSError) -> DependencyUnavailable:
+        """The storage failed: DependencyUnavailable naming the errno and the store's own path (a digest's)."""
+        code = errno.errorcode.get(exc.errno or 0, "unknown error")
+        BLOB_STORE_ERRORS.labels(operation=operation, error=code).inc()
+        where = path.relative_to(self.root)
+        return DependencyUnavailable(
+            f"blob store at {self.root}: cannot {operation} {where}: {code} ({exc.strerror or exc})"
+        )
 
     def digest_of(self, uri: str) -> str:
         """The digest a URI of this store names; BlobRefused unless ``uri`` is exactly such a URI."""
@@ -122,14 +191,17 @@ class FileBlobStore:
                 raise BlobRefused(
                     f"blob {name}: its path under {self.root} goes through a symlink or a non-folder"
                 ) from None
-            raise  # the store itself failed (I/O, permissions): the caller's dependency error
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise BlobRefused(f"blob {name} is not a regular file")
-            if max_bytes is not None and info.st_size > max_bytes:
-                raise BlobTooLarge(f"blob {name} is {info.st_size} bytes, over the limit of {max_bytes} bytes")
-            data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+            raise self._unavailable("read", self._path(digest), exc) from exc
+        try:
+            with os.fdopen(fd, "rb") as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise BlobRefused(f"blob {name} is not a regular file")
+                if max_bytes is not None and info.st_size > max_bytes:
+                    raise BlobTooLarge(f"blob {name} is {info.st_size} bytes, over the limit of {max_bytes} bytes")
+                data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+        except OSError as exc:
+            raise self._unavailable("read", self._path(digest), exc) from exc
         if max_bytes is not None and len(data) > max_bytes:  # it grew after the stat
             raise BlobTooLarge(f"blob {name} is over the limit of {max_bytes} bytes")
         if (actual := hashlib.sha256(data).hexdigest()) != digest:
@@ -148,6 +220,42 @@ class FileBlobStore:
             return os.open(digest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
         finally:
             os.close(fd)
+
+
+def _holds(path: Path, size: int) -> bool:
+    """Whether ``path`` is a regular file of ``size`` bytes (not following a symlink: a put replaces one)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that the names created or renamed in it survive a crash."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system that cannot sync a folder
+            raise
+    finally:
+        os.close(fd)
+
+
+def _entries(folder: str | Path) -> list[os.DirEntry]:
+    """The entries of ``folder``; none when it does not exist (a store nothing was put in yet)."""
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
 
 
 def put_array(store: BlobStore, array: np.ndarray) -> BlobRef:

@@ -40,7 +40,7 @@ def export(
         except ExportError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from None
-        except OSError as exc:  # the blob store or --out cannot be read or written
+        except OSError as exc:  # --out cannot be written (the blob store's failures end in _database)
             typer.echo(f"export failed: {exc}", err=True)
             raise typer.Exit(1) from None
     for missing in report.missing:

@@ -250,10 +250,7 @@ class Ingestion:
             raise FrameRejected(
                 "image_mismatch", f"frame.image.sha256 {frame.image.sha256} does not match the image's SHA-256 {digest}"
             )
-        try:
-            ref = self.blobs.put(data, checked.media_type)
-        except OSError as exc:
-            raise DependencyUnavailable(f"blob store unavailable: {exc}") from exc
+        ref = self.blobs.put(data, checked.media_type)  # durable on return; DependencyUnavailable if it fails
         frame.image.CopyFrom(ref)
         frame.shape.CopyFrom(checked.shape)
         frame.ingest_time.GetCurrentTime()
@@ -306,8 +303,6 @@ class Ingestion:
             raise FrameRejected("image_refused", f"frame.image is refused: {exc}") from None
         except BlobNotFound as exc:
             raise FrameRejected("no_image", f"frame.image references no stored blob: {exc}") from None
-        except OSError as exc:
-            raise DependencyUnavailable(f"blob store unavailable: {exc}") from exc
 
     def _ensure_equipment(self, frame: Frame) -> None:
         key = (frame.plant_id, frame.line_id, frame.station_id, frame.camera_id)

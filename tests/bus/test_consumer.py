@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import REGISTRY
 
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import consumer_config, producer_config
 from diffqc.bus.consumer import ConsumeLoop, PoisonMessage
 from diffqc.contracts.topics import dead_letter_topic
+from diffqc.runtime.dependencies import DependencyUnavailable
 
 
 def _produce(kafka, topic, values: list[bytes]) -> None:
@@ -55,9 +58,9 @@ def _read_all(kafka, topic, expected: int, timeout_s: float = 30.0) -> list:
     return messages
 
 
-def _topic(kafka) -> str:
+def _topic(kafka, partitions: int = 1) -> str:
     topic = f"test.loop.{uuid.uuid4().hex[:6]}"
-    ensure_topics(kafka, [topic, dead_letter_topic(topic, kafka)])
+    ensure_topics(kafka, [topic, dead_letter_topic(topic, kafka)], partitions)
     return topic
 
 
@@ -156,8 +159,6 @@ def test_a_message_waiting_for_a_retry_at_shutdown_is_not_committed(kafka_settin
 
 
 def test_a_dependency_outage_is_waited_out_however_long_it_lasts(kafka_settings):
-    from diffqc.runtime.dependencies import DependencyUnavailable
-
     topic = _topic(kafka_settings)
     _produce(kafka_settings, topic, [b"frame"])
     attempts, done = [], []
@@ -195,3 +196,116 @@ def test_a_dead_letter_too_large_for_the_broker_keeps_its_reason_and_points_at_t
     assert letter.value() is None and headers["dlq.offset"] == b"0"
     assert headers["dlq.reason"] == b"rejected: bad frame"
     assert b"MSG_SIZE_TOO_LARGE" in headers["dlq.value_dropped"]
+
+
+def test_an_outage_longer_than_the_poll_interval_keeps_the_partition_and_handles_each_message_once(
+    kafka_settings, caplog
+):
+    topic = _topic(kafka_settings)
+    _produce(kafka_settings, topic, [b"first", b"second", b"third"])
+    # librdkafka evicts a consumer that does not poll for max.poll.interval.ms: the outage lasts three times that.
+    kafka = kafka_settings.model_copy(update={"session_timeout_ms": 3000, "max_poll_interval_ms": 3000})
+    outage_s = 3 * kafka.max_poll_interval_ms / 1000
+    loop = ConsumeLoop(kafka, topic, f"g-{uuid.uuid4().hex[:6]}", bytes, lambda value, _msg: handle(value))
+    paused = {"group": loop.group, "topic": topic}
+    outage_began: list[float] = []
+    attempts: list[bytes] = []
+    paused_during_outage: list[float | None] = []
+    done: list[bytes] = []
+
+    def handle(value: bytes) -> None:
+        attempts.append(value)
+        outage_began[:] = outage_began or [time.monotonic()]
+        if time.monotonic() - outage_began[0] < outage_s:
+            paused_during_outage.append(REGISTRY.get_sample_value("diffqc_consumer_paused", paused))
+            raise DependencyUnavailable("Triton at 127.0.0.1:8001 is unavailable")
+        done.append(value)
+
+    with _running(loop):
+        _wait(lambda: len(done) == 3, timeout_s=outage_s + 30)
+        committed = _committed(kafka, loop.group, topic)
+    assert done == [b"first", b"second", b"third"]  # in order, each handled successfully once
+    assert attempts.count(b"first") > 3 and attempts.count(b"second") == attempts.count(b"third") == 1
+    assert committed == [3]  # the consumer stayed the partition's owner: its commits were accepted
+    assert paused_during_outage[1:] and set(paused_during_outage[1:]) == {1.0}  # paused from the first failure on
+    assert REGISTRY.get_sample_value("diffqc_consumer_paused", paused) == 0
+    assert not [r for r in caplog.records if "revoked" in r.getMessage() or "assigned" in r.getMessage()]
+    assert _read_all(kafka, loop.dead_letter_topic, 1, timeout_s=5) == []
+
+
+def test_a_partition_revoked_during_an_outage_leaves_its_message_to_the_new_owner(kafka_settings, caplog):
+    kafka = kafka_settings.model_copy(update={"session_timeout_ms": 3000})
+    topic = _topic(kafka, partitions=2)
+    _produce_to(kafka, topic, {0: b"p0", 1: b"p1"})
+    down, attempts, handled = threading.Event(), [], []
+    down.set()
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    # Eager rebalancing: a member joining revokes every partition, the one of the message in hand too.
+    eager = {"partition.assignment.strategy": "roundrobin"}
+    first = ConsumeLoop(kafka, topic, group, bytes, _outage_handler("first", down, attempts, handled), **eager)
+    second = ConsumeLoop(kafka, topic, group, bytes, _outage_handler("second", down, attempts, handled), **eager)
+    with _running(first):
+        _wait(lambda: attempts)
+        with _running(second):
+            _wait(lambda: any("left uncommitted to its new owner" in r.getMessage() for r in caplog.records))
+            down.clear()
+            _wait(lambda: len(handled) == 2)
+            committed = _committed(kafka, group, topic, partitions=2)
+    assert sorted(value for _name, value in handled) == [b"p0", b"p1"]  # each handled successfully once
+    assert {name for name, _value in handled} == {"first", "second"}  # one partition each after the rebalance
+    assert committed == [1, 1]
+    assert _read_all(kafka, first.dead_letter_topic, 1, timeout_s=5) == []
+
+
+def test_a_partition_gained_during_an_outage_stays_paused_until_it_ends(kafka_settings, caplog):
+    caplog.set_level(logging.INFO, logger="diffqc.bus.consumer")
+    kafka = kafka_settings.model_copy(update={"session_timeout_ms": 3000})
+    topic = _topic(kafka, partitions=2)
+    down, attempts, handled = threading.Event(), [], []
+    down.set()
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    first = ConsumeLoop(kafka, topic, group, bytes, _outage_handler("first", down, attempts, handled))
+    second = ConsumeLoop(kafka, topic, group, bytes, _outage_handler("second", down, attempts, handled))
+    with _running(first):
+        with _running(second):
+            _wait(second.ready.is_set)  # cooperative-sticky: one partition each
+            _produce_to(kafka, topic, {0: b"p0", 1: b"p1"})
+            _wait(lambda: {name for name, _value in attempts} == {"first", "second"})
+        # The second member left while its message waited: its partition moves to the first, which waits too.
+        _wait(lambda: any("assigned during a wait for a retry: paused too" in r.getMessage() for r in caplog.records))
+        [own] = {value for name, value in attempts if name == "first"}
+        down.clear()
+        _wait(lambda: len(handled) == 2)
+        committed = _committed(kafka, group, topic, partitions=2)
+    assert handled[0] == ("first", own)  # nothing of the gained partition was handled before its own message
+    assert sorted(value for _name, value in handled) == [b"p0", b"p1"]
+    assert committed == [1, 1]
+
+
+def _outage_handler(name: str, down: threading.Event, attempts: list, handled: list):
+    """A handler that records each attempt as (name, value) and fails while ``down`` is set."""
+
+    def handle(value: bytes, _msg) -> None:
+        attempts.append((name, value))
+        if down.is_set():
+            raise DependencyUnavailable("database unavailable")
+        handled.append((name, value))
+
+    return handle
+
+
+def _produce_to(kafka, topic: str, values: dict[int, bytes]) -> None:
+    producer = Producer(producer_config(kafka))
+    for partition, value in values.items():
+        producer.produce(topic, value=value, partition=partition)
+    assert producer.flush(10) == 0
+
+
+def _committed(kafka, group: str, topic: str, partitions: int = 1) -> list[int]:
+    """The group's committed offset of each partition, read without joining the group."""
+    reader = Consumer(consumer_config(kafka, group))
+    try:
+        positions = reader.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        reader.close()
+    return [position.offset for position in positions]

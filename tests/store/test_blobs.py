@@ -1,13 +1,19 @@
-"""The file blob store: round trips, and every way a reference from a message could read another file."""
+"""The file blob store: round trips, every way a reference from a message could read another file,
+durable writes, and storage failures as an outage of the store."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+import time
 
 import pytest
+from prometheus_client import REGISTRY
 
-from diffqc.store.blobs import BlobNotFound, BlobRefused, BlobTooLarge, FileBlobStore
+from diffqc.runtime.dependencies import DependencyUnavailable
+from diffqc.store.blobs import TEMP_PREFIX, BlobNotFound, BlobRefused, BlobTooLarge, FileBlobStore
 from diffqc.v1.common_pb2 import BlobRef
 
 SECRET = b"the canary: a file outside the blob store"
@@ -123,3 +129,104 @@ def test_a_blob_over_the_readers_limit_is_refused_before_it_is_read(store):
         store.get(ref, max_bytes=999)
     with pytest.raises(BlobTooLarge, match="over the limit of 10 bytes"):
         store.get_digest(ref.sha256, max_bytes=10)
+
+
+def test_a_put_syncs_the_file_before_its_rename_and_each_new_name_after(store, monkeypatch):
+    events: list[tuple[str, int]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        events.append(("sync folder" if stat.S_ISDIR(info.st_mode) else "sync file", info.st_ino))
+        fsync(fd)
+
+    def recording_replace(source, target) -> None:
+        replace(source, target)
+        events.append(("rename", os.stat(target).st_ino))
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    ref = store.put(b"image bytes", "image/png")
+    blob = store.root / "sha256" / ref.sha256[:2] / ref.sha256
+    folders = (blob.parent, blob.parent.parent, store.root, store.root.parent)
+    inode = {path: path.stat().st_ino for path in (blob, *folders)}
+    # The store's folders were new: each was synced into its parent; then the data, the rename, the name.
+    assert events == [
+        ("sync folder", inode[store.root.parent]),
+        ("sync folder", inode[store.root]),
+        ("sync folder", inode[blob.parent.parent]),
+        ("sync file", inode[blob]),
+        ("rename", inode[blob]),
+        ("sync folder", inode[blob.parent]),
+    ]
+    events.clear()
+    store.put(b"image bytes", "image/png")  # held already: only its name is synced (its writer may have died)
+    assert events == [("sync folder", inode[blob.parent])]
+
+
+@pytest.mark.parametrize(
+    "code", [errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ESTALE, errno.EACCES], ids=errno.errorcode.get
+)
+def test_a_failing_storage_is_an_outage_of_the_store_and_leaves_no_temp_file(store, monkeypatch, code):
+    name = errno.errorcode[code]
+    before = REGISTRY.get_sample_value("diffqc_blob_store_errors_total", {"operation": "write", "error": name}) or 0
+    write = os.write
+
+    def failing_write(fd: int, data) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "write", failing_write)
+    data = b"image bytes"
+    with pytest.raises(DependencyUnavailable) as failed:
+        store.put(data, "image/png")
+    folder = store.root / "sha256" / digest(data)[:2]
+    assert str(failed.value) == (
+        f"blob store at {store.root}: cannot write sha256/{digest(data)[:2]}/{digest(data)}: "
+        f"{name} ({os.strerror(code)})"
+    )
+    assert not [p for p in folder.parent.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+    assert REGISTRY.get_sample_value("diffqc_blob_store_errors_total", {"operation": "write", "error": name}) == (
+        before + 1
+    )
+
+    monkeypatch.setattr(os, "write", write)  # the volume is back: the retry stores the blob
+    assert store.get(store.put(data, "image/png")) == data
+
+
+def test_a_failing_read_is_an_outage_of_the_store_and_a_missing_blob_stays_not_found(store, monkeypatch):
+    ref = store.put(b"image bytes", "image/png")
+    fstat = os.fstat
+
+    def failing_fstat(fd: int) -> os.stat_result:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fstat", failing_fstat)
+    with pytest.raises(DependencyUnavailable, match=f"cannot read sha256/{ref.sha256[:2]}/{ref.sha256}: EIO"):
+        store.get(ref)
+    monkeypatch.setattr(os, "fstat", fstat)
+    with pytest.raises(BlobNotFound):
+        store.get_digest(digest(b"never stored"))
+
+
+def test_a_torn_blob_left_by_a_crash_is_written_again(store):
+    ref = store.put(b"the whole image", "image/png")
+    blob = store.root / "sha256" / ref.sha256[:2] / ref.sha256
+    blob.write_bytes(b"the wh")  # what a crash before this store synced its writes could leave
+    assert store.put(b"the whole image", "image/png") == ref
+    assert store.get(ref) == b"the whole image"
+
+
+def test_temp_files_of_writers_that_died_are_removed_when_a_store_starts(store):
+    ref = store.put(b"image bytes", "image/png")
+    folder = store.root / "sha256" / ref.sha256[:2]
+    old, fresh = folder / f"{TEMP_PREFIX}died", folder / f"{TEMP_PREFIX}writing"
+    old.write_bytes(b"half an ima")
+    fresh.write_bytes(b"a put in progr")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+
+    FileBlobStore(store.root)
+    assert not old.exists() and fresh.exists()
+    assert store.get(ref) == b"image bytes"
+    assert store.remove_orphans(older_than_s=0) == 1 and not fresh.exists()
+    assert FileBlobStore(store.root.parent / "empty").remove_orphans(older_than_s=0) == 0
