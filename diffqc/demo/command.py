@@ -6,7 +6,9 @@ model repository) and the four services as separate processes, streams a synthet
 gRPC API, waits until each frame is one inspection row, reports recall and false-positive rate
 against the generator's ground truth, writes a score chart and an HTML report with heatmap
 overlays, and stops everything again. With ``--serve`` it first keeps the pipeline up and serves the
-dashboard on what the line wrote (diffqc.demo.serve) until Ctrl-C.
+dashboard on what the line wrote (diffqc.demo.serve) until Ctrl-C. With ``--external`` it starts no
+server: the services run against the broker, schema registry, database, InfluxDB and Triton the
+DIFFQC_* settings name (``diffqc infra up``, or the plant's own), and the alerts land on that broker.
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def demo(
             "(its URL and a viewer API key are printed); Ctrl-C stops everything",
         ),
     ] = False,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Start no server: use the Kafka, schema registry, database, InfluxDB and Triton that the "
+            "DIFFQC_* settings name (the Triton serving --repo)",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole inspection pipeline locally on a synthetic production line and report the verdicts."""
     console.print(
@@ -115,7 +125,7 @@ def demo(
         "as separate processes over Kafka, on this machine"
     )
     with MesReceiver() as mes:  # the stand-in MES the bridge delivers the alerts to
-        _run(mes, frames, defect_rate, fps, out, repo, seed, summary, serve)
+        _run(mes, frames, defect_rate, fps, out, repo, seed, summary, serve, external)
 
 
 def _run(
@@ -128,13 +138,25 @@ def _run(
     seed: int,
     summary: Path | None,
     serve: bool,
+    external: bool,
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="diffqc-demo-"))
-    pipeline = LocalPipeline(
-        root, repo, line_protocol_file=out / "scores.lp", mes_webhook_url=mes.url, line_stop_url=mes.line_stop_url
-    )
     try:
-        with console.status("starting the broker, the time-series store, Triton and the five services"):
+        pipeline = LocalPipeline(
+            root,
+            repo,
+            line_protocol_file=out / "scores.lp",
+            mes_webhook_url=mes.url,
+            line_stop_url=mes.line_stop_url,
+            external=external,
+        )
+    except InfraError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        console.print(f"[red]--external:[/red] {exc}")
+        raise typer.Exit(2) from None
+    starting = "the five services" if external else "the broker, the time-series store, Triton and the five services"
+    try:
+        with console.status(f"starting {starting}"):
             started = time.monotonic()
             products = pipeline.start()
         console.print(

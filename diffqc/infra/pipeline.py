@@ -8,6 +8,10 @@ their thresholds.
 
 Score points go to the InfluxDB named by ``DIFFQC_INFLUX_URL`` when it is set, else to the embedded
 time-series store (victoria-metrics, when installed), else to a line-protocol file.
+
+``external``: no server is started; the services run against the plant's own broker, schema registry,
+database, InfluxDB and Triton that the DIFFQC_* settings name (its Triton serving the same model
+repository), so an integrator sees the line's alerts on the plant's broker.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from diffqc.settings import Settings
 from diffqc.store.engine import make_engine
 
 SERVICES = ("ingestion", "preprocessing", "inference", "scoring")
+# What --external needs the settings to name: the plant's servers.
+EXTERNAL_SERVERS = (
+    "DIFFQC_KAFKA_BOOTSTRAP_SERVERS",
+    "DIFFQC_REGISTRY_URL",
+    "DIFFQC_DATABASE_URL",
+    "DIFFQC_INFLUX_URL",
+    "DIFFQC_TRITON_GRPC_URL",
+)
 BRIDGE = "bridge"
 PARTITIONS = 4
 
@@ -42,6 +54,7 @@ class LocalPipeline:
     mes_webhook_url: str | None = None  # with one, the bridge runs and delivers the alerts there
     line_stop_url: str | None = None  # where the bridge requests line stops for critical alerts
     service_env: dict[str, str] = field(default_factory=dict)  # further DIFFQC_* settings of every service
+    external: bool = False  # run against the servers the DIFFQC_* settings name instead of starting local ones
     stack: LocalStack = field(init=False)
     env: dict[str, str] = field(init=False, default_factory=dict)
     ports: dict[str, int] = field(init=False, default_factory=dict)
@@ -52,6 +65,13 @@ class LocalPipeline:
         self.root = Path(self.root)
         self.model_repository = Path(self.model_repository).resolve()  # artifacts are registered by file URI
         self.stack = LocalStack(self.root)
+        if self.external:
+            missing = [name for name in EXTERNAL_SERVERS if not os.environ.get(name)]
+            if missing:
+                raise InfraError(
+                    "an external pipeline runs against the servers the settings name; set " + ", ".join(missing)
+                )
+            self.database_url = os.environ["DIFFQC_DATABASE_URL"]
         self.database_url = self.database_url or f"sqlite:///{self.root / 'diffqc.db'}"
         self.line_protocol_file = Path(self.line_protocol_file or self.root / "scores.lp")
 
@@ -72,6 +92,8 @@ class LocalPipeline:
     @property
     def settings(self) -> Settings:
         """The settings every service of this pipeline runs with (for in-process clients)."""
+        if self.external:  # the environment's, security settings included
+            return Settings(data_dir=self.root, blob_root=self.root / "blobs")
         influx = {"url": self.env["DIFFQC_INFLUX_URL"]} if "DIFFQC_INFLUX_URL" in self.env else {}
         return Settings(
             data_dir=self.root,
@@ -87,6 +109,17 @@ class LocalPipeline:
         return f"127.0.0.1:{self.ports[service]}"
 
     def start_servers(self) -> None:
+        if self.external:
+            self.env = {
+                "DIFFQC_DATA_DIR": str(self.root),
+                "DIFFQC_BLOB_ROOT": str(self.root / "blobs"),
+                **{name: os.environ[name] for name in EXTERNAL_SERVERS},
+                **self.service_env,
+            }
+            self._bridge_env()
+            kafka = self.settings.kafka
+            ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)
+            return
         external_influx = os.environ.get("DIFFQC_INFLUX_URL")
         embedded_store = not external_influx and shutil.which("victoria-metrics") is not None
         servers = self.stack.up(free_port(), free_port() if embedded_store else None, triton_repo=self.model_repository)
@@ -100,17 +133,20 @@ class LocalPipeline:
             "DIFFQC_REGISTRY_URL": servers[REGISTRY].address,  # the Avro topics' schemas (quality.alert)
         }
         self.env.update(self.service_env)
-        if self.mes_webhook_url:
-            self.env["DIFFQC_BRIDGE_MES_WEBHOOK_URL"] = self.mes_webhook_url
-            self.env["DIFFQC_BRIDGE_BACKOFF_BASE_S"] = "0.5"
-        if self.line_stop_url:
-            self.env["DIFFQC_BRIDGE_LINE_STOP_URL"] = self.line_stop_url
+        self._bridge_env()
         if external_influx or embedded_store:
             self.env["DIFFQC_INFLUX_URL"] = external_influx or servers[TIMESERIES].address
         else:
             self.env["DIFFQC_SCORING_LINE_PROTOCOL_FILE"] = str(self.line_protocol_file)
         kafka = self.settings.kafka
         ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)
+
+    def _bridge_env(self) -> None:
+        if self.mes_webhook_url:
+            self.env["DIFFQC_BRIDGE_MES_WEBHOOK_URL"] = self.mes_webhook_url
+            self.env["DIFFQC_BRIDGE_BACKOFF_BASE_S"] = "0.5"
+        if self.line_stop_url:
+            self.env["DIFFQC_BRIDGE_LINE_STOP_URL"] = self.line_stop_url
 
     def register_models(self) -> list[str]:
         """Register every product the newest model version serves, with its spec and threshold."""
