@@ -165,6 +165,8 @@ class Inspection(Base):
     regions: Mapped[list] = mapped_column(default=list)
     latency_ms: Mapped[float]
     inspected_at: Mapped[datetime] = mapped_column(default=clock.now, index=True)
+    # Why a NOT_INSPECTED verdict was given (dead-lettered at which stage, and the stage's reason).
+    not_inspected_reason: Mapped[str | None] = mapped_column(String(500))
 
 
 class DeliveryState(enum.StrEnum):
@@ -384,3 +386,18 @@ class TrainingJob(Base):
     result_version: Mapped[str | None] = mapped_column(String(64))
     evaluation: Mapped[dict] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(String(2000))
+
+
+class SpcChart(Base):
+    """The state of one line's control chart of one product type (diffqc.spc), as the bridge left it after
+    its last point: the gateway and a bridge replica that takes the line over continue from it instead of
+    rebuilding the chart from the line's whole history."""
+
+    __tablename__ = "spc_charts"
+    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict] = mapped_column(default=dict)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_captured_at: Mapped[datetime | None]
+    last_inspection_id: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now)
