@@ -205,6 +205,20 @@ class IngestionSettings(_Group):
         description="Partitions of qc.frames.v1 when ingestion creates it at start (an existing topic "
         "is left as it is)",
     )
+    max_streams: int = Field(
+        100,
+        ge=1,
+        description="Camera streams (Ingest calls) one process serves at once; one more is refused with "
+        "RESOURCE_EXHAUSTED (the camera retries with backoff or another replica). Each holds a gRPC thread, on "
+        "top of the service's grpc_workers, which stay free for single frames and health probes",
+    )
+    max_frames_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Frames one process checks, decodes and stores at once, over all streams; the others wait "
+        "unread, so HTTP/2 flow control holds their cameras back (memory: about this many times the image "
+        "limit plus the decode budget)",
+    )
 
 
 class ScoringSettings(_Group):

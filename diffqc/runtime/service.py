@@ -50,25 +50,31 @@ class Loop(Protocol):
 def run_service(
     name: str,
     settings: Settings,
-    api: GrpcApi,
+    api: GrpcApi | None,
     loops: Sequence[Loop] = (),
     *,
     grpc_options: Sequence[tuple[str, Any]] = (),
+    stream_threads: int = 0,
 ) -> int:
     """Run service ``name`` until SIGTERM/SIGINT; return the process exit code (0 = clean stop).
 
     Must be called from the main thread (signal handlers). gRPC and /metrics listen on
-    ``settings.service.host``: 127.0.0.1 locally, 0.0.0.0 in a container.
+    ``settings.service.host``: 127.0.0.1 locally, 0.0.0.0 in a container. A worker without an API of its
+    own (``api`` None) still serves the standard health service there, for its probes. ``stream_threads``:
+    gRPC threads on top of ``grpc_workers`` for long-lived streams (each holds one while it lasts), so
+    that streams never take the threads that unary calls and health probes need.
     """
     configure_logging(settings.log_level, name)
     shutdown = ShutdownSignal()  # first, so a signal during start-up still leads to a clean stop
+    register = api.register if api is not None else _no_servicer
     try:
-        return _run(name, settings, api.register, [api.name], loops, grpc_options, shutdown)
+        names = [api.name] if api is not None else []
+        return _run(name, settings, register, names, loops, grpc_options, stream_threads, shutdown)
     finally:
         shutdown.restore()
 
 
-def _run(name, settings, register_grpc, service_names, loops, grpc_options, shutdown) -> int:
+def _run(name, settings, register_grpc, service_names, loops, grpc_options, stream_threads, shutdown) -> int:
     cfg = settings.service
     host = cfg.host
     log.info("starting %s (diffqc %s)", name, __version__)
@@ -80,7 +86,7 @@ def _run(name, settings, register_grpc, service_names, loops, grpc_options, shut
             register_grpc,
             service_names,
             port=cfg.grpc_port,
-            workers=cfg.grpc_workers,
+            workers=cfg.grpc_workers + stream_threads,
             host=host,
             options=grpc_options,
             grpc_settings=settings.grpc,
@@ -122,6 +128,10 @@ def _run(name, settings, register_grpc, service_names, loops, grpc_options, shut
     exit_code = 1 if failed or stuck else 0
     log.info("stopped", extra={"exit_code": exit_code})
     return exit_code
+
+
+def _no_servicer(_server: grpc.Server) -> None:
+    """Registers nothing: the server carries health checking, reflection and metrics alone."""
 
 
 def _loop_name(loop: Loop) -> str:

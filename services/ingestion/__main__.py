@@ -44,7 +44,9 @@ def start(settings: Settings) -> int:
     servicer = IngestionServicer(ingestion)
     try:
         api = GrpcApi(SERVICE_NAME, ingestion_pb2_grpc.add_IngestionServiceServicer_to_server, servicer)
-        return run_service(NAME, settings, api, grpc_options=grpc_options(settings))
+        return run_service(
+            NAME, settings, api, grpc_options=grpc_options(settings), stream_threads=settings.ingestion.max_streams
+        )
     finally:
         ingestion.close()
         engine.dispose()

@@ -26,6 +26,13 @@ the stream goes on. So does a frame whose event the broker refuses for good (Pub
 its row is rolled back. A failure of the service's own dependencies (database, broker, blob store)
 ends the call with UNAVAILABLE: the client re-sends what it has no ack for.
 
+Plant fan-in: one process serves at most ``ingestion.max_streams`` camera streams at once (one more
+is refused with RESOURCE_EXHAUSTED, so the camera backs off or goes to another replica), each on a
+gRPC thread of its own on top of ``service.grpc_workers``, which stay free for single frames and
+health probes. At most ``ingestion.max_frames_in_flight`` frames are checked, decoded and stored at
+once; a stream waiting for its turn reads nothing more, and HTTP/2 flow control holds its camera
+back: no queue grows without bound.
+
 Why the event is produced inside the row's transaction: a committed row then always means the
 event was durably published before it, so a re-sent frame whose row exists can be answered
 DUPLICATE without publishing again, and nothing is emitted twice. A crash after the publish but
@@ -40,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,6 +84,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "diffqc.v1.IngestionService"
 GRPC_HEADROOM_BYTES = 4 * 1024 * 1024  # the gRPC message limit is the image limit plus this, for the metadata
 
+STREAMS_REFUSED = Counter(
+    "diffqc_ingestion_streams_refused", "Camera streams refused because the process serves max_streams already"
+)
 FRAMES_INGESTED = Counter(
     "diffqc_ingested_frames",
     "Frames answered by ingestion, by outcome (accepted|duplicate|rejected) and rejection reason",
@@ -320,19 +331,34 @@ class Ingestion:
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
     def __init__(self, ingestion: Ingestion):
         self.ingestion = ingestion
+        limits = ingestion.settings.ingestion
+        self.max_streams = limits.max_streams
+        self.streams = threading.BoundedSemaphore(limits.max_streams)
+        self.frames = threading.BoundedSemaphore(limits.max_frames_in_flight)
 
     def Ingest(
         self, request_iterator: Iterator[IngestRequest], context: grpc.ServicerContext
     ) -> Iterator[IngestResponse]:
-        for request in request_iterator:
-            yield self._one(request, context)
+        if not self.streams.acquire(blocking=False):
+            STREAMS_REFUSED.inc()
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this ingestion process serves {self.max_streams} camera streams already "
+                "(DIFFQC_INGESTION_MAX_STREAMS): retry with backoff",
+            )
+        try:
+            for request in request_iterator:
+                yield self._one(request, context)
+        finally:
+            self.streams.release()
 
     def IngestOne(self, request: IngestRequest, context: grpc.ServicerContext) -> IngestResponse:
         return self._one(request, context)
 
     def _one(self, request: IngestRequest, context: grpc.ServicerContext) -> IngestResponse:
         try:
-            return self.ingestion.ingest(request)
+            with self.frames:
+                return self.ingestion.ingest(request)
         except DependencyUnavailable as exc:
             log.error("ingestion unavailable: %s", exc, extra={"frame_id": request.frame.frame_id or None})
             context.abort(

@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -19,6 +20,7 @@ import grpc
 import numpy as np
 import pytest
 from confluent_kafka import Consumer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -128,8 +130,9 @@ def make_settings(kafka_settings, postgres_url, tmp_path):
 
 
 @contextmanager
-def serving(settings: Settings):
-    """An Ingestion behind a real gRPC server (with the service's message-size options); yields (stub, ingestion)."""
+def serving_channel(settings: Settings):
+    """An Ingestion behind a real gRPC server (with the service's message-size options and threads: grpc_workers
+    plus one per stream); yields (a channel to it, the ingestion)."""
     engine = make_engine(settings.database.url)
     ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
     servicer = IngestionServicer(ingestion)
@@ -137,16 +140,24 @@ def serving(settings: Settings):
         "ingestion",
         lambda s: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
+        workers=settings.service.grpc_workers + settings.ingestion.max_streams,
         options=grpc_options(settings),
     )
     server.start()
     try:
         with grpc.insecure_channel(server.address) as channel:
-            yield ingestion_pb2_grpc.IngestionServiceStub(channel), ingestion
+            yield channel, ingestion
     finally:
         server.stop(1)
         ingestion.close()
         engine.dispose()
+
+
+@contextmanager
+def serving(settings: Settings):
+    """As serving_channel; yields (an IngestionService stub, the ingestion)."""
+    with serving_channel(settings) as (channel, ingestion):
+        yield ingestion_pb2_grpc.IngestionServiceStub(channel), ingestion
 
 
 def published(kafka, lines: set[str], last: set[str], timeout_s=60.0) -> dict[str, list]:
@@ -238,6 +249,37 @@ def test_a_stream_of_good_frames_is_acked_in_order_stored_and_published_by_line(
         assert stored == expected
     assert Frame.FromString(by_id[acks[1].frame_id].value()).process_parameters["oven_temp_c"] == 241.5
     engine.dispose()
+
+
+def test_a_full_house_of_camera_streams_leaves_probes_and_single_frames_answered(make_settings):
+    """max_streams open streams hold their threads; health probes and IngestOne still answer on the service's own
+    workers, and one stream more is refused with RESOURCE_EXHAUSTED instead of queueing."""
+    streams = 24
+    settings = make_settings(max_streams=streams)
+    settings.service.grpc_workers = 2
+    line, image = f"LF-{uuid.uuid4().hex[:6]}", encode("PNG", height=16, width=16)
+    hold = threading.Event()
+
+    def camera():
+        yield request(line, image)
+        hold.wait(60)  # the camera keeps its stream open, as a line camera does
+
+    with serving_channel(settings) as (channel, _):
+        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        calls = [stub.Ingest(camera()) for _ in range(streams)]
+        try:
+            assert {next(call).status for call in calls} == {ACCEPTED}  # every stream is served at once
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            assert stub.IngestOne(request(line, image), timeout=30).status == ACCEPTED
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stub.Ingest(camera(), timeout=30))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "serves 24 camera streams already (DIFFQC_INGESTION_MAX_STREAMS)" in refused.value.details()
+        finally:
+            hold.set()
+            for call in calls:
+                call.cancel()
 
 
 def test_a_repeated_frame_id_is_acked_duplicate_and_published_once(make_settings):
