@@ -408,6 +408,45 @@ class GatewaySettings(_Group):
     link_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="How long a signed link in an alert stays valid")
 
 
+class BlobSettings(_Group):
+    backend: Literal["file", "s3"] = Field(
+        "file",
+        description="Where images, anomaly maps and heatmaps are stored: file (DIFFQC_BLOB_ROOT, a volume every "
+        "service mounts) or s3 (an S3-API object store, e.g. MinIO, that several nodes read)",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint (http://minio:9000); unset = AWS's endpoint for the region"
+    )
+    s3_bucket: NonEmptyStr = Field("diffqc-blobs", description="Bucket of the blobs (created when missing)")
+    s3_region: NonEmptyStr = Field("us-east-1", description="Region of the bucket")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="Access key id (from a Secret; unset = the SDK's chain)"
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="Secret access key (from a Secret)")
+
+
+class RetentionSettings(_Group):
+    blob_days: float = Field(
+        30.0,
+        ge=0,
+        description="Blobs (images, maps, heatmaps) older than this are deleted by diffqc retention; 0 = kept",
+    )
+    row_days: float = Field(
+        365.0,
+        ge=0,
+        description="Frames, inspections and trial scores older than this are deleted by diffqc retention "
+        "(labelled inspections are kept); 0 = kept",
+    )
+    disk_high_water: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="Share of the blob volume in use above which diffqc retention deletes the oldest blobs, "
+        "whatever their age, until the use is below disk_low_water (file backend)",
+    )
+    disk_low_water: float = Field(0.75, gt=0, le=1, description="Where deleting by the high-water mark stops")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -420,6 +459,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     data_dir: Path = Field(Path("var"), description="Root of local state: blobs, models, embedded servers")
     blob_root: Path = Field(Path("var/blobs"), description="Root of the filesystem blob store (images, maps)")
+    blobs: BlobSettings = BlobSettings()
+    retention: RetentionSettings = RetentionSettings()
     kafka: KafkaSettings = KafkaSettings()
     database: DatabaseSettings = DatabaseSettings()
     influx: InfluxSettings = InfluxSettings()
