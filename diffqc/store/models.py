@@ -148,6 +148,7 @@ class Frame(Base):
 class Verdict(enum.StrEnum):
     PASS = "pass"
     DEFECT = "defect"
+    NOT_INSPECTED = "not_inspected"  # the frame was dead-lettered: the part must be checked another way
 
 
 class Inspection(Base):
