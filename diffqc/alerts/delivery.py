@@ -81,6 +81,14 @@ class WebhookClient:
 
 
 def line_stop_body(alert: dict) -> dict:
+    if alert.get("status") == "NOT_INSPECTED":
+        why = alert["not_inspected_reason"]
+        reason = f"{alert['severity']}: a {alert['product_type']} part was not inspected ({why})"
+    else:
+        reason = (
+            f"{alert['severity']} defect on {alert['product_type']}: score {alert['score']:.4g} > "
+            f"threshold {alert['threshold']:.4g}"
+        )
     return {
         "alert_id": alert["alert_id"],
         "plant_id": alert["plant_id"],
@@ -88,8 +96,7 @@ def line_stop_body(alert: dict) -> dict:
         "station_id": alert["station_id"],
         "severity": alert["severity"],
         "inspection_id": alert["inspection_id"],
-        "reason": f"{alert['severity']} defect on {alert['product_type']}: score {alert['score']:.4g} > "
-        f"threshold {alert['threshold']:.4g}",
+        "reason": reason,
     }
 
 

@@ -1,14 +1,15 @@
-"""Producing alerts: one Avro message on quality.alert per DEFECT verdict, acknowledged before return."""
+"""Producing alerts: one Avro message on quality.alert per DEFECT or NOT_INSPECTED verdict, acknowledged
+before return."""
 
 from __future__ import annotations
 
 from diffqc.alerts.links import AlertLinks
-from diffqc.alerts.record import alert_record
+from diffqc.alerts.record import alert_record, raises_alert
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
 from diffqc.contracts.topics import QUALITY_ALERT
 from diffqc.settings import KafkaSettings, RegistrySettings
-from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
+from diffqc.v1.scoring_pb2 import InspectionVerdict
 
 
 class AlertPublisher:
@@ -27,8 +28,8 @@ class AlertPublisher:
         return self.topic.register_at_start(timeout_s)
 
     def publish(self, verdict: InspectionVerdict) -> str | None:
-        """Produce the alert of a DEFECT verdict and return its id; a PASS raises nothing (None)."""
-        if verdict.verdict != VERDICT_DEFECT:
+        """Produce the alert of a DEFECT or NOT_INSPECTED verdict and return its id; a PASS raises nothing (None)."""
+        if not raises_alert(verdict):
             return None
         record = alert_record(verdict, self.links)
         self.publisher.publish(

@@ -10,6 +10,10 @@ threshold and how much of the part the defect regions cover:
 A threshold <= 0 has no meaningful ratio, and a frame of unknown size no meaningful coverage: that
 part of the rule is then skipped. The bridge can request a line stop for chosen severities
 (DIFFQC_BRIDGE_LINE_STOP_SEVERITIES, CRITICAL by default).
+
+A part that could not be inspected (a NOT_INSPECTED alert) is MAJOR: nothing says it is defective,
+but nothing says it is good either, so it must be held and checked by hand; it is not CRITICAL, so
+a run of dead letters (a model missing, a camera sending garbage) does not stop the line by default.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ class Severity(enum.StrEnum):
     MAJOR = "MAJOR"
     CRITICAL = "CRITICAL"
 
+
+NOT_INSPECTED_SEVERITY = Severity.MAJOR
 
 # (severity, minimum score/threshold ratio, minimum share of the frame's area), most severe first.
 RULES: tuple[tuple[Severity, float, float], ...] = (

@@ -153,6 +153,7 @@ class ConsumeLoop(Generic[T]):
         decode: Callable[[bytes], T],
         handler: Callable[[T, Message], None],
         fence: Fence | None = None,
+        tombstone: bytes | None = None,
         **consumer_overrides,
     ):
         self.kafka = kafka
@@ -161,6 +162,7 @@ class ConsumeLoop(Generic[T]):
         self.decode = decode
         self.handler = handler
         self.fence = fence
+        self.tombstone = tombstone  # what a message without a value is decoded from; None: it is dead-lettered
         self.dead_letter_topic = dead_letter_topic(topic, kafka)
         self._consumer_config = consumer_config(kafka, group, **consumer_overrides)
         self.ready = threading.Event()  # set once partitions are assigned
@@ -249,8 +251,10 @@ class ConsumeLoop(Generic[T]):
     def _process(self, msg: Message, publisher: Publisher, partitions: _Partitions, stop: threading.Event) -> None:
         raw = msg.value()
         if raw is None:
-            self._dead_letter(msg, publisher, "undecodable message: it has no value (a tombstone)")
-            return
+            if self.tombstone is None:
+                self._dead_letter(msg, publisher, "undecodable message: it has no value (a tombstone)")
+                return
+            raw = self.tombstone
         try:
             value = self.decode(raw)
         except Exception as exc:

@@ -54,6 +54,9 @@ class Normalizer:
     mean: torch.Tensor
     std: torch.Tensor
 
+    def to(self, device: torch.device) -> Normalizer:
+        return Normalizer(self.mean.to(device), self.std.to(device))
+
     @property
     def per_pixel(self) -> bool:
         return self.mean.shape[-1] > 1 or self.mean.shape[-2] > 1
@@ -99,7 +102,7 @@ def fuse(
     """(anomaly map, structural map), each (N, 1, h, w), from normalized components (N, K, h, w);
     ``weights`` default to ``cfg.weights``."""
     weights = cfg.weights if weights is None else weights
-    w = torch.tensor([float(weights.get(name, 0.0)) for name in cfg.components], dtype=z.dtype)
+    w = torch.tensor([float(weights.get(name, 0.0)) for name in cfg.components], dtype=z.dtype, device=z.device)
     if float(w.sum()) <= 0:
         raise ValueError("map.weights: at least one component needs a positive weight")
     pos = z.clamp_min(0)

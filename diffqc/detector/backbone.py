@@ -197,7 +197,11 @@ class FeatureExtractor(nn.Module):
         return self.net((x - MEAN) / STD)
 
 
+def feature_extractor(device: torch.device | str = "cpu") -> FeatureExtractor:
+    """One shared frozen extractor per process and device (about 3 M parameters up to stride 16)."""
+    return _extractor_on(torch.device(device))
+
+
 @cache
-def feature_extractor() -> FeatureExtractor:
-    """One shared frozen extractor per process (about 3 M parameters up to stride 16)."""
-    return FeatureExtractor()
+def _extractor_on(device: torch.device) -> FeatureExtractor:
+    return FeatureExtractor().to(device)

@@ -8,6 +8,8 @@ reconstruction residual into an anomaly map, component scores, a score and a ver
     # batch: (N, C, H, W) float32 in [0, 1]
     # result.anomaly_map (N, 1, H, W), result.components (N, 4) in COMPONENTS order, result.score (N,);
     # all float32. predict(..., return_reconstruction=True) also fills result.reconstruction (N, C, H, W).
+
+    detector.to("cuda:0", precision="fp16")   # compute on a GPU (inputs and outputs stay numpy)
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import torch
 
 from diffqc.core.components import COMPONENTS, ImageEvidence, fuse_components, measure_components
 from diffqc.core.errors import InputError, ProductError
+from diffqc.core.precision import Precision
 from diffqc.detector.anomaly_map import Normalizer, fuse, raw_components
 from diffqc.detector.calibration import Calibration
 from diffqc.detector.config import DetectorConfig
 from diffqc.detector.good_stats import GoodStatistics
 from diffqc.detector.outputs import ImageScores, Prediction
+from diffqc.detector.placement import autocast_dtype, check_precision, resolve_device, use_ieee_float32
 from diffqc.detector.reconstruct import reconstruct, window_noise
 from diffqc.detector.tiling import Window, run_tiled
 from diffqc.detector.unet import Denoiser, alphas_cumprod, coordinate_grid
@@ -61,7 +65,28 @@ class Detector:
         self.model = model.eval()
         self.products = products
         self.metadata = metadata or {}
-        self.acp = alphas_cumprod(cfg.model)
+        self.acp = alphas_cumprod(cfg.model)  # stays on the CPU: read as Python floats per step
+        self.device = torch.device("cpu")
+        self.precision: Precision = Precision.fp32
+
+    def to(self, device: torch.device | str, precision: Precision | str = Precision.fp32) -> Detector:
+        """Compute on ``device`` (``cpu``, ``cuda``, ``cuda:1``) from now on; returns self.
+
+        ``precision`` fp16 or bf16 runs the denoiser under CUDA autocast (maps and scores stay
+        float32); fp32 is IEEE float32 on CUDA too. ``predict`` still takes and returns numpy:
+        a batch crosses to the device once and its maps come back once.
+        """
+        target = resolve_device(device)
+        self.precision = check_precision(target, precision)
+        if target.type == "cuda":
+            use_ieee_float32()
+        self.model.to(target)
+        for state in self.products.values():
+            state.good = state.good.to(target)
+            if state.normalizer is not None:
+                state.normalizer = state.normalizer.to(target)
+        self.device = target
+        return self
 
     @property
     def kind(self) -> str:
@@ -108,13 +133,14 @@ class Detector:
         self, batch: np.ndarray | torch.Tensor, product: str, names: Sequence[str] | None = None
     ) -> torch.Tensor:
         """Validate (N, C, H, W) input in [0, 1]; errors name the image (``names``) and parameter."""
-        x = torch.as_tensor(batch)
+        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
         label = (lambda i: f"image {names[i]}") if names else (lambda i: f"batch item {i}")
         if x.ndim != 4:
             raise InputError(f"expected a batch (N, C, H, W); got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise InputError(f"expected float32 values in [0, 1]; got dtype {x.dtype}")
-        x = x.float()
+        # The one crossing to the device (no copy of float32 on the CPU); the checks below run there.
+        x = x.to(self.device, torch.float32)
         n, c, h, w = x.shape
         want = self.cfg.model.channels
         if c != want:
@@ -151,14 +177,25 @@ class Detector:
 
         def fn(tiles: torch.Tensor, windows: list[Window]) -> torch.Tensor:
             b, c = tiles.shape[:2]
-            noise = window_noise(c, windows, cfg.recon.noise_seed, cfg.recon.noise_cell)
+            device = tiles.device
+            # Drawn on the CPU whatever the device, so every device reconstructs from the same noise.
+            noise = window_noise(c, windows, cfg.recon.noise_seed, cfg.recon.noise_cell).to(device)
             coords = None
             if cfg.model.coord_channels:
-                coords = torch.stack([coordinate_grid(y0, x0, h, w, *full) for y0, x0, h, w in windows])
-            labels = torch.full((b,), label, dtype=torch.long)
+                coords = torch.stack([coordinate_grid(y0, x0, h, w, *full, device=device) for y0, x0, h, w in windows])
+            labels = torch.full((b,), label, dtype=torch.long, device=device)
+            dtype = autocast_dtype(self.precision, cfg.recon.bf16)
             with torch.inference_mode():
                 recon = reconstruct(
-                    self.model, tiles, self.acp, cfg.recon, noise, steps=steps, coords=coords, class_labels=labels
+                    self.model,
+                    tiles,
+                    self.acp,
+                    cfg.recon,
+                    noise,
+                    steps=steps,
+                    coords=coords,
+                    class_labels=labels,
+                    autocast=dtype,
                 )
                 raws = torch.cat(
                     [
@@ -190,10 +227,12 @@ class Detector:
         self, x: torch.Tensor, product: str, stage: str = FINAL, steps: int | None = None, reconstruction: bool = False
     ) -> torch.Tensor:
         """(N, K, H, W) maps of a checked batch: K = 4 raw components (``raw``) or the anomaly map
-        and the structural map (``final``). Large images are tiled, small ones run whole.
+        and the structural map (``final``), on the detector's device. Large images are tiled, small
+        ones run whole.
 
         ``reconstruction``: the C channels of the reconstruction follow the K maps (tiles stitched
         with the maps' weights)."""
+        x = x.to(self.device)  # a no-op for predict's batch, which check_batch moved
         n, _, h, w = x.shape
         fn = self._window_fn(product, stage, (h, w), steps, reconstruction)
         tile = self.cfg.tile
@@ -203,7 +242,8 @@ class Detector:
                 for i in range(0, n, IMAGE_BATCH)
             ]
             return torch.cat(outs)
-        return torch.stack([run_tiled(x[i], fn, tile.size, tile.overlap, tile.batch) for i in range(n)])
+        stitched = [run_tiled(x[i], fn, tile.size, tile.overlap, tile.batch) for i in range(n)]
+        return stitched[0][None] if n == 1 else torch.stack(stitched)  # one frame: no copy of its maps
 
     # -- scores --------------------------------------------------------------------------------
     def predict(
@@ -223,7 +263,7 @@ class Detector:
         """
         product = self.resolve_product(product)
         x = self.check_batch(batch, product, names)
-        out = self.maps(x, product, FINAL, steps, reconstruction=return_reconstruction)
+        out = self.maps(x, product, FINAL, steps, reconstruction=return_reconstruction).cpu()
         amap, structural = out[:, :1], out[:, 1:2]
         scores = self.score_maps(amap, structural, product)
         recon = out[:, 2:].numpy() if return_reconstruction else None

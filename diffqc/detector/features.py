@@ -25,7 +25,7 @@ PATCH_STRIDE = 8
 
 def locally_aware_patches(x: torch.Tensor) -> torch.Tensor:
     """(N, 152, H/8, W/8) locally aware patch features of images (N, C, H, W) in [0, 1]."""
-    _, mid, deep = feature_extractor()(x)
+    _, mid, deep = feature_extractor(x.device)(x)
     mid = F.avg_pool2d(mid, 3, stride=1, padding=1, count_include_pad=False)
     deep = F.avg_pool2d(deep, 3, stride=1, padding=1, count_include_pad=False)
     deep = F.interpolate(deep, size=mid.shape[-2:], mode="bilinear", align_corners=False)
@@ -35,8 +35,8 @@ def locally_aware_patches(x: torch.Tensor) -> torch.Tensor:
 def perceptual_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W): the LPIPS-style distance of images ``x`` and ``y`` (N, C, H, W), per pixel."""
     size = (x.shape[-2], x.shape[-1])
-    stages = feature_extractor()(torch.cat([x, y]))
-    out = torch.zeros(x.shape[0], 1, *size)
+    stages = feature_extractor(x.device)(torch.cat([x, y]))
+    out = torch.zeros(x.shape[0], 1, *size, device=x.device)
     for f in stages:
         unit = f / (f.norm(dim=1, keepdim=True) + 1e-8)
         a, b = unit.chunk(2)

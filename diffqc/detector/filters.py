@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 
 @lru_cache(maxsize=32)
-def _kernel(sigma: float) -> torch.Tensor:
+def _kernel(sigma: float, device: torch.device) -> torch.Tensor:
     r = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    x = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
     k = torch.exp(-(x**2) / (2 * sigma**2))
     return k / k.sum()
 
@@ -25,7 +25,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     if sigma <= 0:
         return x
-    k = _kernel(float(sigma)).to(x.dtype)
+    k = _kernel(float(sigma), x.device).to(x.dtype)
     r = (k.numel() - 1) // 2
     c, h, w = x.shape[1:]
     mode = "reflect" if r < h and r < w else "replicate"
@@ -50,7 +50,7 @@ _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 
 def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal and vertical Sobel derivatives of every channel (replicate padding)."""
     c = x.shape[1]
-    kx = _SOBEL.to(x.dtype)
+    kx = _SOBEL.to(device=x.device, dtype=x.dtype)
     weight = torch.stack([kx, kx.T])[:, None].repeat(c, 1, 1, 1)  # (2c, 1, 3, 3): gx, gy per channel
     g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, groups=c)
     return g[:, 0::2], g[:, 1::2]

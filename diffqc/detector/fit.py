@@ -40,7 +40,7 @@ from diffqc.detector.detector import FINAL, RAW, Detector, ProductState, image_b
 from diffqc.detector.good_stats import PATCH, PIXEL, GoodStatistics
 from diffqc.detector.synthetic import synthetic_anomalies
 from diffqc.detector.threshold import fit_threshold
-from diffqc.detector.train import TrainResult, train_denoiser
+from diffqc.detector.train import TrainingStep, TrainResult, train_denoiser
 from diffqc.detector.unet import Denoiser
 
 
@@ -297,13 +297,15 @@ def train_detector(
     init: Denoiser | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_step: Callable[[TrainingStep], None] | None = None,
 ) -> Detector:
     """Train and calibrate a detector on the good images of one or more products.
 
     ``data``: a folder in the MVTec AD layout (product name: its ``dataset.json`` product, else the
     folder name) or {product: folder}. ``cfg`` is copied, then its open choices (``None`` / ``auto``)
     are resolved from the data; the detector's ``cfg`` holds the result. ``init``: fine-tune these
-    weights (their architecture is ``cfg.model``) instead of training from scratch.
+    weights (their architecture is ``cfg.model``) instead of training from scratch. ``on_step``: called after
+    every training step (a job's progress; an exception it raises ends training there).
     """
     cfg = copy.deepcopy(cfg) if cfg is not None else DetectorConfig()  # data-dependent choices are filled in
     if seed is not None:
@@ -332,7 +334,14 @@ def train_detector(
     if steps is None and minutes is None:
         minutes = 10.0
     result = train_denoiser(
-        cfg, sampler, holdout=held_out_sets(images, splits), init=init, steps=steps, minutes=minutes, progress=progress
+        cfg,
+        sampler,
+        holdout=held_out_sets(images, splits),
+        init=init,
+        steps=steps,
+        minutes=minutes,
+        progress=progress,
+        on_step=on_step,
     )
     log(
         f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.loss:.4f}, "

@@ -48,6 +48,9 @@ class GoodStatistics:
         self.kind = kind
         self.tensors = tensors
 
+    def to(self, device: torch.device) -> GoodStatistics:
+        return GoodStatistics(self.kind, {name: t.to(device) for name, t in self.tensors.items()})
+
     @classmethod
     def fit(cls, images: list[np.ndarray], kind: str, std_smooth: float = 2.0, seed: int = 0) -> GoodStatistics:
         if kind == PIXEL:

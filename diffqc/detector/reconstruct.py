@@ -14,6 +14,7 @@ the same noise, and per-pixel normalization statistics absorb the noise pattern'
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import lru_cache
 
 import numpy as np
@@ -25,11 +26,12 @@ from diffqc.detector.unet import Denoiser
 
 @lru_cache(maxsize=16)
 def _noise_cached(c: int, y0: int, x0: int, h: int, w: int, seed: int, cell: int) -> torch.Tensor:
-    out = torch.empty(c, h, w)
+    # On the CPU, with CPU generators, whatever device the detector computes on: the same noise everywhere.
+    out = torch.empty(c, h, w, device="cpu")
     for cy in range(y0 // cell, (y0 + h - 1) // cell + 1):
         for cx in range(x0 // cell, (x0 + w - 1) // cell + 1):
             g = torch.Generator().manual_seed((seed * 1_000_003 + cy) * 1_000_033 + cx & (2**62 - 1))
-            block = torch.randn(c, cell, cell, generator=g)
+            block = torch.randn(c, cell, cell, generator=g, device="cpu")
             ys, ye = max(cy * cell, y0), min((cy + 1) * cell, y0 + h)
             xs, xe = max(cx * cell, x0), min((cx + 1) * cell, x0 + w)
             out[:, ys - y0 : ye - y0, xs - x0 : xe - x0] = block[
@@ -39,7 +41,7 @@ def _noise_cached(c: int, y0: int, x0: int, h: int, w: int, seed: int, cell: int
 
 
 def noise_field(c: int, y0: int, x0: int, h: int, w: int, seed: int = 0, cell: int = 64) -> torch.Tensor:
-    """(c, h, w) standard normal noise of the window at (y0, x0); identical wherever windows overlap."""
+    """(c, h, w) standard normal noise of the window at (y0, x0), on the CPU; identical wherever windows overlap."""
     return _noise_cached(c, y0, x0, h, w, seed, cell)
 
 
@@ -53,7 +55,7 @@ def timesteps(t_star: int, k: int) -> list[tuple[int, int]]:
 
 
 def window_noise(c: int, windows: list[tuple[int, int, int, int]], seed: int = 0, cell: int = 64) -> torch.Tensor:
-    """(B, c, h, w) starting noise for a batch of windows (y0, x0, h, w) of the same shape."""
+    """(B, c, h, w) starting noise for a batch of windows (y0, x0, h, w) of the same shape, on the CPU."""
     return torch.stack([noise_field(c, y0, x0, h, w, seed, cell) for y0, x0, h, w in windows])
 
 
@@ -68,10 +70,13 @@ def reconstruct(
     steps: int | None = None,
     coords: torch.Tensor | None = None,
     class_labels: torch.Tensor | None = None,
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Reconstruct a batch ``x01`` (N, C, H, W in [0, 1]); returns the reconstruction in [0, 1].
 
-    ``noise`` (N, C, H, W) is the starting noise (see :func:`window_noise`).
+    ``noise`` (N, C, H, W) is the starting noise (see :func:`window_noise`), on ``x01``'s device.
+    ``autocast``: the dtype the denoiser runs under (``diffqc.detector.placement``); None = float32.
+    The arithmetic between the steps stays float32.
     """
     k = recon.steps if steps is None else steps
     if not 0 < recon.t_star < len(acp):
@@ -84,8 +89,8 @@ def reconstruct(
     for t, t_next in timesteps(recon.t_star, k):
         a_t = float(acp[t])
         a_next = 1.0 if t_next < 0 else float(acp[t_next])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recon.bf16):
-            eps = model(x_t, torch.full((n,), t, dtype=torch.long), coords, class_labels).float()
+        with torch.autocast(y.device.type, dtype=autocast) if autocast is not None else nullcontext():
+            eps = model(x_t, torch.full((n,), t, dtype=torch.long, device=y.device), coords, class_labels).float()
         if recon.guidance:
             y_t = a_t**0.5 * y + (1 - a_t) ** 0.5 * eps
             eps = eps - recon.guidance * (1 - a_t) ** 0.5 * (y_t - x_t)

@@ -19,6 +19,14 @@ from diffqc.detector.unet import Denoiser, alphas_cumprod, build_denoiser, coord
 from diffqc.progress import progress_bar
 
 
+class TrainingStep(NamedTuple):
+    """One optimizer step done, as an ``on_step`` callback sees it (a training job's progress)."""
+
+    step: int  # steps done so far
+    done: float  # share of the budget used, 0..1
+    loss: float
+
+
 class AdaStep(NamedTuple):
     """One adjustment of adaptive augmentation."""
 
@@ -60,9 +68,11 @@ def run_budget(
     minutes: float | None,
     progress: bool,
     desc: str,
+    on_step: Callable[[TrainingStep], None] | None = None,
 ) -> tuple[int, float, list[float]]:
     """Call ``step_fn(step, done)`` (``done``: share of the budget used, 0..1; returns the loss) until
-    ``steps`` or ``minutes`` runs out, whichever first, with a progress bar. Returns (steps, seconds, losses)."""
+    ``steps`` or ``minutes`` runs out, whichever first, with a progress bar, and ``on_step`` after each step
+    (an exception it raises ends training there). Returns (steps, seconds, losses)."""
     check_budget(steps, minutes)
     budget_s = minutes * 60 if minutes is not None else math.inf
     by_time = steps is None
@@ -79,6 +89,8 @@ def run_budget(
             losses.append(step_fn(step, done))
             step += 1
             now = time.monotonic()
+            if on_step is not None:
+                on_step(TrainingStep(step, max(step / steps if steps else 0.0, (now - start) / budget_s), losses[-1]))
             bar.advance(1 if steps is not None else round(now - start) - bar.completed)
             if now - last > 1.0:
                 bar.note(f"loss {np.mean(losses[-50:]):.4f}, step {step}")
@@ -172,12 +184,14 @@ def train_denoiser(
     steps: int | None = None,
     minutes: float | None = None,
     progress: bool = True,
+    on_step: Callable[[TrainingStep], None] | None = None,
 ) -> TrainResult:
     """Train until ``steps`` or ``minutes`` runs out (whichever first); returns the EMA model.
 
     ``holdout``: held-out good images per label; they are never trained on, only probed for the
     overfitting gap that steers adaptive augmentation (``cfg.train.ada``) and is reported at the end.
-    ``init``: start from these weights (fine-tuning) instead of a fresh network.
+    ``init``: start from these weights (fine-tuning) instead of a fresh network. ``on_step``: called after
+    every step (``run_budget``).
     """
     check_budget(steps, minutes)
     tc = cfg.train
@@ -216,5 +230,7 @@ def train_denoiser(
             history.append(AdaStep(step, sampler.p, gap))
         return loss.item()
 
-    n, seconds, losses = run_budget(step_fn, steps=steps, minutes=minutes, progress=progress, desc="train")
+    n, seconds, losses = run_budget(
+        step_fn, steps=steps, minutes=minutes, progress=progress, desc="train", on_step=on_step
+    )
     return TrainResult(ema, n, seconds, tail_loss(losses), losses, history, probe.gap(ema) if probe else None)

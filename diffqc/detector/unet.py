@@ -78,7 +78,7 @@ class Denoiser(nn.Module):
         if not cfg.class_embedding:
             class_labels = None
         elif class_labels is None:
-            class_labels = torch.zeros(n, dtype=torch.long)
+            class_labels = torch.zeros(n, dtype=torch.long, device=x_t.device)
         out = self.unet(inp, t, class_labels=class_labels).sample
         if cfg.patch_size > 1:
             out = F.pixel_shuffle(out, cfg.patch_size)
@@ -101,10 +101,12 @@ def clean_estimate(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, acp: t
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def coordinate_grid(y0: int, x0: int, h: int, w: int, full_h: int, full_w: int) -> torch.Tensor:
+def coordinate_grid(
+    y0: int, x0: int, h: int, w: int, full_h: int, full_w: int, *, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(2, h, w) absolute coordinates in [-1, 1] of a window at (y0, x0) in a full_h x full_w image."""
-    ys = (torch.arange(y0, y0 + h, dtype=torch.float32) + 0.5) / full_h * 2 - 1
-    xs = (torch.arange(x0, x0 + w, dtype=torch.float32) + 0.5) / full_w * 2 - 1
+    ys = (torch.arange(y0, y0 + h, dtype=torch.float32, device=device) + 0.5) / full_h * 2 - 1
+    xs = (torch.arange(x0, x0 + w, dtype=torch.float32, device=device) + 0.5) / full_w * 2 - 1
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
 
 

@@ -308,6 +308,8 @@ class DriftMonitor:
 
     def observe_verdict(self, verdict: InspectionVerdict) -> list[DriftEvent]:
         frame = verdict.frame
+        if verdict.verdict == Verdict.VERDICT_NOT_INSPECTED:  # no score: a 0 would read as a perfect part
+            return []
         if verdict.verdict not in (Verdict.VERDICT_PASS, Verdict.VERDICT_DEFECT):
             raise ValueError(f"inspection {verdict.inspection_id!r} has no verdict (VERDICT_UNSPECIFIED)")
         if not frame.HasField("capture_time"):

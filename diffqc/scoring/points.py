@@ -4,7 +4,9 @@ Scoring publishes every verdict on qc.inspections.v1 (the gRPC path and the stre
 group of its own turns each into one ``anomaly_score`` point (diffqc.scoring.sink). Kafka is the
 outbox: while InfluxDB is down or refuses the token, the points wait in the topic (the stage pauses and
 retries) and verdicts and alerts flow on. The point's tags and timestamp come from the frame, so a
-redelivered verdict writes the same point again.
+redelivered verdict writes the same point again. A part that was not inspected (NOT_INSPECTED) has
+no score and gets no point: a 0 would chart as a perfect part. Such parts are counted by scoring's
+``diffqc_dead_letters_total{outcome="not_inspected"}`` and listed by the gateway.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 from influxdb_client import Point
 
 from diffqc.core import clock
-from diffqc.scoring.sink import score_point
-from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, InspectionVerdict
+from diffqc.scoring.sink import ScoreSink, score_point
+from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_NOT_INSPECTED, InspectionVerdict
 
 
 def point_of(verdict: InspectionVerdict) -> Point:
@@ -42,3 +44,9 @@ def point_of(verdict: InspectionVerdict) -> Point:
         verdict.latency.ToNanoseconds() / 1e6,
         when,
     )
+
+
+def write_point(sink: ScoreSink, verdict: InspectionVerdict) -> None:
+    """Write the verdict's point; none for a part that was not inspected (module doc)."""
+    if verdict.verdict != VERDICT_NOT_INSPECTED:
+        sink.write(point_of(verdict))

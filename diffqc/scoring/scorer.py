@@ -6,7 +6,9 @@ harmlessly): heatmap PNG (content-addressed blob) -> frame row if missing + insp
 offset. The score point is written from the published verdict by its own consumer
 (diffqc.scoring.points), so a time-series outage never holds a verdict or an alert back. A frame that already has an
 inspection row is not scored again: the stored row is reported, so every message and point about
-a frame agrees with the database even if the threshold changed in between.
+a frame agrees with the database even if the threshold changed in between. The exception is a
+NOT_INSPECTED row (its frame was dead-lettered, diffqc.scoring.not_inspected): a replayed frame
+that is scored replaces it in the transaction that records its verdict, so the frame still has one.
 
 Versions under trial that scored the frame beside the judging one (shadow versions, or production
 beside a canary) are thresholded the same way, each with its own row, and recorded in pairs in the
@@ -39,6 +41,7 @@ from diffqc.store import db, trials
 from diffqc.store.blobs import BlobNotFound, BlobStore, get_array
 from diffqc.store.inspections import (
     active_model_version,
+    discard_not_inspected,
     ensure_frame,
     get_inspection,
     model_version,
@@ -48,13 +51,20 @@ from diffqc.store.models import Inspection, ModelVersion, Verdict
 from diffqc.store.products import find_product_type
 from diffqc.v1.common_pb2 import BlobRef, BoundingBox, ModelRef
 from diffqc.v1.inference_pb2 import InferenceResult
-from diffqc.v1.scoring_pb2 import VERDICT_DEFECT, VERDICT_PASS, DefectRegion, InspectionVerdict
+from diffqc.v1.scoring_pb2 import (
+    VERDICT_DEFECT,
+    VERDICT_NOT_INSPECTED,
+    VERDICT_PASS,
+    DefectRegion,
+    InspectionVerdict,
+)
 
 log = logging.getLogger(__name__)
 
 # uuid5 namespace of inspection ids: the same frame and model version always give the same id.
 INSPECTION_NAMESPACE = uuid.UUID("4f0c6a8e-5d1b-5c4e-9a57-7d2f3c1b9e60")
 PNG = "image/png"
+VERDICTS = {Verdict.PASS: VERDICT_PASS, Verdict.DEFECT: VERDICT_DEFECT, Verdict.NOT_INSPECTED: VERDICT_NOT_INSPECTED}
 
 
 class ScoringError(ValueError):
@@ -260,6 +270,10 @@ class Scorer:
         heatmap = None
         with db.session(self.engine) as session:
             row = get_inspection(session, frame.frame_id)
+            replacing = False
+            if row is not None and Verdict(row.verdict) is Verdict.NOT_INSPECTED:
+                log.info("frame %s was not inspected (%s); scoring it now", frame.frame_id, row.not_inspected_reason)
+                row, replacing = None, True
             if row is None:
                 product = find_product_type(session, frame.product_type)
                 if product is None:
@@ -270,6 +284,8 @@ class Scorer:
         if row is None:
             values, heatmap = self.decide(result, nominal, model)
             with db.session(self.engine, write=True) as session:
+                if replacing:
+                    discard_not_inspected(session, frame.frame_id)
                 ensure_frame(session, frame)
                 row, created = record_inspection(session, **values)
                 if created:
@@ -290,7 +306,7 @@ def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef |
     return InspectionVerdict(
         inspection_id=row.id,
         frame=result.frame,
-        verdict=VERDICT_DEFECT if Verdict(row.verdict) is Verdict.DEFECT else VERDICT_PASS,
+        verdict=VERDICTS[Verdict(row.verdict)],
         score=row.score,
         threshold=row.threshold,
         component_scores=dict(row.component_scores),
@@ -306,4 +322,5 @@ def verdict_message(row: Inspection, result: InferenceResult, heatmap: BlobRef |
         model=ModelRef(name=result.model.name, version=row.model_version),
         latency=clock.duration_from_ms(row.latency_ms),
         decided_at=clock.to_timestamp(row.inspected_at),
+        not_inspected_reason=row.not_inspected_reason or "",
     )

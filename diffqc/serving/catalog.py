@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from diffqc.core.errors import ArtifactError, ProductError
+from diffqc.core.precision import Precision
 from diffqc.detector.detector import DEFAULT_PRODUCT, Detector
 
 
@@ -29,11 +30,14 @@ class ProductCatalog:
                 self.by_product[product] = detector
 
     @classmethod
-    def load(cls, version_dir: Path) -> ProductCatalog:
+    def load(
+        cls, version_dir: Path, device: str = "cpu", precision: Precision | str = Precision.fp32
+    ) -> ProductCatalog:
+        """Every artifact of ``version_dir``, computing on ``device`` (``Detector.to``)."""
         artifacts = sorted(p for p in (Path(version_dir) / "artifacts").glob("*") if p.is_dir())
         if not artifacts:
             raise ArtifactError(f"{version_dir}/artifacts holds no detector artifact (diffqc export stages one)")
-        return cls([Detector.load(path) for path in artifacts])
+        return cls([Detector.load(path).to(device, precision) for path in artifacts])
 
     @property
     def products(self) -> list[str]:

@@ -5,10 +5,13 @@ product's spec, inference asks Triton for the product's production version and s
 with that version's row. So a version that Triton serves is registered here: every product type its
 artifacts serve, with its spec, and this version with the artifact's threshold and its lineage, in
 production for a product's first model, else a candidate (diffqc.store.model_registry moves it on).
+A product registered before keeps what the artifact does not say: its nominal process ranges and the
+rest of its preprocessing spec (tiling, alignment).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -19,7 +22,7 @@ from diffqc.store import audit, db
 from diffqc.store.inspections import model_version, register_model_version
 from diffqc.store.migrate import upgrade
 from diffqc.store.model_registry import production_version
-from diffqc.store.products import register_product
+from diffqc.store.products import find_product_type, register_product
 
 DEFAULT_IMAGE_SIZE = 256  # the normalized size of products whose model is not tied to one size
 
@@ -55,11 +58,13 @@ def lineage(artifact: Path, product: str, parent: str | None, actor: str) -> dic
     }
 
 
-def register_version(version_dir: Path, engine: Engine, actor: str = "diffqc") -> dict[str, tuple[int, int]]:
-    """Register every product served by the artifacts of ``version_dir`` (a Triton model version), with its
-    lineage; returns the normalized (height, width) per product. The version goes to production for a product
-    that has no production version yet (its first model), else it is a candidate until ``diffqc model promote``.
-    A database that does not answer raises ``DependencyUnavailable``."""
+def register_version(
+    version_dir: Path, engine: Engine, actor: str = "diffqc", products: Collection[str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Register every product served by the artifacts of ``version_dir`` (a Triton model version), or only
+    ``products`` of them, with its lineage; returns the normalized (height, width) per product registered. The
+    version goes to production for a product that has no production version yet (its first model), else it is
+    a candidate until ``diffqc model promote``. A database that does not answer raises ``DependencyUnavailable``."""
     version_dir = Path(version_dir)
     sizes = {}
     with db.database_unavailable():
@@ -67,8 +72,14 @@ def register_version(version_dir: Path, engine: Engine, actor: str = "diffqc") -
     with db.session(engine, write=True) as session:
         for artifact in sorted(p for p in (version_dir / "artifacts").iterdir() if p.is_dir()):
             for product, spec in product_specs(artifact).items():
+                if products is not None and product not in products:
+                    continue
                 sizes[product] = (spec["height"], spec["width"])
-                register_product(session, product, spec)
+                known = find_product_type(session, product)
+                if known is None:
+                    register_product(session, product, spec)
+                else:
+                    register_product(session, product, {**known.preprocessing, **spec}, known.nominal_ranges)
                 if model_version(session, product, version_dir.name) is not None:  # registered before: stage kept
                     register_model_version(
                         session,

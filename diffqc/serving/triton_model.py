@@ -8,19 +8,26 @@ Contract (documented in model-repository/diffqc_detector/README.md):
 The dynamic batcher hands ``execute`` several requests at once; requests with the same product
 and image size run as one batch through the detector. A request that fails (unknown product,
 wrong channel count, too small ...) gets its own error response; the others are still answered.
+
+The instance computes where Triton placed it (``diffqc.serving.device``: KIND_CPU on the CPU,
+KIND_GPU on ``cuda:<device id>``, the config's ``precision``); images and maps cross the backend's
+border by DLPack (``diffqc.serving.dlpack``), and a batch crosses to the GPU once.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from diffqc.core.errors import DetectorError
 from diffqc.serving.catalog import ProductCatalog
+from diffqc.serving.device import place_instance
+from diffqc.serving.dlpack import input_tensor, output_tensor
+from diffqc.serving.model_config import string_parameters
 
 
 def _decode_products(raw: np.ndarray) -> list[str]:
@@ -32,23 +39,28 @@ class TritonPythonModel:
     catalog: ProductCatalog | None  # set by initialize, dropped by finalize
 
     def initialize(self, args: dict) -> None:
-        import torch
+        import triton_python_backend_utils as pb_utils
 
+        parameters = string_parameters(json.loads(args["model_config"]))
         # One Triton instance per CPU core would oversubscribe: let torch use the instance's share.
-        threads = int(
-            json.loads(args["model_config"]).get("parameters", {}).get("torch_threads", {}).get("string_value", "0")
-            or 0
-        )
+        threads = int(parameters.get("torch_threads", "0") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
+        # Raises with what to fix (the load fails) for a GPU instance without CUDA, unless the config allows the CPU.
+        placement = place_instance(
+            args.get("model_instance_kind", "CPU"),
+            args.get("model_instance_device_id", "0"),
+            parameters,
+            torch.cuda.is_available(),
+        )
+        if placement.warning:
+            pb_utils.Logger.log_warn(placement.warning)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.catalog = ProductCatalog.load(version_dir)
-        if args.get("model_instance_kind") == "GPU":
-            # Said loudly rather than discovered in the throughput: the detector computes in torch on the CPU.
-            logging.getLogger(__name__).warning(
-                "diffqc_detector instance on GPU %s: the detector does not run on CUDA yet, it computes on the CPU",
-                args.get("model_instance_device_id"),
-            )
+        self.catalog = ProductCatalog.load(version_dir, placement.device, placement.precision)
+        pb_utils.Logger.log_info(
+            f"diffqc_detector version {args['model_version']} instance computes on {placement.device} "
+            f"(precision {placement.precision})"
+        )
 
     def _loaded_catalog(self) -> ProductCatalog:
         if self.catalog is None:
@@ -60,15 +72,15 @@ class TritonPythonModel:
 
         catalog = self._loaded_catalog()
         responses: list = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
+        groups: dict[tuple, list[tuple[int, torch.Tensor]]] = defaultdict(list)
         for index, request in enumerate(requests):
             try:
-                images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
+                images = input_tensor(pb_utils.get_input_tensor_by_name(request, "IMAGE"))
                 products = set(_decode_products(pb_utils.get_input_tensor_by_name(request, "PRODUCT").as_numpy()))
                 if len(products) != 1:
                     raise DetectorError(f"one request must carry one product type; got {sorted(products)}")
                 detector, product = catalog.resolve(products.pop())
-                groups[(id(detector), product, images.shape[1:])].append((index, images))
+                groups[(id(detector), product, tuple(images.shape[1:]))].append((index, images))
             except DetectorError as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
 
@@ -84,17 +96,19 @@ class TritonPythonModel:
                         responses[member[0]] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
         return responses
 
-    def _answer(self, pb_utils, responses: list, product: str, members: list[tuple[int, np.ndarray]]) -> None:
+    def _answer(self, pb_utils, responses: list, product: str, members: list[tuple[int, torch.Tensor]]) -> None:
         detector = self._loaded_catalog().resolve(product).detector
-        result = detector.predict(np.concatenate([m[1] for m in members]), product)
+        # One request's images go as they are (a view of Triton's buffer, valid during execute).
+        batch = members[0][1] if len(members) == 1 else torch.cat([m[1] for m in members])
+        result = detector.predict(batch, product)
         start = 0
         for index, images in members:
             stop = start + len(images)
             responses[index] = pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor("ANOMALY_MAP", result.anomaly_map[start:stop]),
-                    pb_utils.Tensor("SCORES", result.components[start:stop]),
-                    pb_utils.Tensor("SCORE", result.score[start:stop].reshape(-1, 1)),
+                    output_tensor(pb_utils.Tensor, "ANOMALY_MAP", result.anomaly_map[start:stop]),
+                    output_tensor(pb_utils.Tensor, "SCORES", result.components[start:stop]),
+                    output_tensor(pb_utils.Tensor, "SCORE", result.score[start:stop].reshape(-1, 1)),
                 ]
             )
             start = stop

@@ -167,7 +167,17 @@ class SpcChart:
         self.signals: deque[SpcSignal] = deque(maxlen=self.settings.history_size)
         self.lots: OrderedDict[str, LotCount] = OrderedDict()
         self._current_lot: str | None = None
+        self.last_ids: list[str] = []  # inspection ids of the points captured at the newest point's time
         self._start_phase()
+
+    def follows(self, row: Observation) -> bool:
+        """Whether ``row`` comes after every point of the chart in capture order: captured later than the
+        newest point, or at the same time and not one of the points already charted then."""
+        if self.last_point is None or row.time > self.last_point.time:
+            return True
+        return row.time == self.last_point.time and (
+            row.inspection_id is None or row.inspection_id not in self.last_ids
+        )
 
     def rebase(self, rebase: Rebase) -> None:
         """Put ``rebase`` in force from the first later point of its model version it applies to."""
@@ -191,6 +201,7 @@ class SpcChart:
         """Add observations in time order; return the signals they raise. All rows are checked first."""
         rows = [_checked(o) for o in observations]
         signals: list[SpcSignal] = []
+        lot_signals: list[tuple[int, SpcSignal]] = []  # (the row that closed the lot, its signal)
         monitored: list[tuple[int, Observation, set[str]]] = []
         for row in rows:
             index = self.sample_count
@@ -207,7 +218,7 @@ class SpcChart:
                 self._start_phase(rebase.limits)
                 self.rebased_at = index
             self.sample_count += 1
-            signals += self._count_lot(index, row)
+            lot_signals += [(index, signal) for signal in self._count_lot(index, row)]
             if self.limits is not None:
                 point, fired = self._memory_charts(index, row)
                 monitored.append((index, row, fired))
@@ -216,10 +227,17 @@ class SpcChart:
                 if not row.verdict:
                     self._add_to_baseline(row.score)
             self.points.append(point)
+            if self.last_point is None or row.time != self.last_point.time:
+                self.last_ids = []
+            if row.inspection_id is not None:
+                self.last_ids.append(row.inspection_id)
             self.previous_score = self.last_point.score if self.last_point else None
             self.last_point = point
         signals += self._judge(monitored)
-        signals.sort(key=lambda s: (s.sample_index, s.rule))
+        # In the order rows one at a time raise them, so that a batch leaves the same chart: by the row that
+        # raised each (a lot's signal comes with the first row of the next lot), then point and rule.
+        raised = [(signal.sample_index, signal) for signal in signals] + lot_signals
+        signals = [signal for _, signal in sorted(raised, key=lambda r: (r[0], r[1].sample_index, r[1].rule))]
         self.signals.extend(signals)
         return signals
 
@@ -387,6 +405,24 @@ class SpcChart:
         return message
 
 
+def verdict_observation(verdict: InspectionVerdict) -> Observation:
+    """The chart row of a PASS or DEFECT verdict of qc.inspections.v1, at its frame's capture time; a verdict
+    without a verdict or a capture time cannot be placed (ValueError)."""
+    frame = verdict.frame
+    if verdict.verdict not in (Verdict.VERDICT_PASS, Verdict.VERDICT_DEFECT):
+        raise ValueError(f"inspection {verdict.inspection_id!r} has no verdict (VERDICT_UNSPECIFIED)")
+    if not frame.HasField("capture_time"):
+        raise ValueError(f"inspection {verdict.inspection_id!r}: its frame has no capture_time")
+    return Observation(
+        clock.to_datetime(frame.capture_time),
+        verdict.score,
+        verdict.verdict == Verdict.VERDICT_DEFECT,
+        frame.lot or frame.work_order or None,
+        verdict.inspection_id,
+        verdict.model.version or None,
+    )
+
+
 def chart_from_history(
     line_id: str,
     product_type: str,
@@ -420,21 +456,12 @@ class SpcMonitor:
         return self.chart(line_id, product_type).extend([observation])
 
     def observe_verdict(self, verdict: InspectionVerdict) -> list[SpcSignal]:
-        """Chart one verdict of qc.inspections.v1 at its frame's capture time."""
+        """Chart one verdict of qc.inspections.v1 at its frame's capture time; a part that was not inspected
+        has no score and is left off the chart."""
         frame = verdict.frame
-        if verdict.verdict not in (Verdict.VERDICT_PASS, Verdict.VERDICT_DEFECT):
-            raise ValueError(f"inspection {verdict.inspection_id!r} has no verdict (VERDICT_UNSPECIFIED)")
-        if not frame.HasField("capture_time"):
-            raise ValueError(f"inspection {verdict.inspection_id!r}: its frame has no capture_time")
-        row = Observation(
-            clock.to_datetime(frame.capture_time),
-            verdict.score,
-            verdict.verdict == Verdict.VERDICT_DEFECT,
-            frame.lot or frame.work_order or None,
-            verdict.inspection_id,
-            verdict.model.version or None,
-        )
-        return self.observe(frame.line_id, frame.product_type, row)
+        if verdict.verdict == Verdict.VERDICT_NOT_INSPECTED:  # no score: a 0 would read as a perfect part
+            return []
+        return self.observe(frame.line_id, frame.product_type, verdict_observation(verdict))
 
     def rebuild(self, line_id: str, product_type: str, history: Iterable, rebases: Iterable[Rebase] = ()) -> SpcChart:
         """Replace a chart by the one its stored history gives (after a restart); its signals are not returned."""

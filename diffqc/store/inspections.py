@@ -2,7 +2,9 @@
 
 Writes keyed by the frame id are ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL and SQLite), so
 a redelivered message, or two replicas racing on the same frame after a rebalance, leave exactly
-one row; the caller reads back the row that won and reports that one.
+one row; the caller reads back the row that won and reports that one. The one row a later write
+replaces is a NOT_INSPECTED one (``discard_not_inspected``): a replayed frame that is then inspected
+gets its real verdict.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from diffqc.core import clock
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.frames import insert_frame_row
 from diffqc.store.model_registry import Stage, make_production
-from diffqc.store.models import Frame, Inspection, ModelVersion, Verdict
+from diffqc.store.models import Alert, Frame, Inspection, ModelVersion, Verdict
 from diffqc.v1 import frame_pb2
 
 # -- products and model versions ----------------------------------------------------------------
@@ -112,6 +114,7 @@ def record_inspection(
     heatmap_uri: str | None = None,
     regions: list[dict] | None = None,
     inspected_at: datetime | None = None,
+    not_inspected_reason: str | None = None,
 ) -> tuple[Inspection, bool]:
     """Write the inspection of ``frame_id`` unless one exists; return (the stored row, whether this call wrote it).
 
@@ -133,6 +136,7 @@ def record_inspection(
             regions=list(regions or []),
             latency_ms=float(latency_ms),
             inspected_at=inspected_at or clock.now(),
+            not_inspected_reason=not_inspected_reason,
         )
         .on_conflict_do_nothing()
         .returning(Inspection.__table__.c.id)
@@ -144,31 +148,61 @@ def record_inspection(
     return row, created
 
 
-def _history(session: Session, columns: tuple, line_id: str | None, product_type: str | None) -> Iterator[tuple]:
-    """(line, product, capture time, score, verdict value, *columns) of the stored verdicts in capture order."""
+def discard_not_inspected(session: Session, frame_id: str) -> str | None:
+    """Delete the frame's NOT_INSPECTED inspection, so that its real one can take its place in the same
+    transaction; the id of the row deleted, or None when the frame has none.
+
+    The alert that told the MES about it stays in the outbox (delivered or not), detached from the row:
+    its payload still names the inspection. The caller commits.
+    """
+    not_inspected = (Inspection.frame_id == frame_id, Inspection.verdict == Verdict.NOT_INSPECTED)
+    row_id = session.scalar(select(Inspection.id).where(*not_inspected))
+    if row_id is None:
+        return None
+    session.execute(update(Alert).where(Alert.inspection_id == row_id).values(inspection_id=None))
+    session.execute(delete(Inspection).where(Inspection.id == row_id, *not_inspected))
+    return row_id
+
+
+def _history(
+    session: Session,
+    columns: tuple,
+    line_id: str | None,
+    product_type: str | None,
+    since: datetime | None = None,
+) -> Iterator[tuple]:
+    """(line, product, capture time, score, verdict value, *columns) of the stored verdicts in capture order
+    (captured at ``since`` or later, when given); parts that were not inspected have no score and are left
+    out."""
     query = (
         select(Frame.line_id, Frame.product_type, Frame.captured_at, Inspection.score, Inspection.verdict, *columns)
         .join(Frame, Frame.id == Inspection.frame_id)
+        .where(Inspection.verdict != Verdict.NOT_INSPECTED)
         .order_by(Frame.captured_at, Frame.id)
     )
     if line_id:
         query = query.where(Frame.line_id == line_id)
     if product_type:
         query = query.where(Frame.product_type == product_type)
+    if since is not None:
+        query = query.where(Frame.captured_at >= since)
     for line, product, captured, score, verdict, *rest in session.execute(query):
         yield line, product, captured, score, Verdict(verdict).value, *rest
 
 
 def score_history(
-    session: Session, line_id: str | None = None, product_type: str | None = None
+    session: Session,
+    line_id: str | None = None,
+    product_type: str | None = None,
+    since: datetime | None = None,
 ) -> dict[tuple[str, str], list[tuple]]:
     """Stored verdicts as control charts read them: (line, product) -> rows (capture time, score, verdict,
-    lot, inspection id, model version) in capture order. The lot a part counts in is its lot, else its
-    work order."""
+    lot, inspection id, model version) in capture order, captured at ``since`` or later when it is given.
+    The lot a part counts in is its lot, else its work order."""
     columns = (Frame.lot, Frame.work_order, Inspection.id, Inspection.model_version)
     history: dict[tuple[str, str], list[tuple]] = {}
     for line, product, captured, score, verdict, lot, work_order, inspection, version in _history(
-        session, columns, line_id, product_type
+        session, columns, line_id, product_type, since
     ):
         history.setdefault((line, product), []).append(
             (captured, score, verdict, lot or work_order or None, inspection, version)

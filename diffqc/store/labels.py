@@ -2,7 +2,8 @@
 
 A defect verdict is labelled ``confirmed_defect`` or ``false_alarm``, a pass ``confirmed_good`` or
 ``missed_defect`` (a part that passed and was later found bad); any other pairing is refused naming
-why. The part is defective for ``confirmed_defect`` and ``missed_defect``, good for the other two.
+why, and so is any label of a part that was not inspected (NOT_INSPECTED: there is no verdict to
+judge). The part is defective for ``confirmed_defect`` and ``missed_defect``, good for the other two.
 A defect label names its ``defect_class``, which becomes a folder name on export, so it must be
 ``[a-z0-9_]{1,40}`` (and not ``good``). Each inspection has one current label: relabelling replaces
 it, and every change is audited in the caller's transaction with the label it replaced, so the
@@ -77,6 +78,12 @@ def check_label(
     """The label's kind, defect class and note as stored; InvalidLabel naming the first problem."""
     kind = _kind(kind)
     verdict = Verdict(inspection.verdict)
+    if verdict not in KINDS_OF_VERDICT:
+        raise InvalidLabel(
+            f"inspection {inspection.id!r} was not inspected ({inspection.not_inspected_reason or 'dead-lettered'}): "
+            "there is no verdict to label; check the part by hand, and once the cause is fixed replay its dead "
+            "letter (diffqc dlq replay) so that it is inspected"
+        )
     if kind not in KINDS_OF_VERDICT[verdict]:
         allowed = " or ".join(k.value for k in KINDS_OF_VERDICT[verdict])
         if verdict is Verdict.PASS:

@@ -15,9 +15,11 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_KIND_UNSPECIFIED: _ClassVar[AlertKind]
     ALERT_KIND_DEFECT: _ClassVar[AlertKind]
     ALERT_KIND_SPC: _ClassVar[AlertKind]
+    ALERT_KIND_NOT_INSPECTED: _ClassVar[AlertKind]
 ALERT_KIND_UNSPECIFIED: AlertKind
 ALERT_KIND_DEFECT: AlertKind
 ALERT_KIND_SPC: AlertKind
+ALERT_KIND_NOT_INSPECTED: AlertKind
 
 class SpcViolation(_message.Message):
     __slots__ = ("rule", "detail", "detected_at", "sample_index")

@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64iffqc/v1/scoring.proto\x12\tdiffqc.v1\x1a\x16\x64iffqc/v1/common.proto\x1a\x15\x64iffqc/v1/frame.proto\x1a\x19\x64iffqc/v1/inference.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x0c\x44\x65\x66\x65\x63tRegion\x12$\n\x04\x62\x62ox\x18\x01 \x01(\x0b\x32\x16.diffqc.v1.BoundingBox\x12\x0f\n\x07\x61rea_px\x18\x02 \x01(\r\x12\x12\n\npeak_score\x18\x03 \x01(\x01\"\xe6\x03\n\x11InspectionVerdict\x12\x15\n\rinspection_id\x18\x01 \x01(\t\x12\x1f\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.diffqc.v1.Frame\x12#\n\x07verdict\x18\x03 \x01(\x0e\x32\x12.diffqc.v1.Verdict\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12K\n\x10\x63omponent_scores\x18\x06 \x03(\x0b\x32\x31.diffqc.v1.InspectionVerdict.ComponentScoresEntry\x12(\n\x07regions\x18\x07 \x03(\x0b\x32\x17.diffqc.v1.DefectRegion\x12#\n\x07heatmap\x18\x08 \x01(\x0b\x32\x12.diffqc.v1.BlobRef\x12\"\n\x05model\x18\t \x01(\x0b\x32\x13.diffqc.v1.ModelRef\x12*\n\x07latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ndecided_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x36\n\x14\x43omponentScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\":\n\x0cScoreRequest\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.diffqc.v1.InferenceResult\">\n\rScoreResponse\x12-\n\x07verdict\x18\x01 \x01(\x0b\x32\x1c.diffqc.v1.InspectionVerdict*H\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x12\n\x0eVERDICT_DEFECT\x10\x02\x32L\n\x0eScoringService\x12:\n\x05Score\x12\x17.diffqc.v1.ScoreRequest\x1a\x18.diffqc.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64iffqc/v1/scoring.proto\x12\tdiffqc.v1\x1a\x16\x64iffqc/v1/common.proto\x1a\x15\x64iffqc/v1/frame.proto\x1a\x19\x64iffqc/v1/inference.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x0c\x44\x65\x66\x65\x63tRegion\x12$\n\x04\x62\x62ox\x18\x01 \x01(\x0b\x32\x16.diffqc.v1.BoundingBox\x12\x0f\n\x07\x61rea_px\x18\x02 \x01(\r\x12\x12\n\npeak_score\x18\x03 \x01(\x01\"\x84\x04\n\x11InspectionVerdict\x12\x15\n\rinspection_id\x18\x01 \x01(\t\x12\x1f\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.diffqc.v1.Frame\x12#\n\x07verdict\x18\x03 \x01(\x0e\x32\x12.diffqc.v1.Verdict\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12K\n\x10\x63omponent_scores\x18\x06 \x03(\x0b\x32\x31.diffqc.v1.InspectionVerdict.ComponentScoresEntry\x12(\n\x07regions\x18\x07 \x03(\x0b\x32\x17.diffqc.v1.DefectRegion\x12#\n\x07heatmap\x18\x08 \x01(\x0b\x32\x12.diffqc.v1.BlobRef\x12\"\n\x05model\x18\t \x01(\x0b\x32\x13.diffqc.v1.ModelRef\x12*\n\x07latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ndecided_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14not_inspected_reason\x18\x0c \x01(\t\x1a\x36\n\x14\x43omponentScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\":\n\x0cScoreRequest\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.diffqc.v1.InferenceResult\">\n\rScoreResponse\x12-\n\x07verdict\x18\x01 \x01(\x0b\x32\x1c.diffqc.v1.InspectionVerdict*c\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x12\n\x0eVERDICT_DEFECT\x10\x02\x12\x19\n\x15VERDICT_NOT_INSPECTED\x10\x03\x32L\n\x0eScoringService\x12:\n\x05Score\x12\x17.diffqc.v1.ScoreRequest\x1a\x18.diffqc.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INSPECTIONVERDICT_COMPONENTSCORESENTRY']._loaded_options = None
   _globals['_INSPECTIONVERDICT_COMPONENTSCORESENTRY']._serialized_options = b'8\001'
-  _globals['_VERDICT']._serialized_start=881
-  _globals['_VERDICT']._serialized_end=953
+  _globals['_VERDICT']._serialized_start=911
+  _globals['_VERDICT']._serialized_end=1010
   _globals['_DEFECTREGION']._serialized_start=177
   _globals['_DEFECTREGION']._serialized_end=266
   _globals['_INSPECTIONVERDICT']._serialized_start=269
-  _globals['_INSPECTIONVERDICT']._serialized_end=755
-  _globals['_INSPECTIONVERDICT_COMPONENTSCORESENTRY']._serialized_start=701
-  _globals['_INSPECTIONVERDICT_COMPONENTSCORESENTRY']._serialized_end=755
-  _globals['_SCOREREQUEST']._serialized_start=757
-  _globals['_SCOREREQUEST']._serialized_end=815
-  _globals['_SCORERESPONSE']._serialized_start=817
-  _globals['_SCORERESPONSE']._serialized_end=879
-  _globals['_SCORINGSERVICE']._serialized_start=955
-  _globals['_SCORINGSERVICE']._serialized_end=1031
+  _globals['_INSPECTIONVERDICT']._serialized_end=785
+  _globals['_INSPECTIONVERDICT_COMPONENTSCORESENTRY']._serialized_start=731
+  _globals['_INSPECTIONVERDICT_COMPONENTSCORESENTRY']._serialized_end=785
+  _globals['_SCOREREQUEST']._serialized_start=787
+  _globals['_SCOREREQUEST']._serialized_end=845
+  _globals['_SCORERESPONSE']._serialized_start=847
+  _globals['_SCORERESPONSE']._serialized_end=909
+  _globals['_SCORINGSERVICE']._serialized_start=1012
+  _globals['_SCORINGSERVICE']._serialized_end=1088
 # @@protoc_insertion_point(module_scope)

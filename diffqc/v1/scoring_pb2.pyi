@@ -19,9 +19,11 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_UNSPECIFIED: _ClassVar[Verdict]
     VERDICT_PASS: _ClassVar[Verdict]
     VERDICT_DEFECT: _ClassVar[Verdict]
+    VERDICT_NOT_INSPECTED: _ClassVar[Verdict]
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_PASS: Verdict
 VERDICT_DEFECT: Verdict
+VERDICT_NOT_INSPECTED: Verdict
 
 class DefectRegion(_message.Message):
     __slots__ = ("bbox", "area_px", "peak_score")
@@ -34,7 +36,7 @@ class DefectRegion(_message.Message):
     def __init__(self, bbox: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., area_px: _Optional[int] = ..., peak_score: _Optional[float] = ...) -> None: ...
 
 class InspectionVerdict(_message.Message):
-    __slots__ = ("inspection_id", "frame", "verdict", "score", "threshold", "component_scores", "regions", "heatmap", "model", "latency", "decided_at")
+    __slots__ = ("inspection_id", "frame", "verdict", "score", "threshold", "component_scores", "regions", "heatmap", "model", "latency", "decided_at", "not_inspected_reason")
     class ComponentScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +55,7 @@ class InspectionVerdict(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    NOT_INSPECTED_REASON_FIELD_NUMBER: _ClassVar[int]
     inspection_id: str
     frame: _frame_pb2.Frame
     verdict: Verdict
@@ -64,7 +67,8 @@ class InspectionVerdict(_message.Message):
     model: _common_pb2.ModelRef
     latency: _duration_pb2.Duration
     decided_at: _timestamp_pb2.Timestamp
-    def __init__(self, inspection_id: _Optional[str] = ..., frame: _Optional[_Union[_frame_pb2.Frame, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., component_scores: _Optional[_Mapping[str, float]] = ..., regions: _Optional[_Iterable[_Union[DefectRegion, _Mapping]]] = ..., heatmap: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    not_inspected_reason: str
+    def __init__(self, inspection_id: _Optional[str] = ..., frame: _Optional[_Union[_frame_pb2.Frame, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., component_scores: _Optional[_Mapping[str, float]] = ..., regions: _Optional[_Iterable[_Union[DefectRegion, _Mapping]]] = ..., heatmap: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_inspected_reason: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("result",)

@@ -2,8 +2,9 @@
 
 Start-up, each step bounded by ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``: check the MES webhook URL is
 set, wait for the broker, the database (migrations applied) and the schema registry (the
-quality.spc and quality.drift schemas are registered there, BACKWARD); rebuild the SPC charts from
-the stored verdicts and re-bases (later re-bases are polled while it runs), and the drift trackers.
+quality.spc and quality.drift schemas are registered there, BACKWARD); rebuild the drift trackers
+from the stored verdicts. The SPC charts are not rebuilt: each is continued from its stored state
+when the bridge meets its first verdict (``services.bridge.spc``); re-bases are polled while it runs.
 A missing or malformed setting exits 2 with a message naming the variable; a dependency that stays
 down, or a refused schema, exits 1.
 """
@@ -25,19 +26,12 @@ from diffqc.scoring.sink import make_sink
 from diffqc.settings import Settings
 from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.store import db, spc_rebases
-from diffqc.store.inspections import drift_history, score_history
+from diffqc.store.inspections import drift_history
 from diffqc.store.poison import PoisonFence
 from diffqc.v1 import bridge_pb2_grpc
 from services.bridge.drift import DriftFeed, DriftPublisher, drift_stage
-from services.bridge.service import (
-    SERVICE_NAME,
-    BridgeServicer,
-    RebaseWatcher,
-    SignalPublisher,
-    SpcFeed,
-    alert_worker,
-    spc_stage,
-)
+from services.bridge.service import SERVICE_NAME, BridgeServicer, alert_worker
+from services.bridge.spc import RebaseWatcher, SignalPublisher, SpcFeed, spc_stage
 
 NAME = "bridge"
 
@@ -63,9 +57,8 @@ def start(settings: Settings) -> int:
         return 1
     # InfluxDB is not awaited (like scoring): a signal that cannot be written holds its verdict until it is back.
     sink = make_sink(settings)
-    spc = SpcFeed(SpcMonitor(settings.spc))
-    with db.session(engine) as session:  # the charts carry on where they were
-        spc.rebuild(score_history(session), spc_rebases.rebases_of(session))
+    spc = SpcFeed(SpcMonitor(settings.spc), engine)
+    with db.session(engine) as session:  # a chart loaded later reads the re-bases stored until then itself
         seen = max((row.id for row in spc_rebases.rebases_since(session, 0)), default=0)
     drift = DriftFeed(DriftMonitor(settings.drift))
     with db.session(engine) as session:  # the references, and any drift under way, carry on too

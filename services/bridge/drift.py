@@ -2,7 +2,7 @@
 (``diffqc.drift``); each drift event is written to InfluxDB (measurement ``drift_event``) and
 published Avro on quality.drift (key = line) before the offset is committed.
 
-It runs beside the SPC stage (``services.bridge.service.spc_stage``) in its own consumer group, so
+It runs beside the SPC stage (``services.bridge.spc.spc_stage``) in its own consumer group, so
 neither holds the other back; a verdict that the SPC stage dead-letters is dead-lettered here too
 (the same checks: no verdict, no capture time).
 """

@@ -25,7 +25,6 @@ from sqlalchemy import Engine, text
 
 from diffqc import __version__
 from diffqc.core import clock
-from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.security.api_keys import Role, parse_entry
 from diffqc.settings import Settings
 from diffqc.store import audit, db
@@ -39,6 +38,7 @@ from services.gateway.drift import drift_router
 from services.gateway.errors import ApiError, install_error_handlers
 from services.gateway.ingest import STATUS_NAMES, IngestionClient
 from services.gateway.login import login_router
+from services.gateway.models import models_router
 from services.gateway.queries import Store, inspection_url, result_of
 from services.gateway.review import review_router
 from services.gateway.schemas import (
@@ -53,6 +53,7 @@ from services.gateway.schemas import (
 from services.gateway.spc import LineSpc, line_spc
 from services.gateway.spc_acks import spc_acks_router
 from services.gateway.spc_rebase import spc_rebase_router
+from services.gateway.training import training_router
 
 STATIC = pathlib.Path(__file__).parent / "static"
 MAX_RECENT = 500
@@ -101,6 +102,8 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     app.include_router(drift_router(engine, settings.drift, auth))
     app.include_router(review_router(engine, auth, STATIC))
     app.include_router(spc_rebase_router(engine, settings.spc, auth))
+    app.include_router(training_router(engine, auth))
+    app.include_router(models_router(engine, settings, auth, STATIC))
 
     def found(id_or_frame_id: str) -> tuple[Inspection, FrameRow]:
         inspection = store.inspection(id_or_frame_id)
@@ -295,8 +298,6 @@ def _blob(read: Callable[[], bytes], what: str) -> bytes:
         return read()
     except BlobNotFound as exc:
         raise ApiError(404, f"the {what} is gone from the blob store: {exc}") from None
-    except OSError as exc:
-        raise DependencyUnavailable(f"blob store unavailable: {exc}") from None
 
 
 def _media_type(data: bytes) -> str:

@@ -3,11 +3,13 @@ and the lifecycle actions (promote, roll back, archive, canaries) for admins, wi
 
 # No "from __future__ import annotations": FastAPI must resolve the route signatures, which refer to locals.
 import dataclasses
+import pathlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Security
+from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -23,7 +25,8 @@ from services.gateway.auth import Auth, Principal
 from services.gateway.errors import ApiError
 from services.gateway.schemas import LineId, Problem
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (401, 403, 409, 422, 503)}
+MODELS_PATH = "/models"
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (401, 403, 404, 409, 422, 503)}
 
 
 class VersionOut(BaseModel):
@@ -114,7 +117,7 @@ def _canary(row: ModelCanary) -> CanaryOut:
     return CanaryOut.model_validate(row, from_attributes=True)
 
 
-def models_router(engine: Engine, settings: Settings, auth: Auth) -> APIRouter:
+def models_router(engine: Engine, settings: Settings, auth: Auth, static: pathlib.Path) -> APIRouter:
     router = APIRouter(responses=_ERRORS, tags=["models"])
     viewer = Security(auth.require(Role.VIEWER))
     admin = Security(auth.require(Role.ADMIN))
@@ -199,5 +202,12 @@ def models_router(engine: Engine, settings: Settings, auth: Auth) -> APIRouter:
                 return _canary(trials.stop_canary(session, product, line, principal.name))
         except RegistryError as exc:
             raise ApiError(409, str(exc)) from None
+
+    @router.get(MODELS_PATH, include_in_schema=False, response_model=None)
+    def models_page(
+        key: Annotated[str | None, Security(auth.header)], session: Annotated[str | None, Security(auth.cookie)]
+    ) -> FileResponse | RedirectResponse:
+        """The models page for a logged-in person; the login page for anyone else."""
+        return auth.page(key, session, static / "models.html")
 
     return router

@@ -28,6 +28,7 @@ def result_of(row: Inspection, frame: Frame) -> InspectionResult:
         inspected_at=row.inspected_at,
         model_version=row.model_version,
         verdict=Verdict(row.verdict).value,
+        not_inspected_reason=row.not_inspected_reason,
         score=row.score,
         threshold=row.threshold,
         components=dict(row.component_scores),

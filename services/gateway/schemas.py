@@ -42,7 +42,13 @@ class InspectionResult(BaseModel):
     captured_at: datetime
     inspected_at: datetime
     model_version: str
-    verdict: Literal["pass", "defect"]
+    verdict: Literal["pass", "defect", "not_inspected"] = Field(
+        description="not_inspected: a stage dead-lettered the frame, the part must be checked by hand (score and "
+        "threshold are 0)"
+    )
+    not_inspected_reason: str | None = Field(
+        None, description="Why the part was not inspected: dead-lettered at <stage>: <reason> (not_inspected only)"
+    )
     score: float = Field(description="Fused anomaly score; defect when score > threshold")
     threshold: float
     components: dict[str, float] = Field(description="Component scores: pixel, structural, concentration, process")

@@ -1,23 +1,30 @@
-"""A line's control charts for the API: ``diffqc.spc.chart_from_history`` over its stored inspections.
+"""A line's control charts for the API: the charts the bridge stored, moved on by the rows stored since.
 
-Each (line, product type) chart is rebuilt from the line's whole history, from its first score, in
-capture order: that is the chart the bridge's live monitor built from the same rows (the
-baseline is the first good parts judged by the current model version), so the dashboard and the
-bridge agree. Only the chart's
-recent points and signals (``DIFFQC_SPC_HISTORY_SIZE``) are returned.
+Each (line, product type) chart is read from ``spc_charts`` (the state the bridge saved after its
+newest point, ``diffqc.spc.state``) and, in memory, continued with the line's inspections captured
+from the line's newest stored point on, in capture order; nothing older is read. That is the chart
+the bridge will hold once it has charted those rows, so the dashboard and the bridge agree. A chart
+with no usable stored state (no bridge has charted the line yet, or it was stored under other chart
+settings) is rebuilt from its whole history, from its first score, as the bridge would rebuild it.
+A row of a product captured before the line's newest stored point that the bridge has not charted
+yet (one in flight while another product's verdict overtook it) shows once the bridge charted it.
+Only the chart's recent points and signals (``DIFFQC_SPC_HISTORY_SIZE``) are returned.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from diffqc.core import clock
 from diffqc.settings import SpcSettings
-from diffqc.spc import Observation, Rebase, SpcChart, chart_from_history
-from diffqc.store import db, spc_rebases
+from diffqc.spc import Observation, SpcChart, chart_from_history
+from diffqc.spc.state import compatible, restore_chart
+from diffqc.store import db, spc_charts, spc_rebases
 from diffqc.store.inspections import score_history
 
 
@@ -86,15 +93,38 @@ class LineSpc(BaseModel):
     charts: list[SpcChartOut] = Field(description="One chart per product type seen on the line")
 
 
-def observations(
-    engine: Engine, line: str, product_type: str | None
-) -> tuple[dict[str, list[Observation]], dict[str, list[Rebase]]]:
-    """The line's inspections per product type, in capture order, and its charts' re-bases."""
-    with db.session(engine) as session:
+def line_charts(session: Session, settings: SpcSettings, line: str, product_type: str | None) -> list[SpcChart]:
+    """The line's charts (or the one product type's), sorted by product type: the stored ones continued with
+    the rows captured since the line's newest stored point, the others from their whole history."""
+    stored = spc_charts.load_line(session, line, product_type)
+    rebases = spc_rebases.rebases_of(session, line)
+
+    def rebuilt(product: str, rows: list[tuple[Any, ...]]) -> SpcChart:
+        history = [Observation(*row) for row in rows]
+        return chart_from_history(line, product, history, settings, rebases.get((line, product), ()))
+
+    usable = {product: found for product, found in stored.items() if compatible(found.chart, settings)}
+    since = max((found.last_captured_at for found in usable.values() if found.last_captured_at), default=None)
+    if since is None:  # nothing the bridge stored can be continued: every chart from its whole history
         history = score_history(session, line, product_type)
-        rebases = spc_rebases.rebases_of(session, line)
-    rows = {product: [Observation(*row) for row in rows] for (_, product), rows in history.items()}
-    return rows, {product: found for (_, product), found in rebases.items()}
+        return [rebuilt(product, rows) for (_, product), rows in sorted(history.items())]
+    charts = {
+        product: restore_chart(found.chart, settings, rebases.get((line, product), ()))
+        for product, found in usable.items()
+    }
+    whole = set(stored) - set(usable)  # stored under other chart settings
+    for (_, product), rows in score_history(session, line, product_type, since=since).items():
+        chart = charts.get(product)
+        if chart is None:  # not stored yet (the bridge is behind) or stored under other settings
+            whole.add(product)
+            continue
+        observations = [Observation(*row) for row in rows]
+        chart.extend([row for row in observations if chart.follows(row)])
+    for product in whole:
+        rows = score_history(session, line, product).get((line, product), [])
+        if rows:
+            charts[product] = rebuilt(product, rows)
+    return [charts[product] for product in sorted(charts)]
 
 
 def chart_out(chart: SpcChart) -> SpcChartOut:
@@ -127,9 +157,6 @@ def chart_out(chart: SpcChart) -> SpcChartOut:
 
 
 def line_spc(engine: Engine, settings: SpcSettings, line: str, product_type: str | None = None) -> LineSpc:
-    history, rebases = observations(engine, line, product_type)
-    charts = [
-        chart_out(chart_from_history(line, product, rows, settings, rebases.get(product, ())))
-        for product, rows in sorted(history.items())
-    ]
-    return LineSpc(line_id=line, charts=charts)
+    with db.session(engine) as session:
+        charts = line_charts(session, settings, line, product_type)
+    return LineSpc(line_id=line, charts=[chart_out(chart) for chart in charts])

@@ -15,7 +15,13 @@ from diffqc.settings import Settings
 from diffqc.store.blobs import FileBlobStore
 from diffqc.store.poison import PoisonFence
 from diffqc.v1 import scoring_pb2_grpc
-from services.scoring.service import ScoringServicer, VerdictPublisher, points_stage, stream_stage
+from services.scoring.service import (
+    ScoringServicer,
+    VerdictPublisher,
+    fail_closed_stage,
+    points_stage,
+    stream_stage,
+)
 
 NAME = "scoring"
 
@@ -39,6 +45,7 @@ def start(settings: Settings) -> int:
         loops: list[Loop] = [
             *stream_stage(scorer, publisher).workers(settings, PoisonFence(engine)),
             *points_stage(sink).workers(settings),
+            *fail_closed_stage(engine, settings.kafka, publisher),
         ]
         return run_service(NAME, settings, api, loops=loops)
     finally:

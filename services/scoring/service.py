@@ -5,20 +5,24 @@ verdict on qc.inspections.v1 (key = line), so the bridge and the dashboards see 
 whichever path decided it; a DEFECT verdict also raises its alert on quality.alert (Avro, key =
 line, ``diffqc.alerts``). The stream commits its offset only after both were delivered. A second
 stage reads the verdicts back and writes their score points (diffqc.scoring.points), so an InfluxDB
-outage delays only the time series.
+outage delays only the time series. A third fails closed: it reads the frame flow's dead letters and
+reports each frame in them as NOT_INSPECTED, with its alert (diffqc.scoring.not_inspected).
 """
 
 from __future__ import annotations
 
 import grpc
+from sqlalchemy import Engine
 
 from diffqc.alerts import AlertPublisher
+from diffqc.bus.consumer import ConsumeLoop
 from diffqc.bus.producer import Publisher
 from diffqc.contracts.topics import INFERENCE_RESULTS, INSPECTIONS
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.stage import ErrorTable, StreamStage, grpc_errors
 from diffqc.scoring import Scorer, ScoringError
-from diffqc.scoring.points import point_of
+from diffqc.scoring.not_inspected import FailClosed
+from diffqc.scoring.points import write_point
 from diffqc.scoring.sink import ScoreSink
 from diffqc.settings import KafkaSettings
 from diffqc.v1 import scoring_pb2, scoring_pb2_grpc
@@ -63,10 +67,16 @@ def stream_stage(scorer: Scorer, publisher: VerdictPublisher) -> StreamStage[Inf
 
 
 def points_stage(sink: ScoreSink) -> StreamStage[InspectionVerdict, None]:
-    """qc.inspections.v1 -> one score point per verdict, committed after InfluxDB stored it."""
+    """qc.inspections.v1 -> one score point per verdict (none for NOT_INSPECTED), committed after InfluxDB stored it."""
     return StreamStage(
         POINTS_GROUP,
         INSPECTIONS,
-        lambda verdict: sink.write(point_of(verdict)),
+        lambda verdict: write_point(sink, verdict),
         {DependencyUnavailable: grpc.StatusCode.UNAVAILABLE},
     )
+
+
+def fail_closed_stage(engine: Engine, kafka: KafkaSettings, publisher: VerdictPublisher) -> list[ConsumeLoop[bytes]]:
+    """The dead letters of qc.frames.v1, qc.frames.prepared.v1 and qc.inference.v1 -> NOT_INSPECTED inspection
+    row -> qc.inspections.v1 + quality.alert, committed after."""
+    return FailClosed(engine, kafka, publisher.publish).loops()

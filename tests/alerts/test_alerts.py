@@ -43,6 +43,7 @@ def test_alert_record_carries_the_verdict_and_a_deterministic_id():
     )
     assert (record["work_order"], record["lot"], record["severity"]) == ("WO-42", "LOT-7", "CRITICAL")
     assert (record["score"], record["threshold"], record["model_version"]) == (2.4, 1.0, "1")
+    assert (record["status"], record["not_inspected_reason"]) == ("DEFECT", None)
     gateway = f"http://gateway.test:8080/api/inspection/{v.inspection_id}"
     assert record["image_uri"].startswith(f"{gateway}/image?") and record["heatmap_uri"].startswith(
         f"{gateway}/heatmap.png?"
@@ -55,7 +56,7 @@ def test_alert_record_carries_the_verdict_and_a_deterministic_id():
 def test_empty_optional_context_becomes_null_and_a_pass_raises_no_alert():
     record = alert_record(verdict(lot=""), LINKS)
     assert record["lot"] is None
-    with pytest.raises(ValueError, match="not a DEFECT verdict"):
+    with pytest.raises(ValueError, match="neither DEFECT nor NOT_INSPECTED; it raises no alert"):
         alert_record(verdict(defect=False), LINKS)
 
 

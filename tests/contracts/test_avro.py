@@ -25,9 +25,11 @@ from diffqc.contracts.avro import (
 from diffqc.infra.ports import free_port
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.settings import RegistrySettings
+from diffqc.v1.scoring_pb2 import VERDICT_NOT_INSPECTED
 from tests.helpers.verdicts import DECIDED, LINKS, verdict
 
-V2 = Path(__file__).parent / "quality_alert_v2.avsc"
+# The schema before NOT_INSPECTED alerts (status, not_inspected_reason): what an MES not yet updated reads with.
+V1 = Path(__file__).parent / "quality_alert_v1.avsc"
 
 
 @pytest.fixture
@@ -103,10 +105,39 @@ def test_alert_round_trip_through_the_broker(kafka_settings, client, topic):
     assert client.get_compatibility(alerts.subject) == "BACKWARD"
 
 
+def test_the_not_inspected_status_is_backward_compatible_and_old_readers_read_it(kafka_settings, client, topic):
+    old_schema = AvroTopic(client, topic, load_schema(V1))
+    old_schema.register()
+    current = AvroTopic(client, topic, load_schema(ALERT_SCHEMA))
+    assert current.register() != old_schema.register()  # accepted under BACKWARD as the subject's second version
+    assert client.get_versions(current.subject) == [1, 2]
+
+    not_inspected = verdict(defect=False)
+    not_inspected.verdict, not_inspected.not_inspected_reason = VERDICT_NOT_INSPECTED, "dead-lettered at inference: x"
+    new = alert_record(not_inspected, LINKS)
+    old = {k: v for k, v in alert_record(verdict(), LINKS).items() if k not in ("status", "not_inspected_reason")}
+    produce(kafka_settings, topic, [(b"L1", old_schema.encode(old)), (b"L1", current.encode(new))])
+    first, second = (m.value() for m in consume(kafka_settings, topic, 2))
+
+    # An MES still on the old schema reads the new alert: a MAJOR alert about the part, without the new fields.
+    assert old_schema.decode(second) == {k: v for k, v in new.items() if k not in ("status", "not_inspected_reason")}
+    assert (new["status"], new["severity"], new["not_inspected_reason"]) == (
+        "NOT_INSPECTED",
+        "MAJOR",
+        "dead-lettered at inference: x",
+    )
+    # The current schema reads an old alert as the DEFECT it was.
+    assert current.decode(first) == {**old, "status": "DEFECT", "not_inspected_reason": None}
+
+
 def test_v2_with_an_optional_field_is_backward_compatible_and_v1_consumers_read_it(kafka_settings, client, topic):
     v1 = AvroTopic(client, topic, load_schema(ALERT_SCHEMA))
     v1.register()
-    v2 = AvroTopic(client, topic, load_schema(V2))
+    schema = json.loads(ALERT_SCHEMA.read_text())
+    schema["fields"].append(
+        {"name": "defect_class", "type": ["null", "string"], "default": None, "doc": "an added optional field"}
+    )
+    v2 = AvroTopic(client, topic, Schema(json.dumps(schema), "AVRO"))
     assert v2.register() != v1.register()  # v2 is a new version; re-registering v1 is a no-op
     assert client.get_versions(v1.subject) == [1, 2]
 

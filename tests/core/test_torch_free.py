@@ -29,7 +29,18 @@ def test_a_service_process_loads_no_torch(service):
 def test_the_core_loads_no_torch():
     modules = [
         "diffqc.core." + m
-        for m in ("artifact", "backoff", "clock", "components", "errors", "process", "regions", "tiles", "validation")
+        for m in (
+            "artifact",
+            "backoff",
+            "clock",
+            "components",
+            "errors",
+            "precision",
+            "process",
+            "regions",
+            "tiles",
+            "validation",
+        )
     ]
     assert loaded_after_import("diffqc.core") == []
     for module in modules:

@@ -55,7 +55,7 @@ def test_helm_lint_strict_passes(values_file):
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
 def test_every_rendered_manifest_is_valid_for_kubernetes_1_30(values_file):
     docs = documents(render(load_values(values_file)))
-    builtin = [doc for doc in docs if doc["apiVersion"] != "keda.sh/v1alpha1"]
+    builtin = [doc for doc in docs if doc["apiVersion"] not in ("keda.sh/v1alpha1", "monitoring.coreos.com/v1")]
     assert len(builtin) > 20
     for doc in builtin:  # raises with the field path on any invalid or unknown property
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -71,6 +71,26 @@ def test_keda_scaled_objects_match_the_keda_schema(plant_docs):
     for doc in scaled.values():
         model = ScaledObject.model_validate(doc)
         assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc
+
+
+def test_the_alerts_name_metrics_the_services_export(plant_docs):
+    """Every PrometheusRule expression names metrics a diffqc process exports (a renamed metric would leave
+    an alert that never fires)."""
+    import re
+
+    import diffqc.bus.consumer  # noqa: F401  (the metrics are registered where they are used)
+    import diffqc.runtime.metrics  # noqa: F401
+    import services.ingestion.service  # noqa: F401
+    from prometheus_client import REGISTRY
+
+    families = list(REGISTRY.collect())  # a labelled metric has no samples until used: take the family names
+    exported = {m.name for m in families} | {f"{m.name}_total" for m in families if m.type == "counter"}
+    [rule] = by_kind(plant_docs, "PrometheusRule").values()
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(alerts) >= 6
+    for alert in alerts:
+        named = set(re.findall(r"\bdiffqc_[a-z_]+", alert["expr"]))
+        assert named and named <= exported, f"{alert['alert']}: {sorted(named - exported)} are not exported"
 
 
 def test_gpu_example_puts_triton_on_the_gpu_pool(plant_docs):
@@ -99,7 +119,8 @@ def test_cpu_example_keeps_triton_off_gpus(single_docs):
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
 def test_every_service_has_liveness_and_readiness_probes(values_file):
     deployments = by_kind(documents(render(load_values(values_file))), "Deployment")
-    assert {component(d) for d in deployments.values()} == {*SERVICES, "triton"}
+    trainer = ["trainer"] if load_values(values_file).get("trainer", {}).get("enabled") else []
+    assert {component(d) for d in deployments.values()} == {*SERVICES, "triton", *trainer}
     for deployment in deployments.values():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}

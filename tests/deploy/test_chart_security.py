@@ -117,7 +117,9 @@ def test_the_namespace_is_denied_by_default(plant_docs):
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
 def test_no_policy_admits_everything(values_file):
     policies = _policies(documents(render(load_values(values_file))))
-    assert set(policies) == {"default-deny", "topics", "triton", *load_values(CHART / "values.yaml")["services"]}
+    trainer = ["trainer"] if load_values(values_file).get("trainer", {}).get("enabled") else []
+    services = load_values(CHART / "values.yaml")["services"]
+    assert set(policies) == {"default-deny", "topics", "triton", *services, *trainer}
     for name, spec in policies.items():
         assert spec["policyTypes"] == ["Ingress", "Egress"], name
         for rule in spec.get("ingress", []):
@@ -283,7 +285,7 @@ def test_plant_values_turn_transport_security_on(plant_docs):
         if name in ("scoring", "bridge", "gateway"):  # signed links in alerts
             assert env.from_secrets["DIFFQC_GATEWAY_LINK_SECRET"] == ("diffqc-gateway", "link-secret"), name
             assert env.values["DIFFQC_GATEWAY_PUBLIC_URL"] == "https://diffqc.plant.example", name
-    assert seen == {*KAFKA_USERS, "gateway"}
+    assert seen == {*KAFKA_USERS, "gateway", "trainer"}
 
 
 def test_each_container_gets_only_the_credentials_it_uses(plant_docs):

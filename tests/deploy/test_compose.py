@@ -148,7 +148,7 @@ def test_compose_env_script_names_a_file_it_cannot_write(tmp_path):
 
 
 def test_the_full_stack_is_there(config):
-    assert set(config["services"]) == {*PIPELINE, *BACKING, "kafka-init", "triton-gpu", "triton-cpu"}
+    assert set(config["services"]) == {*PIPELINE, *BACKING, "kafka-init", "triton-gpu", "triton-cpu", "trainer"}
     images = {name: svc.get("image", "") for name, svc in config["services"].items()}
     assert images["kafka"].startswith("apache/kafka:")  # KRaft, no ZooKeeper
     assert "controller" in config["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
@@ -208,6 +208,10 @@ def test_state_lives_in_named_volumes(config):
     assert {"kafka-data", "postgres-data", "influxdb-data", "grafana-data", "blobs"} <= set(config["volumes"])
     for name in ["ingestion", "preprocessing", "inference", "scoring", "gateway"]:
         assert ("blobs", "/var/lib/diffqc/blobs") in _mounts(config["services"][name]), name
+    # The trainer reads the frames and stages new model versions where Triton serves them from.
+    assert ("blobs", "/var/lib/diffqc/blobs") in _mounts(config["services"]["trainer"])
+    for name in ["trainer", "triton-gpu", "triton-cpu"]:
+        assert ("models", "/models") in _mounts(config["services"][name]), name
 
 
 def test_grafana_is_provisioned_from_the_repository(config):

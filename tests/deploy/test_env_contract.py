@@ -65,6 +65,7 @@ SERVICE_GROUPS = {
         "gateway_link",
     },
     "gateway": {"database", "gateway", "spc", "drift", "service", "grpc", "blob_root", "triton"},  # model control
+    "trainer": {"database", "service", "grpc", "ingestion", "blob_root"},  # the frames' image limits
 }
 # Settings whose default cannot work in a container although it looks harmless.
 UNSAFE_IN_CONTAINER = {"DIFFQC_INFLUX_TOKEN", "DIFFQC_BLOB_ROOT"}  # a dev token; a path off the shared volume

@@ -1,5 +1,5 @@
 """The Triton deployment (deploy/triton): the GPU config override equals the repository's config
-but for its instance group, serve.sh selects it only when asked, and the server it starts (the real
+but for its instance group and precision, serve.sh selects it only when asked, and the server it starts (the real
 tritonserver 2.51 of nvidia-pytriton) answers inference but refuses every management API."""
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ def _config(path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def test_gpu_config_differs_from_the_repository_config_only_in_its_instance_group():
+def test_gpu_config_differs_from_the_repository_config_only_in_its_instance_group_and_precision():
     base, gpu = _config(MODEL / "config.pbtxt"), _config(TRITON / "gpu.pbtxt")
     kinds = [group.kind for group in gpu.instance_group]
     assert kinds and set(kinds) == {model_config_pb2.ModelInstanceGroup.KIND_GPU}
     assert [group.kind for group in base.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert gpu.parameters.pop("precision").string_value == "fp32"
     # Inputs, outputs, batching and versions are the clients' contract: identical on GPU.
     del base.instance_group[:]
     del gpu.instance_group[:]

@@ -50,6 +50,8 @@ def add_inspection(
 ) -> str:
     """One frame (image stored in ``blobs`` when given) and its inspection; the verdict is score > threshold."""
     data = image if image is not None else png(zlib.crc32(inspection_id.encode()))
+    with Image.open(io.BytesIO(data)) as decoded:
+        (width, height), channels = decoded.size, len(decoded.getbands())
     ref = blobs.put(data, "image/png") if blobs is not None else None
     digest = ref.sha256 if ref is not None else "0" * 64
     frame_id = f"frame-{inspection_id}"
@@ -65,9 +67,9 @@ def add_inspection(
                 captured_at=START + timedelta(seconds=index),
                 image_uri=ref.uri if ref is not None else "file:///gone",
                 image_sha256=digest,
-                height=16,
-                width=16,
-                channels=3,
+                height=height,
+                width=width,
+                channels=channels,
             )
         )
         session.flush()

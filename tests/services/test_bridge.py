@@ -39,12 +39,12 @@ from diffqc.spc import SPC_SCHEMA, SpcMonitor
 from diffqc.store import db
 from diffqc.store.audit import verify_chain
 from diffqc.store.engine import make_engine
-from diffqc.store.inspections import score_history
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, AuditEntry, DeliveryState, LineStop
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from services.bridge.drift import DriftFeed, DriftPublisher, drift_stage
-from services.bridge.service import BridgeServicer, SignalPublisher, SpcFeed, alert_worker, spc_stage
+from services.bridge.service import BridgeServicer, alert_worker
+from services.bridge.spc import SignalPublisher, SpcFeed, spc_stage
 from tests.helpers.gateway_stack import wait_until
 from tests.helpers.kafka import collect
 from tests.helpers.verdicts import DECIDED, LINKS, store_inspections, verdict
@@ -176,7 +176,7 @@ def run_loops(*loops):
 
 
 def call_bridge(engine, method: str, request, spc: SpcFeed | None = None):
-    servicer = BridgeServicer(engine, spc or SpcFeed(SpcMonitor()))
+    servicer = BridgeServicer(engine, spc or SpcFeed(SpcMonitor(), engine))
     server = GrpcServer(
         "bridge",
         lambda s: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, s),
@@ -425,7 +425,7 @@ def test_spc_signals_go_to_influx_and_quality_spc_and_answer_get_spc_state(
         )
     assert producer.flush(10) == 0
 
-    feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+    feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)), engine)
     sink = InfluxScoreSink(InfluxSettings(url=timeseries_url, token="test"))
     stop, threads = run_loops(spc_stage(feed, SignalPublisher(feed, kafka, sink, signals)).worker(kafka))
     try:
@@ -464,37 +464,41 @@ def _shifted_line(line: str) -> list:
     ]
 
 
-def test_signals_whose_side_effects_failed_fire_again_on_redelivery_and_only_then():
-    feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+def test_signals_whose_side_effects_failed_fire_again_on_redelivery_and_only_then(engine):
+    feed = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)), engine)
     verdicts = _shifted_line("L-retry")
     assert [feed.observe(v).signals for v in verdicts[:-1]] == [[]] * 20
     fired = feed.observe(verdicts[-1]).signals
     assert [s.rule for s in fired] == ["we1"]
     assert feed.observe(verdicts[-1]).signals == fired  # Influx or the broker failed: the retry gets the signal again
-    feed.delivered(verdicts[-1].inspection_id)
+    feed.delivered(verdicts[-1])
     assert feed.observe(verdicts[-1]).signals == []  # delivered: a redelivery adds nothing
     assert feed.state("L-retry", "")[0].sample_count == 21
 
 
-def test_a_restarted_bridge_rebuilds_its_charts_from_the_stored_verdicts(engine):
+def test_a_restarted_bridge_continues_its_charts_from_the_stored_state(engine, caplog):
     line = f"L-restart-{uuid.uuid4().hex[:6]}"
     verdicts = _shifted_line(line)
-    live = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
+    live = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)), engine)
+    reference = SpcMonitor(SpcSettings(baseline_size=20))
     for v in verdicts[:-1]:
+        store_inspections(engine, [v])
         live.observe(v)
-    store_inspections(engine, verdicts[:-1])
+        live.delivered(v)
+        reference.observe_verdict(v)
 
-    restarted = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)))
-    with Session(engine) as session:
-        restarted.rebuild(score_history(session))
-    assert restarted.state(line, "") == live.state(line, "")
-    assert restarted.observe(verdicts[5]).signals == []  # redelivered after the restart: already on the chart
-    # The next verdict is judged against the limits the stored baseline fixed, as in the live chart.
+    restarted = SpcFeed(SpcMonitor(SpcSettings(baseline_size=20)), engine)
+    caplog.set_level(logging.INFO, logger="services.bridge.spc")
+    assert restarted.state(line, "") == reference.state(line)
+    assert restarted.observe(verdicts[19]).signals == []  # redelivered after the restart: already on the chart
+    # The next verdict is judged against the limits the stored baseline fixed, as in the uninterrupted chart.
+    store_inspections(engine, [verdicts[-1]])
     assert (
         [(s.rule, s.sample_index) for s in restarted.observe(verdicts[-1]).signals]
-        == [(s.rule, s.sample_index) for s in live.observe(verdicts[-1]).signals]
+        == [(s.rule, s.sample_index) for s in reference.observe_verdict(verdicts[-1])]
         == [("we1", 20)]
     )
+    assert "rebuilt" not in caplog.text  # continued from the stored state, not replayed from the verdicts
 
 
 def _good_parts(line: str, drift_from: int | None, n: int = 60) -> list:

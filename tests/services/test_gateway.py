@@ -219,10 +219,21 @@ def test_every_endpoint_answers_as_its_openapi_spec_says(api_schema):
 
 
 def _conforms(operation) -> None:
-    # A schema cannot say "a decodable PNG", "a signal of the path's line" or "a window holding enough
-    # good parts": generated images, signal ids and windows are rightly refused, so such a schema-valid
-    # request may be a 422 (each real refusal is tested above and in test_gateway_spc_actions.py).
-    refusable = ("/api/inspection/upload", "/api/spc/{line}/signals/ack", "/api/spc/{line}/{product_type}/rebase")
+    # A schema cannot say "a decodable PNG", "a signal of the path's line", "a window holding enough
+    # good parts" or "a registered model version in the right stage": generated images, signal ids,
+    # windows and versions are rightly refused, so such a schema-valid request may be a 4xx (each real
+    # refusal is tested above, in test_gateway_spc_actions.py and tests/store/test_trials.py).
+    refusable = (
+        "/api/inspection/upload",
+        "/api/spc/{line}/signals/ack",
+        "/api/spc/{line}/{product_type}/rebase",
+        "/api/models/{product}/{version}/comparison",
+        "/api/models/{product}/{version}/promote",
+        "/api/models/{product}/rollback",
+        "/api/models/{product}/{version}/archive",
+        "/api/models/{product}/{version}/canary",
+        "/api/models/{product}/canaries/{line}/stop",
+    )
     excluded = [positive_data_acceptance] if operation.path in refusable else []
 
     @given(case=operation.as_strategy())

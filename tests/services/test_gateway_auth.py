@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from diffqc.cli import app as cli
@@ -28,8 +29,10 @@ from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.services import gateway_process
 from diffqc.security.links import sign_link
 from diffqc.settings import Settings
+from diffqc.store import db, training_jobs
 from diffqc.store.blobs import FileBlobStore
 from diffqc.store.engine import make_engine
+from diffqc.store.models import ModelCanary, ModelVersion, ProductType
 from services.gateway import sessions
 from services.gateway.app import create_app
 from services.gateway.ingest import IngestionClient
@@ -45,6 +48,7 @@ from tests.helpers.gateway_stack import (
     upload,
     wait_until,
 )
+from tests.helpers.inspections import add_product
 from tests.helpers.models import TINY_PRODUCT
 
 pytestmark = pytest.mark.timeout(300)
@@ -60,7 +64,11 @@ def stack(tiny_artifact, tmp_path_factory):
     with gateway_stack(
         tmp_path_factory.mktemp("gateway-auth"),
         tiny_artifact[0],
-        gateway_env={"DIFFQC_GATEWAY_KEY_CACHE_S": str(KEY_CACHE_S), "DIFFQC_SPC_REBASE_MIN_PARTS": "2"},
+        gateway_env={
+            "DIFFQC_GATEWAY_KEY_CACHE_S": str(KEY_CACHE_S),
+            "DIFFQC_SPC_REBASE_MIN_PARTS": "2",
+            "DIFFQC_TRITON_MODEL_CONTROL": "poll",  # the matrix's model versions exist in the registry only
+        },
     ) as stack:
         yield stack
 
@@ -122,8 +130,10 @@ class Route:
     request: Callable[[dict, dict], dict]  # (inspection, admin client context) -> httpx request kwargs
 
     def call(self, client: httpx.Client, inspection: dict, context: dict) -> httpx.Response:
-        path = self.path.format(id=inspection["inspection_id"], line=inspection["line_id"], **context)
-        return client.request(self.method, path, **self.request(inspection, context))
+        kwargs = self.request(inspection, context)
+        params = {**context, **kwargs.pop("path", {})}  # a request may make its own subject (a model version)
+        path = self.path.format(id=inspection["inspection_id"], line=inspection["line_id"], **params)
+        return client.request(self.method, path, **kwargs)
 
 
 def _none(_inspection, _context) -> dict:
@@ -144,6 +154,55 @@ def _label(inspection, _context) -> dict:
 def _rebase(_inspection, _context) -> dict:
     window = {"window_start": "2000-01-01T00:00:00+00:00", "window_end": "2100-01-01T00:00:00+00:00"}
     return {"json": {**window, "reason": "route check"}}
+
+
+def _registry(context: dict, stages: list[str], canary: bool = False) -> dict:
+    """A fresh product with model versions in ``stages`` (the last replaced the one before when both are
+    production-era), so each call changes its own registry; its path parameters. No frames flow for it."""
+    product = f"matrix-{uuid.uuid4().hex[:8]}"
+    with Session(context["engine"]) as session, session.begin():
+        session.add(ProductType(name=product))
+        session.flush()
+        for i, stage in enumerate(stages, 1):
+            replaced = str(i - 1) if stage == "production" and i > 1 else None
+            session.add(
+                ModelVersion(
+                    product_type=product,
+                    version=str(i),
+                    artifact_uri="file:///unused",
+                    threshold=1.0,
+                    stage=stage,
+                    active=stage == "production",
+                    replaced_version=replaced,
+                )
+            )
+        if canary:
+            session.add(
+                ModelCanary(
+                    product_type=product,
+                    version="2",
+                    line_id="L9",
+                    share=0.1,
+                    max_excess_alarm_rate=0.02,
+                    min_frames=10,
+                    started_by="matrix",
+                )
+            )
+    return {"path": {"product": product, "version": str(len(stages)), "canary_line": "L9"}, "json": {}}
+
+
+def _trainable(context: dict) -> str:
+    """A fresh product with a production model: each call may start a training job of its own."""
+    product = f"train-{uuid.uuid4().hex[:8]}"
+    add_product(context["engine"], product)
+    return product
+
+
+def _training_job(context: dict) -> dict:
+    """A fresh queued training job (a cancel of its own each call); its path parameter."""
+    with db.session(context["engine"], write=True) as session:
+        job = training_jobs.request_job(session, _trainable(context), None, "matrix")
+    return {"path": {"job_id": job.id}}
 
 
 def _ack(inspection, _context) -> dict:
@@ -177,6 +236,34 @@ ROUTES = [
     Route("GET", "/api/inspection/{id}/label", "viewer", _none),
     Route("GET", "/api/labels", "viewer", _none),
     Route("GET", "/api/products/{product}/threshold-proposal", "viewer", _none),
+    Route("GET", "/api/models", "viewer", _none),
+    Route("GET", "/api/models/{product}/{version}/comparison", "viewer", lambda _i, c: _registry(c, ["production"])),
+    Route(
+        "POST",
+        "/api/models/{product}/{version}/promote",
+        "admin",
+        lambda _i, c: _registry(c, ["production", "candidate"]),
+    ),
+    Route("POST", "/api/models/{product}/rollback", "admin", lambda _i, c: _registry(c, ["archived", "production"])),
+    Route(
+        "POST", "/api/models/{product}/{version}/archive", "admin", lambda _i, c: _registry(c, ["production", "shadow"])
+    ),
+    Route(
+        "POST",
+        "/api/models/{product}/{version}/canary",
+        "admin",
+        lambda _i, c: {**_registry(c, ["production", "shadow"]), "json": {"line": "L9"}},
+    ),
+    Route(
+        "POST",
+        "/api/models/{product}/canaries/{canary_line}/stop",
+        "admin",
+        lambda _i, c: _registry(c, ["production", "shadow"], canary=True),
+    ),
+    Route("POST", "/api/training-jobs", "admin", lambda _i, c: {"json": {"product": _trainable(c)}}),
+    Route("GET", "/api/training-jobs", "viewer", _none),
+    Route("GET", "/api/training-jobs/{job_id}", "viewer", lambda _i, c: _training_job(c)),
+    Route("POST", "/api/training-jobs/{job_id}/cancel", "admin", lambda _i, c: _training_job(c)),
 ]
 OPEN = {("GET", "/health"), ("GET", "/login"), ("POST", "/api/session")}
 
@@ -197,12 +284,14 @@ def test_the_route_table_covers_every_route_of_the_gateway():
         (method, route.path)
         for route in _flat(app.routes)
         for method in getattr(route, "methods", None) or ()
-        if method != "HEAD" and route.path not in ("/", "/review", "/static")
+        if method != "HEAD" and route.path not in ("/", "/review", "/models", "/static")
     }
     tested = {
         (
             r.method,
-            r.path.replace("{id}", "{inspection_id}").replace("{rebase_line}/{product}", "{line}/{product_type}"),
+            r.path.replace("{id}", "{inspection_id}")
+            .replace("{rebase_line}/{product}", "{line}/{product_type}")
+            .replace("{canary_line}", "{line}"),
         )
         for r in ROUTES
     }
@@ -210,8 +299,10 @@ def test_the_route_table_covers_every_route_of_the_gateway():
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
-def test_every_route_needs_credentials_and_its_role(route, stack, admin, anonymous, inspection, image, rebase_line):
-    context = {"image": image, "key_id": _new_key(admin)["id"], **rebase_line}
+def test_every_route_needs_credentials_and_its_role(
+    route, stack, admin, anonymous, inspection, image, rebase_line, engine
+):
+    context = {"image": image, "key_id": _new_key(admin)["id"], "engine": engine, **rebase_line}
     refused = route.call(anonymous, inspection, context)
     assert refused.status_code == 401, refused.text
     assert refused.json()["detail"].startswith("missing credentials: send an API key in header X-API-Key")
@@ -237,7 +328,7 @@ def test_health_the_login_page_and_static_assets_are_open_and_the_dashboard_send
     assert anonymous.get("/health").status_code == 200
     assert "API key" in anonymous.get("/login").text
     assert anonymous.get("/static/login.js").status_code == 200
-    for page in ("/", "/review"):
+    for page in ("/", "/review", "/models"):
         response = anonymous.get(page)
         assert (response.status_code, response.headers["location"]) == (303, "/login")
 

@@ -27,7 +27,7 @@ def _batch(data, n=4) -> np.ndarray:
 
 
 def test_triton_outputs_equal_the_in_process_detector(triton, tiny_artifact):
-    settings, _ = triton
+    settings, server = triton
     artifact, data = tiny_artifact
     batch = _batch(data)
     served = TritonDetector(settings)
@@ -42,6 +42,8 @@ def test_triton_outputs_equal_the_in_process_detector(triton, tiny_artifact):
     assert np.abs(remote.score - score).max() <= 1e-5
     # "default" names the product when the repository serves exactly one.
     assert np.abs(served.detect(batch[:1], "default").score - score[:1]).max() <= 1e-5
+    # The KIND_CPU instance said where it computes (diffqc.serving.device).
+    assert "instance computes on cpu (precision fp32)" in server.log_path.read_text()
 
 
 @pytest.mark.parametrize(
@@ -84,7 +86,8 @@ def test_export_stages_versions_and_an_onnx_denoiser_matching_torch(tiny_artifac
     import subprocess
     import sys
 
-    from diffqc.serving.repository import MODEL_NAME, TEMPLATE_CONFIG, versions
+    from diffqc.serving.model_config import render_config
+    from diffqc.serving.repository import MODEL_NAME, versions
 
     artifact, _ = tiny_artifact
     command = [sys.executable, "-m", "diffqc.cli", "export", "--model", str(artifact), "--repo", str(tmp_path)]
@@ -96,7 +99,7 @@ def test_export_stages_versions_and_an_onnx_denoiser_matching_torch(tiny_artifac
 
     model_dir = tmp_path / MODEL_NAME
     assert versions(model_dir) == [1, 2]
-    assert (model_dir / "config.pbtxt").read_text() == TEMPLATE_CONFIG.read_text()
+    assert (model_dir / "config.pbtxt").read_text() == render_config("cpu")
     # The new version replaces the artifact serving the same product instead of adding a second one.
     assert [p.name for p in (model_dir / "2" / "artifacts").iterdir()] == [PRODUCT]
     assert (model_dir / "2" / "onnx" / "denoiser.onnx").stat().st_size > 0
@@ -109,15 +112,6 @@ def test_export_stages_versions_and_an_onnx_denoiser_matching_torch(tiny_artifac
     )
     assert broken.returncode == 1 and "does not exist" in " ".join(broken.stdout.split())
     assert versions(model_dir) == [1, 2]
-
-
-def test_the_committed_repository_config_is_the_one_export_writes():
-    from pathlib import Path
-
-    from diffqc.serving.repository import MODEL_NAME, TEMPLATE_CONFIG
-
-    committed = Path(__file__).parents[2] / "model-repository" / MODEL_NAME / "config.pbtxt"
-    assert committed.read_text() == TEMPLATE_CONFIG.read_text()
 
 
 def test_a_version_staged_while_triton_runs_is_served_without_a_restart(tiny_artifact, tmp_path):
@@ -145,3 +139,18 @@ def test_a_version_staged_while_triton_runs_is_served_without_a_restart(tiny_art
         assert served.detect(_batch(metal_data, 1), "brushed_metal").model_version == "2"
     finally:
         server.stop()
+
+
+def test_an_instance_that_cannot_run_as_configured_fails_its_load_with_the_fix(tiny_artifact, tmp_path):
+    """diffqc.serving.device's refusal reaches the operator through Triton's log (on this machine: a
+    CPU instance asked for fp16; a GPU instance without CUDA fails the same way, tests/serving/test_device.py)."""
+    from diffqc.infra.errors import InfraError
+    from diffqc.serving.model_config import render_config
+
+    fp16_on_cpu = render_config("cpu") + 'parameters { key: "precision", value: { string_value: "fp16" } }\n'
+    stage_version(tiny_artifact[0], tmp_path / "repo", fp16_on_cpu)
+    log = tmp_path / "triton.log"
+    server = triton_server(tmp_path / "repo", free_port(), free_port(), free_port(), tmp_path, log)
+    with pytest.raises(InfraError, match="exited"):
+        server.start()
+    assert "precision fp16 is for KIND_GPU instances" in log.read_text()

@@ -64,6 +64,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and $gateway.enabled (not $gateway.sessionSecret.existingSecret) (gt (int (ternary $gateway.autoscaling.maxReplicas $gateway.replicas $gateway.autoscaling.enabled)) 1) -}}
 {{- fail "services.gateway.sessionSecret.existingSecret is required when more than one gateway replica serves the dashboard (a Secret with the session-cookie HMAC secret)" -}}
 {{- end -}}
+{{- if and .Values.trainer.enabled (ne .Values.triton.modelRepository.source "pvc") -}}
+{{- fail "trainer.enabled needs triton.modelRepository.source pvc: the trainer stages new model versions into the repository Triton serves" -}}
+{{- end -}}
 {{- if and .Values.services.bridge.enabled (not .Values.services.bridge.mesWebhookUrl) -}}
 {{- fail "services.bridge.mesWebhookUrl is required when the bridge is enabled" -}}
 {{- end -}}
@@ -87,6 +90,7 @@ app.kubernetes.io/component: {{ .component }}
   "scoring" (list "kafka" "postgres" "influx" "schemaRegistry" "links")
   "bridge" (list "kafka" "postgres" "schemaRegistry" "mes" "links")
   "gateway" (list "postgres" "ingestion" "links")
+  "trainer" (list "postgres")
   "topics" (list "kafka") -}}
 {{- get $uses .name | toJson -}}
 {{- end -}}

@@ -33,10 +33,15 @@ function card(inspection) {
   }
   const score = `${inspection.score.toFixed(2)} / ${inspection.threshold.toFixed(2)}`;
   const regions = inspection.regions.length ? ` · ${inspection.regions.length} region(s)` : "";
+  // A part that was not inspected has no score: say why instead, and that it must be checked by hand.
+  const facts = inspection.verdict === "not_inspected"
+    ? el("span", { "data-testid": "not-inspected-reason" },
+         `  check by hand: ${inspection.not_inspected_reason || "its frame was dead-lettered"}`)
+    : el("span", {}, `  score ${score}${regions}`);
   node.append(
     images,
-    el("span", { class: "badge" }, inspection.verdict),
-    el("span", {}, `  score ${score}${regions}`),
+    el("span", { class: "badge" }, inspection.verdict.replace("_", " ")),
+    facts,
     el("div", { class: "meta" }, `${inspection.frame_id} · ${inspection.product_type} · ` +
        `${new Date(inspection.captured_at).toLocaleTimeString()}`),
   );

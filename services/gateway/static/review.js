@@ -34,9 +34,10 @@ function frameView(inspection) {
 
 function heatmapView(inspection) {
   const figure = el("figure");
+  const none = inspection.verdict === "not_inspected" ? "no heatmap (not inspected)" : "no heatmap (passed)";
   figure.append(inspection.heatmap_url
     ? el("img", { src: inspection.heatmap_url, alt: "heatmap overlay", "data-testid": "heatmap" })
-    : el("div", { class: "nomap" }, "no heatmap (passed)"));
+    : el("div", { class: "nomap" }, none));
   figure.append(el("figcaption", {}, "heatmap and regions"));
   return figure;
 }
@@ -96,10 +97,15 @@ function card(inspection) {
   views.append(frameView(inspection), heatmapView(inspection));
   const facts = el("div", { class: "facts" });
   const relation = inspection.verdict === "defect" ? ">" : "≤";
+  // A part that was not inspected has no score and no verdict to label: say why it must be checked by hand.
+  const labellable = inspection.verdict in KINDS;
   facts.append(
-    el("span", { class: "badge" }, inspection.verdict),
-    el("span", { "data-testid": "score" },
-       `  score ${fixed(inspection.score)} ${relation} threshold ${fixed(inspection.threshold)}`),
+    el("span", { class: "badge" }, inspection.verdict.replace("_", " ")),
+    labellable
+      ? el("span", { "data-testid": "score" },
+           `  score ${fixed(inspection.score)} ${relation} threshold ${fixed(inspection.threshold)}`)
+      : el("span", { "data-testid": "not-inspected-reason" },
+           `  check by hand: ${inspection.not_inspected_reason || "its frame was dead-lettered"}`),
     el("div", { class: "meta" }, `${inspection.frame_id} · ${inspection.product_type} · model ` +
        `${inspection.model_version} · ${new Date(inspection.captured_at).toLocaleString()}`),
   );
@@ -111,8 +117,8 @@ function card(inspection) {
     }
     facts.append(list);
   }
-  facts.append(labelView(label));
-  if (state.canLabel) facts.append(labelForm(inspection, label));
+  if (labellable) facts.append(labelView(label));
+  if (state.canLabel && labellable) facts.append(labelForm(inspection, label));
   node.append(views, facts);
   return node;
 }
