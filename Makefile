@@ -61,12 +61,12 @@ constraints:
 	  | grep -v '^pip==' | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'; } > constraints.txt.new \
 	  && mv constraints.txt.new constraints.txt
 
-# Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
-# e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.
 # Chaos soak: the line streams while services are killed and Triton goes down (benchmarks/soak.py).
 soak: setup
 	$(BIN)/python -m benchmarks.soak $(ARGS)
 
+# Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
+# e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.
 bench-detector: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/detector.py $(ARGS)
