@@ -4,10 +4,13 @@ Kubernetes 1.30, and the properties a plant relies on (GPU pool, probes, scaling
 from __future__ import annotations
 
 import copy
+import importlib
+import re
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
+from prometheus_client import REGISTRY
 
 from diffqc.contracts.topics import FRAMES, INFERENCE_RESULTS, PREPARED_FRAMES, QUALITY_ALERT
 
@@ -76,13 +79,8 @@ def test_keda_scaled_objects_match_the_keda_schema(plant_docs):
 def test_the_alerts_name_metrics_the_services_export(plant_docs):
     """Every PrometheusRule expression names metrics a diffqc process exports (a renamed metric would leave
     an alert that never fires)."""
-    import re
-
-    import diffqc.bus.consumer  # noqa: F401  (the metrics are registered where they are used)
-    import diffqc.runtime.metrics  # noqa: F401
-    import services.ingestion.service  # noqa: F401
-    from prometheus_client import REGISTRY
-
+    for module in ("diffqc.runtime.metrics", "diffqc.bus.consumer", "services.ingestion.service"):
+        importlib.import_module(module)  # the metrics are registered where they are defined
     families = list(REGISTRY.collect())  # a labelled metric has no samples until used: take the family names
     exported = {m.name for m in families} | {f"{m.name}_total" for m in families if m.type == "counter"}
     [rule] = by_kind(plant_docs, "PrometheusRule").values()

@@ -62,9 +62,7 @@ def test_promotion_and_rollback_switch_the_judging_version_within_seconds(
     )
     detector = TritonDetector(settings.triton)
     detector.wait_until_ready(120)
-    inference = Inference(
-        settings, detector, FileBlobStore(tmp_path / "blobs"), ModelRoutes(engine, cache_s=CACHE_S)
-    )
+    inference = Inference(settings, detector, FileBlobStore(tmp_path / "blobs"), ModelRoutes(engine, cache_s=CACHE_S))
     ensure_topics(settings.kafka, [PREPARED_FRAMES, INFERENCE_RESULTS], 2)
     images = _images(tiny_artifact[1], 2)
 
