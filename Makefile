@@ -27,7 +27,7 @@ system-packages:
 # CPU wheel: an unpinned torch (asked for by diffusers) would pull a multi-GB CUDA build. Then the
 # project with every extra the tests and the demo need, at the versions constraints.txt pins (the
 # images install the same pins; a production install is the base alone: see README, Install).
-EXTRAS := detector,onnx,charts,local,dev
+EXTRAS := detector,onnx,charts,local,s3,dev
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make setup: $(PYTHON) not found (diffqc needs Python 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -17,6 +17,7 @@ from diffqc.store.cli import audit_app, keys_app
 from diffqc.store.jobs_cli import jobs_app
 from diffqc.store.labels_cli import labels_app
 from diffqc.store.model_cli import model_app
+from diffqc.store.retention_cli import retention
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(demo)
@@ -26,6 +27,7 @@ app.command()(onboard)
 app.command()(evaluate)
 app.command()(detect)
 app.command()(export)
+app.command()(retention)
 app.add_typer(infra_app, name="infra", help="Start, stop and check the embedded local infrastructure.")
 app.add_typer(data_app, name="data")
 app.add_typer(triton_app, name="triton", help="Run the Triton inference server locally.")

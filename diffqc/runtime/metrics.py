@@ -34,9 +34,15 @@ CONSUMERS_PAUSED = Gauge(
 )
 BLOB_STORE_ERRORS = Counter(
     "diffqc_blob_store_errors",
-    "Blob store operations the storage failed (disk full, I/O error, read-only or stale volume ...), "
-    "by operation (write|read) and errno name",
+    "Blob store operations the storage failed (disk full, I/O error, read-only or stale volume; S3 throttling, "
+    "5xx, refused credentials, no connection ...), by operation (write|read|list|delete|clean|bucket) and error "
+    "(errno name, S3 error code or client error class)",
     ["operation", "error"],
+)
+BLOB_VOLUME_USED = Gauge(
+    "diffqc_blob_volume_used_ratio",
+    "Share of the file blob store's volume in use (0..1), read at each scrape by every service on the file "
+    "backend; diffqc retention deletes the oldest blobs above DIFFQC_RETENTION_DISK_HIGH_WATER",
 )
 GRPC_CALLS = Counter(
     "diffqc_grpc_server_calls", "gRPC calls served, by full method name and status code", ["method", "code"]

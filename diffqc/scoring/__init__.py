@@ -8,6 +8,7 @@ The process component (``diffqc.core.process``), the threshold of the model vers
 produced the scores (``model_versions``), defect regions in original frame pixels and a heatmap
 PNG (``regions``), the idempotent inspection row (``diffqc.store.inspections``), and one
 ``anomaly_score`` point per verdict in InfluxDB or a line-protocol file (``points``, ``sink``).
+A frame that a stage dead-lettered becomes a NOT_INSPECTED verdict instead (``not_inspected``).
 """
 
 from diffqc.scoring.points import point_of

@@ -270,10 +270,9 @@ class Scorer:
         heatmap = None
         with db.session(self.engine) as session:
             row = get_inspection(session, frame.frame_id)
-            replacing = False
             if row is not None and Verdict(row.verdict) is Verdict.NOT_INSPECTED:
                 log.info("frame %s was not inspected (%s); scoring it now", frame.frame_id, row.not_inspected_reason)
-                row, replacing = None, True
+                row = None
             if row is None:
                 product = find_product_type(session, frame.product_type)
                 if product is None:
@@ -284,8 +283,8 @@ class Scorer:
         if row is None:
             values, heatmap = self.decide(result, nominal, model)
             with db.session(self.engine, write=True) as session:
-                if replacing:
-                    discard_not_inspected(session, frame.frame_id)
+                # Also one the fail-closed stage recorded since the read (a replay racing its first letter).
+                discard_not_inspected(session, frame.frame_id)
                 ensure_frame(session, frame)
                 row, created = record_inspection(session, **values)
                 if created:

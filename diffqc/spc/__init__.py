@@ -10,8 +10,8 @@
     render_chart(chart, "spc.png")                       # diffqc.spc.render (matplotlib: reports only)
 
 Limits (``charts``), the Western Electric and Nelson run rules (``rules``), EWMA and CUSUM
-(``ewma_cusum``), the stateful charts (``monitor``), InfluxDB points (``sink``), Avro records
-(``avro``), the picture (``render``); docs/spc.md explains them.
+(``ewma_cusum``), the stateful charts (``monitor``), a chart's state as JSON (``state``), InfluxDB
+points (``sink``), Avro records (``avro``), the picture (``render``); docs/spc.md explains them.
 """
 
 from diffqc.spc.avro import SPC_SCHEMA, signal_record

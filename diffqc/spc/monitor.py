@@ -18,9 +18,12 @@ closed lots are judged on the p-chart once ``p_baseline_lots`` closed lots have 
 ``effective_from`` on (a few seconds after the action, so every replica of the bridge has read
 them before the first point they judge), and the rules start afresh.
 
-A batch of observations goes through the same code as one observation at a time, so
-``chart_from_history`` (the gateway, a restarted bridge) gives exactly the chart the live
-monitor built from the same rows, in order, from the chart's first score.
+A batch of observations goes through the same code as one observation at a time (its signals
+come in the same order), so ``chart_from_history`` (a chart with no stored state) gives exactly the
+chart the live monitor built from the same rows, in order, from the chart's first score. Charts take
+rows in capture-time order: ``SpcChart.follows`` tells whether a row comes after every point of the
+chart (the bridge leaves a late one off). A chart's state is JSON by ``diffqc.spc.state``; the
+bridge keeps it in ``spc_charts``, and a restored chart goes on exactly as the saved one.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 
 from diffqc.settings import SpcSettings
 from diffqc.spc.charts import IndividualsChart
-from diffqc.spc.monitor import ChartPoint, LotCount, Rebase, SpcChart, SpcSignal
+from diffqc.spc.monitor import P_CHART_RULE, ChartPoint, LotCount, Rebase, SpcChart, SpcSignal, describe
 
 FORMAT = 1
 # The settings a chart's numbers depend on (the re-base ones only act through spc_rebases).
@@ -61,19 +61,9 @@ def _limits(limits: IndividualsChart | None) -> list[float | int] | None:
 
 
 def _signal(s: SpcSignal) -> list[Any]:
-    """A signal without its chart's line and product type."""
-    return [
-        s.rule,
-        s.detail,
-        s.value,
-        s.center_line,
-        s.ucl,
-        s.lcl,
-        _time(s.time),
-        s.sample_index,
-        s.lot,
-        s.inspection_id,
-    ]
+    """A signal without its chart's line and product type, and without its detail where that is the rule's."""
+    detail = None if s.rule != P_CHART_RULE and s.detail == describe(s.rule) else s.detail
+    return [s.rule, detail, s.value, s.center_line, s.ucl, s.lcl, _time(s.time), s.sample_index, s.lot, s.inspection_id]
 
 
 def _shaping(settings: SpcSettings) -> dict[str, Any]:
@@ -136,7 +126,18 @@ def restore_chart(state: dict[str, Any], settings: SpcSettings, rebases: Iterabl
     chart.points.extend(ChartPoint(index, _parse_time(time), *rest) for index, time, *rest in state["points"])
     chart.last_point = chart.points[-1] if chart.points else None
     chart.signals.extend(
-        SpcSignal(chart.line_id, chart.product_type, rule, detail, value, cl, ucl, lcl, _parse_time(time), *rest)
+        SpcSignal(
+            chart.line_id,
+            chart.product_type,
+            rule,
+            describe(rule) if detail is None else detail,
+            value,
+            cl,
+            ucl,
+            lcl,
+            _parse_time(time),
+            *rest,
+        )
         for rule, detail, value, cl, ucl, lcl, time, *rest in state["signals"]
     )
     newest = chart.last_point.time if chart.last_point is not None else None

@@ -2,7 +2,10 @@
 
 Content-addressed: a blob's key is the SHA-256 of its bytes, so storing the same image twice
 (a camera retrying a frame) writes nothing new and yields the same reference. ``BlobStore`` is
-the interface an S3 store implements; ``FileBlobStore`` is the filesystem default.
+the interface both backends implement: ``FileBlobStore`` (a folder, the default) and
+``S3BlobStore`` (diffqc.store.s3_blobs: a bucket that several nodes share); ``make_blob_store``
+builds the one the settings name (``DIFFQC_BLOBS_BACKEND``). A put of a blob the store holds
+already counts as storing it again: its age (what retention goes by) starts over.
 
 References arrive in messages that other parties can write (a camera's ``frame.image``), so a
 read never follows a path taken from them: a reference resolves to a digest (its ``sha256``, or
@@ -27,17 +30,22 @@ import io
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from diffqc.runtime.dependencies import DependencyUnavailable
-from diffqc.runtime.metrics import BLOB_STORE_ERRORS
+from diffqc.runtime.dependencies import DependencyUnavailable, wait_for
+from diffqc.runtime.metrics import BLOB_STORE_ERRORS, BLOB_VOLUME_USED
+from diffqc.settings import Settings, SettingsError
 from diffqc.v1.common_pb2 import BlobRef
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,15 @@ class BlobTooLarge(BlobRefused):
     """The blob is larger than the reader's limit; nothing of it was read."""
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob as a store lists it: its digest, its size and when it was last put (aware UTC)."""
+
+    sha256: str
+    size_bytes: int
+    stored_at: datetime
+
+
 class BlobStore(Protocol):
     """A store fails as a dependency: DependencyUnavailable when its storage does (never the message's fault)."""
 
@@ -70,6 +87,18 @@ class BlobStore(Protocol):
     def get(self, ref: BlobRef | str, max_bytes: int | None = None) -> bytes: ...
 
     def get_digest(self, sha256: str, max_bytes: int | None = None) -> bytes: ...
+
+    def uri_of(self, sha256: str) -> str:
+        """The URI ``put`` gives the blob of ``sha256``."""
+        ...
+
+    def blobs(self) -> Iterator[StoredBlob]:
+        """Every blob the store holds, in no particular order (retention walks them)."""
+        ...
+
+    def delete(self, sha256: str) -> None:
+        """Remove the blob of ``sha256``; nothing when the store does not hold it."""
+        ...
 
 
 def checked_digest(sha256: str, where: str) -> str:
@@ -89,6 +118,9 @@ class FileBlobStore:
     def _path(self, digest: str) -> Path:
         return self.root / "sha256" / digest[:2] / digest
 
+    def uri_of(self, sha256: str) -> str:
+        return self._path(sha256).as_uri()
+
     def put(self, data: bytes, media_type: str) -> BlobRef:
         """Store ``data`` (nothing new when the store holds it already); on disk when this returns.
         Raises DependencyUnavailable when the storage fails."""
@@ -96,6 +128,7 @@ class FileBlobStore:
         path = self._path(digest)
         try:
             if _holds(path, len(data)):
+                os.utime(path, follow_symlinks=False)  # put again: retention counts its age from now
                 _sync_folder(path.parent)  # its writer (another replica) may not have synced the name yet
             else:
                 self._write(path, data)
@@ -140,6 +173,39 @@ class FileBlobStore:
         if removed:
             log.info("removed %d temp file(s) left by blob writes that never finished", removed)
         return removed
+
+    def blobs(self) -> Iterator[StoredBlob]:
+        """Every blob file (temp files and anything not named by its digest are not blobs), its mtime as
+        ``stored_at``; one folder is read at a time."""
+        folders = self.root / "sha256"
+        try:
+            for prefix in [entry.path for entry in _entries(folders) if entry.is_dir(follow_symlinks=False)]:
+                for entry in _entries(prefix):
+                    if not DIGEST.fullmatch(entry.name):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # deleted since the folder was read
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        yield StoredBlob(entry.name, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+        except OSError as exc:
+            raise self._unavailable("list", folders, exc) from exc
+
+    def delete(self, sha256: str) -> None:
+        path = self._path(checked_digest(sha256, "blob"))
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._unavailable("delete", path, exc) from exc
+
+    def volume_usage(self) -> tuple[int, int]:
+        """(bytes in use, bytes in all) of the file system that holds the root."""
+        try:
+            usage = shutil.disk_usage(self.root)
+        except OSError as exc:
+            raise self._unavailable("measure", self.root, exc) from exc
+        return usage.used, usage.total
 
     def _unavailable(self, operation: str, path: Path, exc: OSError) -> DependencyUnavailable:
         """The storage failed: DependencyUnavailable naming the errno and the store's own path (a digest's)."""
@@ -256,6 +322,34 @@ def _entries(folder: str | Path) -> list[os.DirEntry]:
             return list(entries)
     except FileNotFoundError:
         return []
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    """The blob store ``settings.blobs.backend`` names. The file store exports the use of its volume as
+    the gauge diffqc_blob_volume_used_ratio (read when /metrics is scraped). The S3 store's bucket is
+    awaited, and created when missing, for up to ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S`` (DependencyUnavailable
+    after that); SettingsError names a bucket name S3 refuses or a missing s3 extra."""
+    if settings.blobs.backend == "file":
+        store = FileBlobStore(settings.blob_root)
+        BLOB_VOLUME_USED.set_function(lambda: _volume_use_or_nan(store.root))
+        return store
+    try:
+        from diffqc.store.s3_blobs import S3BlobStore  # boto3: the s3 extra, not the base install
+    except ImportError as exc:
+        raise SettingsError(
+            f"DIFFQC_BLOBS_BACKEND=s3 needs the s3 extra ({exc.name or exc} does not import): pip install 'diffqc[s3]'"
+        ) from None
+    s3 = S3BlobStore.from_settings(settings.blobs)
+    wait_for("blob store", s3.where, s3.ensure_bucket, settings.service.startup_timeout_s)
+    return s3
+
+
+def _volume_use_or_nan(root: Path) -> float:
+    try:
+        usage = shutil.disk_usage(root)
+    except OSError:  # a root not made yet, or a volume gone: no figure rather than a failed scrape
+        return float("nan")
+    return usage.used / usage.total
 
 
 def put_array(store: BlobStore, array: np.ndarray) -> BlobRef:

@@ -14,7 +14,7 @@ import typer
 from diffqc.data.label_export import ExportError, SeveralProducts, export_labels
 from diffqc.data.mvtec import DatasetError
 from diffqc.settings import load_settings
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 from diffqc.store.cli import _database
 
 labels_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -29,9 +29,9 @@ def export(
     line: Annotated[str | None, typer.Option(help="Only this line")] = None,
 ) -> None:
     """Write test/good (confirmed good parts and false alarms), test/<defect class> (confirmed and missed
-    defects) and labels.csv / labels.json; images come from the blob store (DIFFQC_BLOB_ROOT)."""
+    defects) and labels.csv / labels.json; images come from the blob store (DIFFQC_BLOBS_BACKEND)."""
     with _database() as engine:
-        blobs = FileBlobStore(load_settings().blob_root)
+        blobs = make_blob_store(load_settings())
         try:
             report = export_labels(engine, blobs, out, product, line)
         except (SeveralProducts, DatasetError) as exc:  # DatasetError: --out holds what no export made

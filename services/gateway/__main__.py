@@ -16,7 +16,7 @@ import uvicorn
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
 from diffqc.store import api_keys, db
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 from services.gateway.app import create_app
 from services.gateway.ingest import IngestionClient
 
@@ -40,7 +40,7 @@ def start(settings: Settings) -> int:
     app = create_app(
         settings,
         engine,
-        FileBlobStore(settings.blob_root),
+        make_blob_store(settings),
         IngestionClient(cfg.ingestion_url, cfg.ingest_timeout_s, settings.grpc),
     )
     # log_config=None keeps diffqc's JSON logging; uvicorn drains in-flight requests on SIGTERM.

@@ -10,7 +10,7 @@ from diffqc.runtime.startup import service_main
 from diffqc.serving.client import TritonDetector
 from diffqc.serving.production import model_routes
 from diffqc.settings import Settings
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 from diffqc.v1 import inference_pb2_grpc
 from services.inference.service import Inference, InferenceServicer, stream_stage
 
@@ -22,7 +22,7 @@ def start(settings: Settings) -> int:
     detector = TritonDetector(settings.triton, grpc_settings=settings.grpc)
     detector.wait_until_ready(settings.service.startup_timeout_s)  # the model, not only the server
     routes = model_routes(settings)  # which model versions judge and score each frame
-    inference = Inference(settings, detector, FileBlobStore(settings.blob_root), routes)
+    inference = Inference(settings, detector, make_blob_store(settings), routes)
     servicer = InferenceServicer(inference)
     api = GrpcApi("diffqc.v1.InferenceService", inference_pb2_grpc.add_InferenceServiceServicer_to_server, servicer)
     return run_service(NAME, settings, api, loops=stream_stage(inference).workers(settings))

@@ -2,8 +2,8 @@
 
 Start-up, each step bounded by ``DIFFQC_SERVICE_STARTUP_TIMEOUT_S``: wait for the broker, wait for
 the database and bring its schema to the newest migration, create ``qc.frames.v1`` if it does not
-exist, check the blob store root is writable. A failure exits 1 with one message naming the
-dependency; bad settings exit 2.
+exist, check the blob store (the file store's root is writable; an S3 bucket answers, and is created
+when missing). A failure exits 1 with one message naming the dependency; bad settings exit 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from diffqc.runtime.dependencies import wait_for
 from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 from diffqc.v1 import ingestion_pb2_grpc
 from services.ingestion.service import SERVICE_NAME, Ingestion, IngestionServicer, grpc_options
 
@@ -38,9 +38,10 @@ def start(settings: Settings) -> int:
         else (lambda: require_topics(settings.kafka, [FRAMES])),
         timeout,
     )
-    wait_for("blob store", str(settings.blob_root), lambda: _check_writable(settings.blob_root), timeout)
+    if settings.blobs.backend == "file":  # an S3 store's bucket is awaited by make_blob_store
+        wait_for("blob store", str(settings.blob_root), lambda: _check_writable(settings.blob_root), timeout)
     guard_decompression_bombs(ImageLimits.of(settings.ingestion))  # process-wide: PIL refuses bombs itself too
-    ingestion = Ingestion(settings, engine, FileBlobStore(settings.blob_root))
+    ingestion = Ingestion(settings, engine, make_blob_store(settings))
     servicer = IngestionServicer(ingestion)
     try:
         api = GrpcApi(SERVICE_NAME, ingestion_pb2_grpc.add_IngestionServiceServicer_to_server, servicer)

@@ -15,7 +15,7 @@ from diffqc.preprocess import Preprocessor
 from diffqc.runtime.service import GrpcApi, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 from diffqc.store.poison import PoisonFence
 from diffqc.v1 import preprocessing_pb2_grpc
 from services.preprocessing.service import PreprocessingServicer, stream_stage
@@ -28,7 +28,7 @@ def start(settings: Settings) -> int:
     engine = migrated_database(settings)
     limits = ImageLimits.of(settings.ingestion)
     guard_decompression_bombs(limits)
-    preprocessor = Preprocessor(engine, FileBlobStore(settings.blob_root), limits=limits)
+    preprocessor = Preprocessor(engine, make_blob_store(settings), limits=limits)
     servicer = PreprocessingServicer(preprocessor)
     add = preprocessing_pb2_grpc.add_PreprocessingServiceServicer_to_server
     api = GrpcApi("diffqc.v1.PreprocessingService", add, servicer)

@@ -12,7 +12,7 @@ from diffqc.runtime.service import GrpcApi, Loop, run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.scoring import Scorer, make_sink
 from diffqc.settings import Settings
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 from diffqc.store.poison import PoisonFence
 from diffqc.v1 import scoring_pb2_grpc
 from services.scoring.service import (
@@ -37,7 +37,7 @@ def start(settings: Settings) -> int:
         return 1
     # InfluxDB is not awaited: a point that cannot be written waits in qc.inspections.v1 until the store is back.
     sink = make_sink(settings)
-    scorer = Scorer(settings.scoring, engine, FileBlobStore(settings.blob_root))
+    scorer = Scorer(settings.scoring, engine, make_blob_store(settings))
     publisher = VerdictPublisher(settings.kafka, alerts)
     servicer = ScoringServicer(scorer, publisher)
     try:

@@ -21,7 +21,7 @@ from diffqc.extras import missing_module
 from diffqc.runtime.service import run_service
 from diffqc.runtime.startup import migrated_database, service_main
 from diffqc.settings import Settings
-from diffqc.store.blobs import FileBlobStore
+from diffqc.store.blobs import make_blob_store
 
 NAME = "trainer"
 # Triton's image sets this variable for tritonserver; a DIFFQC_* setting of its own is requested from the lead.
@@ -51,7 +51,7 @@ def start(settings: Settings) -> int:
     engine = migrated_database(settings)
     worker = TrainingWorker(
         engine,
-        FileBlobStore(settings.blob_root),
+        make_blob_store(settings),
         repository,
         f"{socket.gethostname()}:{os.getpid()}",
         limits=ImageLimits.of(settings.ingestion),

@@ -79,7 +79,13 @@ def test_keda_scaled_objects_match_the_keda_schema(plant_docs):
 def test_the_alerts_name_metrics_the_services_export(plant_docs):
     """Every PrometheusRule expression names metrics a diffqc process exports (a renamed metric would leave
     an alert that never fires)."""
-    for module in ("diffqc.runtime.metrics", "diffqc.bus.consumer", "services.ingestion.service"):
+    modules = (
+        "diffqc.runtime.metrics",
+        "diffqc.bus.consumer",
+        "diffqc.scoring.not_inspected",
+        "services.ingestion.service",
+    )
+    for module in modules:
         importlib.import_module(module)  # the metrics are registered where they are defined
     families = list(REGISTRY.collect())  # a labelled metric has no samples until used: take the family names
     exported = {m.name for m in families} | {f"{m.name}_total" for m in families if m.type == "counter"}

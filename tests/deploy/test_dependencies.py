@@ -139,13 +139,13 @@ def _constraints() -> dict[str, str]:
     return pins
 
 
-def test_the_services_image_installs_the_base_alone_at_the_constrained_versions():
+def test_the_services_image_installs_the_base_and_s3_at_the_constrained_versions():
     installs = _pip_installs(SERVICES_DOCKERFILE)
     assert installs, "no pip install in deploy/docker/Dockerfile"
     for args in installs:
         assert "-c" in args and args[args.index("-c") + 1] == "/src/constraints.txt", args
         assert not [a for a in args if "index-url" in a], args  # no PyTorch index: no torch at all
-    assert [_targets(args) for args in installs] == [["/src"]]  # the project, no extra
+    assert [_targets(args) for args in installs] == [["/src[s3]"]]  # the project with the S3 client, no other extra
     assert "COPY pyproject.toml README.md constraints.txt /src/" in SERVICES_DOCKERFILE.read_text()
     instructions = [line for line in SERVICES_DOCKERFILE.read_text().splitlines() if not line.startswith("#")]
     assert not [line for line in instructions if "torch" in line.lower()]
@@ -207,7 +207,7 @@ def test_the_triton_image_installs_the_detector_and_the_stub_at_the_constrained_
     for args in installs:
         assert "-c" in args and args[args.index("-c") + 1] == "/src/constraints.txt", args
     targets = [t for args in installs for t in _targets(args)]
-    assert "/src[detector,triton]" in targets
+    assert "/src[detector,triton,s3]" in targets
     assert f"torch=={_constraints()['torch']}" in targets  # its own layer, PyPI's CUDA build
     text = TRITON_DOCKERFILE.read_text()
     assert text.index("COPY constraints.txt /src/") < text.index("pip install")

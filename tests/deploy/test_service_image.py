@@ -40,7 +40,7 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     user = [line for line in text.splitlines() if line.startswith("USER ")][-1]
     assert user.split()[1].split(":")[0] not in ("root", "0")
     assert 'CMD ["python", "/opt/diffqc/deploy/healthcheck.py"]' in text
-    assert "RUN pip install -c /src/constraints.txt /src\n" in text  # the base install: no torch (test_dependencies)
+    assert "RUN pip install -c /src/constraints.txt '/src[s3]'\n" in text  # base + s3: no torch (test_dependencies)
 
 
 def test_entrypoint_knows_every_service_and_refuses_others(tmp_path):

@@ -16,7 +16,7 @@ from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import AuditEntry, Inspection
 from diffqc.store.spc_rebases import RebaseRefused
-from services.bridge.service import RebaseWatcher, SpcFeed
+from services.bridge.spc import RebaseWatcher, SpcFeed
 from tests.helpers.verdicts import DECIDED, store_inspections, verdict
 
 SETTINGS = SpcSettings(rebase_min_parts=10, rebase_delay_s=5)
@@ -84,12 +84,17 @@ def test_a_window_of_another_model_version_or_too_few_parts_is_refused(engine):
         assert session.scalars(select(AuditEntry)).all() == []
 
 
-def test_the_bridge_hands_new_rebases_to_its_live_charts(engine):
-    _line(engine, list(0.5 + 0.1 * np.random.default_rng(2).standard_normal(30)))
-    feed = SpcFeed(SpcMonitor(SETTINGS))
+def test_the_bridge_hands_new_rebases_to_its_live_charts_and_a_chart_loaded_later_reads_them(engine):
+    verdicts = _line(engine, list(0.5 + 0.1 * np.random.default_rng(2).standard_normal(30)))
+    feed = SpcFeed(SpcMonitor(SETTINGS), engine)
+    feed.observe(verdicts[-1])  # this replica holds the line: its chart is in memory
     watcher = RebaseWatcher(engine, feed, interval_s=0.1)
     assert watcher.poll() == 0
     row = _rebase(engine, 0, 29)
     assert watcher.poll() == 1 and watcher.poll() == 0 and watcher.last_id == row.id
-    [pending] = feed.monitor.chart("L1", "pcb").rebases
+    [pending] = feed.monitor.charts[("L1", "pcb")].rebases
     assert pending.effective_from == row.effective_from and pending.limits.sigma == pytest.approx(row.sigma)
+    # A replica that takes the line over afterwards reads the re-base with the chart.
+    successor = SpcFeed(SpcMonitor(SETTINGS), engine)
+    successor.observe(verdicts[-1])
+    assert successor.monitor.charts[("L1", "pcb")].rebases == [pending]
