@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -180,6 +181,16 @@ class Alert(Base):
     """An alert for the MES, kept as a transactional outbox row until the MES acknowledged it."""
 
     __tablename__ = "alerts"
+    # The bridge claims the oldest row with work left: the index holds only those, so it stays small.
+    __table_args__ = (
+        Index(
+            "ix_alerts_work_left",
+            "created_at",
+            "id",
+            postgresql_where=text("delivery_state = 'PENDING' OR line_stop_state = 'pending'"),
+            sqlite_where=text("delivery_state = 'PENDING' OR line_stop_state = 'pending'"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     inspection_id: Mapped[str | None] = mapped_column(ForeignKey("inspections.id"), unique=True)
     line_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -1,0 +1,29 @@
+"""An index for the bridge's claim of due alerts: only rows with work left, in claim order
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+WORK_LEFT = sa.text("delivery_state = 'PENDING' OR line_stop_state = 'pending'")
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_alerts_work_left",
+        "alerts",
+        ["created_at", "id"],
+        postgresql_where=WORK_LEFT,
+        sqlite_where=WORK_LEFT,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_alerts_work_left", table_name="alerts")
