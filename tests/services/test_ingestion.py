@@ -254,7 +254,7 @@ def test_a_stream_of_good_frames_is_acked_in_order_stored_and_published_by_line(
 def test_a_full_house_of_camera_streams_leaves_probes_and_single_frames_answered(make_settings):
     """max_streams open streams hold their threads; health probes and IngestOne still answer on the service's own
     workers, and one stream more is refused with RESOURCE_EXHAUSTED instead of queueing."""
-    streams = 24
+    streams = 100  # the plant fan-in the chart sizes ingestion for
     settings = make_settings(max_streams=streams)
     settings.service.grpc_workers = 2
     line, image = f"LF-{uuid.uuid4().hex[:6]}", encode("PNG", height=16, width=16)
@@ -275,7 +275,7 @@ def test_a_full_house_of_camera_streams_leaves_probes_and_single_frames_answered
             with pytest.raises(grpc.RpcError) as refused:
                 next(stub.Ingest(camera(), timeout=30))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "serves 24 camera streams already (DIFFQC_INGESTION_MAX_STREAMS)" in refused.value.details()
+            assert "serves 100 camera streams already (DIFFQC_INGESTION_MAX_STREAMS)" in refused.value.details()
         finally:
             hold.set()
             for call in calls:
