@@ -27,6 +27,7 @@ GENERATED = (
     "GRAFANA_ADMIN_PASSWORD",
     "DIFFQC_GATEWAY_LINK_SECRET",
     "DIFFQC_GATEWAY_SESSION_SECRET",
+    "MINIO_ROOT_PASSWORD",  # the s3 profile's MinIO, and the services' key to it
 )
 NO_API_KEYS = "[]"
 

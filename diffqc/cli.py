@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from diffqc.alerts.cli import alerts_app
 from diffqc.bus.dlq_cli import dlq_app
 from diffqc.data.cli import app as data_app
 from diffqc.demo import demo
@@ -37,6 +38,7 @@ app.add_typer(labels_app, name="labels", help="Inspection labels: export them as
 app.add_typer(model_app, name="model", help="The model registry: list versions, promote, roll back, archive.")
 app.add_typer(jobs_app, name="jobs", help="Retraining jobs: start, list, show, cancel.")
 app.add_typer(dlq_app, name="dlq", help="Dead letters: list them, replay them once their cause is fixed.")
+app.add_typer(alerts_app, name="alerts", help="Alerts the MES refused for good: list them, re-drive them.")
 bench_app = typer.Typer(no_args_is_help=True, add_completion=False)
 bench_app.command("triton")(bench_triton)
 bench_app.command("pipeline")(bench_pipeline)

@@ -68,6 +68,19 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """moto's S3-API server, in this process on a free loopback port (any credentials pass): the S3 blob
+    store's tests talk HTTP to it as to MinIO. Its buckets are shared by every test: each names its own."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory):
     """A tiny PCB detector: (artifact dir, its MVTec data set)."""
     return train_tiny(TINY_PRODUCT, tmp_path_factory.mktemp("tiny"))

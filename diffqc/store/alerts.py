@@ -2,19 +2,27 @@
 
 The bridge inserts a row for each alert it consumes (``INSERT ... ON CONFLICT DO NOTHING`` on the
 alert id, so a redelivered message adds nothing) and commits the Kafka offset only after the row
-committed; the delivery loop then works the rows until the MES acknowledged them. Delivery rows are
-claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so bridge replicas never send one alert
-concurrently.
+committed; the delivery loops then work the rows until the MES acknowledged them.
+
+A delivery loop leases a due row (``lease_next_due``: locked ``FOR UPDATE SKIP LOCKED`` in a short
+transaction, its attempt counted and ``next_attempt_at`` moved to the lease's end, committed), sends
+with no transaction open, and records the outcome only while the lease is still its own
+(``leased_row``), so bridge replicas never send one alert concurrently and a crashed sender's alert is
+sent again once its lease ran out. Failed deliveries are listed (``failed_alerts``) and re-driven
+(``redrive``, audited); delivered rows are pruned after the retention (``prune_delivered``).
 """
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import CursorResult, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from diffqc.store import audit
 from diffqc.store.dialect import dialect_insert
 from diffqc.store.models import Alert, DeliveryState, LineStop
 
@@ -42,16 +50,49 @@ def record_alert(session: Session, body: dict, line_stop: bool) -> bool:
     return session.execute(stmt).first() is not None
 
 
-def _due(now: datetime):
-    work_left = or_(Alert.delivery_state == DeliveryState.PENDING, Alert.line_stop_state == LineStop.PENDING.value)
-    return work_left, or_(Alert.next_attempt_at.is_(None), Alert.next_attempt_at <= now)
+LINE_STOP_PENDING = Alert.line_stop_state == LineStop.PENDING.value
+# The MES hears of a line-stopping alert once its stop is settled: the two never share a lease.
+MES_PENDING = (Alert.delivery_state == DeliveryState.PENDING) & or_(
+    Alert.line_stop_state.is_(None), Alert.line_stop_state != LineStop.PENDING.value
+)
 
 
-def claim_next_due(session: Session, now: datetime) -> Alert | None:
-    """The oldest alert with a delivery or line stop still to do whose attempt is due, locked for this
-    transaction (rows another replica holds are skipped)."""
+@dataclass(frozen=True)
+class Lease:
+    """A due alert a delivery loop holds until ``until``: what it sends, and what proves the lease is still its own."""
+
+    alert_id: str
+    line_id: str
+    inspection_id: str | None
+    payload: dict
+    attempts: int
+    until: datetime
+
+
+def lease_next_due(session: Session, now: datetime, until: datetime, line_stops: bool) -> Lease | None:
+    """Lease the oldest due alert with a line stop (``line_stops``) or else an MES delivery to do until ``until``:
+    rows another replica has locked are skipped, the attempt is counted. The caller commits at once."""
+    row = session.scalars(
+        select(Alert)
+        .where(LINE_STOP_PENDING if line_stops else MES_PENDING)
+        .where(or_(Alert.next_attempt_at.is_(None), Alert.next_attempt_at <= now))
+        .order_by(Alert.created_at, Alert.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if row is None:
+        return None
+    row.attempts += 1
+    row.next_attempt_at = until
+    return Lease(row.id, row.line_id, row.inspection_id, dict(row.payload), row.attempts, until)
+
+
+def leased_row(session: Session, lease: Lease) -> Alert | None:
+    """The alert, locked, if ``lease`` still holds it (no other loop re-leased it after it ran out); else None."""
     return session.scalars(
-        select(Alert).where(*_due(now)).order_by(Alert.created_at, Alert.id).limit(1).with_for_update(skip_locked=True)
+        select(Alert)
+        .where(Alert.id == lease.alert_id, Alert.attempts == lease.attempts, Alert.next_attempt_at == lease.until)
+        .with_for_update()
     ).first()
 
 
@@ -78,11 +119,10 @@ def _after(token: str) -> tuple[datetime, str]:
         raise BadPageToken(f"invalid page token {token!r}") from exc
 
 
-def undelivered_alerts(
-    session: Session, line_id: str = "", page_size: int = 100, page_token: str = ""
+def _page(
+    session: Session, state: DeliveryState, line_id: str, page_size: int, page_token: str
 ) -> tuple[list[Alert], str]:
-    """Alerts the MES has not acknowledged yet, oldest first, one page; returns (rows, next page token)."""
-    query = select(Alert).where(Alert.delivery_state == DeliveryState.PENDING)
+    query = select(Alert).where(Alert.delivery_state == state)
     if line_id:
         query = query.where(Alert.line_id == line_id)
     if page_token:
@@ -90,3 +130,42 @@ def undelivered_alerts(
     rows = session.scalars(query.order_by(Alert.created_at, Alert.id).limit(page_size + 1)).all()
     page = list(rows[:page_size])
     return page, _token(page[-1]) if len(rows) > page_size else ""
+
+
+def undelivered_alerts(
+    session: Session, line_id: str = "", page_size: int = 100, page_token: str = ""
+) -> tuple[list[Alert], str]:
+    """Alerts the MES has not acknowledged yet, oldest first, one page; returns (rows, next page token)."""
+    return _page(session, DeliveryState.PENDING, line_id, page_size, page_token)
+
+
+def failed_alerts(
+    session: Session, line_id: str = "", page_size: int = 100, page_token: str = ""
+) -> tuple[list[Alert], str]:
+    """Alerts the MES refused for good (``last_error`` says why), oldest first, one page; (rows, next page token)."""
+    return _page(session, DeliveryState.FAILED, line_id, page_size, page_token)
+
+
+def redrive(session: Session, alert_ids: list[str] | None, actor: str) -> tuple[list[str], list[str]]:
+    """Deliver failed alerts again (``alert_ids``, or every failed one for None): back to pending, due now, attempts
+    reset, one audit row each (``alert.redrive``, by ``actor``). Returns (re-driven ids, given ids that are not
+    failed alerts). A failed line stop is not re-driven: a late stop would halt the line for an old part."""
+    query = select(Alert).where(Alert.delivery_state == DeliveryState.FAILED)
+    if alert_ids is not None:
+        query = query.where(Alert.id.in_(alert_ids))
+    rows = session.scalars(query.order_by(Alert.created_at, Alert.id).with_for_update()).all()
+    for row in rows:
+        audit.append(session, actor, "alert.redrive", row.id, {"line_id": row.line_id, "last_error": row.last_error})
+        row.delivery_state, row.attempts, row.next_attempt_at = DeliveryState.PENDING, 0, None
+    done = [row.id for row in rows]
+    return done, [i for i in dict.fromkeys(alert_ids or []) if i not in set(done)]
+
+
+def prune_delivered(session: Session, older_than: datetime) -> int:
+    """Delete alerts the MES acknowledged before ``older_than`` (their line stop, if any, settled); returns how
+    many. The caller commits."""
+    settled = or_(Alert.line_stop_state.is_(None), Alert.line_stop_state != LineStop.PENDING.value)
+    statement = delete(Alert).where(
+        Alert.delivery_state == DeliveryState.DELIVERED, Alert.delivered_at < older_than, settled
+    )
+    return cast(CursorResult[Any], session.execute(statement)).rowcount

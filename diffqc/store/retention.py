@@ -125,7 +125,18 @@ def run_retention(
             freed = _relieve_disk(engine, volume, used - int(settings.disk_low_water * total), rule, report, batch)
             used = used - freed if dry_run else volume.volume_usage()[0]
         report.volume_use_after = used / total
-    log.info("retention%s: %s", " (dry run)" if dry_run else "", report)
+    log.info(
+        "retention%s: %d inspection(s), %d alert(s), %d frame(s), %d trial score(s), %d blob(s) by age and %d by "
+        "disk use, %d bytes",
+        " (dry run, nothing deleted)" if dry_run else "",
+        report.inspections,
+        report.alerts,
+        report.frames,
+        report.trial_scores,
+        report.blobs_by_age,
+        report.blobs_by_disk,
+        report.freed_bytes,
+    )
     return report
 
 

@@ -62,6 +62,10 @@ class S3BlobStore:
                 f"DIFFQC_BLOBS_S3_BUCKET: {bucket!r} is not an S3 bucket name "
                 "(3-63 lowercase letters, digits and hyphens, starting and ending with a letter or digit)"
             )
+        if (access_key_id is None) != (secret_access_key is None):
+            raise SettingsError(
+                "DIFFQC_BLOBS_S3_ACCESS_KEY_ID and DIFFQC_BLOBS_S3_SECRET_ACCESS_KEY are set together or not at all"
+            )
         self.bucket, self.region = bucket, region
         self.where = endpoint_url or f"AWS S3 ({region})"
         config = Config(
@@ -76,14 +80,17 @@ class S3BlobStore:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        self._s3 = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            config=config,
-        )
+        try:
+            self._s3 = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                config=config,
+            )
+        except ValueError as exc:  # an endpoint that is no URL
+            raise SettingsError(f"DIFFQC_BLOBS_S3_ENDPOINT_URL: {exc}") from None
 
     @classmethod
     def from_settings(cls, blobs: BlobSettings) -> S3BlobStore:

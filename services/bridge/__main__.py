@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from diffqc.alerts.delivery import DeliveryLoop, require_webhook
+from diffqc.alerts.delivery import delivery_loops, require_webhook
 from diffqc.alerts.links import AlertLinks
 from diffqc.bus.admin import wait_for_broker
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, SchemaRejected, load_schema, registry_client
@@ -76,7 +76,7 @@ def start(settings: Settings) -> int:
                 alert_worker(
                     engine, settings.kafka, settings.bridge, alerts, AlertLinks.from_settings(settings.gateway), fence
                 ),
-                DeliveryLoop(engine, settings.bridge),
+                *delivery_loops(engine, settings.bridge),
                 rebases,
                 spc_stage(spc, SignalPublisher(spc, settings.kafka, sink, signals)).worker(settings.kafka, fence),
                 drift_stage(drift, DriftPublisher(drift, settings.kafka, sink, drift_events)).worker(

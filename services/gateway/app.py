@@ -33,6 +33,7 @@ from diffqc.store.models import Frame as FrameRow
 from diffqc.store.models import Inspection
 from diffqc.v1.frame_pb2 import Frame
 from services.gateway.admin import admin_router
+from services.gateway.alerts import alerts_router
 from services.gateway.auth import LOGIN_PATH, Auth, KeyRing, Principal
 from services.gateway.drift import drift_router
 from services.gateway.errors import ApiError, install_error_handlers
@@ -98,6 +99,7 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     install_error_handlers(app, cfg.max_upload_bytes)
     app.include_router(login_router(auth, STATIC))
     app.include_router(admin_router(engine, auth))
+    app.include_router(alerts_router(engine, auth))
     app.include_router(spc_acks_router(engine, auth))
     app.include_router(drift_router(engine, settings.drift, auth))
     app.include_router(review_router(engine, auth, STATIC))

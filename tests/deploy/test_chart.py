@@ -215,6 +215,8 @@ def test_every_workload_has_a_pdb_and_a_network_policy(values_file):
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deployments]
     assert [p["spec"]["selector"]["matchLabels"] for p in by_kind(docs, "PodDisruptionBudget").values()] == selectors
     jobs = [j["spec"]["template"]["metadata"]["labels"] for j in by_kind(docs, "Job").values()]
+    crons = by_kind(docs, "CronJob").values()  # the retention job
+    jobs += [c["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"] for c in crons]
     policies = by_kind(docs, "NetworkPolicy")
     selected = [p["spec"]["podSelector"].get("matchLabels") for n, p in policies.items() if n != "diffqc-default-deny"]
     assert sorted(map(str, selected)) == sorted(map(str, selectors + jobs))

@@ -22,7 +22,9 @@ KAFKA_USERS = {"ingestion", "preprocessing", "inference", "scoring", "bridge", "
 def _pods_of(values: dict) -> list[tuple[str, dict]]:
     docs = documents(render(values))
     workloads = [*by_kind(docs, "Deployment").values(), *by_kind(docs, "Job").values()]
-    return [(w["metadata"]["name"], w["spec"]["template"]["spec"]) for w in workloads]
+    pods = [(w["metadata"]["name"], w["spec"]["template"]["spec"]) for w in workloads]
+    crons = by_kind(docs, "CronJob").values()  # the retention job
+    return pods + [(c["metadata"]["name"], c["spec"]["jobTemplate"]["spec"]["template"]["spec"]) for c in crons]
 
 
 def _with_model_init_container() -> dict:
@@ -119,7 +121,7 @@ def test_no_policy_admits_everything(values_file):
     policies = _policies(documents(render(load_values(values_file))))
     trainer = ["trainer"] if load_values(values_file).get("trainer", {}).get("enabled") else []
     services = load_values(CHART / "values.yaml")["services"]
-    assert set(policies) == {"default-deny", "topics", "triton", *services, *trainer}
+    assert set(policies) == {"default-deny", "topics", "triton", "retention", *services, *trainer}
     for name, spec in policies.items():
         assert spec["policyTypes"] == ["Ingress", "Egress"], name
         for rule in spec.get("ingress", []):

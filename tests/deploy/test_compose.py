@@ -148,7 +148,8 @@ def test_compose_env_script_names_a_file_it_cannot_write(tmp_path):
 
 
 def test_the_full_stack_is_there(config):
-    assert set(config["services"]) == {*PIPELINE, *BACKING, "kafka-init", "triton-gpu", "triton-cpu", "trainer"}
+    profiles = {"triton-gpu", "triton-cpu", "minio"}  # Triton's gpu or cpu; MinIO for DIFFQC_BLOBS_BACKEND=s3
+    assert set(config["services"]) == {*PIPELINE, *BACKING, "kafka-init", "trainer", *profiles}
     images = {name: svc.get("image", "") for name, svc in config["services"].items()}
     assert images["kafka"].startswith("apache/kafka:")  # KRaft, no ZooKeeper
     assert "controller" in config["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]

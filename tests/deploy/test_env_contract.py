@@ -35,11 +35,13 @@ from .manifests import (
 # The settings groups each service's process reads (its __main__, its adapter and the library
 # code it runs). test_groups_cover_what_the_services_read keeps this in step with services/.
 # Every service runs a gRPC server or client (grpc: its transport security); scoring and the bridge
-# sign the links in alerts with the gateway's public URL and link secret (a group's fields by prefix).
+# sign the links in alerts with the gateway's public URL and link secret (a group's fields by prefix);
+# blob_root and blobs: the blob store (diffqc.store.blobs.make_blob_store).
 SERVICE_GROUPS = {
-    "ingestion": {"kafka", "database", "service", "grpc", "ingestion", "blob_root"},
-    "preprocessing": {"kafka", "database", "service", "grpc", "ingestion", "blob_root"},  # its image limits
-    "inference": {"kafka", "triton", "database", "service", "grpc", "blob_root"},  # the registry's production version
+    "ingestion": {"kafka", "database", "service", "grpc", "ingestion", "blob_root", "blobs"},
+    "preprocessing": {"kafka", "database", "service", "grpc", "ingestion", "blob_root", "blobs"},  # its image limits
+    # inference reads the registry's production version
+    "inference": {"kafka", "triton", "database", "service", "grpc", "blob_root", "blobs"},
     "scoring": {
         "kafka",
         "database",
@@ -51,6 +53,7 @@ SERVICE_GROUPS = {
         "gateway_public_url",
         "gateway_link",
         "blob_root",
+        "blobs",
     },
     "bridge": {
         "kafka",
@@ -64,8 +67,8 @@ SERVICE_GROUPS = {
         "gateway_public_url",
         "gateway_link",
     },
-    "gateway": {"database", "gateway", "spc", "drift", "service", "grpc", "blob_root", "triton"},  # model control
-    "trainer": {"database", "service", "grpc", "ingestion", "blob_root"},  # the frames' image limits
+    "gateway": {"database", "gateway", "spc", "drift", "service", "grpc", "blob_root", "blobs", "triton"},  # models
+    "trainer": {"database", "service", "grpc", "ingestion", "blob_root", "blobs"},  # the frames' image limits
 }
 # Settings whose default cannot work in a container although it looks harmless.
 UNSAFE_IN_CONTAINER = {"DIFFQC_INFLUX_TOKEN", "DIFFQC_BLOB_ROOT"}  # a dev token; a path off the shared volume

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from diffqc.alerts import alert_record
-from diffqc.alerts.delivery import DeliveryLoop
+from diffqc.alerts.delivery import delivery_loops
 from diffqc.bus.admin import ensure_topics
 from diffqc.bus.config import producer_config
 from diffqc.contracts.avro import ALERT_SCHEMA, AvroTopic, load_schema, registry_client
@@ -204,7 +204,7 @@ def test_an_mes_outage_loses_nothing_and_every_alert_arrives_exactly_once(engine
     produce(kafka, alerts, [records[0], *records, records[0]], raw=[b"\x00\x00\x00not an alert"])
 
     settings = bridge_settings(receiver)
-    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), DeliveryLoop(engine, settings))
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), *delivery_loops(engine, settings))
     try:
         ids = {r["alert_id"] for r in records}
         # Phase 1, the MES is down (connection refused): every alert is in the outbox, retried, not lost.
@@ -272,7 +272,7 @@ def test_a_4xx_fails_the_alert_for_good_with_the_reason_and_others_go_on(engine,
     produce(kafka, alerts, [alert_record(bad, LINKS), alert_record(good, LINKS)])
     receiver.start()
     settings = bridge_settings(receiver, line_stop_url=None)
-    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), DeliveryLoop(engine, settings))
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), *delivery_loops(engine, settings))
     try:
         wait_until(
             lambda: (
@@ -313,7 +313,7 @@ def test_forged_alerts_stop_no_line_reach_no_mes_and_are_reported(engine, kafka,
     receiver.start()
     settings = bridge_settings(receiver)
     caplog.set_level(logging.WARNING, logger="services.bridge.service")
-    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), DeliveryLoop(engine, settings))
+    stop, threads = run_loops(alert_worker(engine, kafka, settings, alerts, LINKS), *delivery_loops(engine, settings))
     try:
         wait_until(lambda: len(receiver.accepted()) == 2 and receiver.accepted("/line-stop"), what="genuine alerts")
         time.sleep(1.0)  # a forged delivery or line stop would show up now

@@ -233,6 +233,8 @@ def _conforms(operation) -> None:
         "/api/models/{product}/{version}/archive",
         "/api/models/{product}/{version}/canary",
         "/api/models/{product}/canaries/{line}/stop",
+        "/api/alerts/failed",  # a made-up page_token
+        "/api/alerts/redrive",  # neither or both of alert_ids and all
     )
     excluded = [positive_data_acceptance] if operation.path in refusable else []
 

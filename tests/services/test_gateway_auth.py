@@ -231,6 +231,8 @@ ROUTES = [
     Route("DELETE", "/api/keys/{key_id}", "admin", _none),
     Route("GET", "/api/audit", "admin", _none),
     Route("GET", "/api/audit/verify", "admin", _none),
+    Route("GET", "/api/alerts/failed", "admin", _none),
+    Route("POST", "/api/alerts/redrive", "admin", lambda _i, _c: {"json": {"all": True}}),
     Route("POST", "/api/spc/{rebase_line}/{product}/rebase", "admin", _rebase),
     Route("PUT", "/api/inspection/{id}/label", "operator", _label),
     Route("GET", "/api/inspection/{id}/label", "viewer", _none),

@@ -230,3 +230,15 @@ def test_temp_files_of_writers_that_died_are_removed_when_a_store_starts(store):
     assert store.get(ref) == b"image bytes"
     assert store.remove_orphans(older_than_s=0) == 1 and not fresh.exists()
     assert FileBlobStore(store.root.parent / "empty").remove_orphans(older_than_s=0) == 0
+
+
+def test_a_put_of_a_blob_the_store_holds_restarts_its_age(store):
+    ref = store.put(b"image bytes", "image/png")
+    blob = store.root / "sha256" / ref.sha256[:2] / ref.sha256
+    a_year_ago = time.time() - 365 * 86400
+    os.utime(blob, (a_year_ago, a_year_ago))
+    (listed,) = store.blobs()
+    assert listed.stored_at.timestamp() == pytest.approx(a_year_ago)
+    store.put(b"image bytes", "image/png")  # a camera sends the same image again: retention must not take it
+    (listed,) = store.blobs()
+    assert listed.stored_at.timestamp() > a_year_ago + 364 * 86400

@@ -84,13 +84,14 @@ app.kubernetes.io/component: {{ .component }}
      (dict "name" "scoring") -> JSON list. */}}
 {{- define "diffqc.uses" -}}
 {{- $uses := dict
-  "ingestion" (list "kafka" "postgres")
-  "preprocessing" (list "kafka" "postgres")
-  "inference" (list "kafka" "triton" "postgres")
-  "scoring" (list "kafka" "postgres" "influx" "schemaRegistry" "links")
+  "ingestion" (list "kafka" "postgres" "blobStore")
+  "preprocessing" (list "kafka" "postgres" "blobStore")
+  "inference" (list "kafka" "triton" "postgres" "blobStore")
+  "scoring" (list "kafka" "postgres" "influx" "schemaRegistry" "links" "blobStore")
   "bridge" (list "kafka" "postgres" "schemaRegistry" "mes" "links")
-  "gateway" (list "postgres" "ingestion" "links")
-  "trainer" (list "postgres")
+  "gateway" (list "postgres" "ingestion" "links" "blobStore")
+  "trainer" (list "postgres" "blobStore")
+  "retention" (list "postgres" "blobStore")
   "topics" (list "kafka") -}}
 {{- get $uses .name | toJson -}}
 {{- end -}}
@@ -138,6 +139,8 @@ seccompProfile:
 {{- $ports = list (include "diffqc.urlPort" $v.influx.url) -}}
 {{- else if eq .use "schemaRegistry" -}}
 {{- $ports = list (include "diffqc.urlPort" $v.schemaRegistry.url) -}}
+{{- else if eq .use "blobStore" -}}
+{{- $ports = list (ternary (include "diffqc.urlPort" $v.blobStore.s3.endpoint) "443" (ne $v.blobStore.s3.endpoint "")) -}}
 {{- else if eq .use "mes" -}}
 {{- $ports = list (include "diffqc.urlPort" $v.services.bridge.mesWebhookUrl) -}}
 {{- with $v.services.bridge.lineStopUrl }}{{ $ports = append $ports (include "diffqc.urlPort" .) }}{{ end -}}
@@ -219,6 +222,9 @@ seccompProfile:
   valueFrom:
     secretKeyRef: {name: {{ $v.postgres.existingSecret }}, key: {{ $v.postgres.existingSecretKey }}}
 {{- end }}
+{{- if has "blobStore" $uses }}
+{{- include "diffqc.blobStoreEnv" $root }}
+{{- end }}
 {{- if has "influx" $uses }}
 - name: DIFFQC_INFLUX_TOKEN
   valueFrom:
@@ -290,6 +296,24 @@ seccompProfile:
 {{- end }}
 {{- end -}}
 
+{{/* The blob store's credentials (the rest of DIFFQC_BLOBS_* is in the ConfigMap): env entries. */}}
+{{- define "diffqc.blobStoreEnv" -}}
+{{- $s3 := .Values.blobStore.s3 -}}
+{{- if and (eq .Values.blobStore.backend "s3") $s3.existingSecret }}
+- name: DIFFQC_BLOBS_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ $s3.existingSecret }}, key: {{ $s3.accessKeyIdKey }}}
+- name: DIFFQC_BLOBS_S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ $s3.existingSecret }}, key: {{ $s3.secretAccessKeyKey }}}
+{{- end }}
+{{- end -}}
+
+{{/* Whether a workload mounts the blobs volume: (dict "root" $ "uses" $uses) -> "true" or "". */}}
+{{- define "diffqc.mountsBlobs" -}}
+{{- if and (has "blobStore" .uses) (eq .root.Values.blobStore.backend "file") }}true{{ end -}}
+{{- end -}}
+
 {{/* A PodDisruptionBudget spec with exactly one of minAvailable / maxUnavailable: (dict "pdb" . "what" "services.x"). */}}
 {{- define "diffqc.pdbSpec" -}}
 {{- $set := 0 -}}
@@ -332,7 +356,7 @@ seccompProfile:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}
-{{- if and $np.metricsFrom (not (has .name (list "gateway" "topics"))) }}
+{{- if and $np.metricsFrom (not (has .name (list "gateway" "topics" "retention"))) }}
 - ports:
     - port: metrics
   from:
