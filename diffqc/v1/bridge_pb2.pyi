@@ -140,3 +140,21 @@ class ListPendingAlertsResponse(_message.Message):
     alerts: _containers.RepeatedCompositeFieldContainer[PendingAlert]
     next_page_token: str
     def __init__(self, alerts: _Optional[_Iterable[_Union[PendingAlert, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListFailedAlertsRequest(_message.Message):
+    __slots__ = ("line_id", "page_size", "page_token")
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    line_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, line_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListFailedAlertsResponse(_message.Message):
+    __slots__ = ("alerts", "next_page_token")
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[PendingAlert]
+    next_page_token: str
+    def __init__(self, alerts: _Optional[_Iterable[_Union[PendingAlert, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

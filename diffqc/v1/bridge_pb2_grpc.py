@@ -45,6 +45,11 @@ class BridgeServiceStub:
                 request_serializer=diffqc_dot_v1_dot_bridge__pb2.ListPendingAlertsRequest.SerializeToString,
                 response_deserializer=diffqc_dot_v1_dot_bridge__pb2.ListPendingAlertsResponse.FromString,
                 _registered_method=True)
+        self.ListFailedAlerts = channel.unary_unary(
+                '/diffqc.v1.BridgeService/ListFailedAlerts',
+                request_serializer=diffqc_dot_v1_dot_bridge__pb2.ListFailedAlertsRequest.SerializeToString,
+                response_deserializer=diffqc_dot_v1_dot_bridge__pb2.ListFailedAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class BridgeServiceServicer:
@@ -65,6 +70,14 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFailedAlerts(self, request, context):
+        """Alerts the MES refused for good (an HTTP 4xx other than 401/403), oldest first; `diffqc alerts
+        redrive` or POST /api/alerts/redrive sends them again once the cause is fixed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.ListPendingAlerts,
                     request_deserializer=diffqc_dot_v1_dot_bridge__pb2.ListPendingAlertsRequest.FromString,
                     response_serializer=diffqc_dot_v1_dot_bridge__pb2.ListPendingAlertsResponse.SerializeToString,
+            ),
+            'ListFailedAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFailedAlerts,
+                    request_deserializer=diffqc_dot_v1_dot_bridge__pb2.ListFailedAlertsRequest.FromString,
+                    response_serializer=diffqc_dot_v1_dot_bridge__pb2.ListFailedAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class BridgeService:
             '/diffqc.v1.BridgeService/ListPendingAlerts',
             diffqc_dot_v1_dot_bridge__pb2.ListPendingAlertsRequest.SerializeToString,
             diffqc_dot_v1_dot_bridge__pb2.ListPendingAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFailedAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/diffqc.v1.BridgeService/ListFailedAlerts',
+            diffqc_dot_v1_dot_bridge__pb2.ListFailedAlertsRequest.SerializeToString,
+            diffqc_dot_v1_dot_bridge__pb2.ListFailedAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

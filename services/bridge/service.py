@@ -31,7 +31,7 @@ from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.stage import ErrorTable, grpc_errors
 from diffqc.settings import BridgeSettings, KafkaSettings
 from diffqc.store import db
-from diffqc.store.alerts import BadPageToken, record_alert, undelivered_alerts
+from diffqc.store.alerts import BadPageToken, failed_alerts, record_alert, undelivered_alerts
 from diffqc.store.models import Alert
 from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
 from services.bridge.spc import SpcFeed
@@ -122,3 +122,12 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServiceServicer):
         with db.session(self.engine) as session:
             rows, token = undelivered_alerts(session, request.line_id, size, request.page_token)
             return bridge_pb2.ListPendingAlertsResponse(alerts=[pending_alert(r) for r in rows], next_page_token=token)
+
+    @grpc_errors(GRPC_ERRORS)
+    def ListFailedAlerts(
+        self, request: bridge_pb2.ListFailedAlertsRequest, context: grpc.ServicerContext
+    ) -> bridge_pb2.ListFailedAlertsResponse:
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        with db.session(self.engine) as session:
+            rows, token = failed_alerts(session, request.line_id, size, request.page_token)
+            return bridge_pb2.ListFailedAlertsResponse(alerts=[pending_alert(r) for r in rows], next_page_token=token)

@@ -14,7 +14,7 @@ from diffqc.store.alerts import BadPageToken, failed_alerts, redrive
 from diffqc.store.models import Alert
 from services.gateway.auth import Auth, Principal
 from services.gateway.errors import ApiError
-from services.gateway.schemas import Problem
+from services.gateway.schemas import PLAIN_TEXT, Problem
 
 MAX_PAGE, MAX_REDRIVE_IDS, MAX_ID_LENGTH = 1000, 1000, 128
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (401, 403, 422, 503)}
@@ -36,7 +36,7 @@ class FailedAlerts(BaseModel):
 
 
 class Redrive(BaseModel):
-    alert_ids: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] = Field(
+    alert_ids: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=PLAIN_TEXT)]] = Field(
         default_factory=list, max_length=MAX_REDRIVE_IDS, description="Failed alerts to deliver again"
     )
     all: bool = Field(False, description="Deliver every failed alert again (instead of alert_ids)")
@@ -65,14 +65,18 @@ def alerts_router(engine: Engine, auth: Auth) -> APIRouter:
 
     @router.get("/api/alerts/failed", response_model=FailedAlerts, dependencies=[admin])
     def list_failed(
-        line_id: Annotated[str, Query(max_length=64, description="Only alerts of this line")] = "",
+        line_id: Annotated[
+            str | None, Query(max_length=64, pattern=PLAIN_TEXT, description="Only alerts of this line")
+        ] = None,
         page_size: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        page_token: Annotated[str, Query(max_length=512)] = "",
+        page_token: Annotated[
+            str | None, Query(max_length=512, pattern=PLAIN_TEXT, description="next_page_token of the previous page")
+        ] = None,
     ) -> FailedAlerts:
         """Alerts the MES refused for good (a 4xx other than 401/403), oldest first, one page."""
         try:
             with db.session(engine) as session:
-                rows, token = failed_alerts(session, line_id, page_size, page_token)
+                rows, token = failed_alerts(session, line_id or "", page_size, page_token or "")
                 return FailedAlerts(alerts=[_failed(row) for row in rows], next_page_token=token)
         except BadPageToken as exc:
             raise ApiError(422, str(exc)) from None

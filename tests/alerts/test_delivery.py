@@ -1,6 +1,6 @@
 """The bridge's delivery loops against a real PostgreSQL and a real HTTP MES / line controller: leases that keep
 the HTTP call outside row locks, line stops on their own fast path, refused credentials retried, failed alerts
-listed, re-driven and delivered alerts pruned."""
+listed (CLI, gRPC), re-driven and delivered alerts pruned."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -20,7 +21,9 @@ from typer.testing import CliRunner
 from diffqc.alerts.delivery import delivery_loops
 from diffqc.cli import app as cli
 from diffqc.core import clock
+from diffqc.runtime.grpc_server import GrpcServer
 from diffqc.settings import BridgeSettings
+from diffqc.spc import SpcMonitor
 from diffqc.store import db
 from diffqc.store.alerts import (
     failed_alerts,
@@ -33,6 +36,9 @@ from diffqc.store.alerts import (
 from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import Alert, AuditEntry, DeliveryState, LineStop
+from diffqc.v1 import bridge_pb2, bridge_pb2_grpc
+from services.bridge.service import SERVICE_NAME, BridgeServicer
+from services.bridge.spc import SpcFeed
 from tests.helpers.gateway_stack import wait_until
 
 GATE_TIMEOUT_S = 8
@@ -243,6 +249,19 @@ def test_a_lease_keeps_other_senders_off_until_it_runs_out_and_a_stale_outcome_i
         assert leased_row(session, second) is not None
 
 
+def list_failed_over_grpc(engine, request: bridge_pb2.ListFailedAlertsRequest) -> bridge_pb2.ListFailedAlertsResponse:
+    servicer = BridgeServicer(engine, SpcFeed(SpcMonitor(), engine))
+    server = GrpcServer(
+        "bridge", lambda s: bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, s), [SERVICE_NAME]
+    )
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            return bridge_pb2_grpc.BridgeServiceStub(channel).ListFailedAlerts(request)
+    finally:
+        server.stop(1)
+
+
 def test_failed_alerts_are_listed_by_page_redriven_with_an_audit_row_and_delivered_ones_pruned(
     engine, postgres_url, monkeypatch
 ):
@@ -258,6 +277,10 @@ def test_failed_alerts_are_listed_by_page_redriven_with_an_audit_row_and_deliver
         page, token = failed_alerts(session, page_size=2)
         rest, last = failed_alerts(session, page_size=2, page_token=token)
     assert [r.id for r in [*page, *rest]] == failed and token and not last
+    over_grpc = list_failed_over_grpc(engine, bridge_pb2.ListFailedAlertsRequest(line_id="L1", page_size=10))
+    assert [(a.alert_id, a.attempts, a.last_error) for a in over_grpc.alerts] == [
+        (i, 1, "mes: HTTP 422 from x") for i in failed
+    ]
 
     monkeypatch.setenv("DIFFQC_DATABASE_URL", postgres_url)
     listed = CliRunner().invoke(cli, ["alerts", "failed"])
