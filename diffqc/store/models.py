@@ -202,7 +202,7 @@ class Alert(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
-    delivered_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None] = mapped_column(index=True)  # pruning takes the oldest delivered
     # When the next delivery attempt is due (exponential backoff); None = due now.
     next_attempt_at: Mapped[datetime | None]
     # Line-stop request of an alert whose severity asks for one: None = not asked, else a LineStop value.

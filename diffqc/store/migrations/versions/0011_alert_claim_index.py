@@ -1,4 +1,5 @@
-"""An index for the bridge's claim of due alerts: only rows with work left, in claim order
+"""Indexes of the alerts: the bridge's claim of due alerts (only rows with work left, in claim order)
+and the pruning of delivered ones
 
 Revision ID: 0011
 Revises: 0010
@@ -23,7 +24,9 @@ def upgrade() -> None:
         postgresql_where=WORK_LEFT,
         sqlite_where=WORK_LEFT,
     )
+    op.create_index("ix_alerts_delivered_at", "alerts", ["delivered_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_alerts_delivered_at", table_name="alerts")
     op.drop_index("ix_alerts_work_left", table_name="alerts")
