@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, or_, select, tuple_
+from sqlalchemy import CursorResult, Select, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from diffqc.store import audit
@@ -161,11 +161,19 @@ def redrive(session: Session, alert_ids: list[str] | None, actor: str) -> tuple[
     return done, [i for i in dict.fromkeys(alert_ids or []) if i not in set(done)]
 
 
-def prune_delivered(session: Session, older_than: datetime) -> int:
-    """Delete alerts the MES acknowledged before ``older_than`` (their line stop, if any, settled); returns how
-    many. The caller commits."""
+def delivered_before(older_than: datetime) -> Select:
+    """The ids of the alerts ``prune_delivered`` deletes."""
     settled = or_(Alert.line_stop_state.is_(None), Alert.line_stop_state != LineStop.PENDING.value)
-    statement = delete(Alert).where(
+    return select(Alert.id).where(
         Alert.delivery_state == DeliveryState.DELIVERED, Alert.delivered_at < older_than, settled
     )
+
+
+def prune_delivered(session: Session, older_than: datetime, limit: int | None = None) -> int:
+    """Delete alerts the MES acknowledged before ``older_than`` (their line stop, if any, settled), at most
+    ``limit`` of them; returns how many. The caller commits."""
+    query = delivered_before(older_than)
+    if limit is not None:
+        query = query.limit(limit)
+    statement = delete(Alert).where(Alert.id.in_(query.scalar_subquery()))
     return cast(CursorResult[Any], session.execute(statement)).rowcount

@@ -113,7 +113,8 @@ class FileBlobStore:
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
-        self.remove_orphans(ORPHAN_AGE_S)
+        if os.access(self.root, os.W_OK):  # a read-only mount (the trainer's) has no writes of its own to clean
+            self.remove_orphans(ORPHAN_AGE_S)
 
     def _path(self, digest: str) -> Path:
         return self.root / "sha256" / digest[:2] / digest

@@ -138,7 +138,7 @@ class Frame(Base):
     captured_at: Mapped[datetime]
     process_parameters: Mapped[dict] = mapped_column(default=dict)
     image_uri: Mapped[str] = mapped_column(String(1000))
-    image_sha256: Mapped[str] = mapped_column(String(64))
+    image_sha256: Mapped[str] = mapped_column(String(64), index=True)  # retention: is a blob still referenced
     height: Mapped[int]
     width: Mapped[int]
     channels: Mapped[int]
@@ -162,7 +162,7 @@ class Inspection(Base):
     score: Mapped[float]
     threshold: Mapped[float]
     verdict: Mapped[Verdict] = mapped_column(Enum(Verdict, native_enum=False, length=16))
-    heatmap_uri: Mapped[str | None] = mapped_column(String(1000))
+    heatmap_uri: Mapped[str | None] = mapped_column(String(1000), index=True)  # retention, as above
     # [{"x", "y", "width", "height", "area_px", "peak_score"}, ...]
     regions: Mapped[list] = mapped_column(default=list)
     latency_ms: Mapped[float]

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from diffqc.core import clock
 from diffqc.settings import RetentionSettings, SettingsError
 from diffqc.store import db
+from diffqc.store.alerts import delivered_before, prune_delivered
 from diffqc.store.blobs import BlobStore, FileBlobStore, StoredBlob
 from diffqc.store.models import Alert, DeliveryState, Frame, Inspection, Label, LineStop, TrialScore
 
@@ -162,8 +163,10 @@ def _expire_rows(engine: Engine, cutoff: datetime, report: RetentionReport, batc
     trial_key = tuple_(TrialScore.frame_id, TrialScore.candidate_version)
     if report.dry_run:
         report.inspections = _count(engine, select(Inspection.id).where(expired))
+        with_inspection = Alert.inspection_id.in_(select(Inspection.id).where(expired))
         report.alerts = _count(
-            engine, select(Alert.id).where(Alert.inspection_id.in_(select(Inspection.id).where(expired)))
+            engine,
+            select(Alert.id).where(or_(with_inspection, Alert.id.in_(delivered_before(cutoff).scalar_subquery()))),
         )
         report.frames = _count(engine, select(Frame.id).where(old_frame))
         report.trial_scores = _count(engine, select(TrialScore.frame_id).where(old_trial))
@@ -184,6 +187,12 @@ def _expire_rows(engine: Engine, cutoff: datetime, report: RetentionReport, batc
     _delete_in_batches(
         engine, select(TrialScore.frame_id, TrialScore.candidate_version).where(old_trial), batch, trials
     )
+    while True:  # delivered alerts whose inspection stays (labelled) or was replaced (a replayed NOT_INSPECTED)
+        with db.session(engine, write=True) as session:
+            pruned = prune_delivered(session, cutoff, batch)
+        report.alerts += pruned
+        if pruned < batch:
+            return
 
 
 def _delete_in_batches(engine: Engine, query: Select, batch: int, delete_keys: Callable[[Session, list], None]) -> None:

@@ -242,3 +242,17 @@ def test_a_put_of_a_blob_the_store_holds_restarts_its_age(store):
     store.put(b"image bytes", "image/png")  # a camera sends the same image again: retention must not take it
     (listed,) = store.blobs()
     assert listed.stored_at.timestamp() > a_year_ago + 364 * 86400
+
+
+def test_a_store_on_a_read_only_mount_starts_and_reads(tmp_path, monkeypatch):
+    """The trainer mounts the blob volume read-only: an old temp file there is not its to clean."""
+    store = FileBlobStore(tmp_path)
+    ref = store.put(b"image", "image/png")
+    stale = store._path(ref.sha256).with_name(f"{TEMP_PREFIX}stale")
+    stale.write_bytes(b"x")
+    os.utime(stale, (0, 0))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    monkeypatch.setattr(os, "unlink", lambda path: (_ for _ in ()).throw(OSError(errno.EROFS, "read-only")))
+    reader = FileBlobStore(tmp_path)
+    assert reader.get(ref) == b"image" and stale.exists()

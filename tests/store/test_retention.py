@@ -274,3 +274,29 @@ def test_the_command_prints_what_it_deleted_and_a_dry_run_deletes_nothing(engine
 
     refused = CliRunner().invoke(app, ["retention"], env={**env, "DIFFQC_RETENTION_DISK_LOW_WATER": "0.9"})
     assert refused.exit_code == 2 and "DIFFQC_RETENTION_DISK_LOW_WATER (0.9) is above" in refused.output
+
+
+def test_delivered_alerts_go_by_age_even_when_their_inspection_stays_or_is_gone(engine, tmp_path):
+    """A delivered alert detached from its inspection (a replayed NOT_INSPECTED frame) or of a labelled
+    inspection is an outbox row the MES acknowledged long ago: it goes; one still being delivered stays."""
+    long_ago = clock.now() - LATER
+    with db.session(engine, write=True) as session:
+        for alert_id, state in (("detached", DeliveryState.DELIVERED), ("pending", DeliveryState.PENDING)):
+            session.add(
+                Alert(
+                    id=alert_id,
+                    inspection_id=None,
+                    line_id="L1",
+                    severity="MAJOR",
+                    payload={},
+                    delivery_state=state,
+                    created_at=long_ago,
+                    delivered_at=long_ago if state is DeliveryState.DELIVERED else None,
+                )
+            )
+    (tmp_path / "blobs").mkdir()
+    dry = run_retention(engine, FileBlobStore(tmp_path / "blobs"), SETTINGS, dry_run=True)
+    report = run_retention(engine, FileBlobStore(tmp_path / "blobs"), SETTINGS)
+    assert dry.alerts == report.alerts == 1
+    with db.session(engine) as session:
+        assert session.scalars(select(Alert.id)).all() == ["pending"]
