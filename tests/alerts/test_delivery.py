@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,7 +42,7 @@ from services.bridge.service import SERVICE_NAME, BridgeServicer
 from services.bridge.spc import SpcFeed
 from tests.helpers.gateway_stack import wait_until
 
-GATE_TIMEOUT_S = 8
+GATE_TIMEOUT_S = 30  # far beyond the line-stop loop's first post, even on busy CI cores
 
 
 class Receiver:
@@ -168,11 +169,14 @@ def test_a_line_stop_is_requested_before_the_routine_backlog_drains_and_no_post_
             stopped.set()
         elif key != critical:
             stopped.wait(GATE_TIMEOUT_S)
+            deadline = time.monotonic() + GATE_TIMEOUT_S  # and until the stop's answer is logged: no race for order
+            while not receiver.answered("/line-stop") and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     receiver = Receiver(engine, before_answer=hold_routine_until_the_stop)
     stop, threads = run(delivery_loops(engine, settings(receiver)))
     try:
-        wait_until(lambda: len(receiver.answered("/mes")) == 51, timeout_s=25, what="every alert delivered")
+        wait_until(lambda: len(receiver.answered("/mes")) == 51, timeout_s=90, what="every alert delivered")
     finally:
         halt(stop, threads)
         receiver.close()

@@ -69,7 +69,9 @@ def test_serve_keeps_the_dashboard_up_on_the_lines_data_until_ctrl_c_stops_every
     user.start()
     try:
         with MesReceiver() as mes:
-            command._run(mes, FRAMES, 0.5, 0.0, tmp_path / "out", tmp_path / "repo", 0, None, serve=True)
+            command._run(
+                mes, FRAMES, 0.5, 0.0, tmp_path / "out", tmp_path / "repo", 0, None, serve=True, external=False
+            )
     finally:
         finished.set()
         user.join(timeout=60)

@@ -183,7 +183,8 @@ def test_the_service_process_prepares_the_stream_and_stops_cleanly_on_sigterm(po
     try:
         frame = _frame(blobs)
         _produce(kafka, [frame])
-        outputs = collect(kafka, PREPARED_FRAMES, {frame.frame_id}, settle_s=0)
+        # A new group reads qc.frames.v1 from its start: the frames of every earlier test come first.
+        outputs = collect(kafka, PREPARED_FRAMES, {frame.frame_id}, timeout_s=240, settle_s=0)
         assert frame.frame_id in outputs
     finally:
         proc.send_signal(signal.SIGTERM)

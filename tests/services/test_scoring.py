@@ -237,10 +237,11 @@ def test_the_service_process_scores_the_stream_and_stops_cleanly_on_sigterm(
         line = f"L-{uuid.uuid4().hex[:6]}"
         result = _result(blobs, 2.0, line=line)
         _produce(kafka, [result])
-        assert result.frame.frame_id in collect(kafka, INSPECTIONS, {result.frame.frame_id}, settle_s=0)
+        # A new group reads qc.inference.v1 from its start: the results of every earlier test come first.
+        assert result.frame.frame_id in collect(kafka, INSPECTIONS, {result.frame.frame_id}, timeout_s=240, settle_s=0)
         assert result.frame.frame_id in collect(kafka, QUALITY_ALERT, {result.frame.frame_id}, settle_s=0)
         # The points consumer reads qc.inspections.v1 from its start: earlier tests' verdicts are there too.
-        wait_until(lambda: points.exists() and f"line={line}," in points.read_text(), 60, "the score point")
+        wait_until(lambda: points.exists() and f"line={line}," in points.read_text(), 240, "the score point")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
