@@ -108,7 +108,33 @@ def checked_digest(sha256: str, where: str) -> str:
     return sha256
 
 
-class FileBlobStore:
+class ContentAddressed:
+    """Reading by reference, shared by the backends: a store names each blob by the SHA-256 of its bytes
+    (``digest_of`` a URI) and reads it by digest (``_read``)."""
+
+    def digest_of(self, uri: str) -> str:
+        raise NotImplementedError
+
+    def _read(self, digest: str, max_bytes: int | None, name: str) -> bytes:
+        raise NotImplementedError
+
+    def get(self, ref: BlobRef | str, max_bytes: int | None = None) -> bytes:
+        """The bytes of ``ref``: read by its ``sha256`` when it has one (its URI, if any, must name the
+        same blob), else by the digest its URI names. Raises BlobNotFound, or BlobRefused naming the reason."""
+        if isinstance(ref, BlobRef) and ref.sha256:
+            digest = checked_digest(ref.sha256, ref.uri or "blob reference")
+            if ref.uri and self.digest_of(ref.uri) != digest:
+                raise BlobRefused(f"{ref.uri!r} does not name the blob of its sha256 {digest}")
+            return self._read(digest, max_bytes, ref.uri or f"sha256:{digest}")
+        uri = ref.uri if isinstance(ref, BlobRef) else ref
+        return self._read(self.digest_of(uri), max_bytes, uri)
+
+    def get_digest(self, sha256: str, max_bytes: int | None = None) -> bytes:
+        """The bytes of the blob whose SHA-256 is ``sha256`` (64 lowercase hex digits)."""
+        return self._read(checked_digest(sha256, "blob"), max_bytes, f"sha256:{sha256}")
+
+
+class FileBlobStore(ContentAddressed):
     """Blobs as files under ``root/sha256/<2 hex>/<64 hex>``, written atomically and durably (module doc)."""
 
     def __init__(self, root: Path):
@@ -232,21 +258,6 @@ class FileBlobStore:
                 f"{uri[:300]!r} is not a blob URI of the store at {self.root} (root/sha256/<2 hex>/<64 hex>)"
             )
         return digest
-
-    def get(self, ref: BlobRef | str, max_bytes: int | None = None) -> bytes:
-        """The bytes of ``ref``: read by its ``sha256`` when it has one (its URI, if any, must name the
-        same blob), else by the digest its URI names. Raises BlobNotFound, or BlobRefused naming the reason."""
-        if isinstance(ref, BlobRef) and ref.sha256:
-            digest = checked_digest(ref.sha256, ref.uri or "blob reference")
-            if ref.uri and self.digest_of(ref.uri) != digest:
-                raise BlobRefused(f"{ref.uri!r} does not name the blob of its sha256 {digest}")
-            return self._read(digest, max_bytes, ref.uri or f"sha256:{digest}")
-        uri = ref.uri if isinstance(ref, BlobRef) else ref
-        return self._read(self.digest_of(uri), max_bytes, uri)
-
-    def get_digest(self, sha256: str, max_bytes: int | None = None) -> bytes:
-        """The bytes of the blob whose SHA-256 is ``sha256`` (64 lowercase hex digits)."""
-        return self._read(checked_digest(sha256, "blob"), max_bytes, f"sha256:{sha256}")
 
     def _read(self, digest: str, max_bytes: int | None, name: str) -> bytes:
         try:

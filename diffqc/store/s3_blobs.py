@@ -32,7 +32,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from diffqc.runtime.dependencies import DependencyUnavailable
 from diffqc.runtime.metrics import BLOB_STORE_ERRORS, CREDENTIALS_REFUSED
 from diffqc.settings import BlobSettings, SettingsError
-from diffqc.store.blobs import DIGEST, BlobNotFound, BlobRefused, BlobTooLarge, StoredBlob, checked_digest
+from diffqc.store.blobs import (
+    DIGEST,
+    BlobNotFound,
+    BlobRefused,
+    BlobTooLarge,
+    ContentAddressed,
+    StoredBlob,
+    checked_digest,
+)
 from diffqc.v1.common_pb2 import BlobRef
 
 # S3's rule for bucket names (no dots: they break TLS on virtual-hosted addresses).
@@ -44,7 +52,7 @@ ATTEMPTS, CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 3, 5.0, 60.0
 MAX_CONNECTIONS = 32
 
 
-class S3BlobStore:
+class S3BlobStore(ContentAddressed):
     """Blobs as objects ``sha256/<2 hex>/<64 hex>`` of one bucket (module doc)."""
 
     def __init__(
@@ -153,21 +161,6 @@ class S3BlobStore:
                 f"{uri[:300]!r} is not a blob URI of the store s3://{self.bucket} (sha256/<2 hex>/<64 hex>)"
             )
         return digest
-
-    def get(self, ref: BlobRef | str, max_bytes: int | None = None) -> bytes:
-        """The bytes of ``ref``: read by its ``sha256`` when it has one (its URI, if any, must name the
-        same blob), else by the digest its URI names. Raises BlobNotFound, or BlobRefused naming the reason."""
-        if isinstance(ref, BlobRef) and ref.sha256:
-            digest = checked_digest(ref.sha256, ref.uri or "blob reference")
-            if ref.uri and self.digest_of(ref.uri) != digest:
-                raise BlobRefused(f"{ref.uri!r} does not name the blob of its sha256 {digest}")
-            return self._read(digest, max_bytes, ref.uri or f"sha256:{digest}")
-        uri = ref.uri if isinstance(ref, BlobRef) else ref
-        return self._read(self.digest_of(uri), max_bytes, uri)
-
-    def get_digest(self, sha256: str, max_bytes: int | None = None) -> bytes:
-        """The bytes of the blob whose SHA-256 is ``sha256`` (64 lowercase hex digits)."""
-        return self._read(checked_digest(sha256, "blob"), max_bytes, f"sha256:{sha256}")
 
     def _read(self, digest: str, max_bytes: int | None, name: str) -> bytes:
         key = self._key(digest)
