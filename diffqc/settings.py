@@ -406,6 +406,13 @@ class GatewaySettings(_Group):
         "need an API key",
     )
     link_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="How long a signed link in an alert stays valid")
+    reconstructions_at_once: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Reconstructions (the review page's picture of a good part) the gateway computes at once, "
+        "each running every tile of a frame through Triton; more are refused with 429; 0 turns them off",
+    )
 
 
 class BlobSettings(_Group):

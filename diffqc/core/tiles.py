@@ -9,6 +9,9 @@ inference service stitch with these weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -56,3 +59,18 @@ def window_weight(win: Window, full: tuple[int, int], overlap: int) -> NDArray[n
     wx = _ramp(w, overlap, x0 > 0, x0 + w < full[1])
     weight: NDArray[np.float32] = wy[:, None] * wx[None, :]
     return weight
+
+
+def stitch(
+    windows: Sequence[Window], outputs: Sequence[NDArray[Any]], full: tuple[int, int], overlap: int
+) -> NDArray[np.float32]:
+    """(K, H, W) float32: the (K, h, w) ``outputs`` of ``windows`` blended with their weights (seamless)."""
+    channels = outputs[0].shape[0]
+    total = np.zeros((channels, *full), dtype=np.float32)
+    weight = np.zeros(full, dtype=np.float32)
+    for (y0, x0, h, w), out in zip(windows, outputs, strict=True):
+        wgt = window_weight((y0, x0, h, w), full, overlap)
+        total[:, y0 : y0 + h, x0 : x0 + w] += wgt * out.astype(np.float32, copy=False)
+        weight[y0 : y0 + h, x0 : x0 + w] += wgt
+    stitched: NDArray[np.float32] = total / np.maximum(weight, np.float32(1e-12))
+    return stitched

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from diffqc.core.tiles import tile_windows
+from diffqc.core.tiles import Window, tile_windows
 from diffqc.data.images import DEFAULT_LIMITS, ImageLimits
 from diffqc.preprocess.normalize import FrameImageError, decode_image, load_reference, normalize
 from diffqc.preprocess.spec import PreprocessSpec, SpecError
@@ -85,12 +85,20 @@ def prepare_frame(
     )
     if not frame.shape.height:
         out.frame.shape.CopyFrom(Shape(height=image.shape[0], width=image.shape[1], channels=image.shape[2]))
-    tile = spec.tile or max(spec.height, spec.width)
-    chw = normalized.transpose(2, 0, 1)
-    for index, (y0, x0, h, w) in enumerate(tile_windows(spec.height, spec.width, tile, spec.overlap)):
-        tensor = np.ascontiguousarray(chw[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
+    for index, ((y0, x0, h, w), tensor) in enumerate(cut_tiles(normalized, spec)):
         out.tiles.append(Tile(index=index, x=x0, y=y0, width=w, height=h, tensor=put_array(blobs, tensor)))
     return out
+
+
+def cut_tiles(normalized: np.ndarray, spec: PreprocessSpec) -> list[tuple[Window, np.ndarray]]:
+    """The spec's tile windows over a normalized HxWxC image, each with its float32 CHW tensor (one
+    window, the whole image, when the spec does not tile)."""
+    tile = spec.tile or max(spec.height, spec.width)
+    chw = normalized.transpose(2, 0, 1)
+    return [
+        ((y0, x0, h, w), np.ascontiguousarray(chw[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32))
+        for y0, x0, h, w in tile_windows(spec.height, spec.width, tile, spec.overlap)
+    ]
 
 
 class Preprocessor:

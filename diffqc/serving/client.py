@@ -39,6 +39,7 @@ class Detection:
     component_scores: np.ndarray  # (N, K) in the model's documented component order
     score: np.ndarray  # (N,)
     model_version: str  # the version Triton ran: the one asked for, else its newest (which can change between requests)
+    reconstruction: np.ndarray | None = None  # (N, C, H, W) in [0, 1], only when asked for
 
 
 def triton_credentials(settings: TritonSettings, grpc_settings: GrpcSettings | None) -> grpc.ChannelCredentials | None:
@@ -73,14 +74,18 @@ class TritonDetector:
 
         wait_for("Triton", self.settings.grpc_url, check, timeout_s)
 
-    def detect(self, images: np.ndarray, product: str, version: str | None = None) -> Detection:
-        """Run ``version`` of the model (the product's production version), or Triton's newest when None."""
+    def detect(
+        self, images: np.ndarray, product: str, version: str | None = None, reconstruction: bool = False
+    ) -> Detection:
+        """Run ``version`` of the model (the product's production version), or Triton's newest when None;
+        ``reconstruction``: also return what the model reconstructs (costs a copy of the images back)."""
         images = np.ascontiguousarray(images)
         image_input = grpcclient.InferInput("IMAGE", list(images.shape), _triton_dtype(images))
         image_input.set_data_from_numpy(images)
         product_input = grpcclient.InferInput("PRODUCT", [len(images), 1], "BYTES")
         product_input.set_data_from_numpy(np.full((len(images), 1), product.encode(), dtype=object))
-        outputs = [grpcclient.InferRequestedOutput(n) for n in ("ANOMALY_MAP", "SCORES", "SCORE")]
+        names = ["ANOMALY_MAP", "SCORES", "SCORE", *(["RECONSTRUCTION"] if reconstruction else [])]
+        outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         for attempt in range(1, self.max_attempts + 1):
             try:
                 result = self.client.infer(
@@ -95,6 +100,7 @@ class TritonDetector:
                     result.as_numpy("SCORES"),
                     result.as_numpy("SCORE").reshape(-1),
                     result.get_response().model_version,
+                    result.as_numpy("RECONSTRUCTION") if reconstruction else None,
                 )
             except InferenceServerException as exc:
                 if str(exc.status()) not in TRANSIENT:

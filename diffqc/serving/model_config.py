@@ -59,7 +59,9 @@ input [
 output [
   { name: "ANOMALY_MAP", data_type: TYPE_FP32, dims: [ 1, -1, -1 ] },
   { name: "SCORES", data_type: TYPE_FP32, dims: [ -1 ] },
-  { name: "SCORE", data_type: TYPE_FP32, dims: [ 1 ] }
+  { name: "SCORE", data_type: TYPE_FP32, dims: [ 1 ] },
+  # Computed only when a request asks for it (the review page's "what a good part looks like here").
+  { name: "RECONSTRUCTION", data_type: TYPE_FP32, dims: [ -1, -1, -1 ] }
 ]
 instance_group [ { kind: KIND_%(kind)s, count: %(count)d } ]
 dynamic_batching {

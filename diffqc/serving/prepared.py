@@ -19,7 +19,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 
 from diffqc.core.components import COMPONENTS
-from diffqc.core.tiles import window_weight
+from diffqc.core.tiles import stitch
 from diffqc.runtime.metrics import TRIAL_SCORE_FAILURES
 from diffqc.serving.client import Detection, InferenceRejected, InferenceUnavailable, TritonDetector
 from diffqc.store.blobs import BlobStore, get_array, put_array
@@ -45,16 +45,9 @@ def _load_tile(blobs: BlobStore, tile: Tile) -> np.ndarray:
 
 def _stitch(prepared: PreparedFrame, detections: list[Detection]) -> np.ndarray:
     shape = prepared.normalized_shape
-    full = (shape.height, shape.width)
-    total = np.zeros(full, dtype=np.float32)
-    weight = np.zeros(full, dtype=np.float32)
-    for tile, det in zip(prepared.tiles, detections, strict=True):
-        win = (tile.y, tile.x, tile.height, tile.width)
-        w = window_weight(win, full, prepared.tile_overlap)
-        area = (slice(tile.y, tile.y + tile.height), slice(tile.x, tile.x + tile.width))
-        total[area] += w * det.anomaly_map[0, 0].astype(np.float32, copy=False)
-        weight[area] += w
-    return total / np.maximum(weight, np.float32(1e-12))
+    windows = [(tile.y, tile.x, tile.height, tile.width) for tile in prepared.tiles]
+    maps = [det.anomaly_map[0] for det in detections]
+    return stitch(windows, maps, (shape.height, shape.width), prepared.tile_overlap)[0]
 
 
 def _trial_score(version: str, detections: list[Future[Detection]]) -> TrialScore | None:

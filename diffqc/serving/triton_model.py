@@ -4,6 +4,7 @@ imports ``TritonPythonModel`` from here).
 Contract (documented in model-repository/diffqc_detector/README.md):
   inputs   IMAGE    FP32  [N, C, H, W] in [0, 1]     PRODUCT  BYTES [N, 1]
   outputs  ANOMALY_MAP FP32 [N, 1, H, W]   SCORES FP32 [N, K] (COMPONENTS order)   SCORE FP32 [N, 1]
+           RECONSTRUCTION FP32 [N, C, H, W] in [0, 1], computed only for requests that ask for it
 
 The dynamic batcher hands ``execute`` several requests at once; requests with the same product
 and image size run as one batch through the detector. A request that fails (unknown product,
@@ -28,6 +29,8 @@ from diffqc.serving.catalog import ProductCatalog
 from diffqc.serving.device import place_instance
 from diffqc.serving.dlpack import input_tensor, output_tensor
 from diffqc.serving.model_config import string_parameters
+
+RECONSTRUCTION = "RECONSTRUCTION"
 
 
 def _decode_products(raw: np.ndarray) -> list[str]:
@@ -80,37 +83,46 @@ class TritonPythonModel:
                 if len(products) != 1:
                     raise DetectorError(f"one request must carry one product type; got {sorted(products)}")
                 detector, product = catalog.resolve(products.pop())
-                groups[(id(detector), product, tuple(images.shape[1:]))].append((index, images))
+                reconstruction = RECONSTRUCTION in request.requested_output_names()
+                groups[(id(detector), product, tuple(images.shape[1:]), reconstruction)].append((index, images))
             except DetectorError as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
 
-        for (_, product, _), members in groups.items():
+        for (_, product, _, reconstruction), members in groups.items():
             try:
-                self._answer(pb_utils, responses, product, members)
+                self._answer(pb_utils, responses, product, members, reconstruction)
             except DetectorError:
                 # One bad image must not fail the requests it was batched with: answer one by one.
                 for member in members:
                     try:
-                        self._answer(pb_utils, responses, product, [member])
+                        self._answer(pb_utils, responses, product, [member], reconstruction)
                     except DetectorError as exc:
                         responses[member[0]] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
         return responses
 
-    def _answer(self, pb_utils, responses: list, product: str, members: list[tuple[int, torch.Tensor]]) -> None:
+    def _answer(
+        self,
+        pb_utils,
+        responses: list,
+        product: str,
+        members: list[tuple[int, torch.Tensor]],
+        reconstruction: bool,
+    ) -> None:
         detector = self._loaded_catalog().resolve(product).detector
         # One request's images go as they are (a view of Triton's buffer, valid during execute).
         batch = members[0][1] if len(members) == 1 else torch.cat([m[1] for m in members])
-        result = detector.predict(batch, product)
+        result = detector.predict(batch, product, return_reconstruction=reconstruction)
         start = 0
         for index, images in members:
             stop = start + len(images)
-            responses[index] = pb_utils.InferenceResponse(
-                output_tensors=[
-                    output_tensor(pb_utils.Tensor, "ANOMALY_MAP", result.anomaly_map[start:stop]),
-                    output_tensor(pb_utils.Tensor, "SCORES", result.components[start:stop]),
-                    output_tensor(pb_utils.Tensor, "SCORE", result.score[start:stop].reshape(-1, 1)),
-                ]
-            )
+            outputs = [
+                output_tensor(pb_utils.Tensor, "ANOMALY_MAP", result.anomaly_map[start:stop]),
+                output_tensor(pb_utils.Tensor, "SCORES", result.components[start:stop]),
+                output_tensor(pb_utils.Tensor, "SCORE", result.score[start:stop].reshape(-1, 1)),
+            ]
+            if result.reconstruction is not None:
+                outputs.append(output_tensor(pb_utils.Tensor, RECONSTRUCTION, result.reconstruction[start:stop]))
+            responses[index] = pb_utils.InferenceResponse(output_tensors=outputs)
             start = stop
 
     def finalize(self) -> None:

@@ -41,6 +41,7 @@ from services.gateway.ingest import STATUS_NAMES, IngestionClient
 from services.gateway.login import login_router
 from services.gateway.models import models_router
 from services.gateway.queries import Store, inspection_url, result_of
+from services.gateway.reconstruction import Reconstructions, reconstruction_router
 from services.gateway.review import review_router
 from services.gateway.schemas import (
     Health,
@@ -77,11 +78,13 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     viewer = Security(auth.require(Role.VIEWER))
     operator = Security(auth.require(Role.OPERATOR))
     viewer_or_link = Security(auth.require_or_link(Role.VIEWER))
+    reconstructions = Reconstructions(settings, engine, blobs)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         ingestion.close()
+        reconstructions.close()
 
     app = FastAPI(
         title="diffqc gateway",
@@ -106,6 +109,7 @@ def create_app(settings: Settings, engine: Engine, blobs: BlobStore, ingestion: 
     app.include_router(spc_rebase_router(engine, settings.spc, auth))
     app.include_router(training_router(engine, auth))
     app.include_router(models_router(engine, settings, auth, STATIC))
+    app.include_router(reconstruction_router(store, reconstructions, auth))
 
     def found(id_or_frame_id: str) -> tuple[Inspection, FrameRow]:
         inspection = store.inspection(id_or_frame_id)

@@ -36,6 +36,9 @@ def result_of(row: Inspection, frame: Frame) -> InspectionResult:
         latency_ms=row.latency_ms,
         heatmap_url=f"/api/inspection/{row.id}/heatmap.png" if row.heatmap_uri else None,
         image_url=f"/api/inspection/{row.id}/image",
+        reconstruction_url=None
+        if row.verdict == Verdict.NOT_INSPECTED
+        else f"/api/inspection/{row.id}/reconstruction.png",
     )
 
 

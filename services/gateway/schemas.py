@@ -56,6 +56,9 @@ class InspectionResult(BaseModel):
     latency_ms: float = Field(description="Ingestion to verdict")
     heatmap_url: str | None = Field(description="The heatmap overlay PNG (anomaly map over the frame, regions boxed)")
     image_url: str = Field(description="The original frame image as uploaded")
+    reconstruction_url: str | None = Field(
+        description="The model's reconstruction of the frame as a good part, computed on request (not inspected: none)"
+    )
 
 
 class UploadResult(BaseModel):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffqc.core.regions import MIN_AREA_PX, _inferno, find_regions, overlay
-from diffqc.core.tiles import tile_windows, window_weight
+from diffqc.core.tiles import stitch, tile_windows, window_weight
 
 
 def test_heatmap_colours_are_matplotlibs_inferno():
@@ -29,14 +29,12 @@ def test_specks_are_not_regions_unless_they_are_strong():
     assert rgb.shape == (40, 40, 3) and rgb.dtype == np.uint8 and tuple(rgb[5, 5]) == (255, 40, 40)
 
 
-def test_stitching_weights_sum_to_a_constant_map_without_seams():
+def test_stitching_tiles_of_an_image_gives_the_image_back_without_seams():
     h, w, tile, overlap = 300, 420, 128, 32
-    acc = np.zeros((h, w), np.float32)
-    weight = np.zeros((h, w), np.float32)
-    for win in tile_windows(h, w, tile, overlap):
-        y0, x0, th, tw = win
-        wgt = window_weight(win, (h, w), overlap)
-        acc[y0 : y0 + th, x0 : x0 + tw] += 7.0 * wgt
-        weight[y0 : y0 + th, x0 : x0 + tw] += wgt
-    assert weight.min() > 0
-    np.testing.assert_allclose(acc / weight, 7.0, rtol=1e-6)
+    windows = tile_windows(h, w, tile, overlap)
+    assert all(window_weight(win, (h, w), overlap).min() > 0 for win in windows)
+    image = np.random.default_rng(0).random((3, h, w), dtype=np.float32)
+    tiles = [image[:, y0 : y0 + th, x0 : x0 + tw] for y0, x0, th, tw in windows]
+    np.testing.assert_allclose(stitch(windows, tiles, (h, w), overlap), image, rtol=1e-5)
+    constant = [np.full((1, th, tw), 7.0, np.float32) for _, _, th, tw in windows]
+    np.testing.assert_allclose(stitch(windows, constant, (h, w), overlap), 7.0, rtol=1e-6)

@@ -1,8 +1,9 @@
 """The review page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) against the
 gateway in front of the real pipeline: an operator opens it from the dashboard, sees each verdict's frame
-with its regions boxed, its heatmap and its score against the threshold, labels verdicts (a confirmed
-defect with its class and note, a false alarm, a missed defect) and the labels show to a viewer, who has
-no label buttons. ``DIFFQC_SCREENSHOTS_DIR=docs/img`` refreshes the picture in docs/review.md."""
+with its regions boxed, its heatmap, on a click the model's reconstruction of a good part, and its score
+against the threshold, labels verdicts (a confirmed defect with its class and note, a false alarm, a missed
+defect) and the labels show to a viewer, who has no label buttons. ``DIFFQC_SCREENSHOTS_DIR=docs/img``
+refreshes the pictures in docs/review.md."""
 
 from __future__ import annotations
 
@@ -82,6 +83,15 @@ def test_an_operator_labels_verdicts_on_the_review_page(stack, browser, tiny_art
     expect(card.locator("[data-testid=label]")).to_have_text("not labelled")
     expect(card.locator("[data-testid=label-missed_defect]")).to_have_count(0)  # not an answer to a defect verdict
 
+    # On a click, the model's reconstruction of the part (computed by Triton), as large as the heatmap.
+    card.locator("[data-testid=show-reconstruction]").click()
+    reconstruction = card.locator("[data-testid=reconstruction-image]")
+    expect(reconstruction).to_be_visible(timeout=30_000)
+    size = "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])"
+    assert reconstruction.evaluate(size) == card.locator("[data-testid=heatmap]").evaluate(size)
+    shots = Path(os.environ.get("DIFFQC_SCREENSHOTS_DIR", tmp_path))
+    card.screenshot(path=shots / "review_reconstruction.png")
+
     # Labelled a confirmed scratch, with a note.
     card.locator("[data-testid=defect-class]").fill("scratch")
     card.locator("[data-testid=label-note-input]").fill("scratch across the pad, seen under the microscope")
@@ -124,7 +134,6 @@ def test_an_operator_labels_verdicts_on_the_review_page(stack, browser, tiny_art
     expect(page.locator(f"[data-inspection-id='{defect['inspection_id']}']")).to_have_count(0)
     page.select_option("[data-testid=show-select]", "all")
     assert errors == []
-    shots = Path(os.environ.get("DIFFQC_SCREENSHOTS_DIR", tmp_path))
     page.screenshot(path=shots / "review_page.png")
 
     # A viewer sees the labels and no label buttons.

@@ -144,7 +144,7 @@ def test_each_component_admits_only_its_callers(plant_docs):
         "inference": {"metrics": [MONITORING]},
         "scoring": {"metrics": [MONITORING]},
         "bridge": {"metrics": [MONITORING]},
-        "triton": {"grpc": [_pods("inference")], "metrics": [MONITORING]},  # no HTTP: it is on loopback
+        "triton": {"grpc": [_pods("inference"), _pods("gateway")], "metrics": [MONITORING]},  # HTTP: on loopback
         "topics": {},
     }
     policies = _policies(plant_docs)
@@ -167,7 +167,7 @@ def test_each_component_reaches_only_what_it_uses(plant_docs):
         "inference": {53, 9093, 8001, 5432},  # the model registry: which version is in production
         "scoring": {53, 9093, 5432, 8086, 8081},
         "bridge": {53, 9093, 5432, 8081, 443},
-        "gateway": {53, 5432, 50051},
+        "gateway": {53, 5432, 50051, 8001},  # Triton: model lifecycle, reconstructions for the review page
         "topics": {53, 9093},
         "triton": set(),
     }
@@ -180,7 +180,7 @@ def test_each_component_reaches_only_what_it_uses(plant_docs):
             if ports == {9093}:
                 assert rule["to"] == plant["kafka"]["to"], name  # the brokers' network from the values
             if ports == {8001}:
-                assert (name, rule["to"]) == ("inference", [_pods("triton")])
+                assert name in ("inference", "gateway") and rule["to"] == [_pods("triton")], name
             if ports == {50051}:
                 assert (name, rule["to"]) == ("gateway", [_pods("ingestion")])
 

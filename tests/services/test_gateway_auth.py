@@ -219,6 +219,7 @@ ROUTES = [
     Route("GET", "/api/inspection/result/{id}", "viewer", _none),
     Route("GET", "/api/inspection/{id}/image", "viewer", _none),
     Route("GET", "/api/inspection/{id}/heatmap.png", "viewer", _none),
+    Route("GET", "/api/inspection/{id}/reconstruction.png", "viewer", _none),
     Route("GET", "/api/session", "viewer", _none),
     Route("DELETE", "/api/session", "viewer", _none),
     Route("GET", "/openapi.json", "viewer", _none),

@@ -46,6 +46,21 @@ def test_triton_outputs_equal_the_in_process_detector(triton, tiny_artifact):
     assert "instance computes on cpu (precision fp32)" in server.log_path.read_text()
 
 
+def test_the_reconstruction_is_returned_only_when_asked_for_and_equals_the_in_process_one(triton, tiny_artifact):
+    settings, _ = triton
+    artifact, data = tiny_artifact
+    batch = _batch(data, 2)
+    served = TritonDetector(settings)
+    remote = served.detect(batch, PRODUCT, reconstruction=True)
+    expected = Detector.load(artifact).predict(batch, PRODUCT, return_reconstruction=True)
+    assert expected.reconstruction is not None and remote.reconstruction is not None
+    assert remote.reconstruction.shape == batch.shape
+    assert np.abs(remote.reconstruction - expected.reconstruction).max() <= 1e-5
+    # Asking for it changes nothing else; not asking costs nothing.
+    assert np.abs(remote.score - expected.score).max() <= 1e-5
+    assert served.detect(batch, PRODUCT).reconstruction is None
+
+
 @pytest.mark.parametrize(
     ("mangle", "product", "message"),
     [

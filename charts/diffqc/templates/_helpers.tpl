@@ -89,7 +89,7 @@ app.kubernetes.io/component: {{ .component }}
   "inference" (list "kafka" "triton" "postgres" "blobStore")
   "scoring" (list "kafka" "postgres" "influx" "schemaRegistry" "links" "blobStore")
   "bridge" (list "kafka" "postgres" "schemaRegistry" "mes" "links")
-  "gateway" (list "postgres" "ingestion" "links" "blobStore")
+  "gateway" (list "postgres" "ingestion" "triton" "links" "blobStore")
   "trainer" (list "postgres" "blobStore")
   "retention" (list "postgres" "blobStore")
   "topics" (list "kafka") -}}

@@ -42,6 +42,36 @@ function heatmapView(inspection) {
   return figure;
 }
 
+// The model's picture of a good part here: computed by Triton on request (seconds on a CPU), so on a click.
+function reconstructionView(inspection) {
+  const figure = el("figure", { "data-testid": "reconstruction" });
+  const caption = el("figcaption", {}, "what a good part looks like here");
+  if (!inspection.reconstruction_url) {
+    figure.append(el("div", { class: "nomap" }, "no reconstruction (not inspected)"), caption);
+    return figure;
+  }
+  const button = el("button", { type: "button", class: "nomap", "data-testid": "show-reconstruction" },
+                    "Show the model's reconstruction");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    button.textContent = "reconstructing…";
+    try {
+      const response = await fetch(inspection.reconstruction_url, { credentials: "same-origin" });
+      if (!response.ok) throw new Error((await response.json()).detail || response.statusText);
+      const image = el("img", { src: URL.createObjectURL(await response.blob()), alt: "reconstruction",
+                                "data-testid": "reconstruction-image" });
+      button.replaceWith(image);
+    } catch (e) {
+      button.disabled = false; // e.g. 429 while others are computed: the inspector may try again
+      button.textContent = "Show the model's reconstruction";
+      caption.replaceChildren(el("span", { class: "error", role: "alert", "data-testid": "reconstruction-error" },
+                                 e.message));
+    }
+  });
+  figure.append(button, caption);
+  return figure;
+}
+
 function labelView(label) {
   if (!label) return el("div", { class: "current-label", "data-testid": "label" }, "not labelled");
   const what = KIND_NAMES[label.kind] + (label.defect_class ? ` · ${label.defect_class}` : "");
@@ -94,7 +124,7 @@ function card(inspection) {
     "data-inspection-id": inspection.inspection_id, "data-verdict": inspection.verdict,
   });
   const views = el("div", { class: "views" });
-  views.append(frameView(inspection), heatmapView(inspection));
+  views.append(frameView(inspection), heatmapView(inspection), reconstructionView(inspection));
   const facts = el("div", { class: "facts" });
   const relation = inspection.verdict === "defect" ? ">" : "≤";
   // A part that was not inspected has no score and no verdict to label: say why it must be checked by hand.
