@@ -14,52 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from diffqc.core import clock
 from diffqc.data.mvtec import list_samples
 from diffqc.store.engine import make_engine
-from tests.helpers.env import require
-from tests.helpers.gateway_stack import API_KEY, VIEWER_KEY, capture_times, gateway_stack, parts_by_verdict, upload
+from tests.helpers.gateway_stack import (
+    API_KEY,
+    DRIFT,
+    SPC_BASELINE,
+    VIEWER_KEY,
+    capture_times,
+    parts_by_verdict,
+    upload,
+)
 from tests.helpers.verdicts import store_inspections, verdict
 
 pytestmark = pytest.mark.timeout(300)
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
-# closed network refuses (/work/.library/env/machines/python-svc.md).
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-BASELINE = 5
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require(CHROMIUM.exists(), "needs Debian's chromium: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
-
-
-# A small drift reference and window, so that a few dozen stored parts make a line drift.
-DRIFT = {"reference_size": 20, "window": 20, "check_every": 5}
-GATEWAY_ENV = {"DIFFQC_SPC_BASELINE_SIZE": str(BASELINE)} | {
-    f"DIFFQC_DRIFT_{k.upper()}": str(v) for k, v in DRIFT.items()
-}
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_artifact, tmp_path_factory):
-    with gateway_stack(tmp_path_factory.mktemp("dashboard"), tiny_artifact[0], gateway_env=GATEWAY_ENV) as stack:
-        yield stack
 
 
 def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(stack, browser, tiny_artifact, tmp_path):
@@ -71,10 +42,10 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
     # enters the baseline); then one of them nine times in a row, on one side of the centre line
     # (Western Electric rule 4 from the eighth), then the defective parts and those it flagged.
     candidates = good + [s.path.read_bytes() for s in list_samples(tiny_artifact[1], "train")][:20]
-    times = capture_times(BASELINE + 11 + len(defective) + len(candidates))
+    times = capture_times(SPC_BASELINE + 11 + len(defective) + len(candidates))
     with stack.client() as client:
         passing, flagged = parts_by_verdict(client, candidates, f"{line}-probe")
-        sequence = [passing[i % 2] for i in range(BASELINE + 1)] + [passing[0]] * 9 + defective + flagged
+        sequence = [passing[i % 2] for i in range(SPC_BASELINE + 1)] + [passing[0]] * 9 + defective + flagged
         results = []
         for image, when in zip(sequence, times, strict=False):
             response = upload(client, image, line, wait=True, capture_time=when)
@@ -107,7 +78,7 @@ def test_the_dashboard_shows_heatmaps_the_control_chart_and_new_uploads_live(sta
         for limit in ("UCL", "CL", "LCL"):
             expect(chart.locator(f"[data-testid={limit}]")).to_have_count(1)
         signalled = {s["sample_index"] for s in spc["signals"] if s["rule"] != "pchart"}
-        assert BASELINE + 9 in signalled, spc["signals"]  # the ninth point of the run
+        assert SPC_BASELINE + 9 in signalled, spc["signals"]  # the ninth point of the run
         expect(chart.locator("[data-testid=signal-point]")).to_have_count(len(signalled))
         # The EWMA and CUSUM charts of the monitored points, and the model version the chart's phase is of.
         expect(chart.locator("[data-testid=ewma-chart] polyline")).to_have_count(3)  # the EWMA and its two limits

@@ -14,16 +14,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from sqlalchemy.orm import Session
 
 from diffqc.store import db, labels, training_jobs, trials
 from diffqc.store.engine import make_engine
 from diffqc.store.migrate import upgrade
 from diffqc.store.models import ModelCanary, ModelVersion, ProductType
-from tests.dashboard.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
-from tests.dashboard.test_review_page import _log_in
-from tests.helpers.env import require
+from tests.helpers.browser import log_in
 from tests.helpers.gateway_stack import ADMIN_KEY, VIEWER_KEY, gateway_alone
 from tests.helpers.inspections import add_inspection
 
@@ -140,15 +138,6 @@ def gateway(tmp_path_factory):
         engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    require(CHROMIUM.exists(), "needs Debian's chromium: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
-
-
 ADMIN_BUTTONS = ["promote", "archive", "rollback", "canary-form", "stop-canary", "retrain", "cancel-job"]
 
 
@@ -159,7 +148,7 @@ def test_an_admin_compares_promotes_and_retrains_on_the_models_page(gateway, bro
     assert (pcb_trial.recommendation, gear_trial.recommendation) == ("promote", "collect"), pcb_trial.reason
 
     errors: list[str] = []
-    page = _log_in(browser, url, ADMIN_KEY)
+    page = log_in(browser, url, ADMIN_KEY)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     dialogs: list[str] = []
 
@@ -261,7 +250,7 @@ def test_an_admin_compares_promotes_and_retrains_on_the_models_page(gateway, bro
 
 def test_a_viewer_sees_the_models_page_without_its_buttons(gateway, browser):
     url, _engine = gateway
-    page = _log_in(browser, url, VIEWER_KEY)
+    page = log_in(browser, url, VIEWER_KEY)
     page.goto(url + "/models")
     expect(page.locator("[data-testid=who]")).to_have_text("test-viewer (viewer)")
     gear = page.locator("[data-testid=product][data-product-type=gear]")

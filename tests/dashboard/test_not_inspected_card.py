@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from sqlalchemy.orm import Session
 
 from diffqc.core import clock
@@ -17,29 +17,12 @@ from diffqc.store.engine import make_engine
 from diffqc.store.inspections import ensure_frame
 from diffqc.v1.frame_pb2 import Frame
 from diffqc.v1.inference_pb2 import InferenceResult
-from tests.dashboard.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
-from tests.helpers.env import require
-from tests.helpers.gateway_stack import API_KEY, gateway_stack
+from tests.helpers.gateway_stack import API_KEY
 from tests.helpers.models import TINY_PRODUCT
 
 pytestmark = pytest.mark.timeout(300)
 
 REASON = "dead-lettered at preprocessing: rejected: the image is truncated"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require(CHROMIUM.exists(), "needs Debian's chromium: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_artifact, tmp_path_factory):
-    with gateway_stack(tmp_path_factory.mktemp("not-inspected"), tiny_artifact[0]) as stack:
-        yield stack
 
 
 def _not_inspected(database_url: str, line: str) -> str:

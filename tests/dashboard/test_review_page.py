@@ -12,38 +12,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from diffqc.data.mvtec import list_samples
-from tests.dashboard.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
-from tests.helpers.env import require
-from tests.helpers.gateway_stack import API_KEY, VIEWER_KEY, capture_times, gateway_stack, upload
+from tests.helpers.browser import log_in
+from tests.helpers.gateway_stack import API_KEY, VIEWER_KEY, capture_times, upload
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require(CHROMIUM.exists(), "needs Debian's chromium: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_artifact, tmp_path_factory):
-    with gateway_stack(tmp_path_factory.mktemp("review"), tiny_artifact[0]) as stack:
-        yield stack
-
-
-def _log_in(browser, url: str, key: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 1100})
-    page.goto(url + "/login")
-    page.fill("[data-testid=api-key]", key)
-    page.click("[data-testid=login]")
-    expect(page).to_have_url(url + "/")
-    return page
 
 
 def test_an_operator_labels_verdicts_on_the_review_page(stack, browser, tiny_artifact, tmp_path):
@@ -63,7 +38,7 @@ def test_an_operator_labels_verdicts_on_the_review_page(stack, browser, tiny_art
     assert defects and passes, f"the tiny detector's verdicts: {[(r['verdict'], r['score']) for r in results]}"
 
     errors: list[str] = []
-    page = _log_in(browser, stack.url, API_KEY)
+    page = log_in(browser, stack.url, API_KEY)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.click("[data-testid=review-link]")
     expect(page).to_have_url(stack.url + "/review")
@@ -137,7 +112,7 @@ def test_an_operator_labels_verdicts_on_the_review_page(stack, browser, tiny_art
     page.screenshot(path=shots / "review_page.png")
 
     # A viewer sees the labels and no label buttons.
-    viewer = _log_in(browser, stack.url, VIEWER_KEY)
+    viewer = log_in(browser, stack.url, VIEWER_KEY)
     viewer.goto(stack.url + "/review")
     viewer.select_option("[data-testid=line-select]", line)
     seen = viewer.locator(f"[data-inspection-id='{defect['inspection_id']}'] [data-testid=label]")

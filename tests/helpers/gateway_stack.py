@@ -42,6 +42,13 @@ VIEWER_KEY, API_KEY, ADMIN_KEY = KEYS[Role.VIEWER], KEYS[Role.OPERATOR], KEYS[Ro
 LINK_SECRET = uuid.uuid4().hex
 SESSION_SECRET = uuid.uuid4().hex
 UPLOAD = "/api/inspection/upload"
+# The dashboard tests' gateway: a short SPC baseline, and a small drift reference and window, so that a few
+# dozen stored parts give a line its chart and make it drift.
+SPC_BASELINE = 5
+DRIFT = {"reference_size": 20, "window": 20, "check_every": 5}
+DASHBOARD_ENV = {"DIFFQC_SPC_BASELINE_SIZE": str(SPC_BASELINE)} | {
+    f"DIFFQC_DRIFT_{k.upper()}": str(v) for k, v in DRIFT.items()
+}
 
 
 @dataclass
