@@ -1,0 +1,32 @@
+"""The soak's outage proxy in front of the real PostgreSQL: while it is down, open connections are reset and
+new ones refused, as when the server dies; once it is up again, on the same port, the same engine works."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from benchmarks.outage_proxy import OutageProxy
+
+
+def test_postgres_behind_the_proxy_goes_down_and_comes_back(postgres_url):
+    url = make_url(postgres_url)
+    with OutageProxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        engine = create_engine(url.set(port=proxy.port), pool_pre_ping=True, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+                proxy.down()
+                with pytest.raises(OperationalError):  # the open connection is reset
+                    conn.execute(text("SELECT 1"))
+            with pytest.raises(OperationalError, match="refused"):  # and a new one refused
+                engine.connect()
+            port = proxy.port
+            proxy.up()
+            assert proxy.port == port
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 2")).scalar() == 2
+        finally:
+            engine.dispose()
