@@ -11,7 +11,10 @@ leaves when the application does not poll for ``max.poll.interval.ms``. So an ou
 length costs no eviction, no rebalance and no refused commit when the dependency is back; the
 partitions resume once the message is handled. Should the group take the message's partition
 away meanwhile (a rebalance, another member joining), the message is dropped uncommitted and its
-new owner handles it from the committed offset.
+new owner handles it from the committed offset. So is a message whose commit the group refuses because
+it rebalanced while the handler ran (a replica joined or left and this member, not polling, missed
+it): the loop goes on, and the partition's owner handles the message again (every handler is
+idempotent by frame id).
 
 A message that can never succeed (it does not decode, the handler raises PoisonMessage, or its
 retries ran out) goes to ``<topic><dead_letter_suffix>`` with the reason in its headers, so one
@@ -32,10 +35,11 @@ import time
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Gauge
 
 from diffqc.bus.config import consumer_config
+from diffqc.bus.lag import ConsumerLag
 from diffqc.bus.producer import Publisher, PublishRefused
 from diffqc.contracts.topics import Headers, dead_letter_topic
 from diffqc.core import clock
@@ -48,6 +52,8 @@ from diffqc.settings import KafkaSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL_S = 0.2  # longest one poll blocks: how late a stop, or the end of a retry's delay, is noticed
+# A commit refused because the group moved on (a new generation) while the message was handled.
+REBALANCED = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS}
 
 
 class PoisonMessage(Exception):
@@ -85,8 +91,11 @@ class _Partitions:
     from inside ``poll``.
     """
 
-    def __init__(self, consumer: Consumer, incremental: bool, ready: threading.Event, paused_metric: Gauge):
+    def __init__(
+        self, consumer: Consumer, incremental: bool, ready: threading.Event, paused_metric: Gauge, lag: ConsumerLag
+    ):
         self.consumer = consumer
+        self.lag = lag
         self.incremental = incremental  # cooperative rebalancing: assignments come and go partition by partition
         self.ready = ready
         self.paused_metric = paused_metric
@@ -96,6 +105,7 @@ class _Partitions:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready.set()
+        self.lag.assigned(partitions)
         if self.paused:  # gained during a wait: paused with the others before they fetch anything
             (consumer.incremental_assign if self.incremental else consumer.assign)(partitions)
             consumer.pause(partitions)
@@ -105,6 +115,7 @@ class _Partitions:
         if self.paused:  # librdkafka keeps a partition's pause across its removal: one assigned again must fetch
             consumer.resume(partitions)
         self.held_revoked |= self.held in {(p.topic, p.partition) for p in partitions}
+        self.lag.revoked(partitions)
 
     def hold(self, msg: Message) -> None:
         self.held, self.held_revoked = (str(msg.topic()), int(msg.partition() or 0)), False
@@ -126,6 +137,7 @@ class _Partitions:
             if remaining <= 0:
                 return
             event = self.consumer.poll(min(remaining, POLL_S))
+            self.lag.update()
             if event is None:
                 continue
             if event.error() is None:  # librdkafka drops what it fetched before a pause: this is a bug there
@@ -173,12 +185,14 @@ class ConsumeLoop(Generic[T]):
         publisher = Publisher(self.kafka)
         incremental = "cooperative" in str(self._consumer_config["partition.assignment.strategy"])
         paused_metric = CONSUMERS_PAUSED.labels(group=self.group, topic=self.topic)
-        partitions = _Partitions(consumer, incremental, self.ready, paused_metric)
+        lag = ConsumerLag(consumer, self.group, self.topic)
+        partitions = _Partitions(consumer, incremental, self.ready, paused_metric, lag)
         consumer.subscribe([self.topic], on_assign=partitions.on_assign, on_revoke=partitions.on_revoke)
         log.info("consuming %s as group %s", self.topic, self._consumer_config["group.id"])
         try:
             while not stop.is_set():
                 msg = consumer.poll(POLL_S)
+                lag.update()
                 if msg is None:
                     continue
                 if msg.error():
@@ -198,13 +212,35 @@ class ConsumeLoop(Generic[T]):
                     continue
                 finally:
                     partitions.release()
-                consumer.commit(message=msg, asynchronous=False)
+                if not self._commit(consumer, msg):
+                    continue
+                lag.committed(msg)
                 if self.fence is not None:
                     self._fence_call(self.fence.clear, msg)
         finally:
+            lag.close()
             consumer.close()  # leaves the group at once, so a rebalance need not wait for a timeout
             publisher.close()
             log.info("stopped consuming %s", self.topic)
+
+    def _commit(self, consumer: Consumer, msg: Message) -> bool:
+        """Commit ``msg``'s offset; False when the group rebalanced meanwhile and refused it."""
+        try:
+            consumer.commit(message=msg, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() not in REBALANCED:
+                raise
+            log.warning(
+                "the group rebalanced while offset %d of %s was handled (%s): left uncommitted to the partition's "
+                "owner",
+                msg.offset(),
+                _name(msg.topic(), msg.partition()),
+                exc.args[0].name(),
+            )
+            if self.fence is not None:  # handled to the end: not a crash
+                self._fence_call(self.fence.release, msg)
+            return False
+        return True
 
     def _fenced(self, msg: Message, publisher: Publisher, partitions: _Partitions, stop: threading.Event) -> None:
         """``_process`` the message, unless the fence counts it as one that killed the process before."""

@@ -16,7 +16,8 @@ from the dead-lettered value (a Frame, PreparedFrame.frame or InferenceResult.fr
   passed ingestion (a producer that bypassed it; a letter from another deployment's database) and
   is no part this plant has on record. Both are logged with the letter's frame_id header.
 
-``diffqc_dead_letters_total{topic,outcome}`` counts each outcome. Once the cause is fixed, replaying
+``diffqc_dead_letters_total{topic,outcome}`` counts each outcome, and ``diffqc_verdicts_total`` (with
+scoring's PASS and DEFECT) each NOT_INSPECTED row recorded. Once the cause is fixed, replaying
 the letter (``diffqc dlq replay``) lets the frame be inspected, and its real verdict replaces the
 NOT_INSPECTED row (diffqc.scoring.scorer).
 """
@@ -37,6 +38,7 @@ from sqlalchemy import Engine
 from diffqc.bus.consumer import ConsumeLoop, message_headers
 from diffqc.contracts.topics import FRAMES, INFERENCE_RESULTS, PREPARED_FRAMES, ProtoTopic, dead_letter_topic
 from diffqc.core import clock
+from diffqc.runtime.metrics import VERDICTS_RECORDED
 from diffqc.scoring.scorer import inspection_id, verdict_message
 from diffqc.settings import KafkaSettings
 from diffqc.store import db
@@ -104,13 +106,14 @@ class FailClosed:
     def record(self, result: InferenceResult, reason: str) -> tuple[Outcome, InspectionVerdict | None]:
         """Record the frame of ``result`` as not inspected, unless it has a verdict; the verdict to publish."""
         frame = result.frame
+        created = False
         with db.session(self.engine, write=True) as session:
             row = get_inspection(session, frame.frame_id)
             if row is None:
                 if session.get(FrameRow, frame.frame_id) is None:
                     return Outcome.UNKNOWN_FRAME, None
                 now = clock.now()
-                row, _created = record_inspection(
+                row, created = record_inspection(
                     session,
                     id=inspection_id(frame.frame_id, NOT_INSPECTED_VERSION),
                     frame_id=frame.frame_id,
@@ -125,7 +128,10 @@ class FailClosed:
                 )
             if Verdict(row.verdict) is not Verdict.NOT_INSPECTED:
                 return Outcome.ALREADY_INSPECTED, None
-            return Outcome.NOT_INSPECTED, verdict_message(row, result)
+            verdict = verdict_message(row, result)
+        if created:  # committed
+            VERDICTS_RECORDED.labels(verdict=Verdict.NOT_INSPECTED.value).inc()
+        return Outcome.NOT_INSPECTED, verdict
 
     def handle(self, source: ProtoTopic[Any], value: bytes, msg: Message) -> Outcome:
         """One dead letter of ``source``: record and publish its NOT_INSPECTED verdict, or say why not."""

@@ -34,7 +34,7 @@ from diffqc.core import clock
 from diffqc.core.process import process_deviation, with_process
 from diffqc.preprocess.normalize import FrameImageError
 from diffqc.preprocess.prepare import load_frame_image
-from diffqc.runtime.metrics import CANARY_ROLLBACKS
+from diffqc.runtime.metrics import CANARY_ROLLBACKS, VERDICTS_RECORDED
 from diffqc.scoring.regions import content_regions, heatmap_png, map_geometry, to_original
 from diffqc.settings import ScoringSettings
 from diffqc.store import db, trials
@@ -289,6 +289,8 @@ class Scorer:
                 row, created = record_inspection(session, **values)
                 if created:
                     trials.record(session, self.trial_rows(result, nominal, values, trial_models))
+            if created:
+                VERDICTS_RECORDED.labels(verdict=Verdict(row.verdict).value).inc()
             if created and result.canary:
                 self._guard_canary(frame)
             if not created:

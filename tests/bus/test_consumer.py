@@ -282,6 +282,42 @@ def test_a_partition_gained_during_an_outage_stays_paused_until_it_ends(kafka_se
     assert committed == [1, 1]
 
 
+def test_a_commit_refused_after_a_rebalance_leaves_the_message_to_its_owner_and_the_loop_goes_on(
+    kafka_settings, caplog
+):
+    """A handler call outlasts max.poll.interval: librdkafka leaves the group, the other member takes the
+    partition and handles the message; the late commit is refused, and the loop goes on instead of dying."""
+    kafka = kafka_settings.model_copy(update={"session_timeout_ms": 3000, "max_poll_interval_ms": 3000})
+    topic = _topic(kafka, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    go_on, handled = threading.Event(), []
+
+    def handler(name: str):
+        def handle(value: bytes, _msg) -> None:
+            if name == "first" and not go_on.is_set():
+                go_on.wait(60)  # a handler call that outlasts the poll interval
+            handled.append((name, value))
+
+        return handle
+
+    first = ConsumeLoop(kafka, topic, group, bytes, handler("first"))
+    stop_first = threading.Event()
+    first_thread = threading.Thread(target=first.run, args=(stop_first,), daemon=True)
+    first_thread.start()
+    try:
+        _wait(first.ready.is_set)
+        with _running(ConsumeLoop(kafka, topic, group, bytes, handler("second"))):
+            _produce_to(kafka, topic, {0: b"p0", 1: b"p1"})
+            _wait(lambda: {v for name, v in handled if name == "second"} == {b"p0", b"p1"}, timeout_s=60)
+            go_on.set()  # the first member's call ends: its commit is too late
+            _wait(lambda: any("left uncommitted to the partition's owner" in r.getMessage() for r in caplog.records))
+            assert first_thread.is_alive(), "a refused commit must not end the consume loop"
+            _wait(lambda: _committed(kafka, group, topic, partitions=2) == [1, 1])
+    finally:
+        stop_first.set()
+        first_thread.join(30)
+
+
 def _outage_handler(name: str, down: threading.Event, attempts: list, handled: list):
     """A handler that records each attempt as (name, value) and fails while ``down`` is set."""
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -88,8 +89,14 @@ def _rows(engine, frame_id: str) -> list[Inspection]:
         return list(session.scalars(select(Inspection).where(Inspection.frame_id == frame_id)))
 
 
+def _verdicts(verdict: Verdict) -> float:
+    """diffqc_verdicts_total of ``verdict``, in this process."""
+    return REGISTRY.get_sample_value("diffqc_verdicts_total", {"verdict": verdict.value}) or 0.0
+
+
 def test_a_dead_lettered_frame_is_one_not_inspected_row_with_its_reason(engine, fail_closed):
     frame = _ingested(engine, _frame())
+    counted = _verdicts(Verdict.NOT_INSPECTED)
     outcome, verdict = fail_closed.record(InferenceResult(frame=frame), REASON)
     assert outcome is Outcome.NOT_INSPECTED and verdict is not None
     assert verdict.verdict == VERDICT_NOT_INSPECTED and verdict.not_inspected_reason == REASON
@@ -98,6 +105,7 @@ def test_a_dead_lettered_frame_is_one_not_inspected_row_with_its_reason(engine, 
     # A second dead letter of the frame (another stage, a replay that failed again) reports the same row.
     again = fail_closed.record(InferenceResult(frame=frame), "dead-lettered at scoring: something else")
     assert again == (Outcome.NOT_INSPECTED, verdict)
+    assert _verdicts(Verdict.NOT_INSPECTED) == counted + 1  # one row, one verdict
     [row] = _rows(engine, frame.frame_id)
     assert (row.verdict, row.not_inspected_reason, row.heatmap_uri) == (Verdict.NOT_INSPECTED, REASON, None)
 
@@ -127,9 +135,11 @@ def test_a_replayed_frame_that_is_scored_replaces_its_not_inspected_row(engine, 
         record_alert(session, alert_json(record), line_stop=False)
 
     scorer = Scorer(ScoringSettings(), engine, FileBlobStore(tmp_path / "blobs"))
+    defects = _verdicts(Verdict.DEFECT)
     verdict = scorer.score(_result(scorer.blobs, frame, 1.5))
 
     assert verdict.verdict == VERDICT_DEFECT and verdict.not_inspected_reason == ""
+    assert _verdicts(Verdict.DEFECT) == defects + 1  # the replay's real verdict counts too
     [row] = _rows(engine, frame.frame_id)
     assert (row.id, row.verdict) == (inspection_id(frame.frame_id, "1"), Verdict.DEFECT)
     with Session(engine) as session:
