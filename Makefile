@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 ARGS ?=
 TORCH := torch==2.13.0
 
-.PHONY: setup system-packages run test proto lint constraints bench-detector bench-fast soak gpu-check clean
+.PHONY: setup system-packages run test proto lint constraints bench-detector bench-fast soak scaleout gpu-check clean
 
 setup: system-packages $(STAMP)
 
@@ -64,6 +64,10 @@ constraints:
 # Chaos soak: the line streams while services are killed and Triton goes down (benchmarks/soak.py).
 soak: setup
 	$(BIN)/python -m benchmarks.soak $(ARGS)
+
+# Scale-out curve: frames/s with 1, 2, 4 replicas of each consumer stage next to Triton alone (benchmarks/scaleout.py).
+scaleout: setup
+	$(BIN)/python -m benchmarks.scaleout $(ARGS)
 
 # Trains the detector on every benchmark data set under a fixed CPU budget (~70 min on 2 cores);
 # e.g. ARGS="--minutes 2 --datasets pcb,brick". The bench extra brings the ELPV data set.

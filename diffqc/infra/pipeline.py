@@ -12,6 +12,12 @@ time-series store (victoria-metrics, when installed), else to a line-protocol fi
 ``external``: no server is started; the services run against the plant's own broker, schema registry,
 database, InfluxDB and Triton that the DIFFQC_* settings name (its Triton serving the same model
 repository), so an integrator sees the line's alerts on the plant's broker.
+
+``replicas``: each consumer stage (preprocessing, inference, scoring, and the bridge when it runs)
+runs as that many processes in one consumer group, so the broker spreads the topics' ``partitions``
+among them (``service.stream_workers`` consumers per process; more consumers than partitions idle).
+Replica processes are named ``inference-2``, ``inference-3``... with a port and a log each; the
+first keeps the stage's own name. Ingestion stays one process, Triton one server.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from diffqc.serving.repository import MODEL_NAME, versions
 from diffqc.settings import Settings
 from diffqc.store.engine import make_engine
 
-SERVICES = ("ingestion", "preprocessing", "inference", "scoring")
+INGESTION = "ingestion"  # one process: cameras stream to one address
+CONSUMER_STAGES = ("preprocessing", "inference", "scoring")  # the frame flow's stages that scale out
 # What --external needs the settings to name: the plant's servers.
 EXTERNAL_SERVERS = (
     "DIFFQC_KAFKA_BOOTSTRAP_SERVERS",
@@ -45,6 +52,17 @@ BRIDGE = "bridge"
 PARTITIONS = 4
 
 
+def replica_name(stage: str, replica: int) -> str:
+    """The process name of replica ``replica`` (from 1) of ``stage``: ``inference``, ``inference-2``, ..."""
+    return stage if replica == 1 else f"{stage}-{replica}"
+
+
+def stage_of(name: str) -> str:
+    """The service a process runs: ``inference-2`` -> ``inference``."""
+    stage, _, replica = name.rpartition("-")
+    return stage if stage and replica.isdigit() else name
+
+
 @dataclass
 class LocalPipeline:
     root: Path
@@ -55,6 +73,8 @@ class LocalPipeline:
     line_stop_url: str | None = None  # where the bridge requests line stops for critical alerts
     service_env: dict[str, str] = field(default_factory=dict)  # further DIFFQC_* settings of every service
     external: bool = False  # run against the servers the DIFFQC_* settings name instead of starting local ones
+    replicas: int = 1  # processes of each consumer stage, sharing its consumer group
+    partitions: int = PARTITIONS  # of every topic this pipeline creates
     stack: LocalStack = field(init=False)
     env: dict[str, str] = field(init=False, default_factory=dict)
     ports: dict[str, int] = field(init=False, default_factory=dict)
@@ -65,6 +85,8 @@ class LocalPipeline:
         self.root = Path(self.root)
         self.model_repository = Path(self.model_repository).resolve()  # artifacts are registered by file URI
         self.stack = LocalStack(self.root)
+        if self.replicas < 1 or self.partitions < 1:
+            raise InfraError(f"replicas and partitions must be at least 1; got {self.replicas}, {self.partitions}")
         if self.external:
             missing = [name for name in EXTERNAL_SERVERS if not os.environ.get(name)]
             if missing:
@@ -118,7 +140,7 @@ class LocalPipeline:
             }
             self._bridge_env()
             kafka = self.settings.kafka
-            ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)
+            ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], self.partitions)
             return
         external_influx = os.environ.get("DIFFQC_INFLUX_URL")
         embedded_store = not external_influx and shutil.which("victoria-metrics") is not None
@@ -139,7 +161,7 @@ class LocalPipeline:
         else:
             self.env["DIFFQC_SCORING_LINE_PROTOCOL_FILE"] = str(self.line_protocol_file)
         kafka = self.settings.kafka
-        ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], PARTITIONS)
+        ensure_topics(kafka, [*ALL_TOPICS, *(dead_letter_topic(t, kafka) for t in ALL_TOPICS)], self.partitions)
 
     def _bridge_env(self) -> None:
         if self.mes_webhook_url:
@@ -170,11 +192,19 @@ class LocalPipeline:
             )
         return str(found[-1])
 
+    @property
+    def service_names(self) -> list[str]:
+        """Every service process of this pipeline: ingestion, then ``replicas`` of each consumer stage."""
+        stages = (*CONSUMER_STAGES, BRIDGE) if self.mes_webhook_url else CONSUMER_STAGES
+        return [INGESTION, *(replica_name(stage, n) for stage in stages for n in range(1, self.replicas + 1))]
+
     def start_service(self, name: str) -> None:
+        """Start the process ``name`` (a service, or a replica such as ``inference-2``) on its own port and
+        log; a restart keeps the port, so clients reconnect to the same address."""
         self.ports.setdefault(name, free_port())
-        self.processes[name] = service_process(
-            name, self.ports[name], self.env, self.root / "logs" / f"{name}.log"
-        ).start()
+        process = service_process(stage_of(name), self.ports[name], self.env, self.root / "logs" / f"{name}.log")
+        process.name = f"service {name}"
+        self.processes[name] = process.start()
 
     def stop_service(self, name: str) -> None:
         self.processes.pop(name).stop()
@@ -183,9 +213,21 @@ class LocalPipeline:
         self.newest_version()  # fail before starting anything when there is no model to serve
         self.start_servers()
         products = self.register_models()
-        for name in (*SERVICES, BRIDGE) if self.mes_webhook_url else SERVICES:
+        for name in self.service_names:
             self.start_service(name)
         return products
+
+    def scale(self, replicas: int) -> None:
+        """Run ``replicas`` processes of each consumer stage from now on: the missing ones start, the extra
+        ones stop (their groups rebalance); ingestion, Triton and the servers stay as they are."""
+        if replicas < 1:
+            raise InfraError(f"replicas must be at least 1; got {replicas}")
+        self.replicas = replicas
+        wanted = self.service_names
+        for name in [n for n in self.processes if n not in wanted]:
+            self.stop_service(name)
+        for name in [n for n in wanted if n not in self.processes]:
+            self.start_service(name)
 
     def stop(self) -> None:
         for name in list(self.processes):
