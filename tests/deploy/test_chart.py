@@ -88,6 +88,22 @@ def test_the_alerts_name_metrics_the_services_export(plant_docs):
         assert named and named <= exported, f"{alert['alert']}: {sorted(named - exported)} are not exported"
 
 
+def test_the_service_monitor_scrapes_every_service_that_serves_metrics(plant_docs, single_docs):
+    """prometheus-operator scrapes the port named `metrics` of the Services the ServiceMonitor selects: every
+    service with metrics (Triton and the trainer included) must match, and a release without it has none."""
+    [monitor] = by_kind(plant_docs, "ServiceMonitor").values()
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    services = by_kind(plant_docs, "Service").values()
+    with_metrics = [s for s in services if "metrics" in {p["name"] for p in s["spec"]["ports"]}]
+    assert {component(s) for s in with_metrics} >= {*CONSUMED, "ingestion", "triton"}
+    for service in with_metrics:
+        labels = service["metadata"]["labels"]
+        assert wanted.items() <= labels.items(), f"{service['metadata']['name']} is not scraped"
+    assert not by_kind(single_docs, "ServiceMonitor")
+
+
 def test_gpu_example_puts_triton_on_the_gpu_pool(plant_docs):
     values = load_values(PLANT)
     triton = by_kind(plant_docs, "Deployment")["diffqc-triton"]
