@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class MesReceiver:
     def __init__(self, host: str = "127.0.0.1"):
         self.alerts: dict[str, dict] = {}
-        self.deliveries = 0
+        self.deliveries_per_alert = Counter[str]()
         self.line_stops: list[dict] = []
         self._lock = threading.Lock()
         receiver = self
@@ -26,8 +27,9 @@ class MesReceiver:
                     if self.path.endswith("/line-stop"):
                         receiver.line_stops.append(body)
                     else:
-                        receiver.deliveries += 1
-                        receiver.alerts[self.headers.get("Idempotency-Key", "")] = body
+                        key = self.headers.get("Idempotency-Key", "")
+                        receiver.deliveries_per_alert[key] += 1
+                        receiver.alerts[key] = body
                 self.send_response(200)
                 self.end_headers()
 
@@ -49,3 +51,19 @@ class MesReceiver:
     def received(self) -> int:
         with self._lock:
             return len(self.alerts)
+
+    def frame_ids(self) -> set[str]:
+        """The frames whose alerts arrived."""
+        with self._lock:
+            return {str(body.get("frame_id")) for body in self.alerts.values()}
+
+    @property
+    def deliveries(self) -> int:
+        """POSTs of alerts, repeated deliveries of one alert included."""
+        with self._lock:
+            return sum(self.deliveries_per_alert.values())
+
+    def delivered_more_than_once(self) -> int:
+        """Alerts the MES was sent more than once."""
+        with self._lock:
+            return sum(n > 1 for n in self.deliveries_per_alert.values())

@@ -20,7 +20,8 @@ def collect(kafka, topic, frame_ids: set[str], timeout_s=60.0, settle_s=2.0) -> 
     while time.monotonic() < (settled or deadline):
         msg = consumer.poll(0.2)
         if msg is not None and not msg.error():
-            frame_id = dict(msg.headers() or []).get("frame_id", b"").decode()
+            value = dict(msg.headers() or []).get("frame_id") or b""
+            frame_id = value.decode() if isinstance(value, bytes) else value
             if frame_id in frame_ids:
                 found.setdefault(frame_id, []).append(msg)
         if settled is None and set(found) == frame_ids:
