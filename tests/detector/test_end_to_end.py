@@ -153,5 +153,9 @@ def test_bf16_reconstruction_keeps_float32_outputs_and_nearly_the_same_scores(me
     amap16, score16 = result16.anomaly_map, result16.score
     assert amap16.dtype == score16.dtype == np.float32
     assert not np.array_equal(score16, score32)  # it did run in the other precision
-    np.testing.assert_allclose(score16, score32, atol=0.25)
-    assert detector.verdicts(score16) == detector.verdicts(score32)
+    tolerance = 0.25
+    np.testing.assert_allclose(score16, score32, atol=tolerance)
+    # A part whose score is within the precision's error of the threshold may fall either side; no other may.
+    clear = np.abs(score32 - detector.threshold()) > tolerance
+    assert clear.sum() >= len(score32) // 2
+    assert detector.verdicts(score16[clear]) == detector.verdicts(score32[clear])
