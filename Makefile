@@ -61,7 +61,8 @@ constraints:
 	  | grep -v '^pip==' | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'; } > constraints.txt.new \
 	  && mv constraints.txt.new constraints.txt
 
-# Chaos soak: the line streams while services are killed and Triton goes down (benchmarks/soak.py).
+# Chaos soak: three lines stream while services are SIGKILLed and Triton, PostgreSQL, the time-series store
+# and the blob volume fail in turn (benchmarks/soak.py; ~5 min).
 soak: setup
 	$(BIN)/python -m benchmarks.soak $(ARGS)
 

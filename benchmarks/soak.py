@@ -1,7 +1,7 @@
 """Chaos soak: lines stream through the whole local pipeline while its parts are killed and its
 dependencies taken away.
 
-    make soak                                          # 300 frames at 2 fps on 3 lines, a fault every 20 s
+    make soak                                          # 500 frames at 2 fps on 3 lines, a fault every 10 s
     .venv/bin/python -m benchmarks.soak --frames 10000 --fps 3 --kill-every 30 --outage-every 6
 
 ``--lines`` cameras stream at once (one thread each, ``--fps`` shared among them), each one line of
@@ -181,19 +181,19 @@ def _percentile_s(values: np.ndarray, q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--fps", type=float, default=2.0, help="frames per second of all lines together")
     parser.add_argument("--lines", type=int, default=3, help="cameras streaming at once, one line each")
     parser.add_argument("--replicas", type=int, default=2, help="processes of each consumer stage")
     parser.add_argument("--partitions", type=int, default=6, help="of every topic")
-    parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between two faults")
+    parser.add_argument("--kill-every", type=float, default=10.0, help="seconds between two faults")
     parser.add_argument("--down-s", type=float, default=5.0, help="how long a killed service stays down")
-    parser.add_argument("--outage-every", type=int, default=3, help="every n-th fault takes a dependency away")
-    parser.add_argument("--outage-s", type=float, default=30.0, help="how long a dependency stays away")
+    parser.add_argument("--outage-every", type=int, default=2, help="every n-th fault takes a dependency away")
+    parser.add_argument("--outage-s", type=float, default=20.0, help="how long a dependency stays away")
     parser.add_argument("--poll-interval-s", type=float, default=10.0, help="consumers' max.poll.interval")
     parser.add_argument("--blob-volume-mb", type=int, default=1024, help="tmpfs blob volume; 0: no volume fill")
     parser.add_argument(
-        "--retention-every-s", type=float, default=120.0, help="diffqc retention runs (the CronJob); 0: never"
+        "--retention-every-s", type=float, default=60.0, help="diffqc retention runs (the CronJob); 0: never"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("var/soak"))
