@@ -19,8 +19,8 @@ re-sends what it has no ack for (``diffqc.demo.stream``).
 At the end every accepted frame must have exactly one inspection (PASS, DEFECT or NOT_INSPECTED), every
 DEFECT exactly one alert on quality.alert, and the MES every alert once. The figures (lost, duplicated,
 verdicts, p95 latency outside the faults, recovery after each fault, peak memory per process) print as
-tables and go to <out>/soak.json. Exit status 1 when a frame was lost or judged twice or an alert is
-missing or was delivered twice.
+tables and go to <out>/soak.json, the timeline that ``benchmarks.soak_figure`` draws to <out>/timeline.json.
+Exit status 1 when a frame was lost or judged twice or an alert is missing or was delivered twice.
 """
 
 from __future__ import annotations
@@ -299,6 +299,15 @@ def _soak(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     _print(figures)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
+    timeline = {  # for benchmarks.soak_figure
+        "frames": [[j.received, j.inspected, j.verdict] for j in judged.values()],
+        "faults": [{"what": f.what, "started": f.started, "ended": f.ended} for f in chaos.faults],
+        "memory": memory.samples,
+    }
+    (args.out / "timeline.json").write_text(json.dumps(timeline) + "\n")
+    console.print(
+        f"figures in {args.out}; draw them: python -m benchmarks.soak_figure {args.out}/timeline.json soak.png"
+    )
     ok = not (
         figures["lost"]
         or figures["judged_twice"]
