@@ -18,12 +18,14 @@ CHUNK = 64 * 1024
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with an RST (linger 0), as a crashed server's kernel answers."""
-    try:
+    """Close with an RST (linger 0), as a crashed server's kernel answers. The shutdown wakes the pump thread
+    blocked reading the socket: a close alone would leave the connection open (and the server's backend
+    with it) until that read returns, which for an idle connection is never."""
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 class OutageProxy:

@@ -6,9 +6,10 @@ reports each commit; a partition without one since it was assigned asks the brok
 offset once (a group that never committed starts at the log's start, auto.offset.reset=earliest).
 The high watermark is the one librdkafka cached from its last fetch response, so an update costs no
 request; while the loop's partitions are paused (a retry wait) nothing is fetched, and the lag keeps
-its last value until they resume (diffqc_consumer_paused tells that state). Series of partitions the
-loop loses at a rebalance, or when it stops, are removed: their new owner reports them (a loop of the
-same process included, ``stream_workers``, at its next update).
+its last value until they resume (diffqc_consumer_paused tells that state). Asking the broker instead
+would need ListOffsets(latest), which the local broker (tansu 0.6) answers wrongly. Series of
+partitions the loop loses at a rebalance, or when it stops, are removed: their new owner reports them
+(a loop of the same process included, ``stream_workers``, at its next update).
 """
 
 from __future__ import annotations
