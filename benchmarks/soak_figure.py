@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 import numpy as np  # noqa: E402
 
+from diffqc.infra.pipeline import stage_of  # noqa: E402
+
 VERDICT_COLOURS = {"pass": "#4c72b0", "defect": "#c44e52", "not_inspected": "#dd8452"}
 
 
@@ -65,12 +67,22 @@ def draw(timeline: dict, out: Path) -> None:
     rate.step(minutes[:-1], per_minute, where="post", color="#55a868")
     rate.set_ylabel("verdicts / min")
 
+    palette = plt.get_cmap("tab20")
+    by_service: dict[str, tuple] = {}
     for name, samples in sorted(timeline["memory"].items()):
+        service = stage_of(name.split(" (pid")[0])  # one colour and legend entry for all its processes
+        first = service not in by_service
+        if first:
+            by_service[service] = palette(len(by_service) % 20)
+        service_colour = by_service[service]
         points = np.array(samples)
-        mem.plot((points[:, 0] - t0) / 60, points[:, 1] / 2**20, lw=1, label=name)
+        mem.plot(
+            (points[:, 0] - t0) / 60, points[:, 1] / 2**20, lw=1, color=service_colour, label=service if first else None
+        )
     mem.set_ylabel("resident memory (MB)")
     mem.set_xlabel("minutes since the first frame")
-    mem.legend(loc="upper left", ncol=5, fontsize=7)
+    mem.legend(loc="upper left", ncol=5, fontsize=8)
+    mem.set_title("every process, its replicas and restarts in the colour of its service", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
