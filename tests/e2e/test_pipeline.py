@@ -23,6 +23,7 @@ from diffqc.data.images import read_image
 from diffqc.data.mvtec import list_samples
 from diffqc.detector.detector import Detector
 from diffqc.infra.pipeline import LocalPipeline
+from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.timeseries import export_series
 from diffqc.serving.repository import stage_version
 from diffqc.store.blobs import FileBlobStore
@@ -36,15 +37,19 @@ from tests.helpers.models import TINY_PRODUCT
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def pipeline(tiny_artifact, tmp_path, postgres_url, local_stack):
-    stage_version(tiny_artifact[0], tmp_path / "repo")
-    pipeline = LocalPipeline(tmp_path / "run", tmp_path / "repo", database_url=postgres_url)
-    try:
-        pipeline.start()
-        yield pipeline
-    finally:
-        pipeline.stop()
+@pytest.fixture(scope="module")
+def pipeline(tiny_artifact, tmp_path_factory, local_stack):
+    """One pipeline for the module (a start costs ~18 s): each test sends frames of its own ids, and one that
+    kills a service starts it again before it ends."""
+    root = tmp_path_factory.mktemp("e2e")
+    stage_version(tiny_artifact[0], root / "repo")
+    with throwaway_database() as database_url:
+        pipeline = LocalPipeline(root / "run", root / "repo", database_url=database_url)
+        try:
+            pipeline.start()
+            yield pipeline
+        finally:
+            pipeline.stop()
 
 
 def _requests(data, n: int, lines=("L1", "L2")):
