@@ -29,6 +29,7 @@ import psutil
 from rich.console import Console
 
 from benchmarks.outage_proxy import OutageProxy
+from diffqc.infra.errors import InfraError
 from diffqc.infra.pipeline import LocalPipeline
 from diffqc.infra.process import stop_pid
 from diffqc.infra.stack import TIMESERIES, TRITON
@@ -99,12 +100,15 @@ class Chaos(threading.Thread):
 
     def kill(self, name: str) -> tuple[str, Callable[[], str]]:
         def act() -> str:
-            process = self.pipeline.processes.pop(name)
-            assert process.pid is not None, f"{name} was not running"
-            os.killpg(process.pid, signal.SIGKILL)  # no shutdown, no commit
+            process = self.pipeline.processes.pop(name, None)
+            if process is not None and process.pid is not None:  # None: its last restart failed
+                os.killpg(process.pid, signal.SIGKILL)  # no shutdown, no commit
             self.stop.wait(self.down_s)
-            self.pipeline.start_service(name)
-            return ""
+            try:
+                self.pipeline.start_service(name)
+            except InfraError as exc:  # e.g. its start-up timed out waiting for a dependency: tried again later
+                return f"did not start again: {str(exc).splitlines()[0]}"
+            return "" if process is not None else "was not running (its last start failed); started"
 
         return f"{name} SIGKILLed", act
 
