@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from diffqc.infra.errors import InfraError
+from diffqc.infra.kafka import kafka_broker
 from diffqc.infra.ports import free_port
 from diffqc.infra.postgres import throwaway_database
 from diffqc.infra.stack import KAFKA, REGISTRY, TIMESERIES, LocalStack
@@ -44,6 +45,15 @@ def kafka_settings(kafka_bootstrap) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=kafka_bootstrap, session_timeout_ms=6000, retry_backoff_s=0.05, retry_backoff_max_s=0.2
     )
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of this test's own: the session broker's topics belong to other tests."""
+    port = free_port()
+    broker = kafka_broker(port, tmp_path / "tansu.log").start()
+    yield f"127.0.0.1:{port}"
+    broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from confluent_kafka.admin import AdminClient
 
 from diffqc.bus.admin import require_topics
 from diffqc.contracts.topics import ALL_TOPICS
-from diffqc.infra.kafka import kafka_broker
 from diffqc.infra.ports import free_port
 from diffqc.runtime.grpc_server import GrpcServer
 from diffqc.settings import GrpcSettings, KafkaSettings
@@ -136,15 +135,6 @@ def test_healthcheck_http_mode_follows_the_status(http_health):
     assert _healthcheck("--http", url).returncode == 0
     _Health.status = 503  # the gateway answers 503 while the database or ingestion is down
     assert _healthcheck("--http", url).returncode == 1
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker of this test's own: the session broker's topics belong to other tests."""
-    port = free_port()
-    broker = kafka_broker(port, tmp_path / "tansu.log").start()
-    yield f"127.0.0.1:{port}"
-    broker.stop()
 
 
 def test_provision_topics_creates_every_topic_and_refuses_too_few_partitions(own_broker):
