@@ -71,8 +71,10 @@ def preprocessor(engine, tmp_path):
 
 
 @pytest.fixture
-def kafka(kafka_settings) -> KafkaSettings:
-    return kafka_settings.model_copy(update={"group_prefix": uuid.uuid4().hex})
+def kafka(kafka_settings, own_broker) -> KafkaSettings:
+    # A broker of each test's own: a new group reads qc.frames.v1 from its start, and on the session broker
+    # the frames of every earlier test come first.
+    return kafka_settings.model_copy(update={"bootstrap_servers": own_broker, "group_prefix": uuid.uuid4().hex})
 
 
 @pytest.fixture
@@ -183,8 +185,7 @@ def test_the_service_process_prepares_the_stream_and_stops_cleanly_on_sigterm(po
     try:
         frame = _frame(blobs)
         _produce(kafka, [frame])
-        # A new group reads qc.frames.v1 from its start: the frames of every earlier test come first.
-        outputs = collect(kafka, PREPARED_FRAMES, {frame.frame_id}, timeout_s=240, settle_s=0)
+        outputs = collect(kafka, PREPARED_FRAMES, {frame.frame_id}, settle_s=0)
         assert frame.frame_id in outputs
     finally:
         proc.send_signal(signal.SIGTERM)
