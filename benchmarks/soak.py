@@ -18,9 +18,9 @@ re-sends what it has no ack for (``diffqc.demo.stream``).
 
 At the end every accepted frame must have exactly one inspection (PASS, DEFECT or NOT_INSPECTED), every
 DEFECT an alert on quality.alert under one alert id (published again after a crash, never under a second
-id), and the MES every alert once. The figures (lost, duplicated,
-verdicts, p95 latency outside the faults, recovery after each fault, peak memory per process) print as
-tables and go to <out>/soak.json, the timeline that ``benchmarks.soak_figure`` draws to <out>/timeline.json.
+id), and the MES every alert once. The figures (lost, duplicated, verdicts, p95 latency outside the faults,
+recovery after each fault, peak memory per process) print as tables and go to <out>/soak.json, the
+timeline that ``benchmarks.soak_figure`` draws to <out>/timeline.json.
 Exit status 1 when a frame was lost or judged twice or an alert is missing or was delivered twice.
 """
 
