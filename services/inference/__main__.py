@@ -19,7 +19,9 @@ NAME = "inference"
 
 def start(settings: Settings) -> int:
     wait_for_broker(settings.kafka, settings.service.startup_timeout_s)
-    detector = TritonDetector(settings.triton, grpc_settings=settings.grpc)
+    # Two attempts in a handler call, then the consume loop's pause-and-poll waits the outage out: six
+    # (~15 s of backoff) outlasted a short max.poll.interval, and the group evicted both consumers.
+    detector = TritonDetector(settings.triton, max_attempts=2, grpc_settings=settings.grpc)
     detector.wait_until_ready(settings.service.startup_timeout_s)  # the model, not only the server
     routes = model_routes(settings)  # which model versions judge and score each frame
     inference = Inference(settings, detector, make_blob_store(settings), routes)
