@@ -4,14 +4,13 @@ it is up again, on the same port, the same engine works."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from benchmarks.outage_proxy import OutageProxy
+from tests.helpers.gateway_stack import wait_until
 
 
 def _other_backends(url) -> int:
@@ -38,10 +37,7 @@ def test_postgres_behind_the_proxy_goes_down_and_comes_back(postgres_url):
                 proxy.down()
                 with pytest.raises(OperationalError):  # the open connection is reset
                     conn.execute(text("SELECT 1"))
-            deadline = time.monotonic() + 10
-            while _other_backends(url) and time.monotonic() < deadline:  # its backend ends with it
-                time.sleep(0.1)
-            assert _other_backends(url) == 0
+            wait_until(lambda: _other_backends(url) == 0, 10, "the reset connection's backend to end")
             with pytest.raises(OperationalError, match="refused"):  # and a new one refused
                 engine.connect()
             port = proxy.port
